@@ -1,0 +1,72 @@
+// Command testsummary reads `go test -json` events on stdin. With -print it
+// echoes the tests' output as go test would print it; without, it prints the
+// failed tests and one closing line: "tests: N passed, N failed, N skipped".
+// A package that fails to build or fails outside any test counts as failed.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+)
+
+type event struct {
+	Action  string
+	Package string
+	Test    string
+	Output  string
+}
+
+func main() {
+	echo := flag.Bool("print", false, "echo test output instead of summarising")
+	flag.Parse()
+
+	var passed, failed, skipped int
+	var failures []string
+	failedTestsIn := map[string]int{}
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1024*1024), 16*1024*1024)
+	for in.Scan() {
+		line := in.Bytes()
+		var ev event
+		if err := json.Unmarshal(line, &ev); err != nil || ev.Action == "" {
+			// Build errors and other non-JSON lines go through as they are.
+			if *echo {
+				fmt.Println(string(line))
+			}
+			continue
+		}
+		if *echo {
+			if ev.Action == "output" {
+				fmt.Print(ev.Output)
+			}
+			continue
+		}
+		switch {
+		case ev.Test != "" && ev.Action == "pass":
+			passed++
+		case ev.Test != "" && ev.Action == "skip":
+			skipped++
+		case ev.Test != "" && ev.Action == "fail":
+			failed++
+			failedTestsIn[ev.Package]++
+			failures = append(failures, ev.Package+" "+ev.Test)
+		case ev.Action == "fail" && failedTestsIn[ev.Package] == 0:
+			// The package failed without a failing test: a build error,
+			// a panic outside tests or a timeout.
+			failed++
+			failures = append(failures, ev.Package+" (package)")
+		}
+	}
+	if *echo {
+		return
+	}
+	sort.Strings(failures)
+	for _, f := range failures {
+		fmt.Println("FAILED:", f)
+	}
+	fmt.Printf("tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
+}

@@ -1,0 +1,90 @@
+// Package testenv starts real kube-apiservers (with etcd) for tests through
+// controller-runtime's envtest, from the binaries that hack/build-binaries.sh
+// puts in .cache/envtest, and installs clusterset's CRDs in them.
+package testenv
+
+import (
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+)
+
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := goruntime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Scheme knows the built-in types, both MCS API versions and ClusterProperty.
+var Scheme = scheme.Scheme
+
+func init() {
+	for _, add := range []func(*runtime.Scheme) error{mcsv1alpha1.AddToScheme, mcsv1beta1.AddToScheme, aboutv1alpha1.AddToScheme} {
+		if err := add(Scheme); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// AssetsDir returns the directory with kube-apiserver and etcd. It honours
+// KUBEBUILDER_ASSETS and falls back to the repository's cache. When the
+// binaries are missing the test is skipped, unless CI is set: then it fails
+// and says how to build them.
+func AssetsDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), ".cache", "envtest")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
+		msg := "kube-apiserver and etcd are not built: run `make test` or `hack/build-binaries.sh envtest` (looked in " + dir + ")"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return dir
+}
+
+// Cluster is one started control plane.
+type Cluster struct {
+	Env    *envtest.Environment
+	Config *rest.Config
+	Client client.Client
+}
+
+// Start starts a kube-apiserver and etcd with the CRDs of config/crd installed,
+// and stops them when the test ends.
+func Start(t testing.TB) *Cluster {
+	t.Helper()
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: AssetsDir(t),
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting envtest control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("stopping envtest control plane: %v", err)
+		}
+	})
+	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		t.Fatalf("client for envtest control plane: %v", err)
+	}
+	return &Cluster{Env: env, Config: cfg, Client: c}
+}

@@ -1,0 +1,269 @@
+package merge
+
+import (
+	"hash/fnv"
+	"maps"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// bytesSource hands out small choices from the fuzzer's bytes, then zeros.
+type bytesSource struct{ b []byte }
+
+func (s *bytesSource) pick(n int) int {
+	if len(s.b) == 0 {
+		return 0
+	}
+	v := int(s.b[0]) % n
+	s.b = s.b[1:]
+	return v
+}
+
+func pickOf[T any](s *bytesSource, options ...T) T { return options[s.pick(len(options))] }
+
+// fuzzRecords builds up to six records with distinct cluster IDs from data.
+// Values come from small sets, nil and empty variants included, so that
+// ties, equal-by-meaning values and port clashes are frequent.
+func fuzzRecords(data []byte) []registry.Record {
+	s := &bytesSource{b: data}
+	ids := []string{"a", "b", "c", "d", "e", "f"}
+	n := s.pick(len(ids) + 1)
+	// A permutation of ids, so that the cluster ID order is unrelated to
+	// the creation order.
+	for i := len(ids) - 1; i > 0; i-- {
+		j := s.pick(i + 1)
+		ids[i], ids[j] = ids[j], ids[i]
+	}
+	recs := make([]registry.Record, 0, n)
+	for i := range n {
+		spec := registry.ServiceSpec{
+			Type:            pickOf(s, registry.ClusterSetIP, registry.Headless),
+			SessionAffinity: pickOf(s, "", corev1.ServiceAffinityNone, corev1.ServiceAffinityClientIP),
+			SessionAffinityConfig: pickOf(s,
+				nil,
+				&corev1.SessionAffinityConfig{},
+				&corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{}},
+				&corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr(int32(10800))}},
+				&corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr(int32(60))}},
+			),
+			IPFamilies: pickOf(s,
+				nil,
+				[]corev1.IPFamily{},
+				[]corev1.IPFamily{corev1.IPv4Protocol},
+				[]corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol},
+				[]corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol},
+			),
+			InternalTrafficPolicy: pickOf(s,
+				nil,
+				ptr(corev1.ServiceInternalTrafficPolicyCluster),
+				ptr(corev1.ServiceInternalTrafficPolicyLocal),
+			),
+			TrafficDistribution: pickOf(s, nil, ptr(""), ptr("PreferClose")),
+			ExportedLabels:      pickOf(s, nil, map[string]string{}, map[string]string{"x": "1"}, map[string]string{"x": "2"}),
+			ExportedAnnotations: pickOf(s, nil, map[string]string{}, map[string]string{"y": "1"}),
+			// Few distinct times, with the same instant in other zones.
+			ExportCreated: t0.Add(time.Duration(s.pick(3)) * time.Second).
+				In(pickOf(s, time.UTC, time.FixedZone("X", 3600))),
+		}
+		for range s.pick(4) {
+			spec.Ports = append(spec.Ports, registry.Port{
+				Name:        pickOf(s, "", "http", "dns"),
+				Protocol:    pickOf(s, "", corev1.ProtocolTCP, corev1.ProtocolUDP),
+				Port:        pickOf(s, int32(53), int32(80)),
+				AppProtocol: pickOf(s, nil, ptr(""), ptr("h2c")),
+				TargetPort:  pickOf(s, "", "8080"),
+			})
+		}
+		recs = append(recs, registry.Record{
+			ClusterSetID: "set", ClusterID: ids[i], Namespace: "ns", Name: "svc", Spec: spec,
+		})
+	}
+	return recs
+}
+
+// deepCopyRecords copies records so that a mutation by Merge would show.
+func deepCopyRecords(recs []registry.Record) []registry.Record {
+	out := make([]registry.Record, len(recs))
+	for i, r := range recs {
+		r.Spec.Ports = slices.Clone(r.Spec.Ports)
+		for j := range r.Spec.Ports {
+			r.Spec.Ports[j].AppProtocol = clonePtr(r.Spec.Ports[j].AppProtocol)
+		}
+		r.Spec.SessionAffinityConfig = r.Spec.SessionAffinityConfig.DeepCopy()
+		r.Spec.IPFamilies = slices.Clone(r.Spec.IPFamilies)
+		r.Spec.InternalTrafficPolicy = clonePtr(r.Spec.InternalTrafficPolicy)
+		r.Spec.TrafficDistribution = clonePtr(r.Spec.TrafficDistribution)
+		r.Spec.ExportedLabels = maps.Clone(r.Spec.ExportedLabels)
+		r.Spec.ExportedAnnotations = maps.Clone(r.Spec.ExportedAnnotations)
+		out[i] = r
+	}
+	return out
+}
+
+// FuzzMerge checks E6/I6 invariants on arbitrary records: the result does not
+// depend on the input order, every cluster has a Conflicts entry, the
+// winner's properties are in the import, the merged ports have no duplicate
+// names nor duplicate (protocol, port), and a cluster does not differ
+// exactly when its own ports are the merged ones and its properties the
+// winner's.
+func FuzzMerge(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{1})
+	f.Add([]byte{3, 0, 1, 2, 0, 1, 2, 3, 1, 2, 3, 0, 1, 2, 3, 1, 2, 0, 1, 2, 0, 1, 0, 1, 1, 0, 2})
+	f.Add([]byte("\x06\x05\x04\x03\x02\x01mergethesewithsomeportsandclashes0123456789abcdefghijklmnopqrstuvwxyz"))
+	f.Add([]byte{6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 1, 1, 0, 0, 0, 2, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2, 1, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		recs := fuzzRecords(data)
+		before := deepCopyRecords(recs)
+		res, ok := Merge(recs)
+		if ok != (len(recs) > 0) {
+			t.Fatalf("Merge of %d records: ok = %v", len(recs), ok)
+		}
+		if !reflect.DeepEqual(recs, before) {
+			t.Fatal("Merge changed its input")
+		}
+		if !ok {
+			return
+		}
+
+		// Order independence: any shuffle gives the identical Result.
+		h := fnv.New64a()
+		h.Write(data)
+		rng := rand.New(rand.NewPCG(h.Sum64(), 1))
+		for range 3 {
+			shuffled := deepCopyRecords(recs)
+			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+			res2, _ := Merge(shuffled)
+			if !reflect.DeepEqual(res, res2) {
+				t.Fatalf("result depends on the input order:\n%s\nvs\n%s", show(res), show(res2))
+			}
+		}
+
+		// The winner, computed independently.
+		w := recs[0]
+		for _, r := range recs[1:] {
+			if r.Spec.ExportCreated.Before(w.Spec.ExportCreated) ||
+				r.Spec.ExportCreated.Equal(w.Spec.ExportCreated) && r.ClusterID < w.ClusterID {
+				w = r
+			}
+		}
+		if res.Winner != w.ClusterID {
+			t.Errorf("Winner = %s, want %s", res.Winner, w.ClusterID)
+		}
+
+		// I6: the winner's properties are in the import.
+		ws := w.Spec
+		if res.Spec.Type != mcsv1beta1.ServiceImportType(ws.Type) ||
+			res.Spec.SessionAffinity != ws.SessionAffinity ||
+			!reflect.DeepEqual(res.Spec.SessionAffinityConfig, ws.SessionAffinityConfig) ||
+			!reflect.DeepEqual(res.Spec.IPFamilies, ws.IPFamilies) ||
+			!reflect.DeepEqual(res.Spec.InternalTrafficPolicy, ws.InternalTrafficPolicy) ||
+			!reflect.DeepEqual(res.Spec.TrafficDistribution, ws.TrafficDistribution) ||
+			!reflect.DeepEqual(res.Labels, ws.ExportedLabels) ||
+			!reflect.DeepEqual(res.Annotations, ws.ExportedAnnotations) {
+			t.Errorf("the winner's (%s) properties are not the import's:\n%s\nwinner %s", w.ClusterID, show(res), show(ws))
+		}
+		if len(res.Spec.IPs) != 0 {
+			t.Errorf("Spec.IPs = %v, want none", res.Spec.IPs)
+		}
+
+		// Ports: no duplicate names nor (protocol, port); every port comes
+		// from some record; the winner's first port is the first one.
+		names := map[string]bool{}
+		pps := map[protoPort]bool{}
+		merged := map[portID]bool{}
+		for _, p := range res.Spec.Ports {
+			if names[p.Name] {
+				t.Errorf("duplicate port name %q in %s", p.Name, show(res.Spec.Ports))
+			}
+			if pps[protoPort{p.Protocol, p.Port}] {
+				t.Errorf("duplicate port %d/%s in %s", p.Port, p.Protocol, show(res.Spec.Ports))
+			}
+			names[p.Name] = true
+			pps[protoPort{p.Protocol, p.Port}] = true
+			merged[portID{p.Name, p.Protocol, p.Port, deref(p.AppProtocol)}] = true
+		}
+		if len(ws.Ports) > 0 {
+			if len(res.Spec.Ports) == 0 || idOf(&ws.Ports[0]) != (portID{
+				res.Spec.Ports[0].Name, res.Spec.Ports[0].Protocol, res.Spec.Ports[0].Port, deref(res.Spec.Ports[0].AppProtocol),
+			}) {
+				t.Errorf("the winner's first port %+v is not the import's first port: %s", ws.Ports[0], show(res.Spec.Ports))
+			}
+		}
+		all := map[portID]bool{}
+		for _, r := range recs {
+			for i := range r.Spec.Ports {
+				all[idOf(&r.Spec.Ports[i])] = true
+			}
+		}
+		for id := range merged {
+			if !all[id] {
+				t.Errorf("import port %v is in no record", id)
+			}
+		}
+
+		// E6: a Conflicts entry for every cluster, and nothing else.
+		ids := make([]string, 0, len(recs))
+		for _, r := range recs {
+			ids = append(ids, r.ClusterID)
+		}
+		slices.Sort(ids)
+		if !slices.Equal(res.Clusters, ids) {
+			t.Errorf("Clusters = %v, want %v", res.Clusters, ids)
+		}
+		if len(res.Conflicts) != len(recs) {
+			t.Errorf("Conflicts has %d entries for %d clusters", len(res.Conflicts), len(recs))
+		}
+		anyDiffers := false
+		for _, r := range recs {
+			c, ok := res.Conflicts[r.ClusterID]
+			if !ok {
+				t.Fatalf("no Conflicts entry for cluster %s", r.ClusterID)
+			}
+			if c.Message == "" {
+				t.Errorf("cluster %s: empty message", r.ClusterID)
+			}
+			anyDiffers = anyDiffers || c.Differs
+			// A cluster differs exactly when its own port set is not the
+			// merged one or a property is not the winner's.
+			own := map[portID]bool{}
+			for i := range r.Spec.Ports {
+				own[idOf(&r.Spec.Ports[i])] = true
+			}
+			same := maps.Equal(own, merged)
+			for _, p := range properties {
+				if p.equal != nil && !p.equal(&r.Spec, &ws) {
+					same = false
+				}
+			}
+			if c.Differs == same {
+				t.Errorf("cluster %s: Differs = %v, but its ports %v vs merged %v and properties %s vs winner %s",
+					r.ClusterID, c.Differs, own, merged, show(r.Spec), show(ws))
+			}
+			if c.Differs && !c.Conflicting {
+				t.Errorf("cluster %s differs but is not Conflicting: %+v", r.ClusterID, c)
+			}
+		}
+		// Per KEP-1645, a conflict marks every export; no conflict marks none.
+		for id, c := range res.Conflicts {
+			if c.Conflicting != anyDiffers {
+				t.Errorf("cluster %s: Conflicting = %v, but some cluster differs = %v", id, c.Conflicting, anyDiffers)
+			}
+			if c.Conflicting == (c.Reason == mcsv1beta1.ServiceExportReasonNoConflicts) {
+				t.Errorf("cluster %s: Conflicting = %v with reason %s", id, c.Conflicting, c.Reason)
+			}
+			if r := res.Conflicts[id].Reason; r != mcsv1beta1.ServiceExportReasonNoConflicts &&
+				!slices.ContainsFunc(properties, func(p *property) bool { return p.reason == r }) {
+				t.Errorf("cluster %s: unknown reason %s", id, r)
+			}
+		}
+	})
+}

@@ -1,0 +1,125 @@
+// Package registry defines what every cluster of a clusterset writes to and reads
+// from the shared registry: one Record per exported service and cluster, and a
+// liveness heartbeat per cluster. Backends (hub, cloudmap) live in sub-packages
+// and must pass the contract suite in registrytest. Controllers depend on this
+// package only, never on a backend; cmd/ chooses the backend.
+package registry
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ServiceType is the import type a cluster exports its Service as.
+type ServiceType string
+
+const (
+	// ClusterSetIP services get a VIP in every importing cluster.
+	ClusterSetIP ServiceType = "ClusterSetIP"
+	// Headless services are imported without a VIP; DNS answers with endpoints.
+	Headless ServiceType = "Headless"
+)
+
+// ServiceKey names an exported service: its namespace and name are the same in
+// every cluster of the clusterset (namespace sameness).
+type ServiceKey = types.NamespacedName
+
+// Record is one cluster's export of one service: what the exporting cluster
+// says about the service, and its endpoints. Only the cluster named by
+// ClusterID ever writes it.
+type Record struct {
+	ClusterSetID string
+	ClusterID    string
+	Namespace    string
+	Name         string
+	Spec         ServiceSpec
+	Endpoints    []Endpoint
+}
+
+// Key returns the service the record is about.
+func (r *Record) Key() ServiceKey { return ServiceKey{Namespace: r.Namespace, Name: r.Name} }
+
+// ServiceSpec holds the service-level properties that the MCS API merges across
+// clusters and reports conflicts on.
+type ServiceSpec struct {
+	Type                  ServiceType
+	Ports                 []Port
+	SessionAffinity       corev1.ServiceAffinity
+	SessionAffinityConfig *corev1.SessionAffinityConfig
+	IPFamilies            []corev1.IPFamily
+	InternalTrafficPolicy *corev1.ServiceInternalTrafficPolicy
+	TrafficDistribution   *string
+	ExportedLabels        map[string]string
+	ExportedAnnotations   map[string]string
+	// ExportCreated is the ServiceExport's creationTimestamp; the oldest export
+	// wins conflicts. Backends keep at least millisecond precision.
+	ExportCreated time.Time
+}
+
+// Port is a service port as exported.
+type Port struct {
+	Name        string
+	Protocol    corev1.Protocol
+	AppProtocol *string
+	Port        int32
+	// TargetPort is informational (the Cloud Map schema carries it); importers
+	// route to the endpoint ports, not to this.
+	TargetPort string
+}
+
+// Endpoint is one backend address of the exporting cluster with its ports.
+type Endpoint struct {
+	Address     string
+	AddressType discoveryv1.AddressType // IPv4 or IPv6
+	Ports       []EndpointPort
+	Ready       bool
+	Serving     bool
+	Terminating bool
+	Hostname    string
+	NodeName    string
+	Zone        string
+}
+
+// EndpointPort is a port an endpoint listens on; Name matches a service port name.
+type EndpointPort struct {
+	Name     string
+	Protocol corev1.Protocol
+	Port     int32
+}
+
+// Registry is one cluster's handle on the shared registry. A Registry is bound
+// to one clusterset ID and one cluster ID at construction: it writes only that
+// cluster's records and reads records of that clusterset only.
+type Registry interface {
+	// Publish makes rec (whose ClusterID and ClusterSetID must be this
+	// cluster's) the current record of rec's service, replacing any earlier one.
+	Publish(ctx context.Context, rec *Record) error
+	// Withdraw removes this cluster's record of key. Withdrawing a record that
+	// does not exist is not an error.
+	Withdraw(ctx context.Context, key ServiceKey) error
+	// Run keeps a view of every cluster's records current until ctx ends and
+	// calls onChange with the key of each service whose records may have
+	// changed (spurious calls are allowed, missed ones are not). Run returns
+	// when ctx ends. Registry errors are retried inside Run and never clear the
+	// view: readers keep seeing the last records that were read successfully.
+	Run(ctx context.Context, onChange func(ServiceKey)) error
+	// HasSynced reports whether the view has been filled at least once.
+	HasSynced() bool
+	// Records returns every cluster's record of key from the view, sorted by
+	// ClusterID. It returns ErrNotSynced before the view was first filled.
+	Records(key ServiceKey) ([]Record, error)
+	// Keys returns every service that has at least one record in the view.
+	Keys() ([]ServiceKey, error)
+	// Heartbeat renews this cluster's liveness record.
+	Heartbeat(ctx context.Context) error
+	// Liveness returns the time of each cluster's last heartbeat, by cluster ID.
+	Liveness(ctx context.Context) (map[string]time.Time, error)
+}
+
+// ErrNotSynced is returned by reads before the view was first filled.
+var ErrNotSynced = errors.New("registry view has not synced yet")
