@@ -4,20 +4,15 @@
 package testenv
 
 import (
+	"github.com/clusterset/clusterset/internal/scheme"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
-	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
-
-	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
 )
 
 // RepoRoot is the repository's top directory.
@@ -28,14 +23,6 @@ func RepoRoot() string {
 
 // Scheme knows the built-in types, both MCS API versions and ClusterProperty.
 var Scheme = scheme.Scheme
-
-func init() {
-	for _, add := range []func(*runtime.Scheme) error{mcsv1alpha1.AddToScheme, mcsv1beta1.AddToScheme, aboutv1alpha1.AddToScheme} {
-		if err := add(Scheme); err != nil {
-			panic(err)
-		}
-	}
-}
 
 // AssetsDir returns the directory with kube-apiserver and etcd. It honours
 // KUBEBUILDER_ASSETS and falls back to the repository's cache. When the

@@ -12,8 +12,8 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
 	"github.com/clusterset/clusterset/internal/testenv"
+	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
 )
 
 // The ServiceExport and ServiceImport CRDs store v1beta1 and also serve

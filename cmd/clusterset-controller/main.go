@@ -1,0 +1,151 @@
+// Command clusterset-controller runs clusterset's controllers for one member
+// cluster. It only parses flags and wires things: the behaviour lives in
+// pkg/controllers and the registry backends in pkg/registry.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/clusterset/clusterset/internal/scheme"
+	"github.com/clusterset/clusterset/pkg/controllers"
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+type flags struct {
+	kubeconfig, context       string
+	clusterID, clusterSetID   string
+	registry                  string
+	hubKubeconfig, hubContext string
+	cloudMapPollInterval      time.Duration
+	cloudMapFullResync        time.Duration
+	heartbeatInterval         time.Duration
+	gracePeriod               time.Duration
+	metricsAddr, probeAddr    string
+	leaderElect               bool
+	leaderElectionNamespace   string
+}
+
+func main() {
+	var f flags
+	fs := flag.CommandLine
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster; in-cluster config when empty")
+	fs.StringVar(&f.context, "context", "", "context of --kubeconfig to use; its current context when empty")
+	fs.StringVar(&f.clusterID, "cluster-id", "", "creates ClusterProperty cluster.clusterset.k8s.io with this value when it is absent")
+	fs.StringVar(&f.clusterSetID, "clusterset-id", "", "creates ClusterProperty clusterset.k8s.io with this value when it is absent")
+	fs.StringVar(&f.registry, "registry", "hub", "registry backend: hub (a Kubernetes API server) or cloudmap (AWS Cloud Map)")
+	fs.StringVar(&f.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig with this member's credentials for the hub (--registry hub)")
+	fs.StringVar(&f.hubContext, "hub-context", "", "context of --hub-kubeconfig to use")
+	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", 10*time.Second, "how often Cloud Map is checked for changes (--registry cloudmap)")
+	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", 5*time.Minute, "every Cloud Map service is read in full at least this often (--registry cloudmap)")
+	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this cluster renews its liveness record")
+	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so that only one replica writes")
+	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; the pod's namespace when empty")
+	zapOpts := zap.Options{Development: false}
+	zapOpts.BindFlags(fs)
+	flag.Parse()
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
+		log.Error(err, "clusterset-controller stopped")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags) error {
+	cfg, err := loadConfig(f.kubeconfig, f.context)
+	if err != nil {
+		return fmt.Errorf("member cluster config: %w", err)
+	}
+	factory, err := registryFactory(f)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme.Scheme,
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress:  f.probeAddr,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        "clusterset-controller",
+		LeaderElectionNamespace: f.leaderElectionNamespace,
+	})
+	if err != nil {
+		return err
+	}
+	link, err := controllers.Register(ctx, mgr, controllers.Options{
+		Defaults: identity.Identity{ClusterID: f.clusterID, ClusterSetID: f.clusterSetID},
+		Registry: factory,
+		Link:     registrylink.Options{HeartbeatInterval: f.heartbeatInterval, GracePeriod: f.gracePeriod},
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("registry", link.ReadyCheck); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// registryFactory validates the backend flags now, so that a typo fails at
+// start, and builds the backend once the cluster's identity is known.
+func registryFactory(f flags) (registrylink.Factory, error) {
+	switch f.registry {
+	case "hub":
+		if f.hubKubeconfig == "" {
+			return nil, fmt.Errorf("--registry hub needs --hub-kubeconfig")
+		}
+		hubCfg, err := loadConfig(f.hubKubeconfig, f.hubContext)
+		if err != nil {
+			return nil, fmt.Errorf("hub config: %w", err)
+		}
+		return func(_ context.Context, id identity.Identity) (registry.Registry, error) {
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
+		}, nil
+	case "cloudmap":
+		return func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
+			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("AWS config: %w", err)
+			}
+			return cloudmap.New(awsCfg, cloudmap.Options{
+				ClusterSetID:     id.ClusterSetID,
+				ClusterID:        id.ClusterID,
+				PollInterval:     f.cloudMapPollInterval,
+				FullResyncPeriod: f.cloudMapFullResync,
+				Logger:           ctrl.Log.WithName("cloudmap"),
+			})
+		}, nil
+	default:
+		return nil, fmt.Errorf("--registry must be hub or cloudmap, not %q", f.registry)
+	}
+}
+
+func loadConfig(kubeconfig, context string) (*rest.Config, error) {
+	if kubeconfig == "" && context == "" {
+		return ctrl.GetConfig()
+	}
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+}

@@ -1,0 +1,45 @@
+// Package controllers assembles clusterset's reconcilers on a manager. cmd/
+// and the tests use the same assembly, so tests run what users run.
+package controllers
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/clusterset/clusterset/pkg/controllers/export"
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/controllers/imports"
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+)
+
+// Options configure the controllers of one member cluster.
+type Options struct {
+	// Defaults create the identity ClusterProperties when they are absent.
+	Defaults identity.Identity
+	// Registry builds the registry backend once the identity is known.
+	Registry registrylink.Factory
+	Link     registrylink.Options
+}
+
+// Register adds the identity, export and import controllers and the registry
+// link to mgr, and returns the link.
+func Register(ctx context.Context, mgr ctrl.Manager, opts Options) (*registrylink.Link, error) {
+	ids := identity.NewStore()
+	link := registrylink.New(ids, opts.Registry, opts.Link)
+	if err := mgr.Add(link); err != nil {
+		return nil, err
+	}
+	for _, r := range []interface {
+		Register(context.Context, ctrl.Manager) error
+	}{
+		identity.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-identity"), ids, opts.Defaults),
+		export.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-export"), link),
+		imports.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-import"), link),
+	} {
+		if err := r.Register(ctx, mgr); err != nil {
+			return nil, err
+		}
+	}
+	return link, nil
+}

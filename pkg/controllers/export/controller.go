@@ -1,0 +1,317 @@
+// Package export implements the ServiceExport controller: it validates each
+// ServiceExport against its Service, publishes this cluster's record of the
+// service to the registry (behind a finalizer, so nothing is left behind), and
+// reports the Valid, Ready and Conflict conditions of KEP-1645.
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+const (
+	// Finalizer keeps a ServiceExport until its record is withdrawn.
+	Finalizer = "multicluster.clusterset.dev/export"
+	// ManagedByValue marks the EndpointSlices that clusterset's importer
+	// writes; the exporter must never re-export them.
+	ManagedByValue = "clusterset-controller.clusterset.dev"
+
+	// reasonRegistryNotReady is set on Ready while the identity or the
+	// registry is not usable yet; its message says which.
+	reasonRegistryNotReady = "RegistryNotReady"
+)
+
+// Controller reconciles ServiceExports of this cluster.
+type Controller struct {
+	client   client.Client
+	recorder recorder.EventRecorder
+	link     *registrylink.Link
+
+	// published remembers the last record written per service, so that
+	// reconciles which change nothing cost no registry call. It is empty
+	// after a restart, which republishes every export once (R3).
+	mu        sync.Mutex
+	published map[registry.ServiceKey]*registry.Record
+}
+
+// NewController returns the export controller.
+func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link) *Controller {
+	return &Controller{client: c, recorder: rec, link: link, published: map[registry.ServiceKey]*registry.Record{}}
+}
+
+// Name is used in logs and metrics.
+func (c *Controller) Name() string { return "export" }
+
+// Register wires the ServiceExport, its Service, the Service's EndpointSlices
+// and registry changes (for conflicts) to the controller.
+func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
+	notOurSlices := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[discoveryv1.LabelManagedBy] != ManagedByValue
+	})
+	sliceToService := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		name := o.GetLabels()[discoveryv1.LabelServiceName]
+		if name == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(c.Name()).
+		For(&mcsv1beta1.ServiceExport{}).
+		Watches(&corev1.Service{}, &handler.EnqueueRequestForObject{}).
+		Watches(&discoveryv1.EndpointSlice{}, sliceToService, builder.WithPredicates(notOurSlices)).
+		WatchesRawSource(c.link.Source()).
+		Complete(c)
+}
+
+// Reconcile brings the registry and the ServiceExport's status in line with
+// the ServiceExport and its Service.
+func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name))
+	var export mcsv1beta1.ServiceExport
+	if err := c.client.Get(ctx, req.NamespacedName, &export); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+		// No export: make sure no record of ours outlives it, for example
+		// after its finalizer was removed by hand while we were down. Until
+		// the registry is ready there is nothing to check; its first sync
+		// notifies every key again.
+		if _, _, rerr := c.link.Registry(); rerr != nil {
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, c.withdrawIfPublished(ctx, req.NamespacedName)
+	}
+	if !export.DeletionTimestamp.IsZero() {
+		return c.finalize(ctx, &export)
+	}
+
+	before := export.Status.DeepCopy()
+	result, err := c.reconcileExport(ctx, &export)
+	if !reflect.DeepEqual(before, &export.Status) {
+		if uerr := c.client.Status().Update(ctx, &export); uerr != nil {
+			return reconcile.Result{}, errors.Join(err, uerr)
+		}
+	}
+	return result, err
+}
+
+func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	key := client.ObjectKeyFromObject(export)
+
+	var svc corev1.Service
+	err := c.client.Get(ctx, key, &svc)
+	switch {
+	case apierrors.IsNotFound(err):
+		// E2/E4: no Service, nothing to export; withdraw what was published.
+		c.setValid(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonNoService, fmt.Sprintf("Service %s/%s does not exist", key.Namespace, key.Name))
+		return c.notExported(ctx, export)
+	case err != nil:
+		return reconcile.Result{}, err
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+		// E3: an ExternalName Service has no endpoints to export.
+		c.setValid(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonInvalidServiceType, "Service type ExternalName cannot be exported")
+		return c.notExported(ctx, export)
+	}
+	c.setValid(export, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonValid, "Service is valid for export")
+
+	reg, id, err := c.link.Registry()
+	if err != nil {
+		// C1: no usable identity or registry yet: say so and look again.
+		c.setReady(export, metav1.ConditionFalse, reasonRegistryNotReady, err.Error())
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	// The finalizer goes on before the first registry write, so that a
+	// deletion can never leak the record.
+	if controllerutil.AddFinalizer(export, Finalizer) {
+		if err := c.client.Update(ctx, export); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+
+	var slices discoveryv1.EndpointSliceList
+	if err := c.client.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: key.Name}); err != nil {
+		return reconcile.Result{}, err
+	}
+	own := slices.Items[:0]
+	for _, s := range slices.Items {
+		if s.Labels[discoveryv1.LabelManagedBy] != ManagedByValue {
+			own = append(own, s)
+		}
+	}
+	rec := buildRecord(id, export, &svc, own)
+	if err := c.publish(ctx, reg, rec); err != nil {
+		// R2: the registry is unreachable or refused the record.
+		c.setReady(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonFailed, "publishing to the registry: "+err.Error())
+		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "PublishFailed", "Publish", "publishing to the registry: %v", err)
+		return reconcile.Result{}, err
+	}
+	c.setReady(export, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported,
+		fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints", id.ClusterSetID, id.ClusterID, len(rec.Endpoints)))
+
+	// E6: every cluster merges the same records the same way; this
+	// cluster's own record is the one just written, even if the view has not
+	// caught up with it yet.
+	records, err := c.link.Records(key)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	records = withOwn(records, rec)
+	res, _ := merge.Merge(records)
+	conflict := res.Conflicts[id.ClusterID]
+	status := metav1.ConditionFalse
+	if conflict.Conflicting {
+		status = metav1.ConditionTrue
+	}
+	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionConflict), status, conflict.Reason, conflict.Message) && conflict.Conflicting {
+		logger.Info("export conflicts with the clusterset", "reason", conflict.Reason, "message", conflict.Message)
+		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, string(conflict.Reason), "Merge", "%s", conflict.Message)
+	}
+	return reconcile.Result{}, nil
+}
+
+// notExported withdraws the record of an export that is not valid and marks
+// it not ready. The ServiceExport itself stays (E4).
+func (c *Controller) notExported(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
+	meta.RemoveStatusCondition(&export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionConflict))
+	if err := c.withdrawIfPublished(ctx, client.ObjectKeyFromObject(export)); err != nil {
+		if errors.Is(err, registrylink.ErrNotReady) {
+			c.setReady(export, metav1.ConditionFalse, reasonRegistryNotReady, err.Error())
+			return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+		}
+		c.setReady(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonFailed, "withdrawing from the registry: "+err.Error())
+		return reconcile.Result{}, err
+	}
+	c.setReady(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonPending, "not exported: the ServiceExport is not valid")
+	return reconcile.Result{}, nil
+}
+
+// finalize withdraws the record of a deleted ServiceExport (E5), then lets
+// the deletion finish.
+func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(export, Finalizer) {
+		return reconcile.Result{}, nil
+	}
+	if err := c.withdrawIfPublished(ctx, client.ObjectKeyFromObject(export)); err != nil {
+		if errors.Is(err, registrylink.ErrNotReady) {
+			return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+		}
+		return reconcile.Result{}, err
+	}
+	controllerutil.RemoveFinalizer(export, Finalizer)
+	return reconcile.Result{}, c.client.Update(ctx, export)
+}
+
+// publish writes rec unless it is what this controller last wrote.
+func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *registry.Record) error {
+	key := rec.Key()
+	c.mu.Lock()
+	last := c.published[key]
+	c.mu.Unlock()
+	if last != nil && reflect.DeepEqual(last, rec) {
+		publishSkipped.Inc()
+		return nil
+	}
+	err := reg.Publish(ctx, rec)
+	countWrite("publish", err)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.published[key] = rec
+	c.mu.Unlock()
+	log.FromContext(ctx).V(1).Info("published record", "cluster", rec.ClusterID, "endpoints", len(rec.Endpoints))
+	return nil
+}
+
+// withdrawIfPublished removes this cluster's record of key when the registry
+// has one, or when this controller wrote one that the view may not show yet.
+func (c *Controller) withdrawIfPublished(ctx context.Context, key registry.ServiceKey) error {
+	reg, id, err := c.link.Registry()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	_, wrote := c.published[key]
+	c.mu.Unlock()
+	if !wrote {
+		recs, err := reg.Records(key)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			wrote = wrote || r.ClusterID == id.ClusterID
+		}
+	}
+	if !wrote {
+		return nil
+	}
+	err = reg.Withdraw(ctx, key)
+	countWrite("withdraw", err)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.published, key)
+	c.mu.Unlock()
+	log.FromContext(ctx).Info("withdrew record", "cluster", id.ClusterID)
+	return nil
+}
+
+func (c *Controller) setValid(export *mcsv1beta1.ServiceExport, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason, msg string) {
+	c.setCondition(export, string(mcsv1beta1.ServiceExportConditionValid), status, reason, msg)
+}
+
+func (c *Controller) setReady(export *mcsv1beta1.ServiceExport, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason, msg string) {
+	c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), status, reason, msg)
+}
+
+// setCondition sets a condition and reports whether its status or reason changed.
+func (c *Controller) setCondition(export *mcsv1beta1.ServiceExport, typ string, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason, msg string) bool {
+	old := meta.FindStatusCondition(export.Status.Conditions, typ)
+	changed := old == nil || old.Status != status || old.Reason != string(reason)
+	meta.SetStatusCondition(&export.Status.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             status,
+		Reason:             string(reason),
+		Message:            msg,
+		ObservedGeneration: export.Generation,
+	})
+	return changed
+}
+
+// withOwn returns records with this cluster's entry replaced by own.
+func withOwn(records []registry.Record, own *registry.Record) []registry.Record {
+	out := make([]registry.Record, 0, len(records)+1)
+	for _, r := range records {
+		if r.ClusterID != own.ClusterID {
+			out = append(out, r)
+		}
+	}
+	return append(out, *own)
+}

@@ -1,0 +1,127 @@
+package export
+
+import (
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// buildRecord describes an exported Service and its local endpoints as this
+// cluster's registry record.
+func buildRecord(id identity.Identity, export *mcsv1beta1.ServiceExport, svc *corev1.Service, slices []discoveryv1.EndpointSlice) *registry.Record {
+	spec := registry.ServiceSpec{
+		Type:                  registry.ClusterSetIP,
+		SessionAffinity:       svc.Spec.SessionAffinity,
+		SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy(),
+		IPFamilies:            append([]corev1.IPFamily(nil), svc.Spec.IPFamilies...),
+		InternalTrafficPolicy: svc.Spec.InternalTrafficPolicy,
+		TrafficDistribution:   svc.Spec.TrafficDistribution,
+		ExportedLabels:        export.Spec.ExportedLabels,
+		ExportedAnnotations:   export.Spec.ExportedAnnotations,
+		ExportCreated:         export.CreationTimestamp.Time,
+	}
+	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		spec.Type = registry.Headless
+	}
+	if spec.SessionAffinity == corev1.ServiceAffinityNone {
+		// None is the default: leaving it empty lets clusters that omit the
+		// field agree with clusters that spell it out.
+		spec.SessionAffinity = ""
+	}
+	for _, p := range svc.Spec.Ports {
+		spec.Ports = append(spec.Ports, registry.Port{
+			Name:        p.Name,
+			Protocol:    protocolOrTCP(p.Protocol),
+			AppProtocol: p.AppProtocol,
+			Port:        p.Port,
+			TargetPort:  p.TargetPort.String(),
+		})
+	}
+	return &registry.Record{
+		ClusterSetID: id.ClusterSetID,
+		ClusterID:    id.ClusterID,
+		Namespace:    svc.Namespace,
+		Name:         svc.Name,
+		Spec:         spec,
+		Endpoints:    endpointsOf(slices),
+	}
+}
+
+// endpointsOf flattens the Service's EndpointSlices into one endpoint per
+// address. During slice transitions an address can appear twice; the ready
+// copy wins, then the first.
+func endpointsOf(slices []discoveryv1.EndpointSlice) []registry.Endpoint {
+	byAddr := map[string]registry.Endpoint{}
+	for i := range slices {
+		s := &slices[i]
+		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue // FQDN slices cannot be imported as IPs
+		}
+		var ports []registry.EndpointPort
+		for _, p := range s.Ports {
+			if p.Port == nil {
+				continue
+			}
+			ep := registry.EndpointPort{Port: *p.Port, Protocol: corev1.ProtocolTCP}
+			if p.Name != nil {
+				ep.Name = *p.Name
+			}
+			if p.Protocol != nil {
+				ep.Protocol = *p.Protocol
+			}
+			ports = append(ports, ep)
+		}
+		sort.Slice(ports, func(a, b int) bool { return ports[a].Name < ports[b].Name })
+		for _, e := range s.Endpoints {
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			serving := ready
+			if e.Conditions.Serving != nil {
+				serving = *e.Conditions.Serving
+			}
+			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
+			for _, addr := range e.Addresses {
+				ep := registry.Endpoint{
+					Address:     addr,
+					AddressType: s.AddressType,
+					Ports:       ports,
+					Ready:       ready,
+					Serving:     serving,
+					Terminating: terminating,
+					Hostname:    deref(e.Hostname),
+					NodeName:    deref(e.NodeName),
+					Zone:        deref(e.Zone),
+				}
+				if old, seen := byAddr[addr]; seen && (old.Ready || !ep.Ready) {
+					continue
+				}
+				byAddr[addr] = ep
+			}
+		}
+	}
+	out := make([]registry.Endpoint, 0, len(byAddr))
+	for _, ep := range byAddr {
+		out = append(out, ep)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Address < out[b].Address })
+	return out
+}
+
+func protocolOrTCP(p corev1.Protocol) corev1.Protocol {
+	if p == "" {
+		return corev1.ProtocolTCP
+	}
+	return corev1.Protocol(strings.ToUpper(string(p)))
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

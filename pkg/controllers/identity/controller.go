@@ -1,0 +1,124 @@
+package identity
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+)
+
+// Names of the well-known ClusterProperties.
+const (
+	ClusterIDProperty    = aboutv1alpha1.ClusterIDName
+	ClusterSetIDProperty = aboutv1alpha1.ClusterSetIDName
+)
+
+// Controller reads the identity ClusterProperties into a Store and creates
+// them from Defaults when they are absent.
+type Controller struct {
+	client   client.Client
+	recorder recorder.EventRecorder
+	store    *Store
+	// Defaults come from --cluster-id and --clusterset-id; empty fields are
+	// not created.
+	defaults Identity
+}
+
+// NewController returns the identity controller.
+func NewController(c client.Client, recorder recorder.EventRecorder, store *Store, defaults Identity) *Controller {
+	return &Controller{client: c, recorder: recorder, store: store, defaults: defaults}
+}
+
+// Name is used in logs and metrics.
+func (c *Controller) Name() string { return "identity" }
+
+// Register wires the controller to the two well-known ClusterProperties.
+func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
+	wellKnown := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetName() == ClusterIDProperty || o.GetName() == ClusterSetIDProperty
+	})
+	// Every event maps to one request: the identity is one thing made of two objects.
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: "identity"}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(c.Name()).
+		WatchesRawSource(startupKick()).
+		Watches(&aboutv1alpha1.ClusterProperty{}, one, builder.WithPredicates(wellKnown)).
+		Complete(c)
+}
+
+// Reconcile reads both properties, creating absent ones from the defaults.
+func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	clusterID, err := c.ensure(ctx, ClusterIDProperty, c.defaults.ClusterID)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	clusterSetID, err := c.ensure(ctx, ClusterSetIDProperty, c.defaults.ClusterSetID)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	id := Identity{ClusterID: clusterID, ClusterSetID: clusterSetID}
+	invalid := id.Validate()
+	c.store.set(id, invalid)
+	if invalid != nil {
+		logger.Error(invalid, "cluster identity is not usable; exports are stopped until it is fixed")
+		c.recorder.Eventf(&corev1.ObjectReference{Kind: "ClusterProperty", APIVersion: aboutv1alpha1.GroupVersion.String(), Name: ClusterIDProperty},
+			nil, corev1.EventTypeWarning, "InvalidClusterIdentity", "Validate", "%s", invalid.Error())
+		// The ClusterProperty watch brings the fix; the requeue covers a
+		// property that is created in a namespace we cannot see being fixed.
+		return reconcile.Result{RequeueAfter: time.Minute}, nil
+	}
+	if _, err := c.store.Current(); err != nil {
+		logger.Error(err, "cluster identity changed")
+		return reconcile.Result{}, nil
+	}
+	logger.V(1).Info("cluster identity", "cluster", id.ClusterID, "clusterset", id.ClusterSetID)
+	return reconcile.Result{}, nil
+}
+
+// ensure returns the value of the named ClusterProperty, creating it with
+// value def when it is absent and def is set.
+func (c *Controller) ensure(ctx context.Context, name, def string) (string, error) {
+	var prop aboutv1alpha1.ClusterProperty
+	err := c.client.Get(ctx, client.ObjectKey{Name: name}, &prop)
+	if err == nil {
+		return prop.Spec.Value, nil
+	}
+	if !apierrors.IsNotFound(err) || def == "" {
+		return "", client.IgnoreNotFound(err)
+	}
+	prop = aboutv1alpha1.ClusterProperty{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "clusterset-controller"}},
+		Spec:       aboutv1alpha1.ClusterPropertySpec{Value: def},
+	}
+	if err := c.client.Create(ctx, &prop); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	log.FromContext(ctx).Info("created ClusterProperty from flags", "property", name, "value", def)
+	return def, nil
+}
+
+// startupKick enqueues one reconcile when the controller starts, so that absent
+// ClusterProperties are created even though no watch event will mention them.
+func startupKick() source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: "identity"}})
+		return nil
+	})
+}

@@ -1,0 +1,94 @@
+// Package identity keeps this cluster's MCS identity (KEP-2149): its cluster ID
+// from the ClusterProperty cluster.clusterset.k8s.io and its clusterset ID from
+// clusterset.k8s.io. Properties that are absent are created from the
+// controller's flags; a missing or invalid ID is reported, never a crash.
+package identity
+
+import (
+	"fmt"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Identity is who this cluster is within its clusterset.
+type Identity struct {
+	ClusterID    string
+	ClusterSetID string
+}
+
+// Validate says why an identity cannot be used. The cluster ID appears as a
+// DNS label in per-endpoint names (<hostname>.<clusterid>.<svc>...), so it must
+// be an RFC 1123 label; the clusterset ID must be an RFC 1123 subdomain.
+func (id Identity) Validate() error {
+	if id.ClusterID == "" {
+		return fmt.Errorf("ClusterProperty %s is missing or empty", ClusterIDProperty)
+	}
+	if errs := validation.IsDNS1123Label(id.ClusterID); len(errs) > 0 {
+		return fmt.Errorf("cluster ID %q (ClusterProperty %s) is not a valid DNS label: %v", id.ClusterID, ClusterIDProperty, errs)
+	}
+	if id.ClusterSetID == "" {
+		return fmt.Errorf("ClusterProperty %s is missing or empty", ClusterSetIDProperty)
+	}
+	if errs := validation.IsDNS1123Subdomain(id.ClusterSetID); len(errs) > 0 {
+		return fmt.Errorf("clusterset ID %q (ClusterProperty %s) is not a valid DNS subdomain: %v", id.ClusterSetID, ClusterSetIDProperty, errs)
+	}
+	return nil
+}
+
+// Store holds the identity that the identity controller last read. The first
+// valid identity is fixed for the life of the process: a cluster ID must not
+// change while the cluster is a member, so a later change is reported by
+// Current as an error that asks for a restart rather than acted upon.
+type Store struct {
+	mu      sync.Mutex
+	fixed   *Identity
+	current Identity
+	err     error
+	ready   chan struct{}
+}
+
+// NewStore returns a Store with no identity yet.
+func NewStore() *Store {
+	return &Store{ready: make(chan struct{}), err: fmt.Errorf("cluster identity has not been read yet")}
+}
+
+// Ready is closed once a valid identity is known.
+func (s *Store) Ready() <-chan struct{} { return s.ready }
+
+// Current returns the identity in force, or why there is none.
+func (s *Store) Current() (Identity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fixed == nil {
+		return Identity{}, s.err
+	}
+	if s.err != nil {
+		return *s.fixed, s.err
+	}
+	if s.current != *s.fixed {
+		return *s.fixed, fmt.Errorf("cluster identity changed from %s/%s to %s/%s while running; restart the controller to take the new identity",
+			s.fixed.ClusterSetID, s.fixed.ClusterID, s.current.ClusterSetID, s.current.ClusterID)
+	}
+	return *s.fixed, nil
+}
+
+// set records what the ClusterProperties say now.
+func (s *Store) set(id Identity, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.current, s.err = id, err
+	if err == nil && s.fixed == nil {
+		fixed := id
+		s.fixed = &fixed
+		close(s.ready)
+	}
+}
+
+// Fixed returns a Store that already holds id, for tests and tools that do not
+// run the identity controller.
+func Fixed(id Identity) *Store {
+	s := NewStore()
+	s.set(id, id.Validate())
+	return s
+}

@@ -1,0 +1,434 @@
+// Package imports implements the import controller: it turns every cluster's
+// records of a service into the ServiceImport, the derived Service that owns
+// the local VIP, and the EndpointSlices of the remote endpoints, in every
+// namespace that exists locally, and removes them when the last export goes.
+package imports
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/pkg/controllers/export"
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+const (
+	// LabelManagedBy marks the ServiceImports and derived Services that this
+	// controller owns; only those are ever deleted.
+	LabelManagedBy = "multicluster.clusterset.dev/managed-by"
+	// LabelServiceImport names the ServiceImport a derived Service belongs to.
+	LabelServiceImport = "multicluster.clusterset.dev/service-import"
+	managedByValue     = export.ManagedByValue
+)
+
+// Controller reconciles one imported service per request (namespace/name).
+type Controller struct {
+	client   client.Client
+	recorder recorder.EventRecorder
+	link     *registrylink.Link
+}
+
+// NewController returns the import controller.
+func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link) *Controller {
+	return &Controller{client: c, recorder: rec, link: link}
+}
+
+// Name is used in logs and metrics.
+func (c *Controller) Name() string { return "imports" }
+
+// Register wires registry changes, the objects the controller writes and
+// namespace creation to the controller.
+func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[LabelManagedBy] == managedByValue })
+	oursSlice := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[discoveryv1.LabelManagedBy] == managedByValue
+	})
+	byLabel := func(label string) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if name := o.GetLabels()[label]; name != "" {
+				return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+			}
+			return nil
+		})
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(c.Name()).
+		For(&mcsv1beta1.ServiceImport{}).
+		Watches(&corev1.Service{}, byLabel(LabelServiceImport), builder.WithPredicates(ours)).
+		Watches(&discoveryv1.EndpointSlice{}, byLabel(mcsv1beta1.LabelServiceName), builder.WithPredicates(oursSlice)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(c.importsOfNamespace), builder.WithPredicates(predicate.Funcs{
+			// I1: a namespace created later gets its imports.
+			CreateFunc:  func(event.CreateEvent) bool { return true },
+			UpdateFunc:  func(event.UpdateEvent) bool { return false },
+			DeleteFunc:  func(event.DeleteEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
+		WatchesRawSource(c.link.Source()).
+		Complete(c)
+}
+
+// importsOfNamespace maps a namespace to every service exported from it.
+func (c *Controller) importsOfNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	reg, _, err := c.link.Registry()
+	if err != nil {
+		return nil // the link's own notifications cover everything once ready
+	}
+	keys, err := reg.Keys()
+	if err != nil {
+		log.FromContext(ctx).Error(err, "listing registry keys for a new namespace", "namespace", ns.GetName())
+		return nil
+	}
+	var out []reconcile.Request
+	for _, k := range keys {
+		if k.Namespace == ns.GetName() {
+			out = append(out, reconcile.Request{NamespacedName: k})
+		}
+	}
+	return out
+}
+
+// Reconcile makes the local import of one service match the registry.
+func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name)
+	ctx = log.IntoContext(ctx, logger)
+
+	records, err := c.link.Records(req.NamespacedName)
+	if err != nil {
+		// R2: without a usable registry view nothing local is touched.
+		if errors.Is(err, registrylink.ErrNotReady) || errors.Is(err, registry.ErrNotSynced) {
+			return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+		}
+		return reconcile.Result{}, err
+	}
+
+	var ns corev1.Namespace
+	if err := c.client.Get(ctx, client.ObjectKey{Name: req.Namespace}, &ns); err != nil {
+		// I1: namespaces are never created; one that appears later is
+		// reconciled through the namespace watch.
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ns.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil
+	}
+
+	res, ok := merge.Merge(records)
+	if !ok {
+		// I5: the last export is gone.
+		return reconcile.Result{}, c.remove(ctx, req.NamespacedName)
+	}
+	_, id, _ := c.link.Registry()
+	logger = logger.WithValues("cluster", id.ClusterID)
+	ctx = log.IntoContext(ctx, logger)
+
+	imp, err := c.ensureServiceImport(ctx, req.NamespacedName, &res)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	ips, err := c.ensureDerivedService(ctx, imp, &res)
+	if err != nil {
+		return reconcile.Result{}, c.setNotReady(ctx, imp, err)
+	}
+	if res.Spec.Type == mcsv1beta1.ClusterSetIP && !equality.Semantic.DeepEqual(imp.Spec.IPs, ips) {
+		imp.Spec.IPs = ips
+		if err := c.client.Update(ctx, imp); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	slices := desiredSlices(req.Namespace, req.Name, DerivedServiceName(req.Name), managedByValue, records, c.link.Alive)
+	for i := range slices {
+		if err := controllerutil.SetControllerReference(imp, &slices[i], c.client.Scheme()); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if err := c.applySlices(ctx, req.NamespacedName, slices); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, c.updateStatus(ctx, imp, &res, len(slices))
+}
+
+// ensureServiceImport creates or updates the ServiceImport's spec (without
+// IPs), labels and annotations from the merge result (I6).
+func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectKey, res *merge.Result) (*mcsv1beta1.ServiceImport, error) {
+	var imp mcsv1beta1.ServiceImport
+	err := c.client.Get(ctx, key, &imp)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	exists := err == nil
+	if exists && imp.Labels[LabelManagedBy] != managedByValue {
+		return nil, reconcile.TerminalError(fmt.Errorf("ServiceImport %s exists and is not managed by clusterset; not touching it", key))
+	}
+	desired := imp.DeepCopy()
+	desired.Namespace, desired.Name = key.Namespace, key.Name
+	desired.Labels = withLabel(res.Labels, LabelManagedBy, managedByValue)
+	desired.Annotations = res.Annotations
+	ips := imp.Spec.IPs
+	desired.Spec = *res.Spec.DeepCopy()
+	if res.Spec.Type == mcsv1beta1.ClusterSetIP {
+		desired.Spec.IPs = ips
+	}
+	if !exists {
+		if err := c.client.Create(ctx, desired); err != nil {
+			return nil, err
+		}
+		log.FromContext(ctx).Info("created ServiceImport", "type", desired.Spec.Type)
+		return desired, nil
+	}
+	if equality.Semantic.DeepEqual(imp.Spec, desired.Spec) && equality.Semantic.DeepEqual(imp.Labels, desired.Labels) &&
+		equalMaps(imp.Annotations, desired.Annotations) {
+		return &imp, nil
+	}
+	if err := c.client.Update(ctx, desired); err != nil {
+		return nil, err
+	}
+	return desired, nil
+}
+
+// ensureDerivedService creates or updates the Service that allocates the
+// import's VIP (I2) and returns its cluster IPs. Headless imports get a
+// headless derived Service, so that their EndpointSlices' service-name label
+// names a real Service.
+func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.ServiceImport, res *merge.Result) ([]string, error) {
+	name := DerivedServiceName(imp.Name)
+	desired := corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: imp.Namespace,
+			Name:      name,
+			Labels:    map[string]string{LabelManagedBy: managedByValue, LabelServiceImport: imp.Name},
+		},
+		Spec: corev1.ServiceSpec{
+			Type:                  corev1.ServiceTypeClusterIP,
+			SessionAffinity:       res.Spec.SessionAffinity,
+			SessionAffinityConfig: res.Spec.SessionAffinityConfig,
+			InternalTrafficPolicy: res.Spec.InternalTrafficPolicy,
+			TrafficDistribution:   res.Spec.TrafficDistribution,
+		},
+	}
+	if desired.Spec.SessionAffinity == "" {
+		desired.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	if res.Spec.Type == mcsv1beta1.Headless {
+		desired.Spec.ClusterIP = corev1.ClusterIPNone
+	}
+	if fams := res.Spec.IPFamilies; len(fams) > 0 {
+		desired.Spec.IPFamilies = fams
+		policy := corev1.IPFamilyPolicySingleStack
+		if len(fams) > 1 {
+			policy = corev1.IPFamilyPolicyRequireDualStack
+		}
+		desired.Spec.IPFamilyPolicy = &policy
+	}
+	for _, p := range res.Spec.Ports {
+		desired.Spec.Ports = append(desired.Spec.Ports, corev1.ServicePort{
+			Name: p.Name, Protocol: p.Protocol, AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: intstr.FromInt32(p.Port),
+		})
+	}
+	if len(desired.Spec.Ports) == 0 {
+		// A Service needs a port; an export without ports still gets a VIP.
+		desired.Spec.Ports = []corev1.ServicePort{{Name: "none", Protocol: corev1.ProtocolTCP, Port: 1, TargetPort: intstr.FromInt32(1)}}
+	}
+	if err := controllerutil.SetControllerReference(imp, &desired, c.client.Scheme()); err != nil {
+		return nil, err
+	}
+
+	var svc corev1.Service
+	err := c.client.Get(ctx, client.ObjectKeyFromObject(&desired), &svc)
+	if apierrors.IsNotFound(err) {
+		if err := c.client.Create(ctx, &desired); err != nil {
+			return nil, err
+		}
+		log.FromContext(ctx).Info("created derived Service", "derivedService", name, "clusterIPs", desired.Spec.ClusterIPs)
+		return desired.Spec.ClusterIPs, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if (svc.Spec.ClusterIP == corev1.ClusterIPNone) != (desired.Spec.ClusterIP == corev1.ClusterIPNone) ||
+		(len(desired.Spec.IPFamilies) > 0 && !equality.Semantic.DeepEqual(svc.Spec.IPFamilies, desired.Spec.IPFamilies)) {
+		// The type or family changed: a Service's cluster IPs are immutable,
+		// so the derived Service is replaced and the VIP changes.
+		if err := c.client.Delete(ctx, &svc); client.IgnoreNotFound(err) != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("replacing derived Service %s whose type or IP families changed", name)
+	}
+	updated := svc.DeepCopy()
+	updated.Labels = desired.Labels
+	updated.OwnerReferences = desired.OwnerReferences
+	updated.Spec.Ports = desired.Spec.Ports
+	updated.Spec.SessionAffinity = desired.Spec.SessionAffinity
+	updated.Spec.SessionAffinityConfig = desired.Spec.SessionAffinityConfig
+	updated.Spec.InternalTrafficPolicy = desired.Spec.InternalTrafficPolicy
+	updated.Spec.TrafficDistribution = desired.Spec.TrafficDistribution
+	if !equality.Semantic.DeepEqual(svc.Labels, updated.Labels) || !equality.Semantic.DeepEqual(svc.OwnerReferences, updated.OwnerReferences) ||
+		!equality.Semantic.DeepEqual(svc.Spec, updated.Spec) {
+		if err := c.client.Update(ctx, updated); err != nil {
+			return nil, err
+		}
+	}
+	if desired.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil, nil
+	}
+	return updated.Spec.ClusterIPs, nil
+}
+
+// applySlices makes this import's EndpointSlices exactly the desired ones.
+func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desired []discoveryv1.EndpointSlice) error {
+	var existing discoveryv1.EndpointSliceList
+	if err := c.client.List(ctx, &existing, client.InNamespace(key.Namespace),
+		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: managedByValue}); err != nil {
+		return err
+	}
+	have := map[string]*discoveryv1.EndpointSlice{}
+	for i := range existing.Items {
+		have[existing.Items[i].Name] = &existing.Items[i]
+	}
+	for i := range desired {
+		want := &desired[i]
+		cur, ok := have[want.Name]
+		delete(have, want.Name)
+		switch {
+		case !ok:
+			if err := c.client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+			slicesWritten.WithLabelValues("create").Inc()
+		case cur.AddressType != want.AddressType:
+			// addressType is immutable: replace the slice.
+			if err := c.client.Delete(ctx, cur); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			if err := c.client.Create(ctx, want); err != nil {
+				return err
+			}
+			slicesWritten.WithLabelValues("replace").Inc()
+		case !equality.Semantic.DeepEqual(cur.Endpoints, want.Endpoints) || !equality.Semantic.DeepEqual(cur.Ports, want.Ports) ||
+			!equality.Semantic.DeepEqual(cur.Labels, want.Labels) || !equality.Semantic.DeepEqual(cur.OwnerReferences, want.OwnerReferences):
+			cur.Endpoints, cur.Ports, cur.Labels, cur.OwnerReferences = want.Endpoints, want.Ports, want.Labels, want.OwnerReferences
+			if err := c.client.Update(ctx, cur); err != nil {
+				return err
+			}
+			slicesWritten.WithLabelValues("update").Inc()
+		}
+	}
+	for _, stale := range have {
+		if err := c.client.Delete(ctx, stale); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		slicesWritten.WithLabelValues("delete").Inc()
+	}
+	return nil
+}
+
+// updateStatus records the exporting clusters and the Ready condition (I5).
+func (c *Controller) updateStatus(ctx context.Context, imp *mcsv1beta1.ServiceImport, res *merge.Result, slices int) error {
+	before := imp.Status.DeepCopy()
+	imp.Status.Clusters = nil
+	for _, cl := range res.Clusters {
+		imp.Status.Clusters = append(imp.Status.Clusters, mcsv1beta1.ClusterStatus{Cluster: cl})
+	}
+	imp.Status.EndpointSliceObjects = mcsv1beta1.EndpointSliceObjectsAbsent
+	if slices > 0 {
+		imp.Status.EndpointSliceObjects = mcsv1beta1.EndpointSliceObjectsPresent
+	}
+	meta.SetStatusCondition(&imp.Status.Conditions, metav1.Condition{
+		Type:               string(mcsv1beta1.ServiceImportConditionReady),
+		Status:             metav1.ConditionTrue,
+		Reason:             string(mcsv1beta1.ServiceImportReasonReady),
+		Message:            fmt.Sprintf("imported from %d cluster(s) with %d EndpointSlice(s)", len(res.Clusters), slices),
+		ObservedGeneration: imp.Generation,
+	})
+	if equality.Semantic.DeepEqual(before, &imp.Status) {
+		return nil
+	}
+	return c.client.Status().Update(ctx, imp)
+}
+
+// setNotReady reports why the import could not be completed, then returns
+// err so that the request is retried with backoff.
+func (c *Controller) setNotReady(ctx context.Context, imp *mcsv1beta1.ServiceImport, err error) error {
+	reason := mcsv1beta1.ServiceImportReasonPending
+	if apierrors.IsInvalid(err) {
+		reason = mcsv1beta1.ServiceImportReasonIPFamilyNotSupported
+	}
+	meta.SetStatusCondition(&imp.Status.Conditions, metav1.Condition{
+		Type: string(mcsv1beta1.ServiceImportConditionReady), Status: metav1.ConditionFalse,
+		Reason: string(reason), Message: err.Error(), ObservedGeneration: imp.Generation,
+	})
+	c.recorder.Eventf(imp, nil, corev1.EventTypeWarning, string(reason), "Import", "%v", err)
+	return errors.Join(err, client.IgnoreNotFound(c.client.Status().Update(ctx, imp)))
+}
+
+// remove deletes the import, its derived Service and its slices, but only
+// objects that carry our label (a ServiceImport somebody else wrote stays).
+func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
+	var imp mcsv1beta1.ServiceImport
+	if err := c.client.Get(ctx, key, &imp); err == nil {
+		if imp.Labels[LabelManagedBy] != managedByValue {
+			return nil
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+	// Owner references would let the garbage collector do this, but the
+	// collector may be slow or absent; deleting explicitly leaves nothing.
+	if err := c.client.DeleteAllOf(ctx, &discoveryv1.EndpointSlice{}, client.InNamespace(key.Namespace),
+		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: managedByValue}); err != nil {
+		return err
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: DerivedServiceName(key.Name)}}
+	if err := c.client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	if imp.Name != "" {
+		if err := c.client.Delete(ctx, &imp); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		log.FromContext(ctx).Info("deleted ServiceImport: no cluster exports the service any more")
+	}
+	return nil
+}
+
+func withLabel(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for mk, mv := range m {
+		out[mk] = mv
+	}
+	out[k] = v
+	return out
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}

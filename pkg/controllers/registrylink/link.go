@@ -1,0 +1,318 @@
+// Package registrylink is this cluster's link to the shared registry. Once the
+// cluster's identity is known it builds the registry backend, keeps the
+// backend's view running, renews this cluster's heartbeat, tracks which other
+// clusters are alive, and tells the export and import controllers which
+// services to look at again. Controllers use the Link, never a backend.
+package registrylink
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// Factory builds the registry backend for an identity; cmd/ chooses it.
+type Factory func(ctx context.Context, id identity.Identity) (registry.Registry, error)
+
+// Options tune the link.
+type Options struct {
+	// HeartbeatInterval is how often this cluster renews its liveness record.
+	HeartbeatInterval time.Duration
+	// GracePeriod is how long another cluster may miss heartbeats before its
+	// records are ignored (R1). Zero disables the check: records are then
+	// used for as long as they exist.
+	GracePeriod time.Duration
+}
+
+// ErrNotReady is returned while the identity is unknown or the backend has not
+// been built or synced yet.
+var ErrNotReady = errors.New("the registry is not ready yet")
+
+// Link is safe for concurrent use.
+type Link struct {
+	ids     *identity.Store
+	factory Factory
+	opts    Options
+
+	mu       sync.RWMutex
+	reg      registry.Registry
+	id       identity.Identity
+	lastSeen map[string]time.Time // heartbeat times by cluster, from Liveness
+	dead     map[string]bool      // clusters whose records are ignored now
+
+	subsMu sync.Mutex
+	subs   []*subscriber
+}
+
+// New returns a Link that builds its backend with factory once ids is ready.
+func New(ids *identity.Store, factory Factory, opts Options) *Link {
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 10 * time.Second
+	}
+	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}}
+}
+
+// Registry returns the backend and the identity it was built for, or
+// ErrNotReady (wrapped with the identity's problem when there is one).
+func (l *Link) Registry() (registry.Registry, identity.Identity, error) {
+	if _, err := l.ids.Current(); err != nil {
+		return nil, identity.Identity{}, err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.reg == nil || !l.reg.HasSynced() {
+		return nil, l.id, ErrNotReady
+	}
+	return l.reg, l.id, nil
+}
+
+// Records returns every cluster's record of key. Liveness does not filter
+// them: every cluster must merge the same records to reach the same import,
+// whatever it believes about other clusters' health; only endpoints are
+// dropped for clusters that are not Alive.
+func (l *Link) Records(key registry.ServiceKey) ([]registry.Record, error) {
+	reg, _, err := l.Registry()
+	if err != nil {
+		return nil, err
+	}
+	return reg.Records(key)
+}
+
+// Alive reports whether the endpoints of cluster should be used: its
+// heartbeat is within the grace period, or the check is disabled, or it is
+// this cluster.
+func (l *Link) Alive(cluster string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return cluster == l.id.ClusterID || !l.dead[cluster]
+}
+
+// ReadyCheck is a readiness probe: ready once the identity is valid and the
+// registry view has synced.
+func (l *Link) ReadyCheck(*http.Request) error {
+	_, _, err := l.Registry()
+	return err
+}
+
+// Source returns a controller-runtime source that enqueues the key of every
+// service whose records may have changed. Each call makes a new subscriber.
+func (l *Link) Source() source.Source {
+	sub := &subscriber{pending: map[registry.ServiceKey]struct{}{}, wake: make(chan struct{}, 1), out: make(chan event.GenericEvent)}
+	l.subsMu.Lock()
+	l.subs = append(l.subs, sub)
+	l.subsMu.Unlock()
+	return source.Channel(sub.out, &handler.EnqueueRequestForObject{})
+}
+
+// NeedLeaderElection is false: every replica keeps its view warm, and only
+// the elected one's controllers write.
+func (l *Link) NeedLeaderElection() bool { return false }
+
+// Start waits for the identity, builds the backend and runs it until ctx ends.
+func (l *Link) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("registrylink")
+	for _, s := range l.snapshotSubs() {
+		go s.pump(ctx)
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-l.ids.Ready():
+	}
+	id, _ := l.ids.Current()
+	logger = logger.WithValues("cluster", id.ClusterID, "clusterset", id.ClusterSetID)
+	var reg registry.Registry
+	for {
+		var err error
+		if reg, err = l.factory(ctx, id); err == nil {
+			break
+		}
+		logger.Error(err, "building the registry backend; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(5 * time.Second):
+		}
+	}
+	l.mu.Lock()
+	l.reg, l.id = reg, id
+	l.mu.Unlock()
+	logger.Info("registry backend started")
+
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx, l.notify) }()
+	l.heartbeatLoop(log.IntoContext(ctx, logger), reg, id)
+	return <-done
+}
+
+// heartbeatLoop renews this cluster's liveness and recomputes which clusters
+// are dead until ctx ends.
+func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id identity.Identity) {
+	logger := log.FromContext(ctx)
+	tick := time.NewTicker(l.opts.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		beatErr := reg.Heartbeat(ctx)
+		if beatErr != nil && ctx.Err() == nil {
+			logger.Error(beatErr, "renewing this cluster's heartbeat")
+		}
+		// A cluster that cannot reach the registry sees every heartbeat go
+		// stale at once; that says nothing about the others, so liveness is
+		// only judged while this cluster's own heartbeat gets through (R2).
+		if l.opts.GracePeriod > 0 && beatErr == nil {
+			if seen, err := reg.Liveness(ctx); err != nil {
+				if ctx.Err() == nil {
+					logger.Error(err, "reading the clusters' heartbeats; keeping the last known liveness")
+				}
+			} else {
+				l.updateLiveness(ctx, reg, id, seen, time.Now())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// updateLiveness marks clusters dead or alive and, when that changes, asks
+// every controller to look at all services again.
+func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id identity.Identity, seen map[string]time.Time, now time.Time) {
+	if own, ok := seen[id.ClusterID]; ok && now.Sub(own) > l.opts.GracePeriod {
+		// The view does not even show this cluster's own recent heartbeat:
+		// it is behind, so it cannot tell who is gone.
+		log.FromContext(ctx).Info("registry view is stale; keeping the last known liveness", "ownHeartbeat", own)
+		return
+	}
+	dead := map[string]bool{}
+	for cluster, at := range seen {
+		if cluster != id.ClusterID && now.Sub(at) > l.opts.GracePeriod {
+			dead[cluster] = true
+		}
+	}
+	// A cluster that has records but never sent a heartbeat is dead too:
+	// its controller is gone or predates heartbeats. Give it one grace period
+	// from when this controller started looking.
+	keys, err := reg.Keys()
+	if err == nil {
+		for _, k := range keys {
+			recs, _ := reg.Records(k)
+			for _, r := range recs {
+				if _, ok := seen[r.ClusterID]; !ok && r.ClusterID != id.ClusterID {
+					l.mu.RLock()
+					first, known := l.lastSeen[r.ClusterID]
+					l.mu.RUnlock()
+					if !known {
+						first = now
+					}
+					if now.Sub(first) > l.opts.GracePeriod {
+						dead[r.ClusterID] = true
+					}
+					seen[r.ClusterID] = first
+				}
+			}
+		}
+	}
+	l.mu.Lock()
+	changed := !sameSet(l.dead, dead)
+	l.dead = dead
+	l.lastSeen = seen
+	l.mu.Unlock()
+	if changed {
+		log.FromContext(ctx).Info("cluster liveness changed", "deadClusters", sortedKeys(dead))
+		for _, k := range keys {
+			l.notify(k)
+		}
+	}
+}
+
+// notify queues key for every subscriber without blocking the backend.
+func (l *Link) notify(key registry.ServiceKey) {
+	for _, s := range l.snapshotSubs() {
+		s.add(key)
+	}
+}
+
+func (l *Link) snapshotSubs() []*subscriber {
+	l.subsMu.Lock()
+	defer l.subsMu.Unlock()
+	return append([]*subscriber(nil), l.subs...)
+}
+
+// subscriber de-duplicates keys that arrive faster than its controller takes
+// them, so a burst of changes to one service costs one reconcile.
+type subscriber struct {
+	mu      sync.Mutex
+	pending map[registry.ServiceKey]struct{}
+	wake    chan struct{}
+	out     chan event.GenericEvent
+}
+
+func (s *subscriber) add(key registry.ServiceKey) {
+	s.mu.Lock()
+	s.pending[key] = struct{}{}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *subscriber) pump(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		keys := make([]registry.ServiceKey, 0, len(s.pending))
+		for k := range s.pending {
+			keys = append(keys, k)
+		}
+		clear(s.pending)
+		s.mu.Unlock()
+		for _, k := range keys {
+			obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}
+			select {
+			case <-ctx.Done():
+				return
+			case s.out <- event.GenericEvent{Object: obj}:
+			}
+		}
+	}
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

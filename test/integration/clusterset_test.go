@@ -1,0 +1,404 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/pkg/controllers/export"
+	"github.com/clusterset/clusterset/pkg/controllers/imports"
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+)
+
+const wait = 30 * time.Second
+
+// TestClusterset runs the KEP-1645 checklist on three real control planes
+// (cls1 is also the hub), each running clusterset-controller with only the
+// shipped ClusterRole. Every subtest uses its own namespace.
+func TestClusterset(t *testing.T) {
+	cs := startClusterset(t, 3, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second})
+	cls1, cls2, cls3 := cs.members[0], cs.members[1], cs.members[2]
+
+	// The seed scenario. E1 I1 I2 I4 I5 E5.
+	t.Run("SeedScenario", func(t *testing.T) {
+		ns := "demo"
+		mustCreate(t, cls1.admin, namespace(ns))
+		mustCreate(t, cls2.admin, namespace(ns))
+		mustCreate(t, cls1.admin, service(ns, "nginx-hello", tcpPort("http", 80)),
+			endpointSlice(ns, "nginx-hello", "nginx-hello-abcde", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.86.76", "10.10.86.77", "10.10.86.78"),
+			serviceExport(ns, "nginx-hello"))
+
+		// E1: valid, then ready once published; no conflicts alone.
+		eventually(t, wait, "cls1 export Valid", exportCondition(cls1.admin, ns, "nginx-hello", "Valid", metav1.ConditionTrue, "Valid"))
+		eventually(t, wait, "cls1 export Ready", exportCondition(cls1.admin, ns, "nginx-hello", "Ready", metav1.ConditionTrue, "Exported"))
+		eventually(t, wait, "cls1 export Conflict=False", exportCondition(cls1.admin, ns, "nginx-hello", "Conflict", metav1.ConditionFalse, "NoConflicts"))
+
+		// I1: both clusters with the namespace import it, exporter included.
+		for _, m := range []*member{cls2, cls1} {
+			eventually(t, wait, m.name+" import", func() error { return checkSeedImport(m, ns) })
+		}
+		// I1: cls3 has no namespace demo: nothing is created there, not even the namespace.
+		var nsObj corev1.Namespace
+		if err := cls3.admin.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); !apierrors.IsNotFound(err) {
+			t.Fatalf("cls3 namespace demo: want NotFound, got %v", err)
+		}
+		// I1: a namespace created later gets its imports.
+		mustCreate(t, cls3.admin, namespace(ns))
+		eventually(t, wait, "cls3 import after namespace creation", func() error { return checkSeedImport(cls3, ns) })
+
+		// Clients of v1alpha1 (CoreDNS's multicluster plugin) read the import.
+		var old mcsv1alpha1.ServiceImport
+		if err := cls2.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "nginx-hello"}, &old); err != nil {
+			t.Fatalf("reading ServiceImport as v1alpha1: %v", err)
+		}
+		if old.Spec.Type != mcsv1alpha1.ClusterSetIP || len(old.Spec.IPs) != 1 {
+			t.Fatalf("v1alpha1 ServiceImport spec = %+v", old.Spec)
+		}
+
+		// E5 I5: deleting the export withdraws the record and removes the
+		// import, its derived Service and its slices from every cluster.
+		if err := cls1.admin.Delete(ctx, serviceExport(ns, "nginx-hello")); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range cs.members {
+			eventually(t, wait, m.name+" import removed", importGone(m.admin, ns, "nginx-hello"))
+		}
+		eventually(t, wait, "ServiceExport deleted (finalizer released)", func() error {
+			err := cls1.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "nginx-hello"}, &mcsv1beta1.ServiceExport{})
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("still there: %v", err)
+			}
+			return nil
+		})
+		eventually(t, wait, "no record left in the hub", func() error { return noHubRecords(cls2, ns, "nginx-hello") })
+	})
+
+	// E2 E3 E4: validation of the exported Service.
+	t.Run("ExportValidation", func(t *testing.T) {
+		ns := "validation"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		// E2: no Service: NoService, nothing published; valid when it appears.
+		mustCreate(t, cls2.admin, serviceExport(ns, "late"))
+		eventually(t, wait, "E2 NoService", exportCondition(cls2.admin, ns, "late", "Valid", metav1.ConditionFalse, "NoService"))
+		consistently(t, 2*time.Second, "E2 nothing published", func() error { return noHubRecords(cls1, ns, "late") })
+		if _, err := getImport(cls1.admin, ns, "late"); !apierrors.IsNotFound(err) {
+			t.Fatalf("E2: an invalid export was imported: %v", err)
+		}
+		mustCreate(t, cls2.admin, service(ns, "late", tcpPort("http", 80)))
+		eventually(t, wait, "E2 valid once the Service exists", exportCondition(cls2.admin, ns, "late", "Valid", metav1.ConditionTrue, "Valid"))
+		eventually(t, wait, "E2 imported in cls1", func() error { _, err := getImport(cls1.admin, ns, "late"); return err })
+
+		// E3: ExternalName cannot be exported.
+		ext := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "external"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}
+		mustCreate(t, cls2.admin, ext, serviceExport(ns, "external"))
+		eventually(t, wait, "E3 InvalidServiceType", exportCondition(cls2.admin, ns, "external", "Valid", metav1.ConditionFalse, "InvalidServiceType"))
+		consistently(t, 2*time.Second, "E3 nothing published", func() error { return noHubRecords(cls1, ns, "external") })
+
+		// E4: the Service is deleted while exported: record withdrawn, the
+		// export stays and says why.
+		if err := cls2.admin.Delete(ctx, service(ns, "late")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, wait, "E4 NoService", exportCondition(cls2.admin, ns, "late", "Valid", metav1.ConditionFalse, "NoService"))
+		eventually(t, wait, "E4 import gone in cls1", importGone(cls1.admin, ns, "late"))
+		eventually(t, wait, "E4 record withdrawn", func() error { return noHubRecords(cls1, ns, "late") })
+		if err := cls2.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "late"}, &mcsv1beta1.ServiceExport{}); err != nil {
+			t.Fatalf("E4: the ServiceExport must stay: %v", err)
+		}
+	})
+
+	// E6 I6: conflicts between exports and what reaches the import.
+	t.Run("ConflictsAndProperties", func(t *testing.T) {
+		ns := "conflicts"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		svc1 := service(ns, "web", tcpPort("http", 80))
+		svc1.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		svc1.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](600)}}
+		local := corev1.ServiceInternalTrafficPolicyLocal
+		svc1.Spec.InternalTrafficPolicy = &local
+		svc1.Spec.TrafficDistribution = ptr.To("PreferClose")
+		svc1.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+		exp1 := serviceExport(ns, "web")
+		exp1.Spec.ExportedLabels = map[string]string{"team": "web"}
+		exp1.Spec.ExportedAnnotations = map[string]string{"example.com/owner": "alice"}
+		mustCreate(t, cls1.admin, svc1, exp1)
+		eventually(t, wait, "cls1 exported", exportCondition(cls1.admin, ns, "web", "Ready", metav1.ConditionTrue, "Exported"))
+		// The second export is younger by at least a second: cls1 wins.
+		time.Sleep(1100 * time.Millisecond)
+		svc2 := service(ns, "web", tcpPort("http", 80), tcpPort("https", 443))
+		exp2 := serviceExport(ns, "web")
+		exp2.Spec.ExportedLabels = map[string]string{"team": "web"}
+		exp2.Spec.ExportedAnnotations = map[string]string{"example.com/owner": "alice"}
+		mustCreate(t, cls2.admin, svc2, exp2)
+
+		// E6: sessionAffinity differs (and ports): Conflict=True on the exports with a specific reason.
+		eventually(t, wait, "E6 cls2 Conflict", exportCondition(cls2.admin, ns, "web", "Conflict", metav1.ConditionTrue, ""))
+		var se mcsv1beta1.ServiceExport
+		if err := cls2.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &se); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range se.Status.Conditions {
+			if c.Type == "Conflict" && !strings.HasSuffix(c.Reason, "Conflict") {
+				t.Fatalf("E6: Conflict reason %q is not a specific mcs-api conflict reason", c.Reason)
+			}
+		}
+		eventually(t, wait, "E6 cls1 (winner) is told too", exportCondition(cls1.admin, ns, "web", "Conflict", metav1.ConditionTrue, ""))
+
+		// I6: the winner's properties reach the import; ports are the union.
+		eventually(t, wait, "I6 import properties", func() error {
+			si, err := getImport(cls3.admin, ns, "web")
+			if err != nil {
+				return err
+			}
+			switch {
+			case si.Spec.SessionAffinity != corev1.ServiceAffinityClientIP:
+				return fmt.Errorf("sessionAffinity %q", si.Spec.SessionAffinity)
+			case si.Spec.SessionAffinityConfig == nil || *si.Spec.SessionAffinityConfig.ClientIP.TimeoutSeconds != 600:
+				return fmt.Errorf("sessionAffinityConfig %+v", si.Spec.SessionAffinityConfig)
+			case si.Spec.InternalTrafficPolicy == nil || *si.Spec.InternalTrafficPolicy != local:
+				return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
+			case si.Spec.TrafficDistribution == nil || *si.Spec.TrafficDistribution != "PreferClose":
+				return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
+			case len(si.Spec.IPFamilies) != 1 || si.Spec.IPFamilies[0] != corev1.IPv4Protocol:
+				return fmt.Errorf("ipFamilies %v", si.Spec.IPFamilies)
+			case si.Labels["team"] != "web" || si.Annotations["example.com/owner"] != "alice":
+				return fmt.Errorf("exported labels/annotations missing: %v %v", si.Labels, si.Annotations)
+			case len(si.Spec.Ports) != 2:
+				return fmt.Errorf("ports %+v, want the union http/80 and https/443", si.Spec.Ports)
+			case len(si.Status.Clusters) != 2:
+				return fmt.Errorf("status.clusters %+v", si.Status.Clusters)
+			}
+			return nil
+		})
+		// Resolving the conflict clears the condition everywhere.
+		if err := cls2.admin.Delete(ctx, serviceExport(ns, "web")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, wait, "E6 conflict cleared on cls1", exportCondition(cls1.admin, ns, "web", "Conflict", metav1.ConditionFalse, "NoConflicts"))
+	})
+
+	// I3 I4: headless imports with per-pod hostnames, IPv4 and IPv6 slices;
+	// I2: derived names for a 63-character service name.
+	t.Run("HeadlessDualFamilyLongName", func(t *testing.T) {
+		ns := "headless"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		name := strings.Repeat("s", 63)
+		svc := service(ns, name, tcpPort("http", 80))
+		svc.Spec.ClusterIP = corev1.ClusterIPNone
+		mustCreate(t, cls1.admin, svc,
+			endpointSlice(ns, name, "v4", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.1.1", "10.10.1.2"),
+			endpointSlice(ns, name, "v6", discoveryv1.AddressTypeIPv6, 8080, true, "fd00::1"),
+			serviceExport(ns, name))
+		eventually(t, wait, "I3 headless import", func() error {
+			si, err := getImport(cls2.admin, ns, name)
+			if err != nil {
+				return err
+			}
+			if si.Spec.Type != mcsv1beta1.Headless || len(si.Spec.IPs) != 0 {
+				return fmt.Errorf("spec %+v, want Headless without ips", si.Spec)
+			}
+			slices, err := importedSlices(cls2.admin, ns, name)
+			if err != nil {
+				return err
+			}
+			families := map[discoveryv1.AddressType]int{}
+			hosts := 0
+			for _, s := range slices["cls1"] {
+				families[s.AddressType] += len(s.Endpoints)
+				for _, e := range s.Endpoints {
+					if e.Hostname != nil && *e.Hostname != "" {
+						hosts++
+					}
+				}
+			}
+			if families[discoveryv1.AddressTypeIPv4] != 2 || families[discoveryv1.AddressTypeIPv6] != 1 || hosts != 3 {
+				return fmt.Errorf("I4 slices: families %v, hostnames %d", families, hosts)
+			}
+			return nil
+		})
+		derived := imports.DerivedServiceName(name)
+		if errs := validation.IsDNS1035Label(derived); len(errs) > 0 {
+			t.Fatalf("I2: derived name %q invalid: %v", derived, errs)
+		}
+	})
+
+	// R2: a member that cannot reach the registry keeps its imports untouched
+	// and reports exports as not ready; it converges when the hub returns.
+	t.Run("RegistryOutage", func(t *testing.T) {
+		ns := "outage"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		mustCreate(t, cls1.admin, service(ns, "api", tcpPort("http", 80)),
+			endpointSlice(ns, "api", "api-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.2.1"),
+			serviceExport(ns, "api"))
+		eventually(t, wait, "cls2 imported", func() error { return sliceAddresses(cls2, ns, "api", "cls1", "10.10.2.1") })
+
+		cls2.proxy.SetDown(true)
+		// cls1 scales down to nothing while cls2 cannot see it.
+		if err := cls1.admin.Delete(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api-1"}}); err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, cls2.admin, service(ns, "local", tcpPort("http", 80)), serviceExport(ns, "local"))
+		eventually(t, wait, "R2 export not ready while the hub is unreachable", exportCondition(cls2.admin, ns, "local", "Ready", metav1.ConditionFalse, "Failed"))
+		consistently(t, 3*time.Second, "R2 imports untouched", func() error { return sliceAddresses(cls2, ns, "api", "cls1", "10.10.2.1") })
+
+		cls2.proxy.SetDown(false)
+		eventually(t, 60*time.Second, "R2 converged after the outage", func() error { return sliceAddresses(cls2, ns, "api", "cls1", "") })
+		eventually(t, 60*time.Second, "R2 export ready after the outage", exportCondition(cls2.admin, ns, "local", "Ready", metav1.ConditionTrue, "Exported"))
+	})
+
+	// R1: a cluster whose heartbeat lapses has its endpoints withdrawn
+	// elsewhere; they return when it does.
+	t.Run("Liveness", func(t *testing.T) {
+		ns := "liveness"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		mustCreate(t, cls3.admin, service(ns, "db", tcpPort("http", 80)),
+			endpointSlice(ns, "db", "db-1", discoveryv1.AddressTypeIPv4, 5432, true, "10.10.3.1"),
+			serviceExport(ns, "db"))
+		eventually(t, wait, "cls2 imported", func() error { return sliceAddresses(cls2, ns, "db", "cls3", "10.10.3.1") })
+		cls3.stopController()
+		eventually(t, wait, "R1 endpoints of the silent cluster withdrawn", func() error { return sliceAddresses(cls2, ns, "db", "cls3", "") })
+		if _, err := getImport(cls2.admin, ns, "db"); err != nil {
+			t.Fatalf("R1: the import itself stays while the record exists: %v", err)
+		}
+		cls3.start(t, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second})
+		eventually(t, wait, "R1 endpoints return with the cluster", func() error { return sliceAddresses(cls2, ns, "db", "cls3", "10.10.3.1") })
+	})
+
+	// R3: a restart converges: an export deleted while its controller was
+	// down is withdrawn, and an importer that was down removes its orphans.
+	t.Run("RestartConverges", func(t *testing.T) {
+		ns := "restart"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		mustCreate(t, cls1.admin, service(ns, "cache", tcpPort("http", 80)),
+			endpointSlice(ns, "cache", "cache-1", discoveryv1.AddressTypeIPv4, 6379, true, "10.10.4.1"),
+			serviceExport(ns, "cache"))
+		for _, m := range cs.members {
+			eventually(t, wait, m.name+" imported", func() error { return sliceAddresses(m, ns, "cache", "cls1", "10.10.4.1") })
+		}
+		cls2.stopController()
+		cls1.stopController()
+		// The finalizer is removed by hand while cls1's controller is down.
+		var se mcsv1beta1.ServiceExport
+		if err := cls1.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cache"}, &se); err != nil {
+			t.Fatal(err)
+		}
+		se.Finalizers = nil
+		if err := cls1.admin.Update(ctx, &se); err != nil {
+			t.Fatal(err)
+		}
+		if err := cls1.admin.Delete(ctx, &se); err != nil {
+			t.Fatal(err)
+		}
+		opts := registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second}
+		cls1.start(t, opts)
+		eventually(t, wait, "R3 orphaned record withdrawn", func() error { return noHubRecords(cls3, ns, "cache") })
+		eventually(t, wait, "R3 cls3 import removed", importGone(cls3.admin, ns, "cache"))
+		cls2.start(t, opts)
+		eventually(t, wait, "R3 cls2 orphans removed after restart", importGone(cls2.admin, ns, "cache"))
+	})
+}
+
+// checkSeedImport checks the import of nginx-hello as the seed scenario
+// describes it (I2 I4 I5).
+func checkSeedImport(m *member, ns string) error {
+	si, err := getImport(m.admin, ns, "nginx-hello")
+	if err != nil {
+		return err
+	}
+	var derived corev1.Service
+	if err := m.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: imports.DerivedServiceName("nginx-hello")}, &derived); err != nil {
+		return fmt.Errorf("derived Service: %w", err)
+	}
+	switch {
+	case si.Spec.Type != mcsv1beta1.ClusterSetIP:
+		return fmt.Errorf("type %q", si.Spec.Type)
+	case len(si.Spec.IPs) != 1 || si.Spec.IPs[0] != derived.Spec.ClusterIP || derived.Spec.ClusterIP == "":
+		return fmt.Errorf("I2 ips %v, derived clusterIP %q", si.Spec.IPs, derived.Spec.ClusterIP)
+	case len(derived.Spec.Selector) != 0 || !metav1.IsControlledBy(&derived, si):
+		return fmt.Errorf("I2 derived Service must have no selector and be owned by the import")
+	case len(si.Spec.Ports) != 1 || si.Spec.Ports[0].Port != 80 || si.Spec.Ports[0].Protocol != corev1.ProtocolTCP:
+		return fmt.Errorf("ports %+v", si.Spec.Ports)
+	case len(si.Status.Clusters) != 1 || si.Status.Clusters[0].Cluster != "cls1":
+		return fmt.Errorf("I5 status.clusters %+v", si.Status.Clusters)
+	}
+	slices, err := importedSlices(m.admin, ns, "nginx-hello")
+	if err != nil {
+		return err
+	}
+	if len(slices) != 1 || len(slices["cls1"]) != 1 {
+		return fmt.Errorf("I4 want one slice from cls1, got %v", slices)
+	}
+	s := slices["cls1"][0]
+	if got := addressesOf(slices["cls1"]); got != "10.10.86.76 10.10.86.77 10.10.86.78" {
+		return fmt.Errorf("I4 addresses %q", got)
+	}
+	want := map[string]string{
+		mcsv1beta1.LabelServiceName:   "nginx-hello",
+		mcsv1beta1.LabelSourceCluster: "cls1",
+		discoveryv1.LabelManagedBy:    export.ManagedByValue,
+		discoveryv1.LabelServiceName:  derived.Name,
+	}
+	for k, v := range want {
+		if s.Labels[k] != v {
+			return fmt.Errorf("I4 label %s=%q, want %q", k, s.Labels[k], v)
+		}
+	}
+	e := s.Endpoints[0]
+	if e.NodeName == nil || *e.NodeName != "node-1" || e.Zone == nil || *e.Zone != "zone-a" || e.Hostname == nil {
+		return fmt.Errorf("I4 nodeName/zone/hostname not kept: %+v", e)
+	}
+	if len(s.Ports) != 1 || *s.Ports[0].Port != 8080 || *s.Ports[0].Name != "http" {
+		return fmt.Errorf("I4 slice ports %+v, want http/8080 (the endpoints' target port)", s.Ports)
+	}
+	return nil
+}
+
+// sliceAddresses checks the addresses imported into m from one cluster.
+func sliceAddresses(m *member, ns, name, from, want string) error {
+	slices, err := importedSlices(m.admin, ns, name)
+	if err != nil {
+		return err
+	}
+	if got := addressesOf(slices[from]); got != want {
+		return fmt.Errorf("%s: addresses from %s = %q, want %q", m.name, from, got, want)
+	}
+	return nil
+}
+
+// noHubRecords checks through m's registry view that nobody has a record of
+// the service.
+func noHubRecords(m *member, ns, name string) error {
+	link := m.linkFn()
+	recs, err := link.Records(client.ObjectKey{Namespace: ns, Name: name})
+	if err != nil {
+		return err
+	}
+	if len(recs) > 0 {
+		return fmt.Errorf("%d record(s) left, first from %s", len(recs), recs[0].ClusterID)
+	}
+	return nil
+}

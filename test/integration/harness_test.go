@@ -1,0 +1,299 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	"github.com/clusterset/clusterset/internal/testenv"
+	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+	"github.com/clusterset/clusterset/pkg/controllers"
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+const (
+	clusterSet = "clusterset1"
+	// controllerSA is the identity the controllers run as in every member,
+	// bound to config/rbac/role.yaml and nothing else.
+	controllerNamespace = "clusterset-system"
+	controllerSA        = "clusterset-controller"
+)
+
+// member is one cluster of the test clusterset and its running controller.
+type member struct {
+	name   string
+	cp     *testenv.Cluster
+	admin  client.Client // for the test's own reads and writes
+	hubCfg *rest.Config  // this member's credentials on the hub, via hubProxy
+	proxy  *tcpProxy     // between this member's controller and the hub
+
+	// root is the test that owns the clusterset: a controller restarted
+	// inside a subtest must outlive that subtest.
+	root *testing.T
+
+	mu     sync.Mutex
+	stop   context.CancelFunc
+	done   chan struct{}
+	linkFn func() *registrylink.Link
+}
+
+// clusterset is several real control planes, the first of which is also the hub.
+type clusterset struct {
+	members []*member
+	hub     *testenv.Cluster
+}
+
+// startClusterset starts n control planes (cls1 is also the hub), gives each
+// member its hub namespace and RBAC, and runs clusterset-controller in each
+// with only the shipped ClusterRole.
+func startClusterset(t *testing.T, n int, opts registrylink.Options) *clusterset {
+	t.Helper()
+	ctrl.SetLogger(zap.New(zap.WriteTo(testLogWriter()), zap.UseDevMode(false)))
+	cs := &clusterset{}
+	for i := 1; i <= n; i++ {
+		cp := testenv.Start(t)
+		m := &member{name: fmt.Sprintf("cls%d", i), cp: cp, admin: cp.Client, root: t}
+		cs.members = append(cs.members, m)
+	}
+	cs.hub = cs.members[0].cp
+	hubAdmin := kubernetes.NewForConfigOrDie(cs.hub.Config)
+	for _, m := range cs.members {
+		user := "clusterset:member:" + m.name
+		if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, m.name, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
+			t.Fatal(err)
+		}
+		m.proxy = newTCPProxy(t, cs.hub.Config.Host)
+		cfg := rest.CopyConfig(cs.hub.Config)
+		cfg.Host = "https://" + m.proxy.addr
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+		m.hubCfg = cfg
+		installControllerRBAC(t, m)
+		m.start(t, opts)
+	}
+	return cs
+}
+
+// installControllerRBAC applies config/rbac/role.yaml in the member and binds
+// it to the controller's ServiceAccount.
+func installControllerRBAC(t *testing.T, m *member) {
+	t.Helper()
+	ctx := context.Background()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(raw, &role); err != nil {
+		t.Fatalf("config/rbac/role.yaml: %v", err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: controllerNamespace, Name: controllerSA}},
+	}
+	for _, obj := range []client.Object{&role, binding} {
+		if err := m.admin.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// controllerConfig is the member's admin config impersonating the
+// controller's ServiceAccount, so that the controller has exactly the shipped
+// ClusterRole.
+func (m *member) controllerConfig() *rest.Config {
+	cfg := rest.CopyConfig(m.cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + controllerNamespace + ":" + controllerSA,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + controllerNamespace, "system:authenticated"},
+	}
+	return cfg
+}
+
+// start runs the member's controller until stopController or the test's end.
+func (m *member) start(t *testing.T, opts registrylink.Options) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(m.controllerConfig(), ctrl.Options{
+		Scheme:                 testenv.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Several members' managers share this test process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:     ctrl.Log.WithValues("cluster", m.name),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubCfg := m.hubCfg
+	ctx, cancel := context.WithCancel(context.Background())
+	link, err := controllers.Register(ctx, mgr, controllers.Options{
+		Defaults: identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet},
+		Registry: func(_ context.Context, id identity.Identity) (registry.Registry, error) {
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
+		},
+		Link: opts,
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			m.root.Errorf("%s: manager: %v", m.name, err)
+		}
+	}()
+	m.mu.Lock()
+	m.stop, m.done, m.linkFn = cancel, done, func() *registrylink.Link { return link }
+	m.mu.Unlock()
+	m.root.Cleanup(m.stopController)
+}
+
+// stopController stops the member's controller and waits for it.
+func (m *member) stopController() {
+	m.mu.Lock()
+	stop, done := m.stop, m.done
+	m.stop = nil
+	m.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// createClusterProperty is used by tests that start a controller without
+// identity flags.
+func createClusterProperty(ctx context.Context, c client.Client, name, value string) error {
+	return c.Create(ctx, &aboutv1alpha1.ClusterProperty{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: aboutv1alpha1.ClusterPropertySpec{Value: value}})
+}
+
+// tcpProxy forwards 127.0.0.1 connections to the hub and can be cut, to play a
+// hub that a member cannot reach (R2).
+type tcpProxy struct {
+	addr   string
+	target string
+	ln     net.Listener
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+}
+
+func newTCPProxy(t *testing.T, hubURL string) *tcpProxy {
+	t.Helper()
+	u, err := url.Parse(hubURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{addr: ln.Addr().String(), target: u.Host, ln: ln, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.SetDown(true) })
+	return p
+}
+
+func (p *tcpProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		if !down {
+			p.conns[in] = struct{}{}
+		}
+		p.mu.Unlock()
+		if down {
+			in.Close()
+			continue
+		}
+		go p.pipe(in)
+	}
+}
+
+func (p *tcpProxy) pipe(in net.Conn) {
+	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		in.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[out] = struct{}{}
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(out, in); out.Close() }()
+	_, _ = io.Copy(in, out)
+	in.Close()
+}
+
+// SetDown cuts (true) or restores (false) the member's path to the hub.
+func (p *tcpProxy) SetDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = cond(); last == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, last)
+}
+
+// consistently checks that cond holds for the whole duration.
+func consistently(t *testing.T, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if err := cond(); err != nil {
+			t.Fatalf("%s stopped holding: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func testLogWriter() io.Writer {
+	if os.Getenv("CLUSTERSET_TEST_LOGS") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
