@@ -43,7 +43,9 @@ type flags struct {
 
 func main() {
 	var f flags
-	fs := flag.CommandLine
+	// A FlagSet of our own: controller-runtime registers --kubeconfig on
+	// flag.CommandLine, and this command's --kubeconfig goes with --context.
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster; in-cluster config when empty")
 	fs.StringVar(&f.context, "context", "", "context of --kubeconfig to use; its current context when empty")
 	fs.StringVar(&f.clusterID, "cluster-id", "", "creates ClusterProperty cluster.clusterset.k8s.io with this value when it is absent")
@@ -61,7 +63,7 @@ func main() {
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; the pod's namespace when empty")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
-	flag.Parse()
+	_ = fs.Parse(os.Args[1:])
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")

@@ -50,6 +50,8 @@ type member struct {
 	hubCfg *rest.Config  // this member's credentials on the hub, via hubProxy
 	proxy  *tcpProxy     // between this member's controller and the hub
 
+	// defaults are the controller's --cluster-id and --clusterset-id.
+	defaults identity.Identity
 	// root is the test that owns the clusterset: a controller restarted
 	// inside a subtest must outlive that subtest.
 	root *testing.T
@@ -71,29 +73,41 @@ type clusterset struct {
 // with only the shipped ClusterRole.
 func startClusterset(t *testing.T, n int, opts registrylink.Options) *clusterset {
 	t.Helper()
-	ctrl.SetLogger(zap.New(zap.WriteTo(testLogWriter()), zap.UseDevMode(false)))
 	cs := &clusterset{}
 	for i := 1; i <= n; i++ {
 		cp := testenv.Start(t)
 		m := &member{name: fmt.Sprintf("cls%d", i), cp: cp, admin: cp.Client, root: t}
+		m.defaults = identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet}
 		cs.members = append(cs.members, m)
 	}
 	cs.hub = cs.members[0].cp
-	hubAdmin := kubernetes.NewForConfigOrDie(cs.hub.Config)
 	for _, m := range cs.members {
-		user := "clusterset:member:" + m.name
-		if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, m.name, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
-			t.Fatal(err)
-		}
-		m.proxy = newTCPProxy(t, cs.hub.Config.Host)
-		cfg := rest.CopyConfig(cs.hub.Config)
-		cfg.Host = "https://" + m.proxy.addr
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-		m.hubCfg = cfg
-		installControllerRBAC(t, m)
+		join(t, cs.hub, m)
 		m.start(t, opts)
 	}
 	return cs
+}
+
+// join gives m its namespace and RBAC in the hub, credentials of its own
+// there (through a proxy the test can cut), and the shipped controller RBAC
+// in its own cluster.
+func join(t *testing.T, hubCP *testenv.Cluster, m *member) {
+	t.Helper()
+	hubAdmin := kubernetes.NewForConfigOrDie(hubCP.Config)
+	user := "clusterset:member:" + m.name
+	if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, m.name, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
+		t.Fatal(err)
+	}
+	m.proxy = newTCPProxy(t, hubCP.Config.Host)
+	cfg := rest.CopyConfig(hubCP.Config)
+	cfg.Host = "https://" + m.proxy.addr
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	m.hubCfg = cfg
+	installControllerRBAC(t, m)
+}
+
+func init() {
+	ctrl.SetLogger(zap.New(zap.WriteTo(testLogWriter()), zap.UseDevMode(false)))
 }
 
 // installControllerRBAC applies config/rbac/role.yaml in the member and binds
@@ -150,7 +164,7 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 	hubCfg := m.hubCfg
 	ctx, cancel := context.WithCancel(context.Background())
 	link, err := controllers.Register(ctx, mgr, controllers.Options{
-		Defaults: identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet},
+		Defaults: m.defaults,
 		Registry: func(_ context.Context, id identity.Identity) (registry.Registry, error) {
 			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
 		},

@@ -65,23 +65,33 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 // Reconcile reads both properties, creating absent ones from the defaults.
 func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	logger := log.FromContext(ctx)
-	clusterID, err := c.ensure(ctx, ClusterIDProperty, c.defaults.ClusterID)
+	clusterProp, err := c.ensure(ctx, ClusterIDProperty, c.defaults.ClusterID)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	clusterSetID, err := c.ensure(ctx, ClusterSetIDProperty, c.defaults.ClusterSetID)
+	setProp, err := c.ensure(ctx, ClusterSetIDProperty, c.defaults.ClusterSetID)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	id := Identity{ClusterID: clusterID, ClusterSetID: clusterSetID}
+	id := Identity{ClusterID: valueOf(clusterProp), ClusterSetID: valueOf(setProp)}
 	invalid := id.Validate()
 	c.store.set(id, invalid)
 	if invalid != nil {
 		logger.Error(invalid, "cluster identity is not usable; exports are stopped until it is fixed")
-		c.recorder.Eventf(&corev1.ObjectReference{Kind: "ClusterProperty", APIVersion: aboutv1alpha1.GroupVersion.String(), Name: ClusterIDProperty},
-			nil, corev1.EventTypeWarning, "InvalidClusterIdentity", "Validate", "%s", invalid.Error())
-		// The ClusterProperty watch brings the fix; the requeue covers a
-		// property that is created in a namespace we cannot see being fixed.
+		// Events about one object and reason are merged into a series that
+		// keeps the first note, so a missing and an invalid identity get
+		// different reasons, and the event is about the property itself.
+		reason := "InvalidClusterIdentity"
+		if id.ClusterID == "" || id.ClusterSetID == "" {
+			reason = "MissingClusterIdentity"
+		}
+		regarding := &corev1.ObjectReference{Kind: "ClusterProperty", APIVersion: aboutv1alpha1.GroupVersion.String(), Name: ClusterIDProperty}
+		if clusterProp != nil && id.ClusterID != "" {
+			regarding.UID, regarding.ResourceVersion = clusterProp.UID, clusterProp.ResourceVersion
+		}
+		c.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, reason, "Validate", "%s", invalid.Error())
+		// The ClusterProperty watch brings the fix; the requeue is a
+		// safety net in case a watch event is missed.
 		return reconcile.Result{RequeueAfter: time.Minute}, nil
 	}
 	if _, err := c.store.Current(); err != nil {
@@ -92,26 +102,33 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	return reconcile.Result{}, nil
 }
 
-// ensure returns the value of the named ClusterProperty, creating it with
-// value def when it is absent and def is set.
-func (c *Controller) ensure(ctx context.Context, name, def string) (string, error) {
+// ensure returns the named ClusterProperty, creating it with value def when
+// it is absent and def is set; nil when it is absent and def is empty.
+func (c *Controller) ensure(ctx context.Context, name, def string) (*aboutv1alpha1.ClusterProperty, error) {
 	var prop aboutv1alpha1.ClusterProperty
 	err := c.client.Get(ctx, client.ObjectKey{Name: name}, &prop)
 	if err == nil {
-		return prop.Spec.Value, nil
+		return &prop, nil
 	}
 	if !apierrors.IsNotFound(err) || def == "" {
-		return "", client.IgnoreNotFound(err)
+		return nil, client.IgnoreNotFound(err)
 	}
 	prop = aboutv1alpha1.ClusterProperty{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "clusterset-controller"}},
 		Spec:       aboutv1alpha1.ClusterPropertySpec{Value: def},
 	}
 	if err := c.client.Create(ctx, &prop); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", err
+		return nil, err
 	}
 	log.FromContext(ctx).Info("created ClusterProperty from flags", "property", name, "value", def)
-	return def, nil
+	return &prop, nil
+}
+
+func valueOf(p *aboutv1alpha1.ClusterProperty) string {
+	if p == nil {
+		return ""
+	}
+	return p.Spec.Value
 }
 
 // startupKick enqueues one reconcile when the controller starts, so that absent

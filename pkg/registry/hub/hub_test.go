@@ -1,0 +1,302 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+func record(setID, clusterID string, key registry.ServiceKey, n int, mark string) *registry.Record {
+	rec := &registry.Record{
+		ClusterSetID: setID, ClusterID: clusterID, Namespace: key.Namespace, Name: key.Name,
+		Spec: registry.ServiceSpec{
+			Type:          registry.ClusterSetIP,
+			Ports:         []registry.Port{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}, {Name: "grpc", Protocol: corev1.ProtocolTCP, Port: 9000}},
+			IPFamilies:    []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol},
+			ExportCreated: time.Now(),
+		},
+	}
+	for i := range n {
+		ep := registry.Endpoint{
+			Address: fmt.Sprintf("10.%d.%d.%d", i/65536, i/256%256, i%256), AddressType: discoveryv1.AddressTypeIPv4,
+			Ports: []registry.EndpointPort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 8080}, {Name: "grpc", Protocol: corev1.ProtocolTCP, Port: 9000}},
+			Ready: true, Serving: true,
+			Hostname: fmt.Sprintf("pod-%d", i), NodeName: fmt.Sprintf("node-%d.example.internal", i%50), Zone: mark,
+		}
+		if i%5 == 4 {
+			ep.Address, ep.AddressType = fmt.Sprintf("fd00:10:%x::%x", i/65536, i%65536), discoveryv1.AddressTypeIPv6
+		}
+		rec.Endpoints = append(rec.Endpoints, ep)
+	}
+	return rec
+}
+
+func run(t *testing.T, r registry.Registry, onChange func(registry.ServiceKey)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx, onChange) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, "sync", func() error {
+		if !r.HasSynced() {
+			return fmt.Errorf("not synced")
+		}
+		return nil
+	})
+}
+
+// TestHubRBACIsolation shows that a member's credentials cannot create,
+// change or delete another member's records or Lease, and that a record a
+// member forges in its own namespace in another cluster's name is ignored.
+func TestHubRBACIsolation(t *testing.T) {
+	h := startHub(t)
+	ctx := context.Background()
+	const set = "rbac"
+	key := types.NamespacedName{Namespace: "demo", Name: "web"}
+	regA := h.registry(t, set, "cls-a", nil)
+	regB := h.registry(t, set, "cls-b", nil)
+	regC := h.registry(t, set, "cls-c", nil)
+	run(t, regC, func(registry.ServiceKey) {})
+	recB := record(set, "cls-b", key, 3, "b")
+	if err := regB.Publish(ctx, recB); err != nil {
+		t.Fatal(err)
+	}
+	if err := regB.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, err := kubernetes.NewForConfig(h.member(t, set, "cls-a", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsA, nsB := hub.NamespaceName(set, "cls-a"), hub.NamespaceName(set, "cls-b")
+
+	// Reading is allowed (every member reads every record).
+	headB, err := a.CoreV1().ConfigMaps(nsB).Get(ctx, "demo.web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("cls-a reading cls-b's record: %v", err)
+	}
+	leaseB, err := a.CoordinationV1().Leases(nsB).Get(ctx, hub.LeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("cls-a reading cls-b's lease: %v", err)
+	}
+
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("cls-a %s: got %v, want Forbidden", what, err)
+		}
+	}
+	forged := headB.DeepCopy()
+	forged.ResourceVersion, forged.UID = "", ""
+	forged.Name = "demo.forged"
+	_, err = a.CoreV1().ConfigMaps(nsB).Create(ctx, forged, metav1.CreateOptions{})
+	forbidden("creating a record in cls-b's namespace", err)
+	changed := headB.DeepCopy()
+	changed.Data["endpoints"] = `{"digest":"x","index":0}`
+	_, err = a.CoreV1().ConfigMaps(nsB).Update(ctx, changed, metav1.UpdateOptions{})
+	forbidden("updating cls-b's record", err)
+	_, err = a.CoreV1().ConfigMaps(nsB).Patch(ctx, "demo.web", types.MergePatchType, []byte(`{"data":{"endpoints":"{}"}}`), metav1.PatchOptions{})
+	forbidden("patching cls-b's record", err)
+	forbidden("deleting cls-b's record", a.CoreV1().ConfigMaps(nsB).Delete(ctx, "demo.web", metav1.DeleteOptions{}))
+	forbidden("deleting all of cls-b's records", a.CoreV1().ConfigMaps(nsB).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}))
+	leaseB.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}
+	_, err = a.CoordinationV1().Leases(nsB).Update(ctx, leaseB, metav1.UpdateOptions{})
+	forbidden("updating cls-b's lease", err)
+	forbidden("deleting cls-b's lease", a.CoordinationV1().Leases(nsB).Delete(ctx, hub.LeaseName, metav1.DeleteOptions{}))
+	_, err = a.CoordinationV1().Leases(nsB).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: nsB}}, metav1.CreateOptions{})
+	forbidden("creating a lease in cls-b's namespace", err)
+	_, err = a.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+	forbidden("creating a ConfigMap in namespace default", err)
+	_, err = a.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "clusterset-rbac-x"}}, metav1.CreateOptions{})
+	forbidden("creating a namespace", err)
+	_, err = a.RbacV1().RoleBindings(nsB).List(ctx, metav1.ListOptions{})
+	forbidden("listing cls-b's role bindings", err)
+
+	// The only thing cls-a can do: write in its own namespace. There it
+	// forges a record that claims to be cls-b's, which readers ignore, and
+	// publishes one of its own, which they see.
+	forged.Namespace = nsA
+	forged.Name = "demo.web"
+	if _, err := a.CoreV1().ConfigMaps(nsA).Create(ctx, forged, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("cls-a writing in its own namespace: %v", err)
+	}
+	own := record(set, "cls-a", types.NamespacedName{Namespace: "demo", Name: "own"}, 2, "a")
+	if err := regA.Publish(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cls-a's own record seen", func() error {
+		recs, err := regC.Records(own.Key())
+		if err != nil || len(recs) != 1 {
+			return fmt.Errorf("%d records, %v", len(recs), err)
+		}
+		return nil
+	})
+	recs, err := regC.Records(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].ClusterID != "cls-b" || recs[0].Endpoints[0].Zone != "b" {
+		t.Errorf("records of %s: got %d (%v), want cls-b's only", key, len(recs), recs)
+	}
+	live, err := regC.Liveness(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(live["cls-b"]) > time.Minute {
+		t.Errorf("cls-b's liveness %v was changed", live["cls-b"])
+	}
+}
+
+// TestHubLargeRecord publishes a 5,000-endpoint record (two ports, hostnames,
+// node names and zones, a fifth of them IPv6): it is split into five objects,
+// each far below the API server's object size limit, and is read back whole.
+func TestHubLargeRecord(t *testing.T) {
+	const maxObject = 512 << 10
+	h := startHub(t)
+	ctx := context.Background()
+	const set = "large"
+	key := types.NamespacedName{Namespace: "demo", Name: "big"}
+	writer := h.registry(t, set, "cls-a", nil)
+	reader := h.registry(t, set, "cls-b", nil)
+	run(t, reader, func(registry.ServiceKey) {})
+
+	rec := record(set, "cls-a", key, 5000, "zone-a")
+	if err := writer.Publish(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	list, err := h.admin.CoreV1().ConfigMaps(writer.Namespace()).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objects, total int
+	for _, cm := range list.Items {
+		if !strings.HasPrefix(cm.Name, "demo.big") {
+			continue
+		}
+		raw, err := json.Marshal(cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objects++
+		total += len(raw)
+		t.Logf("%s: %d bytes", cm.Name, len(raw))
+		if len(raw) > maxObject {
+			t.Errorf("%s is %d bytes, more than %d", cm.Name, len(raw), maxObject)
+		}
+	}
+	if objects != 5 {
+		t.Errorf("the record is in %d objects, want 5 of at most 1,000 endpoints", objects)
+	}
+	t.Logf("5,000 endpoints in %d objects, %d bytes in all (%d per endpoint)", objects, total, total/5000)
+	eventually(t, "large record read back", func() error {
+		recs, err := reader.Records(key)
+		if err != nil || len(recs) != 1 {
+			return fmt.Errorf("%d records, %v", len(recs), err)
+		}
+		if got := len(recs[0].Endpoints); got != 5000 {
+			return fmt.Errorf("%d endpoints", got)
+		}
+		return nil
+	})
+
+	// Shrinking to one chunk deletes the other four.
+	small := record(set, "cls-a", key, 10, "zone-a")
+	if err := writer.Publish(ctx, small); err != nil {
+		t.Fatal(err)
+	}
+	list, err = h.admin.CoreV1().ConfigMaps(writer.Namespace()).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Errorf("after shrinking to 10 endpoints: %d ConfigMaps left, want 1", len(list.Items))
+	}
+}
+
+// TestHubReadersNeverSeeHalfUpdatedRecords publishes versions of a
+// 2,500-endpoint record (three chunks) in a row. Every endpoint of version v
+// has zone "v<v>" and version v has 2,500-v endpoints; every read, made after
+// every onChange and in a tight loop besides, must show one whole version.
+func TestHubReadersNeverSeeHalfUpdatedRecords(t *testing.T) {
+	h := startHub(t)
+	ctx := context.Background()
+	const set = "consistent"
+	key := types.NamespacedName{Namespace: "demo", Name: "big"}
+	writer := h.registry(t, set, "cls-a", nil)
+	reader := h.registry(t, set, "cls-b", nil)
+
+	var mu sync.Mutex
+	var bad []string
+	seen := map[string]bool{}
+	check := func() {
+		recs, err := reader.Records(key)
+		if err != nil || len(recs) == 0 {
+			return
+		}
+		eps := recs[0].Endpoints
+		zone := eps[0].Zone
+		var v int
+		fmt.Sscanf(zone, "v%d", &v)
+		mu.Lock()
+		defer mu.Unlock()
+		seen[zone] = true
+		if len(eps) != 2500-v {
+			bad = append(bad, fmt.Sprintf("version %s with %d endpoints", zone, len(eps)))
+		}
+		for _, ep := range eps {
+			if ep.Zone != zone {
+				bad = append(bad, fmt.Sprintf("versions %s and %s mixed", zone, ep.Zone))
+				break
+			}
+		}
+	}
+	run(t, reader, func(registry.ServiceKey) { check() })
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				check()
+			}
+		}
+	})
+	const versions = 8
+	for v := range versions {
+		if err := writer.Publish(ctx, record(set, "cls-a", key, 2500-v, fmt.Sprintf("v%d", v))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := fmt.Sprintf("v%d", versions-1)
+	eventually(t, "last version seen", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !seen[last] {
+			return fmt.Errorf("seen %v", seen)
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Errorf("half-updated reads: %v", bad[:min(len(bad), 5)])
+	}
+	t.Logf("versions read: %d of %d", len(seen), versions)
+}

@@ -1,0 +1,149 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// Names of the RBAC objects in the hub. config/hub ships the same objects as
+// manifests.
+const (
+	// ReaderClusterRole lets members read every member's records and Leases.
+	ReaderClusterRole = "clusterset-hub-reader"
+	// WriterRole, in a member's namespace, lets it write its records and Lease
+	// there and nowhere else.
+	WriterRole = "clusterset-member-writer"
+)
+
+// ReaderRole returns the ClusterRole that every member is bound to: read
+// ConfigMaps and Leases in all namespaces. Kubernetes RBAC cannot narrow a
+// cluster-wide list to a label selector, hence the advice to use a hub whose
+// ConfigMaps are not sensitive (they never should be) or a dedicated hub.
+func ReaderRole() *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
+		ObjectMeta: metav1.ObjectMeta{Name: ReaderClusterRole, Labels: map[string]string{LabelManagedBy: managedBy}},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+}
+
+// MemberObjects returns what one member of a clusterset needs in the hub, in
+// the order to create them: its namespace, the Role that lets it write
+// records and its Lease there, the RoleBinding of subjects to that Role, and
+// the ClusterRoleBinding of subjects to ReaderRole. subjects are the member's
+// credentials in the hub, for example a ServiceAccount.
+func MemberObjects(clusterSetID, clusterID string, subjects ...rbacv1.Subject) []metav1.Object {
+	ns := NamespaceName(clusterSetID, clusterID)
+	labels := map[string]string{
+		LabelClusterSet: clusterSetLabel(clusterSetID),
+		LabelKind:       KindMember,
+		LabelManagedBy:  managedBy,
+	}
+	annotations := map[string]string{AnnotationClusterSetID: clusterSetID, AnnotationClusterID: clusterID}
+	meta := func(name, namespace string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels, Annotations: annotations}
+	}
+	return []metav1.Object{
+		&corev1.Namespace{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: meta(ns, ""),
+		},
+		&rbacv1.Role{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+			ObjectMeta: meta(WriterRole, ns),
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update", "patch", "delete"}},
+			},
+		},
+		&rbacv1.RoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+			ObjectMeta: meta(WriterRole, ns),
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: WriterRole},
+			Subjects:   subjects,
+		},
+		&rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+			ObjectMeta: meta(ReaderClusterRole+"-"+ns, ""),
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ReaderClusterRole},
+			Subjects:   subjects,
+		},
+	}
+}
+
+// EnsureMember creates or updates, with admin credentials on the hub,
+// ReaderRole and MemberObjects of clusterID, and returns the member's
+// namespace. It is what `kubectl clusterset join` does, and what tests use.
+func EnsureMember(ctx context.Context, hub kubernetes.Interface, clusterSetID, clusterID string, subjects ...rbacv1.Subject) (string, error) {
+	objs := append([]metav1.Object{ReaderRole()}, MemberObjects(clusterSetID, clusterID, subjects...)...)
+	for _, obj := range objs {
+		if err := apply(ctx, hub, obj); err != nil {
+			return "", fmt.Errorf("hub member %s of %s: %T %s: %w", clusterID, clusterSetID, obj, obj.GetName(), err)
+		}
+	}
+	ns := NamespaceName(clusterSetID, clusterID)
+	log.FromContext(ctx).V(1).Info("Hub member ready", "clusterSet", clusterSetID, "cluster", clusterID, "hubNamespace", ns)
+	return ns, nil
+}
+
+// apply creates obj, or replaces the parts of it that EnsureMember owns.
+func apply(ctx context.Context, hub kubernetes.Interface, obj metav1.Object) error {
+	opts := metav1.CreateOptions{}
+	var err error
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		_, err = hub.CoreV1().Namespaces().Create(ctx, o, opts)
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+	case *rbacv1.ClusterRole:
+		c := hub.RbacV1().ClusterRoles()
+		if _, err = c.Create(ctx, o, opts); apierrors.IsAlreadyExists(err) {
+			var cur *rbacv1.ClusterRole
+			if cur, err = c.Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+				cur.Rules = o.Rules
+				_, err = c.Update(ctx, cur, metav1.UpdateOptions{})
+			}
+		}
+	case *rbacv1.Role:
+		c := hub.RbacV1().Roles(o.Namespace)
+		if _, err = c.Create(ctx, o, opts); apierrors.IsAlreadyExists(err) {
+			var cur *rbacv1.Role
+			if cur, err = c.Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+				cur.Rules = o.Rules
+				_, err = c.Update(ctx, cur, metav1.UpdateOptions{})
+			}
+		}
+	case *rbacv1.RoleBinding:
+		c := hub.RbacV1().RoleBindings(o.Namespace)
+		if _, err = c.Create(ctx, o, opts); apierrors.IsAlreadyExists(err) {
+			var cur *rbacv1.RoleBinding
+			if cur, err = c.Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+				cur.Subjects = o.Subjects
+				_, err = c.Update(ctx, cur, metav1.UpdateOptions{})
+			}
+		}
+	case *rbacv1.ClusterRoleBinding:
+		c := hub.RbacV1().ClusterRoleBindings()
+		if _, err = c.Create(ctx, o, opts); apierrors.IsAlreadyExists(err) {
+			var cur *rbacv1.ClusterRoleBinding
+			if cur, err = c.Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+				cur.Subjects = o.Subjects
+				_, err = c.Update(ctx, cur, metav1.UpdateOptions{})
+			}
+		}
+	default:
+		return fmt.Errorf("unexpected object %T", obj)
+	}
+	return err
+}

@@ -1,0 +1,294 @@
+package hub
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/go-logr/logr"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// view is the decoded, assembled records of a clusterset, kept current by
+// one informer over its ConfigMaps in the hub.
+type view struct {
+	r *Registry
+
+	mu      sync.RWMutex
+	records map[registry.ServiceKey]map[string]registry.Record // key → cluster ID → record
+
+	synced     atomic.Pointer[func() bool]
+	leaseStore atomic.Pointer[cache.SharedIndexInformer]
+}
+
+func newView(r *Registry) *view {
+	return &view{r: r, records: map[registry.ServiceKey]map[string]registry.Record{}}
+}
+
+// Run watches the clusterset's records and Leases in the hub until ctx ends.
+// The informers retry every failure with backoff and keep their caches, so a
+// hub that cannot be reached leaves the view as it was.
+func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID)
+	factory := informers.NewSharedInformerFactoryWithOptions(r.client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = r.selector() }))
+	cms := factory.Core().V1().ConfigMaps().Informer()
+	leases := factory.Coordination().V1().Leases().Informer()
+	for name, inf := range map[string]cache.SharedIndexInformer{"records": cms, "leases": leases} {
+		// Managed fields are a good part of a small object and of no use here.
+		if err := inf.SetTransform(dropManagedFields); err != nil {
+			return err
+		}
+		if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+			logger.Info("Watching the hub failed; retrying and keeping the current view", "watch", name, "error", err.Error())
+		}); err != nil {
+			return err
+		}
+	}
+	v := r.view
+	store := cms.GetStore()
+	handle := func(obj any) { v.handle(logger, store, obj, onChange) }
+	reg, err := cms.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    handle,
+		UpdateFunc: func(_, obj any) { handle(obj) },
+		DeleteFunc: handle,
+	})
+	if err != nil {
+		return err
+	}
+	hasSynced := reg.HasSynced
+	v.synced.Store(&hasSynced)
+	v.leaseStore.Store(&leases)
+
+	factory.Start(ctx.Done())
+	logger.V(1).Info("Watching the hub", "selector", r.selector())
+	<-ctx.Done()
+	factory.Shutdown()
+	return nil
+}
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// handle re-assembles the record that a changed head or chunk belongs to.
+// The informer's store already holds the change, and every other change
+// before it.
+func (v *view) handle(logger logr.Logger, store cache.Store, obj any, onChange func(registry.ServiceKey)) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return
+	}
+	cluster, ok := v.r.owner(&cm.ObjectMeta)
+	if !ok {
+		logger.V(1).Info("Ignoring a ConfigMap that is not in the namespace of the cluster it names", "configMap", cm.Namespace+"/"+cm.Name)
+		return
+	}
+	kind := cm.Labels[LabelKind]
+	if kind != KindRecord && kind != KindChunk {
+		return
+	}
+	ns, name, ok := strings.Cut(cm.Annotations[AnnotationService], "/")
+	key := registry.ServiceKey{Namespace: ns, Name: name}
+	if !ok || validateKey(key) != nil || (cm.Name != headName(key) && !strings.HasPrefix(cm.Name, headName(key)+".")) {
+		logger.Info("Ignoring a ConfigMap whose service annotation does not match its name", "configMap", cm.Namespace+"/"+cm.Name)
+		return
+	}
+	if v.assemble(logger.WithValues("namespace", key.Namespace, "service", key.Name, "sourceCluster", cluster), store, cluster, key) {
+		onChange(key)
+	}
+}
+
+// assemble reads cluster's record of key from the store into the view. It
+// reports whether the view may have changed. When the head names chunks that
+// are not all in the store (yet), the view keeps the record it had.
+func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, key registry.ServiceKey) bool {
+	ns := NamespaceName(v.r.setID, cluster)
+	obj, exists, err := store.GetByKey(ns + "/" + headName(key))
+	if err != nil {
+		logger.Error(err, "Reading the record head from the informer cache")
+		return false
+	}
+	if !exists {
+		return v.set(key, cluster, nil)
+	}
+	head := obj.(*corev1.ConfigMap)
+	h, err := decodeHead(head.Data[dataRecord])
+	if err != nil {
+		logger.Error(err, "Keeping the last record: cannot read the record head")
+		return false
+	}
+	var eps []registry.Endpoint
+	for i := range h.Chunks {
+		raw := head.Data[dataEndpoints]
+		if i > 0 {
+			obj, exists, err := store.GetByKey(ns + "/" + chunkName(key, h.Digest, i))
+			if err != nil || !exists {
+				logger.V(1).Info("Keeping the last record: a chunk of the newest version is missing", "chunk", i, "digest", h.Digest)
+				return false
+			}
+			raw = obj.(*corev1.ConfigMap).Data[dataEndpoints]
+		}
+		c, err := decodeChunk(raw)
+		if err == nil && (c.Digest != h.Digest || c.Index != i) {
+			err = errChunkMismatch
+		}
+		if err == nil {
+			eps, err = appendEndpoints(eps, c)
+		}
+		if err != nil {
+			logger.Error(err, "Keeping the last record: cannot read a chunk", "chunk", i, "digest", h.Digest)
+			return false
+		}
+	}
+	rec := registry.Record{
+		ClusterSetID: v.r.setID,
+		ClusterID:    cluster,
+		Namespace:    key.Namespace,
+		Name:         key.Name,
+		Spec:         fromWireSpec(&h.Spec),
+		Endpoints:    eps,
+	}
+	return v.set(key, cluster, &rec)
+}
+
+type chunkMismatch struct{}
+
+func (chunkMismatch) Error() string { return "chunk belongs to another record version or position" }
+
+var errChunkMismatch error = chunkMismatch{}
+
+// set stores rec (nil: removes it) and reports whether the view may have
+// changed.
+func (v *view) set(key registry.ServiceKey, cluster string, rec *registry.Record) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	byCluster := v.records[key]
+	if rec == nil {
+		if _, ok := byCluster[cluster]; !ok {
+			return false
+		}
+		delete(byCluster, cluster)
+		if len(byCluster) == 0 {
+			delete(v.records, key)
+		}
+		return true
+	}
+	if byCluster == nil {
+		byCluster = map[string]registry.Record{}
+		v.records[key] = byCluster
+	}
+	byCluster[cluster] = *rec
+	return true
+}
+
+func (v *view) hasSynced() bool {
+	f := v.synced.Load()
+	return f != nil && (*f)()
+}
+
+// leases returns the watched Leases once they have synced.
+func (v *view) leases() ([]*coordinationv1.Lease, bool) {
+	inf := v.leaseStore.Load()
+	if inf == nil || !(*inf).HasSynced() {
+		return nil, false
+	}
+	var out []*coordinationv1.Lease
+	for _, obj := range (*inf).GetStore().List() {
+		if l, ok := obj.(*coordinationv1.Lease); ok {
+			out = append(out, l)
+		}
+	}
+	return out, true
+}
+
+// HasSynced reports whether every record in the hub at start has been read.
+func (r *Registry) HasSynced() bool { return r.view.hasSynced() }
+
+// Records returns copies of every cluster's record of key, sorted by cluster ID.
+func (r *Registry) Records(key registry.ServiceKey) ([]registry.Record, error) {
+	if !r.view.hasSynced() {
+		return nil, registry.ErrNotSynced
+	}
+	r.view.mu.RLock()
+	defer r.view.mu.RUnlock()
+	byCluster := r.view.records[key]
+	out := make([]registry.Record, 0, len(byCluster))
+	for _, rec := range byCluster {
+		out = append(out, copyRecord(rec))
+	}
+	slices.SortFunc(out, func(a, b registry.Record) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	return out, nil
+}
+
+// Keys returns every service with at least one record.
+func (r *Registry) Keys() ([]registry.ServiceKey, error) {
+	if !r.view.hasSynced() {
+		return nil, registry.ErrNotSynced
+	}
+	r.view.mu.RLock()
+	defer r.view.mu.RUnlock()
+	keys := make([]registry.ServiceKey, 0, len(r.view.records))
+	for k := range r.view.records {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// copyRecord deep-copies rec, so that callers may keep or change what they get.
+func copyRecord(rec registry.Record) registry.Record {
+	c := rec
+	sp := &c.Spec
+	sp.Ports = slices.Clone(rec.Spec.Ports)
+	for i, p := range sp.Ports {
+		if p.AppProtocol != nil {
+			sp.Ports[i].AppProtocol = ptrCopy(p.AppProtocol)
+		}
+	}
+	sp.SessionAffinityConfig = rec.Spec.SessionAffinityConfig.DeepCopy()
+	sp.IPFamilies = slices.Clone(rec.Spec.IPFamilies)
+	sp.InternalTrafficPolicy = ptrCopy(rec.Spec.InternalTrafficPolicy)
+	sp.TrafficDistribution = ptrCopy(rec.Spec.TrafficDistribution)
+	sp.ExportedLabels = cloneMap(rec.Spec.ExportedLabels)
+	sp.ExportedAnnotations = cloneMap(rec.Spec.ExportedAnnotations)
+	c.Endpoints = slices.Clone(rec.Endpoints)
+	for i := range c.Endpoints {
+		c.Endpoints[i].Ports = slices.Clone(c.Endpoints[i].Ports)
+	}
+	return c
+}
+
+func ptrCopy[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}

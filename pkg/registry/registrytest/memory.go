@@ -1,0 +1,275 @@
+package registrytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// ErrOutage is what a MemoryStore's registries return while it is down.
+var ErrOutage = errors.New("registrytest: memory store is unreachable")
+
+// MemoryStore is an in-memory backing store for registries, for tests of
+// controllers that need a Registry without a hub or Cloud Map. It passes the
+// contract suite, which also checks the suite itself.
+type MemoryStore struct {
+	mu       sync.Mutex
+	records  map[memKey]registry.Record
+	leases   map[[2]string]time.Time // (clusterset, cluster) → last heartbeat
+	down     bool
+	watchers map[*memRegistry]struct{}
+}
+
+type memKey struct {
+	set, cluster string
+	key          registry.ServiceKey
+}
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{
+		records:  map[memKey]registry.Record{},
+		leases:   map[[2]string]time.Time{},
+		watchers: map[*memRegistry]struct{}{},
+	}
+}
+
+// SetDown makes every registry of the store fail (true) or work (false).
+// While it is down, running registries keep their view and get no updates;
+// they catch up when it comes back.
+func (s *MemoryStore) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	var ws []*memRegistry
+	if !down {
+		for w := range s.watchers {
+			ws = append(ws, w)
+		}
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.resync()
+	}
+}
+
+// Registry returns the handle of clusterID in clusterSetID.
+func (s *MemoryStore) Registry(clusterSetID, clusterID string) registry.Registry {
+	return &memRegistry{store: s, set: clusterSetID, cluster: clusterID, kick: make(chan struct{}, 1)}
+}
+
+type memRegistry struct {
+	store        *MemoryStore
+	set, cluster string
+	kick         chan struct{}
+
+	mu     sync.Mutex
+	synced bool
+	view   map[registry.ServiceKey]map[string]registry.Record // key → cluster → record
+}
+
+func (r *memRegistry) Publish(_ context.Context, rec *registry.Record) error {
+	if rec.ClusterID != r.cluster || rec.ClusterSetID != r.set {
+		return fmt.Errorf("record of cluster %q in clusterset %q cannot be published by cluster %q of %q", rec.ClusterID, rec.ClusterSetID, r.cluster, r.set)
+	}
+	s := r.store
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		return ErrOutage
+	}
+	s.records[memKey{r.set, r.cluster, rec.Key()}] = copyRecord(*rec)
+	s.mu.Unlock()
+	s.notify()
+	return nil
+}
+
+func (r *memRegistry) Withdraw(_ context.Context, key registry.ServiceKey) error {
+	s := r.store
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		return ErrOutage
+	}
+	delete(s.records, memKey{r.set, r.cluster, key})
+	s.mu.Unlock()
+	s.notify()
+	return nil
+}
+
+func (s *MemoryStore) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.watchers {
+		w.resync()
+	}
+}
+
+func (r *memRegistry) resync() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *memRegistry) Run(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	s := r.store
+	s.mu.Lock()
+	s.watchers[r] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.watchers, r)
+		s.mu.Unlock()
+	}()
+	r.resync()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.kick:
+		}
+		s.mu.Lock()
+		if s.down {
+			s.mu.Unlock()
+			continue
+		}
+		next := map[registry.ServiceKey]map[string]registry.Record{}
+		for k, rec := range s.records {
+			if k.set != r.set {
+				continue
+			}
+			if next[k.key] == nil {
+				next[k.key] = map[string]registry.Record{}
+			}
+			next[k.key][k.cluster] = copyRecord(rec)
+		}
+		s.mu.Unlock()
+
+		r.mu.Lock()
+		prev := r.view
+		r.view, r.synced = next, true
+		r.mu.Unlock()
+		// Notify after the view changed, for every key that appeared,
+		// disappeared or changed (here: any key present before or after).
+		changed := map[registry.ServiceKey]bool{}
+		for k := range prev {
+			changed[k] = true
+		}
+		for k := range next {
+			changed[k] = true
+		}
+		for k := range changed {
+			onChange(k)
+		}
+	}
+}
+
+func (r *memRegistry) HasSynced() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.synced
+}
+
+func (r *memRegistry) Records(key registry.ServiceKey) ([]registry.Record, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.synced {
+		return nil, registry.ErrNotSynced
+	}
+	var out []registry.Record
+	for _, rec := range r.view[key] {
+		out = append(out, copyRecord(rec))
+	}
+	slices.SortFunc(out, func(a, b registry.Record) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	return out, nil
+}
+
+func (r *memRegistry) Keys() ([]registry.ServiceKey, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.synced {
+		return nil, registry.ErrNotSynced
+	}
+	keys := make([]registry.ServiceKey, 0, len(r.view))
+	for k := range r.view {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func (r *memRegistry) Heartbeat(context.Context) error {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return ErrOutage
+	}
+	s.leases[[2]string{r.set, r.cluster}] = time.Now()
+	return nil
+}
+
+func (r *memRegistry) Liveness(context.Context) (map[string]time.Time, error) {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return nil, ErrOutage
+	}
+	out := map[string]time.Time{}
+	for k, t := range s.leases {
+		if k[0] == r.set {
+			out[k[1]] = t
+		}
+	}
+	return out, nil
+}
+
+// copyRecord deep-copies rec, so that neither writers nor readers share
+// memory with the store.
+func copyRecord(rec registry.Record) registry.Record {
+	c := rec
+	sp := &c.Spec
+	sp.Ports = slices.Clone(rec.Spec.Ports)
+	for i := range sp.Ports {
+		if p := sp.Ports[i].AppProtocol; p != nil {
+			v := *p
+			sp.Ports[i].AppProtocol = &v
+		}
+	}
+	if rec.Spec.SessionAffinityConfig != nil {
+		sp.SessionAffinityConfig = rec.Spec.SessionAffinityConfig.DeepCopy()
+	}
+	sp.IPFamilies = slices.Clone(rec.Spec.IPFamilies)
+	if p := rec.Spec.InternalTrafficPolicy; p != nil {
+		v := *p
+		sp.InternalTrafficPolicy = &v
+	}
+	if p := rec.Spec.TrafficDistribution; p != nil {
+		v := *p
+		sp.TrafficDistribution = &v
+	}
+	sp.ExportedLabels = cloneMap(rec.Spec.ExportedLabels)
+	sp.ExportedAnnotations = cloneMap(rec.Spec.ExportedAnnotations)
+	c.Endpoints = slices.Clone(rec.Endpoints)
+	for i := range c.Endpoints {
+		c.Endpoints[i].Ports = slices.Clone(c.Endpoints[i].Ports)
+	}
+	return c
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
