@@ -1,6 +1,7 @@
 // Command testsummary reads `go test -json` events on stdin. With -print it
-// echoes the tests' output as go test would print it; without, it prints the
-// failed tests and one closing line: "tests: N passed, N failed, N skipped".
+// echoes what `go test` without -v would print: each package's result line
+// and the whole output of failed tests. Without -print it prints the failed
+// tests and one closing line: "tests: N passed, N failed, N skipped".
 // A package that fails to build or fails outside any test counts as failed.
 package main
 
@@ -24,6 +25,7 @@ func main() {
 	echo := flag.Bool("print", false, "echo test output instead of summarising")
 	flag.Parse()
 
+	printer := &failurePrinter{buffered: map[string][]string{}}
 	var passed, failed, skipped int
 	var failures []string
 	failedTestsIn := map[string]int{}
@@ -40,9 +42,7 @@ func main() {
 			continue
 		}
 		if *echo {
-			if ev.Action == "output" {
-				fmt.Print(ev.Output)
-			}
+			printer.handle(ev)
 			continue
 		}
 		switch {
@@ -69,4 +69,27 @@ func main() {
 		fmt.Println("FAILED:", f)
 	}
 	fmt.Printf("tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
+}
+
+// failurePrinter keeps each running test's output and prints it only if the
+// test fails, so a green run prints one line per package.
+type failurePrinter struct {
+	buffered map[string][]string
+}
+
+func (p *failurePrinter) handle(ev event) {
+	id := ev.Package + " " + ev.Test
+	switch {
+	case ev.Test == "" && ev.Action == "output":
+		fmt.Print(ev.Output)
+	case ev.Action == "output":
+		p.buffered[id] = append(p.buffered[id], ev.Output)
+	case ev.Action == "fail":
+		for _, line := range p.buffered[id] {
+			fmt.Print(line)
+		}
+		delete(p.buffered, id)
+	case ev.Action == "pass" || ev.Action == "skip":
+		delete(p.buffered, id)
+	}
 }
