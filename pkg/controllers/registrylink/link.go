@@ -46,11 +46,10 @@ type Link struct {
 	factory Factory
 	opts    Options
 
-	mu       sync.RWMutex
-	reg      registry.Registry
-	id       identity.Identity
-	lastSeen map[string]time.Time // heartbeat times by cluster, from Liveness
-	dead     map[string]bool      // clusters whose records are ignored now
+	mu   sync.RWMutex
+	reg  registry.Registry
+	id   identity.Identity
+	dead map[string]bool // clusters whose records are ignored now
 
 	subsMu sync.Mutex
 	subs   []*subscriber
@@ -197,45 +196,30 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 		log.FromContext(ctx).Info("registry view is stale; keeping the last known liveness", "ownHeartbeat", own)
 		return
 	}
+	// Only clusters that send heartbeats are judged. A cluster with records
+	// but no heartbeat at all, such as one run by the AWS Cloud Map MCS
+	// controller sharing the registry, counts for as long as its records exist.
 	dead := map[string]bool{}
 	for cluster, at := range seen {
 		if cluster != id.ClusterID && now.Sub(at) > l.opts.GracePeriod {
 			dead[cluster] = true
 		}
 	}
-	// A cluster that has records but never sent a heartbeat is dead too:
-	// its controller is gone or predates heartbeats. Give it one grace period
-	// from when this controller started looking.
-	keys, err := reg.Keys()
-	if err == nil {
-		for _, k := range keys {
-			recs, _ := reg.Records(k)
-			for _, r := range recs {
-				if _, ok := seen[r.ClusterID]; !ok && r.ClusterID != id.ClusterID {
-					l.mu.RLock()
-					first, known := l.lastSeen[r.ClusterID]
-					l.mu.RUnlock()
-					if !known {
-						first = now
-					}
-					if now.Sub(first) > l.opts.GracePeriod {
-						dead[r.ClusterID] = true
-					}
-					seen[r.ClusterID] = first
-				}
-			}
-		}
-	}
 	l.mu.Lock()
 	changed := !sameSet(l.dead, dead)
 	l.dead = dead
-	l.lastSeen = seen
 	l.mu.Unlock()
-	if changed {
-		log.FromContext(ctx).Info("cluster liveness changed", "deadClusters", sortedKeys(dead))
-		for _, k := range keys {
-			l.notify(k)
-		}
+	if !changed {
+		return
+	}
+	log.FromContext(ctx).Info("cluster liveness changed", "deadClusters", sortedKeys(dead))
+	keys, err := reg.Keys()
+	if err != nil {
+		log.FromContext(ctx).Error(err, "listing services to re-evaluate after a liveness change")
+		return
+	}
+	for _, k := range keys {
+		l.notify(k)
 	}
 }
 

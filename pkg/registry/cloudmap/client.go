@@ -1,0 +1,292 @@
+package cloudmap
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	sdtypes "github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// throttleCodes are the error codes Cloud Map (and the AWS front end) answer
+// when a caller exceeds its request rate.
+var throttleCodes = map[string]bool{
+	"ThrottlingException":      true,
+	"RequestLimitExceeded":     true,
+	"Throttling":               true,
+	"TooManyRequestsException": true,
+}
+
+func errorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+func isCode(err error, codes ...string) bool {
+	c := errorCode(err)
+	for _, want := range codes {
+		if c == want {
+			return true
+		}
+	}
+	return false
+}
+
+// jitterBackoff is exponential backoff with jitter: attempt n waits a random
+// duration in [d/2, d] with d = base*2^(n-1) capped at max, so that clusters
+// throttled together do not retry together.
+type jitterBackoff struct{ base, max time.Duration }
+
+func (b jitterBackoff) BackoffDelay(attempt int, _ error) (time.Duration, error) {
+	d := b.base
+	for i := 1; i < attempt && d < b.max; i++ {
+		d *= 2
+	}
+	if d > b.max {
+		d = b.max
+	}
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)+1)), nil
+}
+
+// callCounter counts API attempts of one Registry by operation; tests use it
+// to check the call-rate model.
+type callCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *callCounter) add(op string) {
+	c.mu.Lock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[op]++
+	c.mu.Unlock()
+}
+
+func (c *callCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.n))
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
+}
+
+// newClient builds the servicediscovery client: the SDK's standard retryer
+// (it retries throttling, 5xx and connection errors) with our jittered
+// backoff and without the client-side retry quota, which would otherwise turn
+// a long throttling episode into errors; a per-attempt middleware that
+// counts requests and throttles.
+func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
+	count := middleware.FinalizeMiddlewareFunc("clustersetCount",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleFinalize(ctx, in)
+			op := awsmiddleware.GetOperationName(ctx)
+			calls.add(op)
+			result := "ok"
+			if err != nil {
+				result = errorCode(err)
+				if result == "" {
+					result = "error"
+				}
+			}
+			requestsTotal.WithLabelValues(op, result).Inc()
+			if throttleCodes[result] {
+				throttledTotal.WithLabelValues(op).Inc()
+			}
+			return out, md, err
+		})
+	// DiscoverInstances and DiscoverInstancesRevision go to the
+	// "data-servicediscovery" host; with a custom endpoint (moto, a VPC
+	// endpoint) the prefix must not be added.
+	noHostPrefix := middleware.InitializeMiddlewareFunc("clustersetNoHostPrefix",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			return next.HandleInitialize(smithyhttp.DisableEndpointHostPrefix(ctx, true), in)
+		})
+	endpoint := o.Endpoint
+	if endpoint == "" && cfg.BaseEndpoint != nil {
+		endpoint = *cfg.BaseEndpoint
+	}
+	return sd.NewFromConfig(cfg, func(so *sd.Options) {
+		if endpoint != "" {
+			so.BaseEndpoint = aws.String(endpoint)
+			so.APIOptions = append(so.APIOptions, func(s *middleware.Stack) error {
+				return s.Initialize.Add(noHostPrefix, middleware.Before)
+			})
+		}
+		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
+			ro.MaxAttempts = o.MaxAttempts
+			ro.MaxBackoff = o.RetryMaxDelay
+			ro.Backoff = jitterBackoff{base: o.RetryBaseDelay, max: o.RetryMaxDelay}
+			ro.RateLimiter = ratelimit.None
+		})
+		so.APIOptions = append(so.APIOptions, func(s *middleware.Stack) error {
+			return s.Finalize.Add(count, middleware.After)
+		})
+	})
+}
+
+// api wraps the SDK client with paging and the moto workarounds.
+type api struct {
+	c *sd.Client
+}
+
+type nsInfo struct {
+	ID   string
+	Name string
+	Type sdtypes.NamespaceType
+}
+
+// listNamespaces pages through every namespace of the account (moto ignores
+// paging and filters; the result is the same).
+func (a api) listNamespaces(ctx context.Context) ([]nsInfo, error) {
+	var out []nsInfo
+	p := sd.NewListNamespacesPaginator(a.c, &sd.ListNamespacesInput{MaxResults: aws.Int32(100)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range page.Namespaces {
+			out = append(out, nsInfo{ID: aws.ToString(n.Id), Name: aws.ToString(n.Name), Type: n.Type})
+		}
+	}
+	return out, nil
+}
+
+type svcInfo struct {
+	ID          string
+	ARN         string
+	Name        string
+	NamespaceID string // filled by the caller: ServiceSummary has no namespace
+}
+
+// listServices pages through the services of namespaceID, or of the whole
+// account when it is empty. ServiceSummary carries no namespace ID and moto
+// ignores the NAMESPACE_ID filter, so callers map services to namespaces
+// with GetService (cached: a service never moves).
+func (a api) listServices(ctx context.Context, namespaceID string) ([]svcInfo, error) {
+	in := &sd.ListServicesInput{MaxResults: aws.Int32(100)}
+	if namespaceID != "" {
+		in.Filters = []sdtypes.ServiceFilter{{Name: sdtypes.ServiceFilterNameNamespaceId, Values: []string{namespaceID}, Condition: sdtypes.FilterConditionEq}}
+	}
+	var out []svcInfo
+	p := sd.NewListServicesPaginator(a.c, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range page.Services {
+			out = append(out, svcInfo{ID: aws.ToString(s.Id), ARN: aws.ToString(s.Arn), Name: aws.ToString(s.Name)})
+		}
+	}
+	return out, nil
+}
+
+// listInstances pages through the instances of a service (control plane,
+// strongly consistent, unlike DiscoverInstances). Duplicates are kept: the
+// caller needs their count.
+func (a api) listInstances(ctx context.Context, serviceID string) ([]instance, error) {
+	var out []instance
+	p := sd.NewListInstancesPaginator(a.c, &sd.ListInstancesInput{ServiceId: aws.String(serviceID), MaxResults: aws.Int32(100)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range page.Instances {
+			out = append(out, instance{ID: aws.ToString(i.Id), Attrs: i.Attributes})
+		}
+	}
+	return out, nil
+}
+
+// discover reads the instances of one service of one clusterset through the
+// data plane. DiscoverInstances has no paging: MaxResults 1000 equals the
+// per-service instance quota. The clusterset filter is applied again by the
+// decoder.
+func (a api) discover(ctx context.Context, namespace, service, clusterSetID string) ([]instance, int64, error) {
+	out, err := a.c.DiscoverInstances(ctx, &sd.DiscoverInstancesInput{
+		NamespaceName:   aws.String(namespace),
+		ServiceName:     aws.String(service),
+		MaxResults:      aws.Int32(1000),
+		HealthStatus:    sdtypes.HealthStatusFilterAll,
+		QueryParameters: map[string]string{attrClusterSetID: clusterSetID},
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	insts := make([]instance, 0, len(out.Instances))
+	for _, i := range out.Instances {
+		insts = append(insts, instance{ID: aws.ToString(i.InstanceId), Attrs: i.Attributes})
+	}
+	return insts, aws.ToInt64(out.InstancesRevision), nil
+}
+
+func (a api) revision(ctx context.Context, namespace, service string) (int64, error) {
+	out, err := a.c.DiscoverInstancesRevision(ctx, &sd.DiscoverInstancesRevisionInput{
+		NamespaceName: aws.String(namespace),
+		ServiceName:   aws.String(service),
+	})
+	if err != nil {
+		return 0, err
+	}
+	return aws.ToInt64(out.InstancesRevision), nil
+}
+
+// waitOperation polls GetOperation until the operation ends and returns its
+// targets.
+func (a api) waitOperation(ctx context.Context, id string) (map[string]string, error) {
+	delay := 50 * time.Millisecond
+	for {
+		out, err := a.c.GetOperation(ctx, &sd.GetOperationInput{OperationId: aws.String(id)})
+		if err != nil {
+			return nil, err
+		}
+		op := out.Operation
+		switch op.Status {
+		case sdtypes.OperationStatusSuccess:
+			t := map[string]string{}
+			for k, v := range op.Targets {
+				t[string(k)] = v
+			}
+			return t, nil
+		case sdtypes.OperationStatusFail:
+			return nil, &OperationError{ID: id, Code: aws.ToString(op.ErrorCode), Message: aws.ToString(op.ErrorMessage)}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay < 2*time.Second {
+			delay *= 2
+		}
+	}
+}
+
+// OperationError is an asynchronous Cloud Map operation that failed.
+type OperationError struct {
+	ID, Code, Message string
+}
+
+func (e *OperationError) Error() string {
+	return "cloudmap: operation " + e.ID + " failed: " + e.Code + ": " + e.Message
+}

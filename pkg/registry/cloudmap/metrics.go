@@ -1,0 +1,34 @@
+package cloudmap
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// requestsTotal counts every Cloud Map API attempt (retries included) by
+	// operation and result: "ok" or the AWS error code.
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clusterset_cloudmap_requests_total",
+		Help: "Cloud Map API attempts by operation and result (ok or the AWS error code), retries included.",
+	}, []string{"operation", "result"})
+
+	// throttledTotal counts attempts that Cloud Map throttled
+	// (ThrottlingException, RequestLimitExceeded, ...); each was retried with
+	// jittered exponential backoff.
+	throttledTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clusterset_cloudmap_throttled_requests_total",
+		Help: "Cloud Map API attempts rejected by throttling and retried with jittered backoff, by operation.",
+	}, []string{"operation"})
+
+	// viewErrorsTotal counts failed refreshes of the registry view; the view
+	// keeps its last good content.
+	viewErrorsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "clusterset_cloudmap_view_refresh_errors_total",
+		Help: "Failed refreshes of the Cloud Map registry view (the view keeps its last good records).",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(requestsTotal, throttledTotal, viewErrorsTotal)
+}

@@ -1,0 +1,79 @@
+package cloudmap
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// faultProxy is a reverse proxy on 127.0.0.1 in front of moto that can
+// answer ThrottlingException to some requests or fail every request (an
+// outage), the way Cloud Map's front end does.
+type faultProxy struct {
+	URL string
+
+	mu        sync.Mutex
+	throttle  func(target string, n int) bool // by X-Amz-Target and request number
+	down      bool
+	n         int
+	throttled atomic.Int64
+	passed    atomic.Int64
+}
+
+func newFaultProxy(t testing.TB, motoURL string) *faultProxy {
+	t.Helper()
+	u, err := url.Parse(motoURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &faultProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // cancelled polls at test end are expected
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := r.Header.Get("X-Amz-Target")
+		if i := strings.LastIndex(target, "."); i >= 0 {
+			target = target[i+1:]
+		}
+		p.mu.Lock()
+		p.n++
+		n, down, th := p.n, p.down, p.throttle
+		p.mu.Unlock()
+		switch {
+		case down:
+			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"__type":"ServiceUnavailableException","message":"injected outage"}`))
+		case th != nil && th(target, n):
+			p.throttled.Add(1)
+			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+			w.Header().Set("X-Amzn-ErrorType", "ThrottlingException")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"__type":"ThrottlingException","message":"Rate exceeded"}`))
+		default:
+			p.passed.Add(1)
+			rp.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *faultProxy) setThrottle(f func(target string, n int) bool) {
+	p.mu.Lock()
+	p.throttle = f
+	p.mu.Unlock()
+}
+
+func (p *faultProxy) setDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+}

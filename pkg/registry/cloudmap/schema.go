@@ -1,0 +1,679 @@
+package cloudmap
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// Attributes of the AWS Cloud Map MCS controller's schema. Every endpoint
+// instance we write carries all of them, with the same spelling and value
+// formats, so that the AWS controller imports our records and we import its.
+const (
+	attrIPv4          = "AWS_INSTANCE_IPV4"
+	attrIPv6          = "AWS_INSTANCE_IPV6" // the AWS controller's IPv6 form
+	attrPort          = "AWS_INSTANCE_PORT"
+	attrClusterSetID  = "CLUSTERSET_ID"
+	attrClusterID     = "CLUSTER_ID"
+	attrEPPortName    = "ENDPOINT_PORT_NAME"
+	attrEPProtocol    = "ENDPOINT_PROTOCOL"
+	attrHostname      = "HOSTNAME"
+	attrController    = "K8S_CONTROLLER"
+	attrNodeName      = "NODENAME"
+	attrReady         = "READY"
+	attrExportCreated = "SERVICE_EXPORT_CREATION_TIMESTAMP"
+	attrSvcPort       = "SERVICE_PORT"
+	attrSvcPortName   = "SERVICE_PORT_NAME"
+	attrSvcProtocol   = "SERVICE_PROTOCOL"
+	attrSvcTarget     = "SERVICE_TARGET_PORT"
+	attrSvcType       = "SERVICE_TYPE"
+)
+
+// Our own attributes. Readers that do not know them (the AWS controller)
+// ignore them; our readers use defaults when they are missing.
+const (
+	attrServing         = "SERVING"
+	attrTerminating     = "TERMINATING"
+	attrZone            = "ZONE"
+	attrAppProtocol     = "SERVICE_APP_PROTOCOL"
+	attrSessionAffinity = "SESSION_AFFINITY"
+	attrSessionConfig   = "SESSION_AFFINITY_CONFIG"  // compact JSON of corev1.SessionAffinityConfig
+	attrIPFamilies      = "IP_FAMILIES"              // comma separated
+	attrInternalPolicy  = "INTERNAL_TRAFFIC_POLICY"  // absent = nil
+	attrTrafficDist     = "TRAFFIC_DISTRIBUTION"     // absent = nil
+	attrExportedLabels  = "EXPORTED_LABELS"          // compact JSON object
+	attrExportedAnnots  = "EXPORTED_ANNOTATIONS"     // compact JSON object
+	attrServicePorts    = "SERVICE_PORTS"            // marker only: compact JSON list of ports
+	attrRecordKind      = "CLUSTERSET_INSTANCE_KIND" // "service" on markers, "heartbeat" on heartbeats
+	attrHeartbeat       = "HEARTBEAT_TIMESTAMP"      // heartbeat only: ms since epoch
+)
+
+const (
+	kindService   = "service"
+	kindHeartbeat = "heartbeat"
+
+	// controllerName is the value of K8S_CONTROLLER on everything we write.
+	controllerName = "clusterset-controller"
+
+	// Cloud Map limits (service quotas documentation).
+	maxAttributes     = 30
+	maxAttributeValue = 1024
+	maxInstanceID     = 64
+)
+
+// instance is one Cloud Map service instance as read or to be written.
+type instance struct {
+	ID    string
+	Attrs map[string]string
+}
+
+// AttributeError reports a record that cannot be written without losing
+// data: a value longer than Cloud Map accepts, or too many attributes. Values
+// are never truncated.
+type AttributeError struct {
+	Key       registry.ServiceKey
+	Attribute string
+	Length    int
+	Limit     int
+}
+
+func (e *AttributeError) Error() string {
+	return fmt.Sprintf("cloudmap: service %s: attribute %s is %d characters long, Cloud Map allows %d (shorten exported labels/annotations)",
+		e.Key, e.Attribute, e.Length, e.Limit)
+}
+
+// instanceID returns the InstanceId of an endpoint port in the AWS
+// controller's format: protocol lowercase, address with '.' and ':' replaced
+// by '_', port. IPv4: tcp-10_10_86_76-80 (at most 26 characters); IPv6:
+// tcp-fd00__1-80 (at most 50 characters), both under Cloud Map's 64.
+func instanceID(protocol corev1.Protocol, addr string, port int32) string {
+	a := strings.NewReplacer(".", "_", ":", "_").Replace(addr)
+	return fmt.Sprintf("%s-%s-%d", strings.ToLower(string(protocol)), a, port)
+}
+
+// clusterSuffix is appended to an InstanceId that another cluster already
+// holds in the same service (overlapping pod CIDRs): readers never rely on
+// the InstanceId, only on attributes, so the AWS controller still reads it.
+func clusterSuffix(clusterID string) string {
+	h := sha256.Sum256([]byte(clusterID))
+	return "-" + hex.EncodeToString(h[:3])
+}
+
+// markerID is the InstanceId of a cluster's service marker. It names the
+// clusterset too: the same cluster ID may export the same service in two
+// clustersets that share a Cloud Map namespace.
+func markerID(clusterSetID, clusterID string) string {
+	return boundedID("svc-", clusterSetID+"."+clusterID)
+}
+
+// heartbeatID is the InstanceId of a cluster's heartbeat.
+func heartbeatID(clusterSetID, clusterID string) string {
+	return boundedID("hb-", clusterSetID+"."+clusterID)
+}
+
+// boundedID returns prefix+name when that is a valid InstanceId, otherwise
+// prefix + a hash of name.
+func boundedID(prefix, name string) string {
+	id := prefix + name
+	if len(id) <= maxInstanceID && validIDChars(id) {
+		return id
+	}
+	h := sha256.Sum256([]byte(name))
+	return prefix + hex.EncodeToString(h[:16])
+}
+
+func validIDChars(s string) bool {
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.ContainsRune("_/:.@-", c):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeAddr returns the canonical text of an IP address and its family.
+func normalizeAddr(addr string) (string, discoveryv1.AddressType, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("invalid endpoint address %q: %w", addr, err)
+	}
+	if a.Is4() || a.Is4In6() {
+		return a.Unmap().String(), discoveryv1.AddressTypeIPv4, nil
+	}
+	return a.String(), discoveryv1.AddressTypeIPv6, nil
+}
+
+// encodeRecord turns a record into the Cloud Map instances of this cluster:
+// one per endpoint and port plus the marker. other maps InstanceIds held by
+// other clusters in the same service to true; ours maps the endpoint port key
+// (protocol/address/port) to the InstanceId we already hold, for stability.
+func encodeRecord(rec *registry.Record, ours map[string]string, other map[string]bool) (map[string]instance, error) {
+	key := rec.Key()
+	svc, err := serviceAttrs(rec)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]instance{}
+
+	portsJSON, err := json.Marshal(toWirePorts(rec.Spec.Ports))
+	if err != nil {
+		return nil, err
+	}
+	marker := copyAttrs(svc)
+	marker[attrRecordKind] = kindService
+	marker[attrReady] = "false"
+	marker[attrServicePorts] = string(portsJSON)
+	mid := markerID(rec.ClusterSetID, rec.ClusterID)
+	out[mid] = instance{ID: mid, Attrs: marker}
+
+	byName := map[string]registry.Port{}
+	for _, p := range rec.Spec.Ports {
+		byName[p.Name] = p
+	}
+	// Deterministic order so that InstanceId collisions inside one record
+	// always resolve the same way.
+	eps := append([]registry.Endpoint(nil), rec.Endpoints...)
+	sort.SliceStable(eps, func(i, j int) bool { return eps[i].Address < eps[j].Address })
+	for _, ep := range eps {
+		addr, family, err := normalizeAddr(ep.Address)
+		if err != nil {
+			return nil, fmt.Errorf("cloudmap: service %s: %w", key, err)
+		}
+		if len(ep.Ports) == 0 {
+			// A headless service without ports still resolves by address:
+			// one instance without AWS_INSTANCE_PORT (the AWS controller
+			// skips it; it has no way to express such endpoints).
+			a := copyAttrs(svc)
+			setEndpointAttrs(a, &ep, addr, family)
+			id := "ip-" + strings.NewReplacer(".", "_", ":", "_").Replace(addr)
+			out[id] = instance{ID: id, Attrs: a}
+			continue
+		}
+		ports := append([]registry.EndpointPort(nil), ep.Ports...)
+		sort.SliceStable(ports, func(i, j int) bool {
+			if ports[i].Port != ports[j].Port {
+				return ports[i].Port < ports[j].Port
+			}
+			return ports[i].Name < ports[j].Name
+		})
+		for _, epp := range ports {
+			proto := epp.Protocol
+			if proto == "" {
+				proto = corev1.ProtocolTCP
+			}
+			a := copyAttrs(svc)
+			setEndpointAttrs(a, &ep, addr, family)
+			a[attrPort] = strconv.Itoa(int(epp.Port))
+			a[attrEPPortName] = epp.Name
+			a[attrEPProtocol] = string(proto)
+			sp, ok := byName[epp.Name]
+			if !ok {
+				// An endpoint port without a service port of its name: keep
+				// the standard attributes parseable for the AWS controller.
+				sp = registry.Port{Name: epp.Name, Protocol: proto, Port: epp.Port, TargetPort: strconv.Itoa(int(epp.Port))}
+			}
+			sproto := sp.Protocol
+			if sproto == "" {
+				sproto = corev1.ProtocolTCP
+			}
+			a[attrSvcPort] = strconv.Itoa(int(sp.Port))
+			a[attrSvcPortName] = sp.Name
+			a[attrSvcProtocol] = string(sproto)
+			a[attrSvcTarget] = sp.TargetPort
+			if sp.AppProtocol != nil {
+				a[attrAppProtocol] = *sp.AppProtocol
+			}
+
+			pk := portKey(proto, addr, epp.Port)
+			id := ours[pk]
+			if id == "" {
+				id = instanceID(proto, addr, epp.Port)
+				if other[id] {
+					id += clusterSuffix(rec.ClusterID)
+				}
+			}
+			if _, dup := out[id]; dup {
+				// Two service ports share one endpoint port number: the
+				// AWS format has no room for that, so the second one gets the
+				// service port appended.
+				id = fmt.Sprintf("%s-%d", id, sp.Port)
+			}
+			out[id] = instance{ID: id, Attrs: a}
+		}
+	}
+	for _, inst := range out {
+		if err := checkAttrs(key, inst.Attrs); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func setEndpointAttrs(a map[string]string, ep *registry.Endpoint, addr string, family discoveryv1.AddressType) {
+	if family == discoveryv1.AddressTypeIPv4 {
+		a[attrIPv4] = addr
+	} else {
+		a[attrIPv6] = addr
+	}
+	a[attrReady] = strconv.FormatBool(ep.Ready)
+	a[attrServing] = strconv.FormatBool(ep.Serving)
+	a[attrTerminating] = strconv.FormatBool(ep.Terminating)
+	a[attrHostname] = ep.Hostname
+	a[attrNodeName] = ep.NodeName
+	if ep.Zone != "" {
+		a[attrZone] = ep.Zone
+	}
+}
+
+func portKey(proto corev1.Protocol, addr string, port int32) string {
+	return fmt.Sprintf("%s/%s/%d", proto, addr, port)
+}
+
+func checkAttrs(key registry.ServiceKey, attrs map[string]string) error {
+	if len(attrs) > maxAttributes {
+		return &AttributeError{Key: key, Attribute: "(count)", Length: len(attrs), Limit: maxAttributes}
+	}
+	names := make([]string, 0, len(attrs))
+	for k := range attrs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if n := len(attrs[k]); n > maxAttributeValue {
+			return &AttributeError{Key: key, Attribute: k, Length: n, Limit: maxAttributeValue}
+		}
+	}
+	return nil
+}
+
+// serviceAttrs are the service-level attributes carried by every instance of
+// a record (the AWS controller reads SERVICE_TYPE and the creation timestamp
+// from each endpoint instance).
+func serviceAttrs(rec *registry.Record) (map[string]string, error) {
+	s := rec.Spec
+	typ := s.Type
+	if typ == "" {
+		typ = registry.ClusterSetIP
+	}
+	a := map[string]string{
+		attrClusterSetID:  rec.ClusterSetID,
+		attrClusterID:     rec.ClusterID,
+		attrController:    controllerName,
+		attrSvcType:       string(typ),
+		attrExportCreated: strconv.FormatInt(s.ExportCreated.UnixMilli(), 10),
+	}
+	if s.SessionAffinity != "" {
+		a[attrSessionAffinity] = string(s.SessionAffinity)
+	}
+	if s.SessionAffinityConfig != nil {
+		b, err := json.Marshal(s.SessionAffinityConfig)
+		if err != nil {
+			return nil, err
+		}
+		a[attrSessionConfig] = string(b)
+	}
+	if len(s.IPFamilies) > 0 {
+		fams := make([]string, len(s.IPFamilies))
+		for i, f := range s.IPFamilies {
+			fams[i] = string(f)
+		}
+		a[attrIPFamilies] = strings.Join(fams, ",")
+	}
+	if s.InternalTrafficPolicy != nil {
+		a[attrInternalPolicy] = string(*s.InternalTrafficPolicy)
+	}
+	if s.TrafficDistribution != nil {
+		a[attrTrafficDist] = *s.TrafficDistribution
+	}
+	if s.ExportedLabels != nil {
+		b, err := json.Marshal(s.ExportedLabels)
+		if err != nil {
+			return nil, err
+		}
+		a[attrExportedLabels] = string(b)
+	}
+	if s.ExportedAnnotations != nil {
+		b, err := json.Marshal(s.ExportedAnnotations)
+		if err != nil {
+			return nil, err
+		}
+		a[attrExportedAnnots] = string(b)
+	}
+	return a, nil
+}
+
+func copyAttrs(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+16)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// wirePort is a service port in the marker's SERVICE_PORTS attribute.
+type wirePort struct {
+	Name        string  `json:"n,omitempty"`
+	Protocol    string  `json:"p,omitempty"`
+	AppProtocol *string `json:"a,omitempty"`
+	Port        int32   `json:"o"`
+	TargetPort  string  `json:"t,omitempty"`
+}
+
+func toWirePorts(ps []registry.Port) []wirePort {
+	out := make([]wirePort, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, wirePort{Name: p.Name, Protocol: string(p.Protocol), AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: p.TargetPort})
+	}
+	return out
+}
+
+// decodeInstances turns the instances of one Cloud Map service (already
+// de-duplicated) into one record per cluster of clusterSetID. Instances that
+// do not parse (other writers, other clustersets, our heartbeats) are
+// skipped; bad is called for each with the reason.
+func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad func(id string, err error)) []registry.Record {
+	type acc struct {
+		marker    map[string]string
+		first     map[string]string // service attrs of the first endpoint instance by ID
+		firstID   string
+		endpoints map[string]*registry.Endpoint
+		ports     map[string]registry.Port
+	}
+	byCluster := map[string]*acc{}
+	get := func(c string) *acc {
+		if byCluster[c] == nil {
+			byCluster[c] = &acc{endpoints: map[string]*registry.Endpoint{}, ports: map[string]registry.Port{}}
+		}
+		return byCluster[c]
+	}
+	for _, in := range insts {
+		a := in.Attrs
+		if a[attrClusterSetID] != clusterSetID {
+			continue
+		}
+		cluster := a[attrClusterID]
+		if cluster == "" {
+			bad(in.ID, fmt.Errorf("no %s attribute", attrClusterID))
+			continue
+		}
+		switch a[attrRecordKind] {
+		case kindService:
+			get(cluster).marker = a
+			continue
+		case "":
+		default:
+			continue // a kind this version does not know
+		}
+		ep, sp, err := decodeEndpoint(a)
+		if err != nil {
+			bad(in.ID, err)
+			continue
+		}
+		c := get(cluster)
+		if c.first == nil || in.ID < c.firstID {
+			c.first, c.firstID = a, in.ID
+		}
+		if e, ok := c.endpoints[ep.Address]; ok {
+			e.Ports = append(e.Ports, ep.Ports...)
+			// Conditions are per endpoint; an instance saying not ready wins.
+			e.Ready = e.Ready && ep.Ready
+			e.Serving = e.Serving && ep.Serving
+			e.Terminating = e.Terminating || ep.Terminating
+		} else {
+			c.endpoints[ep.Address] = &ep
+		}
+		if sp.Port != 0 {
+			pk := fmt.Sprintf("%s/%s/%d", sp.Name, sp.Protocol, sp.Port)
+			if _, ok := c.ports[pk]; !ok {
+				c.ports[pk] = sp
+			}
+		}
+	}
+
+	var out []registry.Record
+	for cluster, c := range byCluster {
+		rec := registry.Record{ClusterSetID: clusterSetID, ClusterID: cluster, Namespace: namespace, Name: name}
+		switch {
+		case c.marker != nil:
+			spec, err := decodeSpec(c.marker)
+			if err != nil {
+				bad(markerID(clusterSetID, cluster), err)
+				continue
+			}
+			var wp []wirePort
+			if err := json.Unmarshal([]byte(c.marker[attrServicePorts]), &wp); err != nil {
+				bad(markerID(clusterSetID, cluster), fmt.Errorf("%s: %w", attrServicePorts, err))
+				continue
+			}
+			for _, p := range wp {
+				spec.Ports = append(spec.Ports, registry.Port{Name: p.Name, Protocol: corev1.Protocol(p.Protocol), AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: p.TargetPort})
+			}
+			rec.Spec = spec
+		case c.first != nil:
+			// Written by the AWS controller (or a marker we could not
+			// write): the service-level spec comes from the endpoints.
+			spec, err := decodeSpec(c.first)
+			if err != nil {
+				bad(c.firstID, err)
+				continue
+			}
+			for _, p := range c.ports {
+				spec.Ports = append(spec.Ports, p)
+			}
+			sort.Slice(spec.Ports, func(i, j int) bool {
+				if spec.Ports[i].Port != spec.Ports[j].Port {
+					return spec.Ports[i].Port < spec.Ports[j].Port
+				}
+				if spec.Ports[i].Protocol != spec.Ports[j].Protocol {
+					return spec.Ports[i].Protocol < spec.Ports[j].Protocol
+				}
+				return spec.Ports[i].Name < spec.Ports[j].Name
+			})
+			if spec.SessionAffinity == "" {
+				spec.SessionAffinity = corev1.ServiceAffinityNone
+			}
+			if len(spec.IPFamilies) == 0 {
+				spec.IPFamilies = familiesOf(c.endpoints)
+			}
+			rec.Spec = spec
+		default:
+			continue
+		}
+		for _, e := range c.endpoints {
+			sort.Slice(e.Ports, func(i, j int) bool {
+				if e.Ports[i].Port != e.Ports[j].Port {
+					return e.Ports[i].Port < e.Ports[j].Port
+				}
+				return e.Ports[i].Name < e.Ports[j].Name
+			})
+			rec.Endpoints = append(rec.Endpoints, *e)
+		}
+		sort.Slice(rec.Endpoints, func(i, j int) bool { return rec.Endpoints[i].Address < rec.Endpoints[j].Address })
+		out = append(out, rec)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ClusterID < out[j].ClusterID })
+	return out
+}
+
+func familiesOf(eps map[string]*registry.Endpoint) []corev1.IPFamily {
+	var v4, v6 bool
+	for _, e := range eps {
+		if e.AddressType == discoveryv1.AddressTypeIPv6 {
+			v6 = true
+		} else {
+			v4 = true
+		}
+	}
+	var out []corev1.IPFamily
+	if v4 {
+		out = append(out, corev1.IPv4Protocol)
+	}
+	if v6 {
+		out = append(out, corev1.IPv6Protocol)
+	}
+	return out
+}
+
+// decodeSpec reads the service-level attributes (without ports).
+func decodeSpec(a map[string]string) (registry.ServiceSpec, error) {
+	var s registry.ServiceSpec
+	switch t := registry.ServiceType(a[attrSvcType]); t {
+	case registry.ClusterSetIP, registry.Headless:
+		s.Type = t
+	case "":
+		s.Type = registry.ClusterSetIP
+	default:
+		return s, fmt.Errorf("unknown %s %q", attrSvcType, t)
+	}
+	if v, ok := a[attrExportCreated]; ok && v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", attrExportCreated, err)
+		}
+		s.ExportCreated = time.UnixMilli(ms).UTC()
+	}
+	s.SessionAffinity = corev1.ServiceAffinity(a[attrSessionAffinity])
+	if v, ok := a[attrSessionConfig]; ok {
+		s.SessionAffinityConfig = &corev1.SessionAffinityConfig{}
+		if err := json.Unmarshal([]byte(v), s.SessionAffinityConfig); err != nil {
+			return s, fmt.Errorf("%s: %w", attrSessionConfig, err)
+		}
+	}
+	if v := a[attrIPFamilies]; v != "" {
+		for _, f := range strings.Split(v, ",") {
+			s.IPFamilies = append(s.IPFamilies, corev1.IPFamily(f))
+		}
+	}
+	if v, ok := a[attrInternalPolicy]; ok {
+		p := corev1.ServiceInternalTrafficPolicy(v)
+		s.InternalTrafficPolicy = &p
+	}
+	if v, ok := a[attrTrafficDist]; ok {
+		s.TrafficDistribution = &v
+	}
+	if v, ok := a[attrExportedLabels]; ok {
+		if err := json.Unmarshal([]byte(v), &s.ExportedLabels); err != nil {
+			return s, fmt.Errorf("%s: %w", attrExportedLabels, err)
+		}
+	}
+	if v, ok := a[attrExportedAnnots]; ok {
+		if err := json.Unmarshal([]byte(v), &s.ExportedAnnotations); err != nil {
+			return s, fmt.Errorf("%s: %w", attrExportedAnnots, err)
+		}
+	}
+	return s, nil
+}
+
+// decodeEndpoint reads one endpoint instance: the endpoint with its single
+// port, and the service port that instance belongs to.
+func decodeEndpoint(a map[string]string) (registry.Endpoint, registry.Port, error) {
+	var ep registry.Endpoint
+	var sp registry.Port
+	raw, family := a[attrIPv6], discoveryv1.AddressTypeIPv6
+	if raw == "" {
+		raw, family = a[attrIPv4], discoveryv1.AddressTypeIPv4
+	}
+	if raw == "" {
+		return ep, sp, fmt.Errorf("no %s or %s attribute", attrIPv4, attrIPv6)
+	}
+	addr, _, err := normalizeAddr(raw)
+	if err != nil {
+		return ep, sp, err
+	}
+	port, err := parsePort(a, attrPort, false)
+	if err != nil {
+		return ep, sp, err
+	}
+	ep.Address, ep.AddressType = addr, family
+	proto := corev1.Protocol(a[attrEPProtocol])
+	if proto == "" {
+		proto = corev1.ProtocolTCP
+	}
+	if port != 0 {
+		ep.Ports = []registry.EndpointPort{{Name: a[attrEPPortName], Protocol: proto, Port: port}}
+	}
+	ep.Ready = parseBool(a[attrReady], false)
+	// Serving defaults to Ready (what EndpointSlices do for old writers);
+	// terminating defaults to false.
+	ep.Serving = parseBool(a[attrServing], ep.Ready)
+	ep.Terminating = parseBool(a[attrTerminating], false)
+	ep.Hostname = a[attrHostname]
+	ep.NodeName = a[attrNodeName]
+	ep.Zone = a[attrZone]
+
+	if port == 0 {
+		return ep, sp, nil
+	}
+	sport, err := parsePort(a, attrSvcPort, false)
+	if err != nil {
+		return ep, sp, err
+	}
+	if sport == 0 {
+		sport = port
+	}
+	sproto := corev1.Protocol(a[attrSvcProtocol])
+	if sproto == "" {
+		sproto = proto
+	}
+	sp = registry.Port{Name: a[attrSvcPortName], Protocol: sproto, Port: sport, TargetPort: a[attrSvcTarget]}
+	if v, ok := a[attrAppProtocol]; ok {
+		sp.AppProtocol = &v
+	}
+	return ep, sp, nil
+}
+
+func parsePort(a map[string]string, attr string, required bool) (int32, error) {
+	v, ok := a[attr]
+	if !ok || v == "" {
+		if required {
+			return 0, fmt.Errorf("no %s attribute", attr)
+		}
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", attr, err)
+	}
+	return int32(n), nil
+}
+
+func parseBool(v string, def bool) bool {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def
+	}
+	return b
+}
+
+// dedupe keeps the last copy of every InstanceId (moto may return an old and
+// a new copy after a re-registration; real Cloud Map never does) and returns
+// how many copies each InstanceId had.
+func dedupe(in []instance) ([]instance, map[string]int) {
+	idx := map[string]int{}
+	count := map[string]int{}
+	var out []instance
+	for _, i := range in {
+		count[i.ID]++
+		if k, ok := idx[i.ID]; ok {
+			out[k] = i
+			continue
+		}
+		idx[i.ID] = len(out)
+		out = append(out, i)
+	}
+	return out, count
+}
