@@ -52,6 +52,8 @@ type member struct {
 
 	// defaults are the controller's --cluster-id and --clusterset-id.
 	defaults identity.Identity
+	// backend builds the registry; nil means the hub through proxy.
+	backend registrylink.Factory
 	// root is the test that owns the clusterset: a controller restarted
 	// inside a subtest must outlive that subtest.
 	root *testing.T
@@ -162,13 +164,17 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 		t.Fatal(err)
 	}
 	hubCfg := m.hubCfg
+	backend := m.backend
+	if backend == nil {
+		backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	link, err := controllers.Register(ctx, mgr, controllers.Options{
 		Defaults: m.defaults,
-		Registry: func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
-		},
-		Link: opts,
+		Registry: backend,
+		Link:     opts,
 	})
 	if err != nil {
 		cancel()

@@ -1,0 +1,65 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterset/clusterset/internal/testenv"
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+)
+
+// The seed scenario with AWS Cloud Map (moto's server) as the registry:
+// nginx-hello exported from cls1 is imported by cls1 and cls2, and deleting
+// the export removes it from both. E1 I1 I2 I4 I5 E5.
+func TestSeedScenarioCloudMap(t *testing.T) {
+	endpoint := cloudmaptest.StartMoto(t)
+	var members []*member
+	for _, name := range []string{"cls1", "cls2"} {
+		cp := testenv.Start(t)
+		m := &member{name: name, cp: cp, admin: cp.Client, root: t}
+		m.defaults = identity.Identity{ClusterID: name, ClusterSetID: clusterSet}
+		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
+			return cloudmap.New(cloudmaptest.Config(), cloudmap.Options{
+				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,
+				PollInterval: 500 * time.Millisecond, MotoWorkarounds: true,
+			})
+		}
+		installControllerRBAC(t, m)
+		m.start(t, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 30 * time.Second})
+		members = append(members, m)
+	}
+	cls1 := members[0]
+
+	ns := "demo"
+	for _, m := range members {
+		mustCreate(t, m.admin, namespace(ns))
+	}
+	mustCreate(t, cls1.admin, service(ns, "nginx-hello", tcpPort("http", 80)),
+		endpointSlice(ns, "nginx-hello", "nginx-hello-abcde", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.86.76", "10.10.86.77", "10.10.86.78"),
+		serviceExport(ns, "nginx-hello"))
+	eventually(t, wait, "cls1 export Ready", exportCondition(cls1.admin, ns, "nginx-hello", "Ready", metav1.ConditionTrue, "Exported"))
+	for _, m := range members {
+		eventually(t, wait, m.name+" import through Cloud Map", func() error { return checkSeedImport(m, ns) })
+	}
+	if err := cls1.admin.Delete(ctx, serviceExport(ns, "nginx-hello")); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		eventually(t, wait, m.name+" import removed", importGone(m.admin, ns, "nginx-hello"))
+	}
+	eventually(t, wait, "no Cloud Map record left", func() error {
+		if err := noHubRecords(members[1], ns, "nginx-hello"); err != nil {
+			return fmt.Errorf("cls2's view: %w", err)
+		}
+		return nil
+	})
+}
