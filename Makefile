@@ -16,7 +16,7 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: envtest-binaries ## build missing test binaries, then run unit and integration tests
+test: sandbox-binaries ## build missing test binaries, then run unit and integration tests
 	hack/go-test.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: envtest-binaries
