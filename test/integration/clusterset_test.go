@@ -19,6 +19,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
 )
 
 const wait = 30 * time.Second
@@ -238,6 +239,48 @@ func TestClusterset(t *testing.T) {
 		if errs := validation.IsDNS1035Label(derived); len(errs) > 0 {
 			t.Fatalf("I2: derived name %q invalid: %v", derived, errs)
 		}
+	})
+
+	// R3: a record lost from the registry behind the exporter's back (here
+	// deleted by hand in the hub) is written again.
+	t.Run("LostRecordIsRepublished", func(t *testing.T) {
+		ns := "lost"
+		for _, m := range cs.members {
+			mustCreate(t, m.admin, namespace(ns))
+		}
+		mustCreate(t, cls1.admin, service(ns, "queue", tcpPort("amqp", 5672)),
+			endpointSlice(ns, "queue", "queue-1", discoveryv1.AddressTypeIPv4, 5672, true, "10.10.5.1"),
+			serviceExport(ns, "queue"))
+		eventually(t, wait, "cls2 imported", func() error { return sliceAddresses(cls2, ns, "queue", "cls1", "10.10.5.1") })
+		var cms corev1.ConfigMapList
+		hubNS := hub.NamespaceName(clusterSet, "cls1")
+		if err := cs.hub.Client.List(ctx, &cms, client.InNamespace(hubNS)); err != nil {
+			t.Fatal(err)
+		}
+		deleted := 0
+		for i := range cms.Items {
+			if strings.HasPrefix(cms.Items[i].Name, ns+".queue") {
+				if err := cs.hub.Client.Delete(ctx, &cms.Items[i]); err != nil {
+					t.Fatal(err)
+				}
+				deleted++
+			}
+		}
+		if deleted == 0 {
+			t.Fatalf("no record of %s/queue found in hub namespace %s", ns, hubNS)
+		}
+		eventually(t, wait, "record gone from the views", func() error { return noHubRecords(cls2, ns, "queue") })
+		eventually(t, 90*time.Second, "record written again", func() error {
+			recs, err := cls2.linkFn().Records(client.ObjectKey{Namespace: ns, Name: "queue"})
+			if err != nil {
+				return err
+			}
+			if len(recs) != 1 || recs[0].ClusterID != "cls1" {
+				return fmt.Errorf("records %v", recs)
+			}
+			return nil
+		})
+		eventually(t, wait, "cls2 imports it again", func() error { return sliceAddresses(cls2, ns, "queue", "cls1", "10.10.5.1") })
 	})
 
 	// R2: a member that cannot reach the registry keeps its imports untouched

@@ -51,16 +51,25 @@ type Controller struct {
 	recorder recorder.EventRecorder
 	link     *registrylink.Link
 
-	// published remembers the last record written per service, so that
-	// reconciles which change nothing cost no registry call. It is empty
-	// after a restart, which republishes every export once (R3).
+	// published remembers the last record written per service and when, so
+	// that reconciles which change nothing cost no registry call. It is
+	// empty after a restart, which republishes every export once (R3).
 	mu        sync.Mutex
-	published map[registry.ServiceKey]*registry.Record
+	published map[registry.ServiceKey]publishedRecord
 }
+
+type publishedRecord struct {
+	rec *registry.Record
+	at  time.Time
+}
+
+// viewGrace is how long the registry view may take to show a record this
+// controller wrote before its absence means the record was lost.
+const viewGrace = 30 * time.Second
 
 // NewController returns the export controller.
 func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link) *Controller {
-	return &Controller{client: c, recorder: rec, link: link, published: map[registry.ServiceKey]*registry.Record{}}
+	return &Controller{client: c, recorder: rec, link: link, published: map[registry.ServiceKey]publishedRecord{}}
 }
 
 // Name is used in logs and metrics.
@@ -91,7 +100,7 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 // Reconcile brings the registry and the ServiceExport's status in line with
 // the ServiceExport and its Service.
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name))
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name, "cluster", c.link.ClusterID()))
 	var export mcsv1beta1.ServiceExport
 	if err := c.client.Get(ctx, req.NamespacedName, &export); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -173,6 +182,12 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	}
 	c.setReady(export, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported,
 		fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints", id.ClusterSetID, id.ClusterID, len(rec.Endpoints)))
+	var result reconcile.Result
+	if !c.viewHasOwn(reg, key, id.ClusterID) {
+		// Look again once the view has had time to show the write; if the
+		// record is still missing then, it was lost and is written again.
+		result.RequeueAfter = viewGrace
+	}
 
 	// E6: every cluster merges the same records the same way; this
 	// cluster's own record is the one just written, even if the view has not
@@ -192,7 +207,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		logger.Info("export conflicts with the clusterset", "reason", conflict.Reason, "message", conflict.Message)
 		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, string(conflict.Reason), "Merge", "%s", conflict.Message)
 	}
-	return reconcile.Result{}, nil
+	return result, nil
 }
 
 // notExported withdraws the record of an export that is not valid and marks
@@ -231,9 +246,9 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *registry.Record) error {
 	key := rec.Key()
 	c.mu.Lock()
-	last := c.published[key]
+	last, ok := c.published[key]
 	c.mu.Unlock()
-	if last != nil && reflect.DeepEqual(last, rec) {
+	if ok && reflect.DeepEqual(last.rec, rec) && (time.Since(last.at) < viewGrace || c.viewHasOwn(reg, key, rec.ClusterID)) {
 		publishSkipped.Inc()
 		return nil
 	}
@@ -243,10 +258,26 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 		return err
 	}
 	c.mu.Lock()
-	c.published[key] = rec
+	c.published[key] = publishedRecord{rec: rec, at: time.Now()}
 	c.mu.Unlock()
 	log.FromContext(ctx).V(1).Info("published record", "cluster", rec.ClusterID, "endpoints", len(rec.Endpoints))
 	return nil
+}
+
+// viewHasOwn reports whether the registry still holds this cluster's record
+// of key. A record that was deleted behind the controller's back (by hand,
+// or lost by the registry) is then written again.
+func (c *Controller) viewHasOwn(reg registry.Registry, key registry.ServiceKey, cluster string) bool {
+	recs, err := reg.Records(key)
+	if err != nil {
+		return true // no view to judge by: trust the last write
+	}
+	for _, r := range recs {
+		if r.ClusterID == cluster {
+			return true
+		}
+	}
+	return false
 }
 
 // withdrawIfPublished removes this cluster's record of key when the registry

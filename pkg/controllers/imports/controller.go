@@ -112,7 +112,7 @@ func (c *Controller) importsOfNamespace(ctx context.Context, ns client.Object) [
 
 // Reconcile makes the local import of one service match the registry.
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name)
+	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name, "cluster", c.link.ClusterID())
 	ctx = log.IntoContext(ctx, logger)
 
 	records, err := c.link.Records(req.NamespacedName)
@@ -139,10 +139,6 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		// I5: the last export is gone.
 		return reconcile.Result{}, c.remove(ctx, req.NamespacedName)
 	}
-	_, id, _ := c.link.Registry()
-	logger = logger.WithValues("cluster", id.ClusterID)
-	ctx = log.IntoContext(ctx, logger)
-
 	imp, err := c.ensureServiceImport(ctx, req.NamespacedName, &res)
 	if err != nil {
 		return reconcile.Result{}, err

@@ -77,6 +77,12 @@ func (l *Link) Registry() (registry.Registry, identity.Identity, error) {
 	return l.reg, l.id, nil
 }
 
+// ClusterID returns this cluster's ID, or "" while it is unknown; for logs.
+func (l *Link) ClusterID() string {
+	id, _ := l.ids.Current()
+	return id.ClusterID
+}
+
 // Records returns every cluster's record of key. Liveness does not filter
 // them: every cluster must merge the same records to reach the same import,
 // whatever it believes about other clusters' health; only endpoints are
