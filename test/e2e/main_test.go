@@ -1,0 +1,189 @@
+//go:build e2e
+
+// Package e2e is clusterset's end-to-end suite: real local clusters from
+// pkg/sandbox (etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler, kwok, CoreDNS with the multicluster plugin) and one
+// clusterset-controller process per cluster, once with the hub registry and
+// once with Cloud Map (a local moto server).
+//
+// Run it with `make e2e`, or
+//
+//	go test -tags e2e -timeout 40m ./test/e2e/...
+//
+// Pod and Service IPs are data only: the suite never sends traffic to them.
+// Its only network traffic goes to the sandbox's API servers and to its
+// CoreDNS servers on 127.0.0.1 (real DNS queries, checks D1-D4 of DESIGN.md).
+//
+// Without the sandbox binaries (hack/build-binaries.sh sandbox) or, for the
+// Cloud Map test, moto_server (hack/install-moto.sh), the tests skip, unless
+// CI is set: then they fail and say what to install.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterset/clusterset/pkg/sandbox"
+	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
+)
+
+var (
+	// repoDir is the repository under test.
+	repoDir string
+	// binDir holds the sandbox's component binaries.
+	binDir string
+	// controllerBinary is the clusterset-controller every sandbox runs.
+	controllerBinary string
+	// setupProblem, when set, is why no sandbox can start: each test skips
+	// with it, or fails under CI.
+	setupProblem string
+)
+
+func TestMain(m *testing.M) {
+	if err := setup(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e setup: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// setup finds the repository and the sandbox binaries and builds
+// bin/clusterset-controller (a no-op relink when `make e2e` has just built
+// it), so that the suite always runs the controller of this source tree.
+// $CLUSTERSET_E2E_CONTROLLER names a prebuilt controller to use instead.
+func setup() error {
+	var err error
+	if repoDir, err = sandbox.FindRepoDir(); err != nil {
+		return err
+	}
+	if binDir = os.Getenv("CLUSTERSET_SANDBOX_BIN"); binDir == "" {
+		binDir = filepath.Join(repoDir, ".cache", "sandbox")
+	}
+	if missing := sandbox.MissingBinaries(binDir); len(missing) > 0 {
+		setupProblem = fmt.Sprintf("sandbox binaries %s are not in %s: run `make sandbox-binaries` (hack/build-binaries.sh sandbox; cold: 15-25 min on 2 cores)",
+			strings.Join(missing, ", "), binDir)
+		return nil
+	}
+	if controllerBinary = os.Getenv("CLUSTERSET_E2E_CONTROLLER"); controllerBinary != "" {
+		if _, err := os.Stat(controllerBinary); err != nil {
+			return fmt.Errorf("CLUSTERSET_E2E_CONTROLLER: %w", err)
+		}
+		return nil
+	}
+	start := time.Now()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(repoDir, "bin")+string(filepath.Separator), "./cmd/clusterset-controller")
+	cmd.Dir = repoDir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build ./cmd/clusterset-controller: %v\n%s", err, out.String())
+	}
+	controllerBinary = filepath.Join(repoDir, "bin", "clusterset-controller")
+	fmt.Fprintf(os.Stderr, "e2e: built %s in %.1fs\n", controllerBinary, time.Since(start).Seconds())
+	return nil
+}
+
+// skipOrFail skips the test for a missing prerequisite, or fails it when CI
+// is set (CI must run everything).
+func skipOrFail(t *testing.T, problem string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set and %s", problem)
+	}
+	t.Skip(problem)
+}
+
+// startSandbox brings up a 2-cluster sandbox with the given registry in
+// .cache/e2e/REGISTRY (logs stay there after the test) and tears it down
+// when the test ends, whatever happens.
+func startSandbox(t *testing.T, registry string) *wt.Env {
+	t.Helper()
+	if setupProblem != "" {
+		skipOrFail(t, setupProblem)
+	}
+	opts := sandbox.Options{
+		Dir:              filepath.Join(repoDir, ".cache", "e2e", registry),
+		Clusters:         2,
+		Registry:         registry,
+		RepoDir:          repoDir,
+		BinDir:           binDir,
+		ControllerBinary: controllerBinary,
+		Recreate:         true,
+		Out:              t.Output(),
+	}
+	if registry == sandbox.RegistryCloudMap {
+		moto, err := exec.LookPath("moto_server")
+		if err != nil {
+			skipOrFail(t, "moto_server is not on PATH: run hack/install-moto.sh (pip install 'moto[server]')")
+		}
+		opts.MotoServer = moto
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	s, err := sandbox.Up(ctx, opts)
+	if err != nil {
+		t.Fatalf("sandbox up (%s registry): %v\nlogs: %s", registry, err, filepath.Join(opts.Dir, "logs"))
+	}
+	t.Logf("sandbox up (%s registry) in %.1fs, logs in %s", registry, time.Since(start).Seconds(), filepath.Join(s.Dir, "logs"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, s)
+		}
+		start := time.Now()
+		if err := s.Down(context.Background()); err != nil {
+			t.Errorf("sandbox down: %v", err)
+		}
+		t.Logf("sandbox down in %.1fs", time.Since(start).Seconds())
+	})
+	if !s.Controllers {
+		t.Fatal("the sandbox started no clusterset-controller")
+	}
+	env, err := wt.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// dumpLogs shows the end of every controller's and CoreDNS's log (and moto's) in the test
+// output: usually the quickest way to see why an import did not happen.
+func dumpLogs(t *testing.T, s *sandbox.Sandbox) {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(s.Dir, "logs", "*clusterset-controller*.log"))
+	dnsLogs, _ := filepath.Glob(filepath.Join(s.Dir, "logs", "*coredns*.log"))
+	logs = append(logs, dnsLogs...)
+	if moto := filepath.Join(s.Dir, "logs", "moto.log"); fileExists(moto) {
+		logs = append(logs, moto)
+	}
+	for _, f := range logs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+			// moto's access log says nothing that the controllers' logs
+			// do not.
+			if !strings.Contains(l, "\" 200 -") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		t.Logf("last %d lines of %s:\n%s", len(lines), f, strings.Join(lines, "\n"))
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
