@@ -34,6 +34,8 @@ type flags struct {
 	hubKubeconfig, hubContext string
 	cloudMapPollInterval      time.Duration
 	cloudMapFullResync        time.Duration
+	cloudMapMotoWorkarounds   bool
+	cloudMapForeignSweep      time.Duration
 	heartbeatInterval         time.Duration
 	gracePeriod               time.Duration
 	metricsAddr, probeAddr    string
@@ -55,6 +57,8 @@ func main() {
 	fs.StringVar(&f.hubContext, "hub-context", "", "context of --hub-kubeconfig to use")
 	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", 10*time.Second, "how often Cloud Map is checked for changes (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", 5*time.Minute, "every Cloud Map service is read in full at least this often (--registry cloudmap)")
+	fs.DurationVar(&f.cloudMapForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often every Cloud Map service is checked for writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon; 0 disables (--registry cloudmap)")
+	fs.BoolVar(&f.cloudMapMotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this cluster renews its liveness record")
 	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
@@ -126,17 +130,23 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
 		}, nil
 	case "cloudmap":
+		foreignSweep := f.cloudMapForeignSweep
+		if foreignSweep == 0 {
+			foreignSweep = -1 // cloudmap.Options: negative disables, 0 is the default
+		}
 		return func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
 			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("AWS config: %w", err)
 			}
 			return cloudmap.New(awsCfg, cloudmap.Options{
-				ClusterSetID:     id.ClusterSetID,
-				ClusterID:        id.ClusterID,
-				PollInterval:     f.cloudMapPollInterval,
-				FullResyncPeriod: f.cloudMapFullResync,
-				Logger:           ctrl.Log.WithName("cloudmap"),
+				ClusterSetID:       id.ClusterSetID,
+				ClusterID:          id.ClusterID,
+				PollInterval:       f.cloudMapPollInterval,
+				FullResyncPeriod:   f.cloudMapFullResync,
+				ForeignSweepPeriod: foreignSweep,
+				MotoWorkarounds:    f.cloudMapMotoWorkarounds,
+				Logger:             ctrl.Log.WithName("cloudmap"),
 			})
 		}, nil
 	default:

@@ -195,6 +195,9 @@ func (s *Sandbox) startControllers(ctx context.Context, env *upEnv) error {
 			args = append(args, "--hub-kubeconfig", hubKubeconfig, "--hub-context", hubCluster.Name)
 		case RegistryCloudMap:
 			extraEnv = s.awsEnv()
+			// The sandbox's Cloud Map is moto, which keeps a second copy of a
+			// re-registered instance instead of replacing it.
+			args = append(args, "--cloudmap-moto-workarounds")
 		}
 		args = append(args,
 			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", c.Ports.ControllerMetrics),

@@ -56,14 +56,15 @@ func TestPublishReadUpdate(t *testing.T) {
 		t.Fatalf("idempotent publish wrote: before %v after %v", before, after)
 	}
 
-	// READY flip on one endpoint: two instances (two ports), nothing else.
+	// READY flip on one endpoint: two instances (two ports) and the change
+	// beacon of the namespace, nothing else.
 	rec.Endpoints[1].Ready = !rec.Endpoints[1].Ready
 	if err := w.Publish(ctx, &rec); err != nil {
 		t.Fatal(err)
 	}
 	after2 := w.calls.snapshot()
-	if got := after2["RegisterInstance"] - after["RegisterInstance"]; got != 2 {
-		t.Fatalf("READY flip registered %d instances, want 2 (one per port)", got)
+	if got := after2["RegisterInstance"] - after["RegisterInstance"]; got != 3 {
+		t.Fatalf("READY flip registered %d instances, want 3 (one per port, one beacon)", got)
 	}
 	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
 

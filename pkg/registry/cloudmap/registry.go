@@ -26,7 +26,11 @@ const (
 	// heartbeatService is the Cloud Map service holding one heartbeat
 	// instance per cluster, in Options.SystemNamespace.
 	heartbeatService = "heartbeat"
-	description      = "Created by clusterset-controller (Kubernetes Multi-Cluster Services); deleted by it when empty."
+	// changesService is the Cloud Map service holding the change beacons:
+	// one instance per clusterset, cluster and namespace, re-registered by
+	// that cluster after each of its writes in the namespace.
+	changesService = "changes"
+	description    = "Created by clusterset-controller (Kubernetes Multi-Cluster Services); deleted by it when empty."
 )
 
 // Options configures a Cloud Map registry.
@@ -43,7 +47,16 @@ type Options struct {
 	// is trusted: every service is read in full at least this often.
 	// Default 5m.
 	FullResyncPeriod time.Duration
-	// SystemNamespace is the Cloud Map namespace holding the heartbeats. Its
+	// ForeignSweepPeriod is how often every service of the account is
+	// checked for changes (one DiscoverInstancesRevision each). Writes by
+	// clusterset controllers are seen at the next poll through the change
+	// beacons; writes by anyone else (the AWS Cloud Map MCS controller,
+	// people) bump no beacon and are seen at this sweep. Default 1m; a
+	// negative value disables the sweep, leaving FullResyncPeriod, for
+	// clustersets whose every cluster runs clusterset-controller.
+	ForeignSweepPeriod time.Duration
+	// SystemNamespace is the Cloud Map namespace holding the heartbeats and
+	// the change beacons. Its
 	// default, "clusterset.system", cannot be a Kubernetes namespace name, so
 	// no MCS controller imports it. Default "clusterset.system".
 	SystemNamespace string
@@ -85,6 +98,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.FullResyncPeriod <= 0 {
 		o.FullResyncPeriod = 5 * time.Minute
+	}
+	if o.ForeignSweepPeriod == 0 {
+		o.ForeignSweepPeriod = time.Minute
 	}
 	if o.SystemNamespace == "" {
 		o.SystemNamespace = "clusterset.system"
@@ -151,8 +167,13 @@ type Registry struct {
 	keyLocks   map[registry.ServiceKey]*sync.Mutex
 	createMu   sync.Mutex // serialises namespace/service creation in this process
 
+	beacons map[string]*beaconState // by namespace: this cluster's change beacons
+
 	view view
 	poke chan struct{}
+
+	pollMu sync.Mutex // held for a whole poll
+	ps     pollState  // guarded by pollMu
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -172,9 +193,11 @@ func New(cfg aws.Config, opts Options) (*Registry, error) {
 		services:   map[[2]string]svcInfo{},
 		published:  map[registry.ServiceKey]*pubState{},
 		keyLocks:   map[registry.ServiceKey]*sync.Mutex{},
+		beacons:    map[string]*beaconState{},
 		poke:       make(chan struct{}, 1),
 	}
 	r.view.init()
+	r.ps.init()
 	r.api = api{c: newClient(cfg, &r.opts, &r.calls)}
 	return r, nil
 }
@@ -540,6 +563,8 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		delete(r.published, key)
 		r.mu.Unlock()
 		r.view.markDirty(key)
+		// Some writes may have gone through: tell the other clusters.
+		r.changed(ctx, key.Namespace)
 		r.wake()
 		if isCode(err, "ResourceLimitExceeded") {
 			return &QuotaError{Key: key, Scope: "service", Err: err}
@@ -588,6 +613,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	done()
 	log.V(1).Info("published", "registered", len(reg), "deregistered", len(dereg))
 	r.view.markDirty(key)
+	r.changed(ctx, key.Namespace)
 	r.wake()
 	return nil
 }
@@ -772,6 +798,11 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 			othersLeft = true
 		}
 	}
+	if len(mine) > 0 {
+		// After the deregistrations (and the deletion of the service), even
+		// partial ones: tell the other clusters.
+		defer r.changed(ctx, key.Namespace)
+	}
 	err = r.parallel(ctx, len(mine), func(ctx context.Context, i int) error {
 		return r.deregister(ctx, svc.ID, mine[i])
 	})
@@ -820,26 +851,12 @@ func (r *Registry) deleteIfOurs(ctx context.Context, ns nsInfo, svc svcInfo) err
 }
 
 // Heartbeat registers (replaces) this cluster's heartbeat instance in
-// Options.SystemNamespace/heartbeat with the current time.
+// Options.SystemNamespace/heartbeat with the current time. It also retries
+// the change beacons whose last write failed.
 func (r *Registry) Heartbeat(ctx context.Context) error {
-	ns, _, err := r.namespace(ctx, r.opts.SystemNamespace, true)
-	if err != nil {
-		return err
-	}
-	svc, _, err := r.service(ctx, ns, heartbeatService, true)
-	if err != nil {
-		return err
-	}
-	id := heartbeatID(r.opts.ClusterSetID, r.opts.ClusterID)
-	if r.opts.MotoWorkarounds {
-		// Without this, moto keeps every heartbeat and DiscoverInstances
-		// (at most 1,000 results) would eventually stop returning the newest.
-		if err := r.deregister(ctx, svc.ID, id); err != nil && !isCode(err, "ServiceNotFound") {
-			return err
-		}
-	}
-	err = r.register(ctx, svc.ID, instance{
-		ID: id,
+	r.flushBeacons(ctx)
+	return r.registerSystem(ctx, heartbeatService, instance{
+		ID: heartbeatID(r.opts.ClusterSetID, r.opts.ClusterID),
 		Attrs: map[string]string{
 			attrClusterSetID: r.opts.ClusterSetID,
 			attrClusterID:    r.opts.ClusterID,
@@ -848,8 +865,29 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 			attrHeartbeat:    strconv.FormatInt(time.Now().UnixMilli(), 10),
 		},
 	})
+}
+
+// registerSystem registers (replaces) an instance of this cluster in a
+// service of Options.SystemNamespace, creating both when missing.
+func (r *Registry) registerSystem(ctx context.Context, service string, in instance) error {
+	ns, _, err := r.namespace(ctx, r.opts.SystemNamespace, true)
+	if err != nil {
+		return err
+	}
+	svc, _, err := r.service(ctx, ns, service, true)
+	if err != nil {
+		return err
+	}
+	if r.opts.MotoWorkarounds {
+		// Without this, moto keeps every version and DiscoverInstances (at
+		// most 1,000 results) would eventually stop returning the newest.
+		if err := r.deregister(ctx, svc.ID, in.ID); err != nil && !isCode(err, "ServiceNotFound") {
+			return err
+		}
+	}
+	err = r.register(ctx, svc.ID, in)
 	if isCode(err, "ServiceNotFound") {
-		r.forgetService(ns, heartbeatService)
+		r.forgetService(ns, service)
 	}
 	return err
 }

@@ -2,8 +2,13 @@ package cloudmap
 
 import (
 	"context"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -102,62 +107,235 @@ func TestOutageKeepsView(t *testing.T) {
 	waitRecords(t, rd, rec.Key(), []registry.Record{upd})
 }
 
-// TestCallRate checks the steady-state call-rate model of docs/cloudmap.md:
-// once synced, a poll with no change costs one ListNamespaces, one
-// ListServices page and one DiscoverInstancesRevision per service; no
-// DiscoverInstances until a revision moves or FullResyncPeriod passes; a
-// change in one service costs one DiscoverInstances.
+// TestCallRate checks the call-rate model of docs/cloudmap.md with the
+// change beacons, exactly:
+//   - an idle poll is one DiscoverInstancesRevision (the beacon service),
+//     whatever the number of services and namespaces;
+//   - a foreign sweep (every ForeignSweepPeriod) adds one ListNamespaces, one
+//     ListServices page and one DiscoverInstancesRevision per service;
+//   - a change by another cluster of ours is seen at the next poll, which
+//     costs the beacon read plus a check of that namespace's services only;
+//   - a write in the AWS controller's format (no beacon) is not seen by the
+//     idle polls but at the next sweep.
 func TestCallRate(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
 	ctx := context.Background()
-	const services = 12
+	const services, perNS = 12, 4
 	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
 	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
-		o.PollInterval = 250 * time.Millisecond
+		o.PollInterval = 200 * time.Millisecond
+		o.ForeignSweepPeriod = 3 * time.Second
 		o.FullResyncPeriod = time.Hour
 	})
 	var recs []registry.Record
 	for i := 0; i < services; i++ {
-		rec := sampleRecord("set1", "cls1", "demo", "svc-"+string(rune('a'+i)), "10.0.0.1")
+		ns := "ns-" + string(rune('a'+i/perNS))
+		rec := sampleRecord("set1", "cls1", ns, "svc-"+string(rune('a'+i)), "10.0.0.1")
 		if err := w.Publish(ctx, &rec); err != nil {
 			t.Fatal(err)
 		}
 		recs = append(recs, rec)
 	}
 	run(t, rd)
-	waitRecords(t, rd, recs[services-1].Key(), recs[services-1:])
+	for i := range recs {
+		waitRecords(t, rd, recs[i].Key(), recs[i:i+1])
+	}
 
-	time.Sleep(300 * time.Millisecond)
-	c0 := rd.calls.snapshot()
-	time.Sleep(2 * time.Second)
-	c1 := rd.calls.snapshot()
-	polls := c1["ListNamespaces"] - c0["ListNamespaces"]
+	// Right after a periodic sweep, the idle polls until the next one.
+	_, _, s0 := quiet(rd)
+	c0, p0, s0 := waitSweep(t, rd, s0)
+	time.Sleep(1500 * time.Millisecond)
+	c1, p1, s1 := quiet(rd)
+	if s1 != s0 {
+		t.Fatalf("a sweep ran %v after the previous one", 1500*time.Millisecond)
+	}
+	polls := int(p1 - p0)
 	if polls < 4 {
-		t.Fatalf("only %d polls in 2s", polls)
+		t.Fatalf("only %d polls in 1.5s", polls)
 	}
-	if d := c1["ListServices"] - c0["ListServices"]; d != polls {
-		t.Errorf("ListServices: %d calls in %d polls", d, polls)
+	want := map[string]int{"DiscoverInstancesRevision": polls}
+	if got := diff(c1, c0); !reflect.DeepEqual(got, want) {
+		t.Errorf("%d idle polls of %d services cost %v, want %v", polls, services, got, want)
 	}
-	if d := c1["DiscoverInstancesRevision"] - c0["DiscoverInstancesRevision"]; d < (polls-1)*services || d > (polls+1)*services {
-		t.Errorf("DiscoverInstancesRevision: %d calls in %d polls of %d services", d, polls, services)
-	}
-	for _, op := range []string{"DiscoverInstances", "GetService", "ListInstances"} {
-		if d := c1[op] - c0[op]; d != 0 {
-			t.Errorf("%s: %d calls in a steady state", op, d)
-		}
-	}
-	t.Logf("steady state: %d polls, calls %v", polls, diff(c1, c0))
+	t.Logf("idle: %d polls cost %v", polls, diff(c1, c0))
 
-	// One change: one full read of that service only.
-	recs[3].Endpoints[0].Ready = false
-	if err := w.Publish(ctx, &recs[3]); err != nil {
+	// Up to and including the next sweep.
+	c2, p2, _ := waitSweep(t, rd, s1)
+	polls = int(p2 - p1)
+	want = map[string]int{"DiscoverInstancesRevision": polls + services, "ListNamespaces": 1, "ListServices": 1}
+	if got := diff(c2, c1); !reflect.DeepEqual(got, want) {
+		t.Errorf("%d polls with one sweep cost %v, want %v", polls, got, want)
+	}
+	t.Logf("sweep: %d polls cost %v", polls, diff(c2, c1))
+
+	// A change by another cluster of ours: seen at the next poll, for one
+	// beacon read and a check of the 4 services of its namespace.
+	recs[5].Endpoints[0].Ready = false
+	if err := w.Publish(ctx, &recs[5]); err != nil {
 		t.Fatal(err)
 	}
-	waitRecords(t, rd, recs[3].Key(), recs[3:4])
-	time.Sleep(600 * time.Millisecond)
-	if d := rd.calls.snapshot()["DiscoverInstances"] - c1["DiscoverInstances"]; d != 1 {
-		t.Errorf("one changed service cost %d DiscoverInstances, want 1", d)
+	c3, p3, s3 := quiet(rd)
+	var c4 map[string]int
+	var p4, s4 int64
+	for {
+		c4, p4, s4 = quiet(rd)
+		if p4 > p3 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	if got, _ := rd.Records(recs[5].Key()); !equalRecords(got, recs[5:6]) {
+		t.Fatalf("the poll after a change by cluster cls1 did not see it: %+v", got)
+	}
+	if s4 == s3 && p4 == p3+1 {
+		want = map[string]int{"DiscoverInstancesRevision": 1 + perNS, "DiscoverInstances": 2, "ListServices": 1}
+		if got := diff(c4, c3); !reflect.DeepEqual(got, want) {
+			t.Errorf("the poll that saw a change cost %v, want %v", got, want)
+		}
+		t.Logf("change by another cluster: seen in 1 poll, which cost %v", diff(c4, c3))
+	}
+
+	// A write in the AWS controller's format bumps no beacon: the idle
+	// polls do not see it, the next sweep does.
+	_, _, s5 := waitSweep(t, rd, s4)
+	rd.pollMu.Lock()
+	registerAWSInstance(t, url, "ns-c", "svc-i", "10.9.9.9")
+	written, p5 := time.Now(), rd.ps.polls
+	rd.pollMu.Unlock()
+	key := recs[8].Key()
+	hasAWS := func() bool {
+		got, _ := rd.Records(key)
+		for _, r := range got {
+			if r.ClusterID == "aws-cls" {
+				return true
+			}
+		}
+		return false
+	}
+	for {
+		_, p, s := quiet(rd)
+		if s != s5 {
+			t.Fatal("the sweep came before two idle polls")
+		}
+		if p >= p5+2 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if hasAWS() {
+		t.Fatal("an idle poll saw a write that bumped no beacon")
+	}
+	waitSweep(t, rd, s5)
+	if !hasAWS() {
+		t.Fatal("the sweep after a write in the AWS controller's format did not see it")
+	}
+	t.Logf("foreign write seen by the sweep %v after it", time.Since(written).Round(time.Millisecond))
+}
+
+// TestForeignSweepDisabled: with a negative ForeignSweepPeriod (the flag's
+// 0) every service is checked only at the full resync, which still finds a
+// write in the AWS controller's format.
+func TestForeignSweepDisabled(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1")
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.FullResyncPeriod = 2 * time.Second
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	run(t, rd)
+	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
+	c0, p0, s0 := quiet(rd)
+	registerAWSInstance(t, url, "demo", "web", "10.9.9.9")
+	c1, p1, s1 := waitSweep(t, rd, s0)
+	if s1 != s0+1 {
+		t.Fatalf("%d sweeps", s1-s0)
+	}
+	got, _ := rd.Records(rec.Key())
+	if len(got) != 2 || got[0].ClusterID != "aws-cls" {
+		t.Fatalf("the full resync did not find the foreign write: %+v", got)
+	}
+	polls := int(p1 - p0)
+	d := diff(c1, c0)
+	if d["DiscoverInstancesRevision"] != polls+1 || d["DiscoverInstances"] != 1 || d["ListServices"] != 1 || d["ListNamespaces"] != 1 {
+		t.Errorf("%d polls with one full resync of one service cost %v", polls, d)
+	}
+	t.Logf("%d polls with one full resync cost %v", polls, d)
+}
+
+// quiet returns r's call counts, polls and sweeps between two polls.
+func quiet(r *Registry) (map[string]int, int64, int64) {
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
+	return r.calls.snapshot(), r.ps.polls, r.ps.sweeps
+}
+
+// waitSweep waits for the end of a sweep after sweep number after.
+func waitSweep(t *testing.T, r *Registry, after int64) (map[string]int, int64, int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, p, s := quiet(r)
+		if s > after {
+			return c, p, s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no sweep after sweep %d", after)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// registerAWSInstance writes an endpoint instance of cluster aws-cls the way
+// the AWS Cloud Map MCS controller does (no beacon) in an existing service.
+func registerAWSInstance(t *testing.T, url, namespace, service, ip string) {
+	t.Helper()
+	ctx := context.Background()
+	c := rawClient(url)
+	nss, err := c.ListNamespaces(ctx, &sd.ListNamespacesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nsID string
+	for _, n := range nss.Namespaces {
+		if aws.ToString(n.Name) == namespace {
+			nsID = aws.ToString(n.Id)
+		}
+	}
+	svcs, err := c.ListServices(ctx, &sd.ListServicesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range svcs.Services {
+		if aws.ToString(s.Name) != service {
+			continue
+		}
+		g, err := c.GetService(ctx, &sd.GetServiceInput{Id: s.Id})
+		if err != nil || aws.ToString(g.Service.NamespaceId) != nsID {
+			continue
+		}
+		_, err = c.RegisterInstance(ctx, &sd.RegisterInstanceInput{
+			ServiceId:  s.Id,
+			InstanceId: aws.String("tcp-" + strings.ReplaceAll(ip, ".", "_") + "-80"),
+			Attributes: map[string]string{
+				"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "80", "CLUSTERSET_ID": "set1", "CLUSTER_ID": "aws-cls",
+				"ENDPOINT_PORT_NAME": "", "ENDPOINT_PROTOCOL": "TCP", "HOSTNAME": "",
+				"K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s d07e680 (d07e680)", "NODENAME": "",
+				"READY": "true", "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776000", "SERVICE_PORT": "80",
+				"SERVICE_PORT_NAME": "", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "80", "SERVICE_TYPE": "ClusterSetIP",
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no service %s/%s", namespace, service)
 }
 
 func diff(a, b map[string]int) map[string]int {

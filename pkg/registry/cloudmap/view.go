@@ -148,14 +148,107 @@ type target struct {
 	id  string
 }
 
-// poll refreshes the view:
+// pollState is what the poll loop keeps between polls.
+type pollState struct {
+	beaconKnown bool
+	beaconRev   int64
+	beaconGen   map[string]string            // beacon InstanceId -> CHANGE_GENERATION seen
+	pendingNS   map[string]bool              // namespaces to check (a beacon moved)
+	hot         map[string]time.Time         // namespaces checked every poll until then
+	retry       map[registry.ServiceKey]bool // services whose check failed -> read in full
+	lastSweep   time.Time                    // last sweep of every service
+	lastFull    time.Time                    // last sweep that read every service in full
+	polls       int64                        // counters for tests
+	sweeps      int64
+}
+
+func (ps *pollState) init() {
+	ps.beaconGen = map[string]string{}
+	ps.pendingNS = map[string]bool{}
+	ps.hot = map[string]time.Time{}
+	ps.retry = map[registry.ServiceKey]bool{}
+}
+
+// poll refreshes the view. See docs/cloudmap.md for the call-rate model.
+//
+//   - Always: one DiscoverInstancesRevision of the change beacons, and when
+//     it moved one DiscoverInstances of them (checkBeacons).
+//   - Every ForeignSweepPeriod, and every FullResyncPeriod with full reads: a
+//     sweep of every service of the account (sweep).
+//   - Otherwise only the services this cluster wrote and those of the
+//     namespaces whose beacon moved (refreshChanged).
+func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
+	ps := &r.ps
+	ps.polls++
+	r.flushBeacons(ctx) // this cluster's beacons whose write failed
+	now := time.Now()
+	if err := r.checkBeacons(ctx, now); err != nil {
+		return err
+	}
+	for ns, until := range ps.hot {
+		if now.Before(until) {
+			ps.pendingNS[ns] = true
+		} else {
+			delete(ps.hot, ns)
+		}
+	}
+	r.view.mu.RLock()
+	synced := r.view.synced
+	r.view.mu.RUnlock()
+	full := !synced || now.Sub(ps.lastFull) >= r.opts.FullResyncPeriod
+	if full || r.opts.ForeignSweepPeriod > 0 && now.Sub(ps.lastSweep) >= r.opts.ForeignSweepPeriod {
+		ps.sweeps++
+		return r.sweep(ctx, onChange, now, full)
+	}
+	return r.refreshChanged(ctx, onChange)
+}
+
+// listTargets returns the services of the namespaces named in nsByID (all of
+// the account when namespaceID is empty, else of that namespace). The first
+// service of a name wins, as in moto's DiscoverInstances.
+func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID map[string]string) ([]target, error) {
+	svcs, err := r.api.listServices(ctx, namespaceID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[registry.ServiceKey]bool{}
+	var out []target
+	for _, s := range svcs {
+		nsID, err := r.namespaceOf(ctx, s.ID)
+		if err != nil {
+			if isCode(err, "ServiceNotFound") {
+				continue
+			}
+			// Without every service's namespace we cannot tell removed
+			// services from unknown ones: keep the view as it is.
+			return nil, err
+		}
+		name, ok := nsByID[nsID]
+		if !ok {
+			continue
+		}
+		key := registry.ServiceKey{Namespace: name, Name: s.Name}
+		if seen[key] {
+			continue // moto duplicate: DiscoverInstances reads the first
+		}
+		seen[key] = true
+		out = append(out, target{key: key, id: s.ID})
+	}
+	return out, nil
+}
+
+// sweep checks every service of the clusterset's namespaces:
 //   - ListNamespaces and ListServices, one paged call each for the account;
 //   - GetService once per new service ID (ServiceSummary lacks the namespace);
 //   - per service, DiscoverInstancesRevision, and DiscoverInstances only when
 //     the revision moved, the service is new or written by us, or its last
-//     full read is older than FullResyncPeriod (an equal revision is not a
-//     proof: moto's can repeat after a deregistration).
-func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey)) error {
+//     full read is older than FullResyncPeriod; with full, DiscoverInstances
+//     of every service (an equal revision is not a proof: moto's can repeat
+//     after a deregistration).
+func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
+	ps := &r.ps
 	nss, err := r.refreshNamespaces(ctx)
 	if err != nil {
 		return err
@@ -166,58 +259,158 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 			nsByID[n.ID] = n.Name
 		}
 	}
-	svcs, err := r.api.listServices(ctx, "")
+	order, err := r.listTargets(ctx, "", nsByID)
 	if err != nil {
 		return err
 	}
-	targets := map[registry.ServiceKey]string{}
-	var order []target
-	var firstErr error
-	for _, s := range svcs {
-		nsID, err := r.namespaceOf(ctx, s.ID)
-		if err != nil {
-			if !isCode(err, "ServiceNotFound") && firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
-		name, ok := nsByID[nsID]
-		if !ok {
-			continue
-		}
-		key := registry.ServiceKey{Namespace: name, Name: s.Name}
-		if _, dup := targets[key]; dup {
-			continue // moto duplicate: DiscoverInstances reads the first
-		}
-		targets[key] = s.ID
-		order = append(order, target{key: key, id: s.ID})
+	targets := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		targets[tg.key] = true
 	}
-	if firstErr != nil {
-		// Without every service's namespace we cannot tell removed services
-		// from unknown ones: keep the view as it is.
-		return firstErr
-	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !targets[k] })
 
-	// Services gone from Cloud Map leave the view.
 	r.view.mu.Lock()
-	for key, s := range r.view.services {
-		if _, ok := targets[key]; !ok {
-			delete(r.view.services, key)
-			if len(s.records) > 0 {
-				defer onChange(key)
-			}
-		}
-	}
 	dirty := r.view.dirty
 	r.view.dirty = map[registry.ServiceKey]bool{}
 	r.view.mu.Unlock()
+	for k, force := range ps.retry {
+		dirty[k] = dirty[k] || force
+	}
+	ps.retry = map[registry.ServiceKey]bool{}
+	ps.pendingNS = map[string]bool{} // every namespace is checked now
 
+	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
+	ps.lastSweep = now
+	if full {
+		ps.lastFull = now
+	}
+	if failed == 0 {
+		r.view.mu.Lock()
+		r.view.synced = true
+		r.view.mu.Unlock()
+	}
+	return err
+}
+
+// refreshChanged checks the services this cluster wrote (or whose last check
+// failed) and every service of the namespaces whose beacon moved.
+func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	ps := &r.ps
+	r.view.mu.Lock()
+	force := r.view.dirty
+	r.view.dirty = map[registry.ServiceKey]bool{}
+	r.view.mu.Unlock()
+	for k, f := range ps.retry {
+		force[k] = force[k] || f
+	}
+	ps.retry = map[registry.ServiceKey]bool{}
+
+	// Single services first; those whose ID is unknown or that are gone
+	// send their namespace through a listing, which is authoritative.
+	var order []target
+	for k := range force {
+		if ps.pendingNS[k.Namespace] {
+			continue
+		}
+		if id := r.serviceID(k); id != "" {
+			order = append(order, target{key: k, id: id})
+		} else {
+			ps.pendingNS[k.Namespace] = true
+		}
+	}
+	_, firstErr := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
+
+	var nss []string
+	for ns := range ps.pendingNS {
+		nss = append(nss, ns)
+	}
+	sort.Strings(nss)
+	for _, ns := range nss {
+		listed, err := r.refreshNamespace(ctx, onChange, ns, force)
+		if listed {
+			// Services whose check failed are retried one by one.
+			delete(ps.pendingNS, ns)
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// refreshNamespace lists the services of one namespace and checks each. It
+// reports whether the listing succeeded.
+func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool) (bool, error) {
+	var order []target
+	ns, ok, err := r.namespace(ctx, name, false)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		order, err = r.listTargets(ctx, ns.ID, map[string]string{ns.ID: name})
+		if err != nil {
+			return false, err
+		}
+	}
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		listed[tg.key] = true
+	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
+	_, err = r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
+	return true, err
+}
+
+// serviceID returns the Cloud Map service ID of key as last seen, or "".
+func (r *Registry) serviceID(key registry.ServiceKey) string {
+	r.mu.Lock()
+	if ns, ok := r.namespaces[key.Namespace]; ok {
+		if s, ok := r.services[[2]string{ns.ID, key.Name}]; ok {
+			r.mu.Unlock()
+			return s.ID
+		}
+	}
+	r.mu.Unlock()
+	r.view.mu.RLock()
+	defer r.view.mu.RUnlock()
+	if s := r.view.services[key]; s != nil {
+		return s.id
+	}
+	return ""
+}
+
+// dropGone removes the services for which gone is true from the view (a
+// listing no longer shows them).
+func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(registry.ServiceKey) bool) {
+	var removed []registry.ServiceKey
+	r.view.mu.Lock()
+	for key, s := range r.view.services {
+		if gone(key) {
+			delete(r.view.services, key)
+			if len(s.records) > 0 {
+				removed = append(removed, key)
+			}
+		}
+	}
+	r.view.mu.Unlock()
+	for _, k := range removed {
+		onChange(k)
+	}
+}
+
+// refreshAll checks the services of order in parallel. A service whose check
+// fails keeps its records and is retried at the next poll; one that is gone
+// (ServiceNotFound) sends its namespace to a listing at the next poll.
+func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
+	ps := &r.ps
 	var mu sync.Mutex
 	var failed int
+	var firstErr error
 	var changed []registry.ServiceKey
 	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
 		tg := order[i]
-		ch, err := r.refreshService(ctx, tg, dirty[tg.key])
+		f := force(tg.key)
+		ch, err := r.refreshService(ctx, tg, f)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -225,9 +418,10 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 			if firstErr == nil {
 				firstErr = err
 			}
-			if dirty[tg.key] {
-				r.view.markDirty(tg.key)
+			if isCode(err, "ServiceNotFound", "NamespaceNotFound") {
+				ps.pendingNS[tg.key.Namespace] = true
 			}
+			ps.retry[tg.key] = ps.retry[tg.key] || f
 			return nil // other services still refresh
 		}
 		if ch {
@@ -235,15 +429,10 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 		}
 		return nil
 	})
-	if failed == 0 {
-		r.view.mu.Lock()
-		r.view.synced = true
-		r.view.mu.Unlock()
-	}
 	for _, k := range changed {
 		onChange(k)
 	}
-	return firstErr
+	return failed, firstErr
 }
 
 // refreshService updates one service of the view and reports whether its
