@@ -8,7 +8,7 @@ CACHE := $(ROOT)/.cache
 BIN := $(ROOT)/bin
 MCS_API_DIR = $(shell go list -m -f '{{.Dir}}' sigs.k8s.io/mcs-api)
 CONTROLLER_GEN := go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
-GO_TEST_FLAGS ?=
+GO_TEST_FLAGS ?= -race
 export KUBEBUILDER_ASSETS := $(CACHE)/envtest
 
 .PHONY: help
@@ -40,11 +40,12 @@ e2e: sandbox-binaries build ## end-to-end suite on the sandbox (hub and Cloud Ma
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
 .PHONY: crds
-crds: ## regenerate config/crd from the pinned mcs-api module and the ClusterProperty type
+crds: ## regenerate config/crd (pinned mcs-api module, ClusterProperty type) and config/hub/crd (hub registry API)
 	cp $(MCS_API_DIR)/config/crd/multicluster.x-k8s.io_serviceexports.yaml config/crd/
 	cp $(MCS_API_DIR)/config/crd/multicluster.x-k8s.io_serviceimports.yaml config/crd/
 	chmod 644 config/crd/*.yaml
 	$(CONTROLLER_GEN) object paths=./pkg/apis/... crd:crdVersions=v1 output:crd:artifacts:config=config/crd
+	$(CONTROLLER_GEN) object paths=./pkg/registry/hub/api/... crd:crdVersions=v1 output:crd:artifacts:config=config/hub/crd
 
 .PHONY: verify
 verify: ## gofmt, go vet and generated files up to date

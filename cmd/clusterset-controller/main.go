@@ -35,6 +35,8 @@ type flags struct {
 	cloudMapPollInterval      time.Duration
 	cloudMapFullResync        time.Duration
 	cloudMapMotoWorkarounds   bool
+	cloudMapMaxPerService     int
+	cloudMapMaxPerNamespace   int
 	cloudMapForeignSweep      time.Duration
 	heartbeatInterval         time.Duration
 	gracePeriod               time.Duration
@@ -58,6 +60,8 @@ func main() {
 	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", 10*time.Second, "how often Cloud Map is checked for changes (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", 5*time.Minute, "every Cloud Map service is read in full at least this often (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often every Cloud Map service is checked for writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon; 0 disables (--registry cloudmap)")
+	fs.IntVar(&f.cloudMapMaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service; exports that would exceed it are refused with a condition")
+	fs.IntVar(&f.cloudMapMaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace")
 	fs.BoolVar(&f.cloudMapMotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this cluster renews its liveness record")
 	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
@@ -140,13 +144,15 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 				return nil, fmt.Errorf("AWS config: %w", err)
 			}
 			return cloudmap.New(awsCfg, cloudmap.Options{
-				ClusterSetID:       id.ClusterSetID,
-				ClusterID:          id.ClusterID,
-				PollInterval:       f.cloudMapPollInterval,
-				FullResyncPeriod:   f.cloudMapFullResync,
-				ForeignSweepPeriod: foreignSweep,
-				MotoWorkarounds:    f.cloudMapMotoWorkarounds,
-				Logger:             ctrl.Log.WithName("cloudmap"),
+				ClusterSetID:             id.ClusterSetID,
+				ClusterID:                id.ClusterID,
+				PollInterval:             f.cloudMapPollInterval,
+				FullResyncPeriod:         f.cloudMapFullResync,
+				ForeignSweepPeriod:       foreignSweep,
+				MotoWorkarounds:          f.cloudMapMotoWorkarounds,
+				MaxInstancesPerService:   f.cloudMapMaxPerService,
+				MaxInstancesPerNamespace: f.cloudMapMaxPerNamespace,
+				Logger:                   ctrl.Log.WithName("cloudmap"),
 			})
 		}, nil
 	default:

@@ -3,11 +3,15 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
@@ -31,6 +35,8 @@ func TestSeedScenarioCloudMap(t *testing.T) {
 			return cloudmap.New(cloudmaptest.Config(), cloudmap.Options{
 				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,
 				PollInterval: 500 * time.Millisecond, MotoWorkarounds: true,
+				// A small quota, so that one test export can exceed it.
+				MaxInstancesPerService: 5,
 			})
 		}
 		installControllerRBAC(t, m)
@@ -50,6 +56,29 @@ func TestSeedScenarioCloudMap(t *testing.T) {
 	for _, m := range members {
 		eventually(t, wait, m.name+" import through Cloud Map", func() error { return checkSeedImport(m, ns) })
 	}
+	// Past the Cloud Map quota (here 5 instances per service: 6 endpoints
+	// and the service's marker need 7) the export says so; nothing crashes
+	// and the other exports are unaffected.
+	mustCreate(t, cls1.admin, service(ns, "big", tcpPort("http", 80)),
+		endpointSlice(ns, "big", "big-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.30.0.1", "10.30.0.2", "10.30.0.3", "10.30.0.4", "10.30.0.5", "10.30.0.6"),
+		serviceExport(ns, "big"))
+	eventually(t, wait, "quota exceeded reported on the export", func() error {
+		if err := exportCondition(cls1.admin, ns, "big", "Ready", metav1.ConditionFalse, "Failed")(); err != nil {
+			return err
+		}
+		var se mcsv1beta1.ServiceExport
+		if err := cls1.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "big"}, &se); err != nil {
+			return err
+		}
+		if msg := meta.FindStatusCondition(se.Status.Conditions, "Ready").Message; !strings.Contains(msg, "quota") {
+			return fmt.Errorf("Ready message %q does not mention the quota", msg)
+		}
+		return nil
+	})
+	if err := checkSeedImport(members[1], ns); err != nil {
+		t.Fatalf("the seed import must be unaffected by another export's quota error: %v", err)
+	}
+
 	if err := cls1.admin.Delete(ctx, serviceExport(ns, "nginx-hello")); err != nil {
 		t.Fatal(err)
 	}

@@ -146,8 +146,8 @@ func (e *QuotaError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("cloudmap: service %s: Cloud Map instance quota exceeded: %v", e.Key, e.Err)
 	}
-	return fmt.Sprintf("cloudmap: service %s needs %d Cloud Map instances in its %s, the quota is %d (one instance per endpoint and port; raise the AWS Cloud Map quota and Options.MaxInstancesPer%s)",
-		e.Key, e.Want, e.Scope, e.Limit, map[string]string{"service": "Service", "namespace": "Namespace"}[e.Scope])
+	return fmt.Sprintf("cloudmap: service %s needs %d Cloud Map instances in its %s, the quota is %d (one instance per endpoint and port; raise the AWS Cloud Map quota, then --cloudmap-max-instances-per-%s)",
+		e.Key, e.Want, e.Scope, e.Limit, e.Scope)
 }
 
 func (e *QuotaError) Unwrap() error { return e.Err }
