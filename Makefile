@@ -13,15 +13,19 @@ export KUBEBUILDER_ASSETS := $(CACHE)/envtest
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: sandbox-binaries ## build missing test binaries, then run unit and integration tests
+test: sandbox-binaries moto ## build missing test binaries, then run unit and integration tests (with -race)
 	hack/go-test.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: envtest-binaries
 envtest-binaries: ## build kube-apiserver and etcd into .cache (once)
 	hack/build-binaries.sh envtest
+
+.PHONY: moto
+moto: ## install moto's server (the Cloud Map of the tests) from PyPI, once
+	hack/install-moto.sh
 
 .PHONY: sandbox-binaries
 sandbox-binaries: ## build every sandbox component into .cache (once)
@@ -36,7 +40,7 @@ demo: sandbox-binaries build ## start a 2-cluster sandbox and walk through expor
 	hack/demo.sh
 
 .PHONY: e2e
-e2e: sandbox-binaries build ## end-to-end suite on the sandbox (hub and Cloud Map registries)
+e2e: sandbox-binaries build moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
 .PHONY: crds
