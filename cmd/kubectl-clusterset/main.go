@@ -34,6 +34,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(
 		newSandboxCommand(),
+		newStatusCommand(),
 	)
 	return root
 }
