@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,6 +21,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
+	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
 const wait = 30 * time.Second
@@ -252,15 +254,16 @@ func TestClusterset(t *testing.T) {
 			endpointSlice(ns, "queue", "queue-1", discoveryv1.AddressTypeIPv4, 5672, true, "10.10.5.1"),
 			serviceExport(ns, "queue"))
 		eventually(t, wait, "cls2 imported", func() error { return sliceAddresses(cls2, ns, "queue", "cls1", "10.10.5.1") })
-		var cms corev1.ConfigMapList
+		var recs unstructured.UnstructuredList
+		recs.SetGroupVersionKind(hubv1alpha1.GroupVersion.WithKind("ClusterSetRecordList"))
 		hubNS := hub.NamespaceName(clusterSet, "cls1")
-		if err := cs.hub.Client.List(ctx, &cms, client.InNamespace(hubNS)); err != nil {
+		if err := cs.hub.Client.List(ctx, &recs, client.InNamespace(hubNS)); err != nil {
 			t.Fatal(err)
 		}
 		deleted := 0
-		for i := range cms.Items {
-			if strings.HasPrefix(cms.Items[i].Name, ns+".queue") {
-				if err := cs.hub.Client.Delete(ctx, &cms.Items[i]); err != nil {
+		for i := range recs.Items {
+			if strings.HasPrefix(recs.Items[i].GetName(), ns+".queue") {
+				if err := cs.hub.Client.Delete(ctx, &recs.Items[i]); err != nil {
 					t.Fatal(err)
 				}
 				deleted++

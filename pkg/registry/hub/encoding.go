@@ -17,20 +17,15 @@ import (
 // the Go types of package registry, so that controllers of different versions
 // in one clusterset read each other's records.
 //
-// A record is a head ConfigMap plus, for records of more than ChunkSize
-// endpoints, chunk ConfigMaps:
+// A record is a head ClusterSetRecord plus, for records of more than
+// ChunkSize endpoints, chunk ClusterSetRecords:
 //
-//	data["record"]    head only: wireHead (version, digest, chunk count, spec)
-//	data["endpoints"] head and chunks: wireChunk (digest, index, endpoints)
+//	spec.record    head only: wireHead (version, digest, chunk count, spec)
+//	spec.endpoints head and chunks: wireChunk (digest, index, endpoints)
 //
 // The digest is a hash of the whole encoded record and names its chunks, so
 // that two versions of a record never share a chunk object.
 const wireVersion = 1
-
-const (
-	dataRecord    = "record"
-	dataEndpoints = "endpoints"
-)
 
 type wireHead struct {
 	Version int      `json:"v"`

@@ -2,37 +2,45 @@
 // Kubernetes API server, the hub: a member cluster or a dedicated one, which
 // every member reaches with credentials of its own.
 //
-// # Layout
+// # Layout and permissions
 //
-// Each member cluster of each clusterset has a namespace in the hub,
-// NamespaceName(clusterSetID, clusterID), created with its RBAC by EnsureMember
-// (or the manifests of config/hub). The member's credentials may write only in
-// that namespace (a Role there); they may read records and Leases in every
-// namespace (a ClusterRole). A reader trusts a record's cluster ID only when
-// the record is in that cluster's namespace, so RBAC alone decides who may
-// speak for a cluster.
+// Everything the backend stores is a ClusterSetRecord
+// (hub.clusterset.dev/v1alpha1, package api/v1alpha1), a namespaced custom
+// resource of its own whose CRD EnsureMember (or config/hub) installs in the
+// hub. Each member cluster of each clusterset has a namespace in the hub,
+// NamespaceName(clusterSetID, clusterID), created with its RBAC by
+// EnsureMember. A member's credentials may create, change and delete
+// ClusterSetRecords in that namespace only (a Role there), and read
+// ClusterSetRecords in every namespace (the ClusterRole ReaderClusterRole).
+// They grant nothing else: no ConfigMaps, Secrets, Leases or anything else of
+// the hub, not even in the member's own namespace, so a hub may be an ordinary
+// member cluster running unrelated workloads. A reader trusts a record's
+// cluster ID only when the record is in that cluster's namespace, so RBAC
+// alone decides who may speak for a cluster.
 //
-// A record is stored in ConfigMaps rather than a custom resource: every hub
-// already serves them, so joining a hub needs no CRD installed there nor a
-// version skew between CRD and controllers, and Kubernetes documents ConfigMaps
-// as holding no confidential data, which is what a cluster-wide read permission
-// on them exposes (use a dedicated hub if that matters).
+// # Records
 //
-// Each record is a head ConfigMap named "<namespace>.<service>" holding the
-// spec and the first ChunkSize endpoints; a record with more endpoints has
-// chunk ConfigMaps "<namespace>.<service>.<digest>.<i>" with ChunkSize
-// endpoints each, at about 40 to 80 bytes per endpoint. The digest is a hash of
-// the whole record version. A writer creates the new version's chunks, then
-// points the head to them (an optimistic-concurrency update), then deletes the
-// previous version's chunks. Readers watch one informer over all of a
-// clusterset's ConfigMaps, whose cache always holds a prefix of the hub's
-// history: when it holds a head, it holds the chunks the head names. A reader
-// assembles a record only from the chunks of the digest its head names, and
-// keeps the record it assembled before if they are not all there, so it never
-// returns a half-updated record.
+// Each record is a head ClusterSetRecord (spec.type Head) named
+// "<namespace>.<service>" holding the spec and the first ChunkSize endpoints;
+// a record with more endpoints has chunk ClusterSetRecords (spec.type Chunk)
+// "<namespace>.<service>.<digest>.<i>" with ChunkSize endpoints each, at about
+// 40 to 80 bytes per endpoint in the compact, versioned encoding of
+// encoding.go. The digest is a hash of the whole record version. A writer
+// creates the new version's chunks, then points the head to them (an
+// optimistic-concurrency update), then deletes the previous version's chunks.
+// Readers watch one informer over all of a clusterset's ClusterSetRecords,
+// whose cache always holds a prefix of the hub's history: when it holds a
+// head, it holds the chunks the head names. A reader assembles a record only
+// from the chunks of the digest its head names, and keeps the record it
+// assembled before if they are not all there, so it never returns a
+// half-updated record.
 //
-// Liveness is a coordination.k8s.io/v1 Lease named LeaseName in each member's
-// namespace, renewed by Heartbeat.
+// # Liveness
+//
+// Each member's heartbeat is a ClusterSetRecord of spec.type Heartbeat named
+// HeartbeatName in its namespace, whose spec.renewTime Heartbeat renews.
+// Readers see heartbeats through the same informer as records, so liveness
+// needs no permission beyond the records'.
 package hub
 
 import (
@@ -41,18 +49,16 @@ import (
 	"fmt"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/clusterset/clusterset/pkg/registry"
+	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
 // Defaults of Options.
@@ -70,11 +76,11 @@ type Options struct {
 	// Config reaches the hub with this member's credentials. QPS and Burst
 	// default to DefaultQPS and DefaultBurst when zero.
 	Config *rest.Config
-	// ChunkSize is the most endpoints stored in one ConfigMap; 0 means
+	// ChunkSize is the most endpoints stored in one ClusterSetRecord; 0 means
 	// DefaultChunkSize. At most about 80 bytes each, 1,000 endpoints stay
 	// far below the API server's 1.5 MiB object limit.
 	ChunkSize int
-	// LeaseDuration is written into the liveness Lease for humans and tools;
+	// LeaseDuration is written into the heartbeat for humans and tools;
 	// readers use the renew time. 0 means DefaultLeaseDuration.
 	LeaseDuration time.Duration
 }
@@ -86,7 +92,7 @@ type Registry struct {
 	setLabel         string
 	chunkSize        int
 	leaseDuration    time.Duration
-	client           kubernetes.Interface
+	client           *recordClient
 
 	view *view
 }
@@ -111,15 +117,10 @@ func New(opts Options) (*Registry, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "clusterset-hub-registry/" + opts.ClusterID
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := newRecordClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("hub registry: client: %w", err)
 	}
-	return NewWithClient(opts, client), nil
-}
-
-// NewWithClient is New with a ready client; opts.Config is ignored.
-func NewWithClient(opts Options, client kubernetes.Interface) *Registry {
 	r := &Registry{
 		setID:         opts.ClusterSetID,
 		clusterID:     opts.ClusterID,
@@ -136,31 +137,38 @@ func NewWithClient(opts Options, client kubernetes.Interface) *Registry {
 		r.leaseDuration = DefaultLeaseDuration
 	}
 	r.view = newView(r)
-	return r
+	return r, nil
 }
 
 // Namespace is this member's namespace in the hub.
 func (r *Registry) Namespace() string { return r.namespace }
 
-func (r *Registry) meta(name, kind string, key *registry.ServiceKey) metav1.ObjectMeta {
-	m := metav1.ObjectMeta{
-		Name:      name,
-		Namespace: r.namespace,
-		Labels: map[string]string{
-			LabelClusterSet: r.setLabel,
-			LabelKind:       kind,
-			LabelManagedBy:  managedBy,
+// object returns a ClusterSetRecord of this cluster, of key unless typ is
+// Heartbeat.
+func (r *Registry) object(name string, typ hubv1alpha1.RecordType, key registry.ServiceKey) *hubv1alpha1.ClusterSetRecord {
+	obj := &hubv1alpha1.ClusterSetRecord{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: r.namespace,
+			Labels: map[string]string{
+				LabelClusterSet: r.setLabel,
+				LabelKind:       kindLabel[typ],
+				LabelManagedBy:  managedBy,
+			},
 		},
-		Annotations: map[string]string{
-			AnnotationClusterSetID: r.setID,
-			AnnotationClusterID:    r.clusterID,
-		},
+		Spec: hubv1alpha1.ClusterSetRecordSpec{Type: typ, ClusterSetID: r.setID, ClusterID: r.clusterID},
 	}
-	if key != nil {
-		m.Labels[LabelRecord] = recordLabel(*key)
-		m.Annotations[AnnotationService] = key.String()
+	if typ != hubv1alpha1.Heartbeat {
+		obj.Labels[LabelRecord] = recordLabel(key)
+		obj.Spec.Service = key.String()
 	}
-	return m
+	return obj
+}
+
+var kindLabel = map[hubv1alpha1.RecordType]string{
+	hubv1alpha1.Head:      KindRecord,
+	hubv1alpha1.Chunk:     KindChunk,
+	hubv1alpha1.Heartbeat: KindHeartbeat,
 }
 
 // Publish writes rec as this cluster's record of its service: the new
@@ -180,12 +188,11 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		return fmt.Errorf("encoding record of %s: %w", key, err)
 	}
 	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID, "namespace", key.Namespace, "service", key.Name)
-	cms := r.client.CoreV1().ConfigMaps(r.namespace)
 
 	// Conflicts come from another writer of this same cluster (two replicas
 	// during a rollout): read the head again and redo the write.
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		head, err := cms.Get(ctx, headName(key), metav1.GetOptions{})
+		head, err := r.client.get(ctx, r.namespace, headName(key))
 		var prev *wireHead
 		switch {
 		case apierrors.IsNotFound(err):
@@ -193,10 +200,10 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		case err != nil:
 			return fmt.Errorf("reading record of %s from the hub: %w", key, err)
 		default:
-			if prev, err = decodeHead(head.Data[dataRecord]); err != nil {
+			if prev, err = decodeHead(head.Spec.Record); err != nil {
 				logger.Info("Replacing an unreadable record head", "error", err.Error())
 				prev = nil
-			} else if prev.Digest == enc.digest {
+			} else if prev.Digest == enc.digest && head.Spec.Type == hubv1alpha1.Head && r.ownsSpec(head) {
 				return nil
 			}
 		}
@@ -207,30 +214,26 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 			}
 		}
 
-		want := &corev1.ConfigMap{
-			ObjectMeta: r.meta(headName(key), KindRecord, &key),
-			Data: map[string]string{
-				dataRecord:    string(enc.head),
-				dataEndpoints: string(enc.chunks[0]),
-			},
-		}
+		want := r.object(headName(key), hubv1alpha1.Head, key)
+		want.Spec.Record = string(enc.head)
+		want.Spec.Endpoints = string(enc.chunks[0])
 		if head == nil {
-			_, err = cms.Create(ctx, want, metav1.CreateOptions{})
+			err = r.client.create(ctx, want)
 		} else {
 			want.ResourceVersion = head.ResourceVersion
-			_, err = cms.Update(ctx, want, metav1.UpdateOptions{})
+			err = r.client.update(ctx, want)
 		}
 		if err != nil {
 			return fmt.Errorf("writing record of %s to the hub: %w", key, err)
 		}
 		logger.V(1).Info("Published record", "endpoints", len(rec.Endpoints), "chunks", len(enc.chunks), "digest", enc.digest)
 
-		if prev != nil {
+		if prev != nil && prev.Digest != enc.digest {
 			for i := 1; i < prev.Chunks; i++ {
 				name := chunkName(key, prev.Digest, i)
-				if err := cms.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				if err := r.client.delete(ctx, r.namespace, name); err != nil && !apierrors.IsNotFound(err) {
 					// Left over until the next withdrawal; readers ignore it.
-					logger.Info("Could not delete a chunk of the previous record version", "configMap", name, "error", err.Error())
+					logger.Info("Could not delete a chunk of the previous record version", "clusterSetRecord", name, "error", err.Error())
 				}
 			}
 		}
@@ -238,20 +241,23 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	})
 }
 
+// ownsSpec reports whether obj's spec names this cluster, as the objects it
+// writes do.
+func (r *Registry) ownsSpec(obj *hubv1alpha1.ClusterSetRecord) bool {
+	return obj.Spec.ClusterSetID == r.setID && obj.Spec.ClusterID == r.clusterID
+}
+
 // putChunk creates chunk i of enc, or overwrites what an interrupted earlier
 // write of the same version left.
 func (r *Registry) putChunk(ctx context.Context, key registry.ServiceKey, enc *encoded, i int) error {
-	cms := r.client.CoreV1().ConfigMaps(r.namespace)
-	cm := &corev1.ConfigMap{
-		ObjectMeta: r.meta(chunkName(key, enc.digest, i), KindChunk, &key),
-		Data:       map[string]string{dataEndpoints: string(enc.chunks[i])},
-	}
-	_, err := cms.Create(ctx, cm, metav1.CreateOptions{})
+	obj := r.object(chunkName(key, enc.digest, i), hubv1alpha1.Chunk, key)
+	obj.Spec.Endpoints = string(enc.chunks[i])
+	err := r.client.create(ctx, obj)
 	if apierrors.IsAlreadyExists(err) {
-		var cur *corev1.ConfigMap
-		if cur, err = cms.Get(ctx, cm.Name, metav1.GetOptions{}); err == nil {
-			cm.ResourceVersion = cur.ResourceVersion
-			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		var cur *hubv1alpha1.ClusterSetRecord
+		if cur, err = r.client.get(ctx, r.namespace, obj.Name); err == nil {
+			obj.ResourceVersion = cur.ResourceVersion
+			err = r.client.update(ctx, obj)
 		}
 	}
 	if err != nil {
@@ -266,82 +272,78 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 	if err := validateKey(key); err != nil {
 		return err
 	}
-	cms := r.client.CoreV1().ConfigMaps(r.namespace)
-	if err := cms.Delete(ctx, headName(key), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.client.delete(ctx, r.namespace, headName(key)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("withdrawing record of %s from the hub: %w", key, err)
 	}
 	sel := labels.SelectorFromSet(labels.Set{LabelRecord: recordLabel(key), LabelKind: KindChunk}).String()
-	list, err := cms.List(ctx, metav1.ListOptions{LabelSelector: sel})
+	list, err := r.client.list(ctx, r.namespace, sel)
 	if err != nil {
 		return fmt.Errorf("listing chunks of the record of %s: %w", key, err)
 	}
-	for _, cm := range list.Items {
-		if cm.Annotations[AnnotationService] != key.String() {
+	for _, obj := range list.Items {
+		if obj.Spec.Type != hubv1alpha1.Chunk || obj.Spec.Service != key.String() {
 			continue
 		}
-		if err := cms.Delete(ctx, cm.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting chunk %s of the record of %s: %w", cm.Name, key, err)
+		if err := r.client.delete(ctx, r.namespace, obj.Name); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting chunk %s of the record of %s: %w", obj.Name, key, err)
 		}
 	}
 	log.FromContext(ctx).V(1).Info("Withdrew record", "clusterSet", r.setID, "cluster", r.clusterID, "namespace", key.Namespace, "service", key.Name)
 	return nil
 }
 
-// Heartbeat renews this cluster's Lease, creating it the first time.
+// Heartbeat renews this cluster's heartbeat, creating it the first time.
 func (r *Registry) Heartbeat(ctx context.Context) error {
-	leases := r.client.CoordinationV1().Leases(r.namespace)
-	now := metav1.NewMicroTime(time.Now())
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			lease = &coordinationv1.Lease{
-				ObjectMeta: r.meta(LeaseName, KindLiveness, nil),
-				Spec: coordinationv1.LeaseSpec{
-					HolderIdentity:       ptr.To(r.clusterID),
-					LeaseDurationSeconds: ptr.To(int32(r.leaseDuration / time.Second)),
-					AcquireTime:          &now,
-					RenewTime:            &now,
-				},
-			}
-			_, err = leases.Create(ctx, lease, metav1.CreateOptions{})
-			return err
+		now := metav1.NewMicroTime(time.Now())
+		want := r.object(HeartbeatName, hubv1alpha1.Heartbeat, registry.ServiceKey{})
+		want.Spec.RenewTime = &now
+		want.Spec.LeaseDurationSeconds = ptr.To(int32(r.leaseDuration / time.Second))
+		cur, err := r.client.get(ctx, r.namespace, HeartbeatName)
+		switch {
+		case apierrors.IsNotFound(err):
+			err = r.client.create(ctx, want)
+		case err != nil:
+			return fmt.Errorf("reading heartbeat from the hub: %w", err)
+		default:
+			want.ResourceVersion = cur.ResourceVersion
+			err = r.client.update(ctx, want)
 		}
 		if err != nil {
-			return fmt.Errorf("reading liveness lease from the hub: %w", err)
+			return fmt.Errorf("renewing heartbeat in the hub: %w", err)
 		}
-		lease.Spec.RenewTime = &now
-		lease.Spec.HolderIdentity = ptr.To(r.clusterID)
-		lease.Spec.LeaseDurationSeconds = ptr.To(int32(r.leaseDuration / time.Second))
-		_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
-		return err
+		return nil
 	})
 }
 
 // Liveness returns each member's last renew time. It reads the watched
-// Leases once Run has synced them, and lists them from the hub before that.
+// heartbeats once Run has synced them, and lists them from the hub before
+// that.
 func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
-	if leases, ok := r.view.leases(); ok {
-		return r.liveness(leases), nil
+	if objs, ok := r.view.objects(); ok {
+		return r.liveness(objs), nil
 	}
-	list, err := r.client.CoordinationV1().Leases(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: r.selector()})
+	sel := labels.SelectorFromSet(labels.Set{LabelClusterSet: r.setLabel, LabelKind: KindHeartbeat}).String()
+	list, err := r.client.list(ctx, metav1.NamespaceAll, sel)
 	if err != nil {
-		return nil, fmt.Errorf("listing liveness leases from the hub: %w", err)
+		return nil, fmt.Errorf("listing heartbeats from the hub: %w", err)
 	}
-	leases := make([]*coordinationv1.Lease, len(list.Items))
+	objs := make([]*hubv1alpha1.ClusterSetRecord, len(list.Items))
 	for i := range list.Items {
-		leases[i] = &list.Items[i]
+		objs[i] = &list.Items[i]
 	}
-	return r.liveness(leases), nil
+	return r.liveness(objs), nil
 }
 
-func (r *Registry) liveness(leases []*coordinationv1.Lease) map[string]time.Time {
+func (r *Registry) liveness(objs []*hubv1alpha1.ClusterSetRecord) map[string]time.Time {
 	out := map[string]time.Time{}
-	for _, l := range leases {
-		cluster, ok := r.owner(&l.ObjectMeta)
-		if !ok || l.Name != LeaseName || l.Spec.RenewTime == nil {
+	for _, obj := range objs {
+		if obj.Name != HeartbeatName || obj.Spec.Type != hubv1alpha1.Heartbeat || obj.Spec.RenewTime == nil {
 			continue
 		}
-		out[cluster] = l.Spec.RenewTime.Time
+		if cluster, ok := r.owner(obj); ok {
+			out[cluster] = obj.Spec.RenewTime.Time
+		}
 	}
 	return out
 }
@@ -354,12 +356,12 @@ func (r *Registry) selector() string {
 // owner returns the cluster ID of an object of this clusterset, when the
 // object is in the namespace of the cluster it claims to be from: only that
 // cluster may write there.
-func (r *Registry) owner(m *metav1.ObjectMeta) (string, bool) {
-	if m.Annotations[AnnotationClusterSetID] != r.setID {
+func (r *Registry) owner(obj *hubv1alpha1.ClusterSetRecord) (string, bool) {
+	if obj.Spec.ClusterSetID != r.setID {
 		return "", false
 	}
-	cluster := m.Annotations[AnnotationClusterID]
-	if cluster == "" || m.Namespace != NamespaceName(r.setID, cluster) {
+	cluster := obj.Spec.ClusterID
+	if cluster == "" || obj.Namespace != NamespaceName(r.setID, cluster) {
 		return "", false
 	}
 	return cluster, true

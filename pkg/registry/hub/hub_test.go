@@ -12,13 +12,16 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
+	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
 func record(setID, clusterID string, key registry.ServiceKey, n int, mark string) *registry.Record {
@@ -61,8 +64,10 @@ func run(t *testing.T, r registry.Registry, onChange func(registry.ServiceKey)) 
 }
 
 // TestHubRBACIsolation shows that a member's credentials cannot create,
-// change or delete another member's records or Lease, and that a record a
-// member forges in its own namespace in another cluster's name is ignored.
+// change or delete another member's records or heartbeat, that they read
+// nothing of the hub but ClusterSetRecords (no ConfigMaps, Secrets or Leases
+// in any namespace, its own included), and that a record a member forges in
+// its own namespace in another cluster's name is ignored.
 func TestHubRBACIsolation(t *testing.T) {
 	h := startHub(t)
 	ctx := context.Background()
@@ -79,20 +84,34 @@ func TestHubRBACIsolation(t *testing.T) {
 	if err := regB.Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, err := kubernetes.NewForConfig(h.member(t, set, "cls-a", nil))
-	if err != nil {
-		t.Fatal(err)
+	// An unrelated workload's objects on the hub.
+	const workload = "workload"
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workload}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: workload}, Data: map[string]string{"k": "v"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "password", Namespace: workload}, StringData: map[string]string{"k": "v"}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "leader", Namespace: workload}},
+	} {
+		if err := h.adminClient.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
 	}
+	cfgA := h.member(t, set, "cls-a", nil)
+	a := newClient(t, cfgA)
 	nsA, nsB := hub.NamespaceName(set, "cls-a"), hub.NamespaceName(set, "cls-b")
 
-	// Reading is allowed (every member reads every record).
-	headB, err := a.CoreV1().ConfigMaps(nsB).Get(ctx, "demo.web", metav1.GetOptions{})
-	if err != nil {
+	// Reading records is allowed (every member reads every record).
+	headB := &hubv1alpha1.ClusterSetRecord{}
+	if err := a.Get(ctx, client.ObjectKey{Namespace: nsB, Name: "demo.web"}, headB); err != nil {
 		t.Fatalf("cls-a reading cls-b's record: %v", err)
 	}
-	leaseB, err := a.CoordinationV1().Leases(nsB).Get(ctx, hub.LeaseName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("cls-a reading cls-b's lease: %v", err)
+	beatB := &hubv1alpha1.ClusterSetRecord{}
+	if err := a.Get(ctx, client.ObjectKey{Namespace: nsB, Name: hub.HeartbeatName}, beatB); err != nil {
+		t.Fatalf("cls-a reading cls-b's heartbeat: %v", err)
+	}
+	var all hubv1alpha1.ClusterSetRecordList
+	if err := a.List(ctx, &all); err != nil {
+		t.Fatalf("cls-a listing every record: %v", err)
 	}
 
 	forbidden := func(what string, err error) {
@@ -101,38 +120,59 @@ func TestHubRBACIsolation(t *testing.T) {
 			t.Errorf("cls-a %s: got %v, want Forbidden", what, err)
 		}
 	}
+	// Nothing else of the hub can be read, anywhere.
+	for _, ns := range []string{workload, nsA, nsB, metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespaceAll} {
+		where := "in namespace " + ns
+		if ns == metav1.NamespaceAll {
+			where = "in all namespaces"
+		}
+		forbidden("listing ConfigMaps "+where, a.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(ns)))
+		forbidden("listing Secrets "+where, a.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)))
+		forbidden("listing Leases "+where, a.List(ctx, &coordinationv1.LeaseList{}, client.InNamespace(ns)))
+	}
+	forbidden("reading a ConfigMap", a.Get(ctx, client.ObjectKey{Namespace: workload, Name: "settings"}, &corev1.ConfigMap{}))
+	forbidden("reading a Secret", a.Get(ctx, client.ObjectKey{Namespace: workload, Name: "password"}, &corev1.Secret{}))
+	forbidden("reading a Lease", a.Get(ctx, client.ObjectKey{Namespace: workload, Name: "leader"}, &coordinationv1.Lease{}))
+	forbidden("reading the root CA ConfigMap of its own namespace", a.Get(ctx, client.ObjectKey{Namespace: nsA, Name: "kube-root-ca.crt"}, &corev1.ConfigMap{}))
+	ak, err := kubernetes.NewForConfig(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ak.CoreV1().ConfigMaps(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{})
+	forbidden("watching ConfigMaps", err)
+	_, err = ak.CoreV1().Secrets(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{})
+	forbidden("watching Secrets", err)
+
+	// No record or heartbeat of cls-b can be written.
 	forged := headB.DeepCopy()
 	forged.ResourceVersion, forged.UID = "", ""
 	forged.Name = "demo.forged"
-	_, err = a.CoreV1().ConfigMaps(nsB).Create(ctx, forged, metav1.CreateOptions{})
-	forbidden("creating a record in cls-b's namespace", err)
+	forbidden("creating a record in cls-b's namespace", a.Create(ctx, forged))
 	changed := headB.DeepCopy()
-	changed.Data["endpoints"] = `{"digest":"x","index":0}`
-	_, err = a.CoreV1().ConfigMaps(nsB).Update(ctx, changed, metav1.UpdateOptions{})
-	forbidden("updating cls-b's record", err)
-	_, err = a.CoreV1().ConfigMaps(nsB).Patch(ctx, "demo.web", types.MergePatchType, []byte(`{"data":{"endpoints":"{}"}}`), metav1.PatchOptions{})
-	forbidden("patching cls-b's record", err)
-	forbidden("deleting cls-b's record", a.CoreV1().ConfigMaps(nsB).Delete(ctx, "demo.web", metav1.DeleteOptions{}))
-	forbidden("deleting all of cls-b's records", a.CoreV1().ConfigMaps(nsB).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}))
-	leaseB.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}
-	_, err = a.CoordinationV1().Leases(nsB).Update(ctx, leaseB, metav1.UpdateOptions{})
-	forbidden("updating cls-b's lease", err)
-	forbidden("deleting cls-b's lease", a.CoordinationV1().Leases(nsB).Delete(ctx, hub.LeaseName, metav1.DeleteOptions{}))
-	_, err = a.CoordinationV1().Leases(nsB).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: nsB}}, metav1.CreateOptions{})
-	forbidden("creating a lease in cls-b's namespace", err)
-	_, err = a.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
-	forbidden("creating a ConfigMap in namespace default", err)
-	_, err = a.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "clusterset-rbac-x"}}, metav1.CreateOptions{})
-	forbidden("creating a namespace", err)
-	_, err = a.RbacV1().RoleBindings(nsB).List(ctx, metav1.ListOptions{})
-	forbidden("listing cls-b's role bindings", err)
+	changed.Spec.Endpoints = `{"digest":"x","index":0}`
+	forbidden("updating cls-b's record", a.Update(ctx, changed))
+	forbidden("patching cls-b's record", a.Patch(ctx, headB.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"endpoints":"{}"}}`))))
+	forbidden("deleting cls-b's record", a.Delete(ctx, headB.DeepCopy()))
+	forbidden("deleting all of cls-b's records", a.DeleteAllOf(ctx, &hubv1alpha1.ClusterSetRecord{}, client.InNamespace(nsB)))
+	staleBeat := beatB.DeepCopy()
+	staleBeat.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}
+	forbidden("updating cls-b's heartbeat", a.Update(ctx, staleBeat))
+	forbidden("deleting cls-b's heartbeat", a.Delete(ctx, beatB.DeepCopy()))
+	// Nor anything else, its own namespace included.
+	forbidden("creating a ConfigMap in its own namespace", a.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: nsA}}))
+	forbidden("creating a Lease in its own namespace", a.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: nsA}}))
+	forbidden("creating a ConfigMap in namespace default", a.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: metav1.NamespaceDefault}}))
+	forbidden("creating a namespace", a.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "clusterset-rbac-x"}}))
+	forbidden("listing cls-b's role bindings", a.List(ctx, &rbacv1.RoleBindingList{}, client.InNamespace(nsB)))
+	_, err = ak.Discovery().RESTClient().Delete().AbsPath("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clustersetrecords.hub.clusterset.dev").Do(ctx).Raw()
+	forbidden("deleting the ClusterSetRecord CRD", err)
 
-	// The only thing cls-a can do: write in its own namespace. There it
-	// forges a record that claims to be cls-b's, which readers ignore, and
-	// publishes one of its own, which they see.
+	// The only thing cls-a can do: write records in its own namespace. There
+	// it forges a record that claims to be cls-b's, which readers ignore,
+	// and publishes one of its own, which they see.
 	forged.Namespace = nsA
 	forged.Name = "demo.web"
-	if _, err := a.CoreV1().ConfigMaps(nsA).Create(ctx, forged, metav1.CreateOptions{}); err != nil {
+	if err := a.Create(ctx, forged); err != nil {
 		t.Fatalf("cls-a writing in its own namespace: %v", err)
 	}
 	own := record(set, "cls-a", types.NamespacedName{Namespace: "demo", Name: "own"}, 2, "a")
@@ -160,6 +200,9 @@ func TestHubRBACIsolation(t *testing.T) {
 	if time.Since(live["cls-b"]) > time.Minute {
 		t.Errorf("cls-b's liveness %v was changed", live["cls-b"])
 	}
+	if _, ok := live["cls-a"]; ok {
+		t.Errorf("liveness of cls-a, which never sent a heartbeat: %v", live)
+	}
 }
 
 // TestHubLargeRecord publishes a 5,000-endpoint record (two ports, hostnames,
@@ -179,24 +222,24 @@ func TestHubLargeRecord(t *testing.T) {
 	if err := writer.Publish(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	list, err := h.admin.CoreV1().ConfigMaps(writer.Namespace()).List(ctx, metav1.ListOptions{})
-	if err != nil {
+	var list hubv1alpha1.ClusterSetRecordList
+	if err := h.adminClient.List(ctx, &list, client.InNamespace(writer.Namespace())); err != nil {
 		t.Fatal(err)
 	}
 	var objects, total int
-	for _, cm := range list.Items {
-		if !strings.HasPrefix(cm.Name, "demo.big") {
+	for _, obj := range list.Items {
+		if !strings.HasPrefix(obj.Name, "demo.big") {
 			continue
 		}
-		raw, err := json.Marshal(cm)
+		raw, err := json.Marshal(obj)
 		if err != nil {
 			t.Fatal(err)
 		}
 		objects++
 		total += len(raw)
-		t.Logf("%s: %d bytes", cm.Name, len(raw))
+		t.Logf("%s (%s): %d bytes", obj.Name, obj.Spec.Type, len(raw))
 		if len(raw) > maxObject {
-			t.Errorf("%s is %d bytes, more than %d", cm.Name, len(raw), maxObject)
+			t.Errorf("%s is %d bytes, more than %d", obj.Name, len(raw), maxObject)
 		}
 	}
 	if objects != 5 {
@@ -219,12 +262,11 @@ func TestHubLargeRecord(t *testing.T) {
 	if err := writer.Publish(ctx, small); err != nil {
 		t.Fatal(err)
 	}
-	list, err = h.admin.CoreV1().ConfigMaps(writer.Namespace()).List(ctx, metav1.ListOptions{})
-	if err != nil {
+	if err := h.adminClient.List(ctx, &list, client.InNamespace(writer.Namespace())); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Items) != 1 {
-		t.Errorf("after shrinking to 10 endpoints: %d ConfigMaps left, want 1", len(list.Items))
+		t.Errorf("after shrinking to 10 endpoints: %d ClusterSetRecords left, want 1", len(list.Items))
 	}
 }
 
@@ -295,6 +337,9 @@ func TestHubReadersNeverSeeHalfUpdatedRecords(t *testing.T) {
 	})
 	close(stop)
 	wg.Wait()
+	// onChange may still run: the reader stops when the test ends.
+	mu.Lock()
+	defer mu.Unlock()
 	if len(bad) > 0 {
 		t.Errorf("half-updated reads: %v", bad[:min(len(bad), 5)])
 	}

@@ -11,16 +11,18 @@ import (
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
-// Labels and annotations on every object that the hub backend writes. Labels
-// select (a clusterset's objects, one record's chunks); annotations carry the
-// exact IDs, which may be longer than a label value allows.
+// Labels on every ClusterSetRecord that the hub backend writes, and
+// annotations on the member objects of EnsureMember. Labels select (a
+// clusterset's objects, one record's chunks, heartbeats); the exact IDs, which
+// may be longer than a label value allows, are in the records' spec and in
+// the member objects' annotations.
 const (
 	prefix = "registry.clusterset.io/"
 
 	// LabelClusterSet holds the clusterset ID when it is a valid label value,
 	// else "h-" and a hash of it. Readers watch with a selector on it.
 	LabelClusterSet = prefix + "clusterset"
-	// LabelKind is one of KindRecord, KindChunk, KindLiveness or KindMember.
+	// LabelKind is one of KindRecord, KindChunk, KindHeartbeat or KindMember.
 	LabelKind = prefix + "kind"
 	// LabelRecord is a hash of the service's namespace and name, shared by a
 	// record's head and chunks.
@@ -30,17 +32,17 @@ const (
 
 	AnnotationClusterSetID = prefix + "clusterset-id"
 	AnnotationClusterID    = prefix + "cluster-id"
-	AnnotationService      = prefix + "service"
 
-	KindRecord   = "record"
-	KindChunk    = "chunk"
-	KindLiveness = "liveness"
-	KindMember   = "member"
+	KindRecord    = "record"
+	KindChunk     = "chunk"
+	KindHeartbeat = "heartbeat"
+	KindMember    = "member"
 
 	managedBy = "clusterset"
 
-	// LeaseName is the name of each member's liveness Lease in its namespace.
-	LeaseName = "clusterset-liveness"
+	// HeartbeatName is the name of each member's heartbeat ClusterSetRecord
+	// in its namespace. Record names always hold a dot, so never this one.
+	HeartbeatName = "clusterset-heartbeat"
 )
 
 // clusterSetLabel is the value of LabelClusterSet for a clusterset ID.
@@ -51,7 +53,7 @@ func clusterSetLabel(setID string) string {
 	return "h-" + shortHash(setID, 32)
 }
 
-// NamespaceName is the hub namespace that holds the records and the Lease of
+// NamespaceName is the hub namespace that holds the records and the heartbeat of
 // clusterID in clusterSetID. It is a DNS-1123 label: "clusterset-", a readable
 // part of both IDs, and a hash of the pair, so that IDs which read alike
 // ("a-b"/"c" and "a"/"b-c", "x.y" and "x-y") or long ones never share a
@@ -90,7 +92,7 @@ func shortHash(s string, n int) string {
 	return hex.EncodeToString(sum[:])[:n]
 }
 
-// headName is the name of a record's head ConfigMap: "<namespace>.<name>", a
+// headName is the name of a record's head ClusterSetRecord: "<namespace>.<name>", a
 // DNS-1123 subdomain since both parts are DNS labels.
 func headName(key registry.ServiceKey) string { return key.Namespace + "." + key.Name }
 

@@ -15,14 +15,18 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
+	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
 func TestMain(m *testing.M) {
@@ -35,7 +39,21 @@ type testHub struct {
 	t     *testing.T
 	cfg   *rest.Config
 	admin kubernetes.Interface
+	// adminClient also reads and writes ClusterSetRecords.
+	adminClient client.Client
 }
+
+// hubScheme knows the built-in types and the hub API.
+var hubScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := hubv1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
 
 func startHub(t *testing.T) *testHub {
 	t.Helper()
@@ -44,7 +62,18 @@ func startHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testHub{t: t, cfg: c.Config, admin: admin}
+	return &testHub{t: t, cfg: c.Config, admin: admin, adminClient: newClient(t, c.Config)}
+}
+
+// newClient returns a controller-runtime client of the hub with cfg's
+// credentials.
+func newClient(t *testing.T, cfg *rest.Config) client.Client {
+	t.Helper()
+	c, err := client.New(cfg, client.Options{Scheme: hubScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // member joins clusterID to clusterSetID the way a member would: a

@@ -7,58 +7,53 @@ import (
 	"sync"
 	"sync/atomic"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/go-logr/logr"
 
 	"github.com/clusterset/clusterset/pkg/registry"
+	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
 // view is the decoded, assembled records of a clusterset, kept current by
-// one informer over its ConfigMaps in the hub.
+// one informer over its ClusterSetRecords in the hub.
 type view struct {
 	r *Registry
 
 	mu      sync.RWMutex
 	records map[registry.ServiceKey]map[string]registry.Record // key → cluster ID → record
 
-	synced     atomic.Pointer[func() bool]
-	leaseStore atomic.Pointer[cache.SharedIndexInformer]
+	synced   atomic.Pointer[func() bool]
+	informer atomic.Pointer[cache.SharedIndexInformer]
 }
 
 func newView(r *Registry) *view {
 	return &view{r: r, records: map[registry.ServiceKey]map[string]registry.Record{}}
 }
 
-// Run watches the clusterset's records and Leases in the hub until ctx ends.
-// The informers retry every failure with backoff and keep their caches, so a
-// hub that cannot be reached leaves the view as it was.
+// Run watches the clusterset's records and heartbeats in the hub until ctx
+// ends. The informer retries every failure with backoff and keeps its cache,
+// so a hub that cannot be reached leaves the view as it was.
 func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID)
-	factory := informers.NewSharedInformerFactoryWithOptions(r.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = r.selector() }))
-	cms := factory.Core().V1().ConfigMaps().Informer()
-	leases := factory.Coordination().V1().Leases().Informer()
-	for name, inf := range map[string]cache.SharedIndexInformer{"records": cms, "leases": leases} {
-		// Managed fields are a good part of a small object and of no use here.
-		if err := inf.SetTransform(dropManagedFields); err != nil {
-			return err
-		}
-		if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-			logger.Info("Watching the hub failed; retrying and keeping the current view", "watch", name, "error", err.Error())
-		}); err != nil {
-			return err
-		}
+	lw := cache.NewFilteredListWatchFromClient(r.client.rest, hubv1alpha1.Resource, metav1.NamespaceAll,
+		func(o *metav1.ListOptions) { o.LabelSelector = r.selector() })
+	inf := cache.NewSharedIndexInformer(lw, &hubv1alpha1.ClusterSetRecord{}, 0, cache.Indexers{})
+	// Managed fields are a good part of a small object and of no use here.
+	if err := inf.SetTransform(dropManagedFields); err != nil {
+		return err
+	}
+	if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		logger.Info("Watching the hub failed; retrying and keeping the current view", "error", err.Error())
+	}); err != nil {
+		return err
 	}
 	v := r.view
-	store := cms.GetStore()
+	store := inf.GetStore()
 	handle := func(obj any) { v.handle(logger, store, obj, onChange) }
-	reg, err := cms.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    handle,
 		UpdateFunc: func(_, obj any) { handle(obj) },
 		DeleteFunc: handle,
@@ -68,12 +63,10 @@ func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) 
 	}
 	hasSynced := reg.HasSynced
 	v.synced.Store(&hasSynced)
-	v.leaseStore.Store(&leases)
+	v.informer.Store(&inf)
 
-	factory.Start(ctx.Done())
 	logger.V(1).Info("Watching the hub", "selector", r.selector())
-	<-ctx.Done()
-	factory.Shutdown()
+	inf.RunWithContext(ctx)
 	return nil
 }
 
@@ -91,23 +84,19 @@ func (v *view) handle(logger logr.Logger, store cache.Store, obj any, onChange f
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	cm, ok := obj.(*corev1.ConfigMap)
+	rec, ok := obj.(*hubv1alpha1.ClusterSetRecord)
+	if !ok || (rec.Spec.Type != hubv1alpha1.Head && rec.Spec.Type != hubv1alpha1.Chunk) {
+		return
+	}
+	cluster, ok := v.r.owner(rec)
 	if !ok {
+		logger.V(1).Info("Ignoring a record that is not in the namespace of the cluster it names", "clusterSetRecord", rec.Namespace+"/"+rec.Name)
 		return
 	}
-	cluster, ok := v.r.owner(&cm.ObjectMeta)
-	if !ok {
-		logger.V(1).Info("Ignoring a ConfigMap that is not in the namespace of the cluster it names", "configMap", cm.Namespace+"/"+cm.Name)
-		return
-	}
-	kind := cm.Labels[LabelKind]
-	if kind != KindRecord && kind != KindChunk {
-		return
-	}
-	ns, name, ok := strings.Cut(cm.Annotations[AnnotationService], "/")
+	ns, name, ok := strings.Cut(rec.Spec.Service, "/")
 	key := registry.ServiceKey{Namespace: ns, Name: name}
-	if !ok || validateKey(key) != nil || (cm.Name != headName(key) && !strings.HasPrefix(cm.Name, headName(key)+".")) {
-		logger.Info("Ignoring a ConfigMap whose service annotation does not match its name", "configMap", cm.Namespace+"/"+cm.Name)
+	if !ok || validateKey(key) != nil || (rec.Name != headName(key) && !strings.HasPrefix(rec.Name, headName(key)+".")) {
+		logger.Info("Ignoring a record whose service does not match its name", "clusterSetRecord", rec.Namespace+"/"+rec.Name)
 		return
 	}
 	if v.assemble(logger.WithValues("namespace", key.Namespace, "service", key.Name, "sourceCluster", cluster), store, cluster, key) {
@@ -128,22 +117,26 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 	if !exists {
 		return v.set(key, cluster, nil)
 	}
-	head := obj.(*corev1.ConfigMap)
-	h, err := decodeHead(head.Data[dataRecord])
+	head := obj.(*hubv1alpha1.ClusterSetRecord)
+	if head.Spec.Type != hubv1alpha1.Head {
+		logger.Info("Keeping the last record: the record head is not of type Head", "type", head.Spec.Type)
+		return false
+	}
+	h, err := decodeHead(head.Spec.Record)
 	if err != nil {
 		logger.Error(err, "Keeping the last record: cannot read the record head")
 		return false
 	}
 	var eps []registry.Endpoint
 	for i := range h.Chunks {
-		raw := head.Data[dataEndpoints]
+		raw := head.Spec.Endpoints
 		if i > 0 {
 			obj, exists, err := store.GetByKey(ns + "/" + chunkName(key, h.Digest, i))
 			if err != nil || !exists {
 				logger.V(1).Info("Keeping the last record: a chunk of the newest version is missing", "chunk", i, "digest", h.Digest)
 				return false
 			}
-			raw = obj.(*corev1.ConfigMap).Data[dataEndpoints]
+			raw = obj.(*hubv1alpha1.ClusterSetRecord).Spec.Endpoints
 		}
 		c, err := decodeChunk(raw)
 		if err == nil && (c.Digest != h.Digest || c.Index != i) {
@@ -203,16 +196,16 @@ func (v *view) hasSynced() bool {
 	return f != nil && (*f)()
 }
 
-// leases returns the watched Leases once they have synced.
-func (v *view) leases() ([]*coordinationv1.Lease, bool) {
-	inf := v.leaseStore.Load()
+// objects returns every watched ClusterSetRecord once they have synced.
+func (v *view) objects() ([]*hubv1alpha1.ClusterSetRecord, bool) {
+	inf := v.informer.Load()
 	if inf == nil || !(*inf).HasSynced() {
 		return nil, false
 	}
-	var out []*coordinationv1.Lease
+	var out []*hubv1alpha1.ClusterSetRecord
 	for _, obj := range (*inf).GetStore().List() {
-		if l, ok := obj.(*coordinationv1.Lease); ok {
-			out = append(out, l)
+		if rec, ok := obj.(*hubv1alpha1.ClusterSetRecord); ok {
+			out = append(out, rec)
 		}
 	}
 	return out, true
