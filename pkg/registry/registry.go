@@ -8,6 +8,8 @@ package registry
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -123,3 +125,33 @@ type Registry interface {
 
 // ErrNotSynced is returned by reads before the view was first filled.
 var ErrNotSynced = errors.New("registry view has not synced yet")
+
+// DeepCopy returns a copy of r that shares no memory with it, so that a
+// backend can keep records while callers change what they got.
+func (r *Record) DeepCopy() *Record {
+	out := *r
+	sp := &out.Spec
+	sp.Ports = slices.Clone(r.Spec.Ports)
+	for i := range sp.Ports {
+		sp.Ports[i].AppProtocol = clonePtr(sp.Ports[i].AppProtocol)
+	}
+	sp.SessionAffinityConfig = r.Spec.SessionAffinityConfig.DeepCopy()
+	sp.IPFamilies = slices.Clone(r.Spec.IPFamilies)
+	sp.InternalTrafficPolicy = clonePtr(r.Spec.InternalTrafficPolicy)
+	sp.TrafficDistribution = clonePtr(r.Spec.TrafficDistribution)
+	sp.ExportedLabels = maps.Clone(r.Spec.ExportedLabels)
+	sp.ExportedAnnotations = maps.Clone(r.Spec.ExportedAnnotations)
+	out.Endpoints = slices.Clone(r.Endpoints)
+	for i := range out.Endpoints {
+		out.Endpoints[i].Ports = slices.Clone(out.Endpoints[i].Ports)
+	}
+	return &out
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}

@@ -13,7 +13,6 @@ import (
 	sdtypes "github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
-	corev1 "k8s.io/api/core/v1"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/clusterset/clusterset/pkg/registry"
@@ -550,7 +549,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	}
 	done := func() {
 		r.mu.Lock()
-		r.published[key] = &pubState{rec: copyRecord(rec), insts: desired, at: time.Now()}
+		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: desired, at: time.Now()}
 		r.mu.Unlock()
 	}
 	if len(reg) == 0 && len(dereg) == 0 {
@@ -667,27 +666,6 @@ func sameInstances(a, b map[string]instance) bool {
 		}
 	}
 	return true
-}
-
-func copyRecord(r *registry.Record) registry.Record {
-	out := *r
-	out.Spec.Ports = append([]registry.Port(nil), r.Spec.Ports...)
-	out.Spec.IPFamilies = append([]corev1.IPFamily(nil), r.Spec.IPFamilies...)
-	out.Spec.ExportedLabels = copyAttrsNil(r.Spec.ExportedLabels)
-	out.Spec.ExportedAnnotations = copyAttrsNil(r.Spec.ExportedAnnotations)
-	out.Endpoints = make([]registry.Endpoint, len(r.Endpoints))
-	for i, e := range r.Endpoints {
-		e.Ports = append([]registry.EndpointPort(nil), e.Ports...)
-		out.Endpoints[i] = e
-	}
-	return out
-}
-
-func copyAttrsNil(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	return copyAttrs(m)
 }
 
 // namespaceLoad counts the instances in key's namespace other than key's own

@@ -68,7 +68,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	list = append(list, instance{ID: "tcp-10_9_9_9-80", Attrs: map[string]string{attrClusterSetID: "other", attrClusterID: "x", attrIPv4: "10.9.9.9", attrPort: "80"}})
 	list[0].Attrs["FUTURE_ATTRIBUTE"] = "x"
 	got := decodeInstances("set1", "demo", "web", list, func(id string, err error) { t.Errorf("%s: %v", id, err) })
-	want := copyRecord(&rec)
+	want := *rec.DeepCopy()
 	// Decoded endpoints come sorted by address.
 	want.Endpoints = []registry.Endpoint{rec.Endpoints[0], rec.Endpoints[1], rec.Endpoints[3], rec.Endpoints[2]}
 	if !equalRecords(got, []registry.Record{want}) {

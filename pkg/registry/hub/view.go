@@ -224,7 +224,7 @@ func (r *Registry) Records(key registry.ServiceKey) ([]registry.Record, error) {
 	byCluster := r.view.records[key]
 	out := make([]registry.Record, 0, len(byCluster))
 	for _, rec := range byCluster {
-		out = append(out, copyRecord(rec))
+		out = append(out, *rec.DeepCopy())
 	}
 	slices.SortFunc(out, func(a, b registry.Record) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out, nil
@@ -242,46 +242,4 @@ func (r *Registry) Keys() ([]registry.ServiceKey, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
-}
-
-// copyRecord deep-copies rec, so that callers may keep or change what they get.
-func copyRecord(rec registry.Record) registry.Record {
-	c := rec
-	sp := &c.Spec
-	sp.Ports = slices.Clone(rec.Spec.Ports)
-	for i, p := range sp.Ports {
-		if p.AppProtocol != nil {
-			sp.Ports[i].AppProtocol = ptrCopy(p.AppProtocol)
-		}
-	}
-	sp.SessionAffinityConfig = rec.Spec.SessionAffinityConfig.DeepCopy()
-	sp.IPFamilies = slices.Clone(rec.Spec.IPFamilies)
-	sp.InternalTrafficPolicy = ptrCopy(rec.Spec.InternalTrafficPolicy)
-	sp.TrafficDistribution = ptrCopy(rec.Spec.TrafficDistribution)
-	sp.ExportedLabels = cloneMap(rec.Spec.ExportedLabels)
-	sp.ExportedAnnotations = cloneMap(rec.Spec.ExportedAnnotations)
-	c.Endpoints = slices.Clone(rec.Endpoints)
-	for i := range c.Endpoints {
-		c.Endpoints[i].Ports = slices.Clone(c.Endpoints[i].Ports)
-	}
-	return c
-}
-
-func ptrCopy[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }

@@ -83,7 +83,7 @@ func (r *memRegistry) Publish(_ context.Context, rec *registry.Record) error {
 		s.mu.Unlock()
 		return ErrOutage
 	}
-	s.records[memKey{r.set, r.cluster, rec.Key()}] = copyRecord(*rec)
+	s.records[memKey{r.set, r.cluster, rec.Key()}] = *rec.DeepCopy()
 	s.mu.Unlock()
 	s.notify()
 	return nil
@@ -147,7 +147,7 @@ func (r *memRegistry) Run(ctx context.Context, onChange func(registry.ServiceKey
 			if next[k.key] == nil {
 				next[k.key] = map[string]registry.Record{}
 			}
-			next[k.key][k.cluster] = copyRecord(rec)
+			next[k.key][k.cluster] = *rec.DeepCopy()
 		}
 		s.mu.Unlock()
 
@@ -184,7 +184,7 @@ func (r *memRegistry) Records(key registry.ServiceKey) ([]registry.Record, error
 	}
 	var out []registry.Record
 	for _, rec := range r.view[key] {
-		out = append(out, copyRecord(rec))
+		out = append(out, *rec.DeepCopy())
 	}
 	slices.SortFunc(out, func(a, b registry.Record) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out, nil
@@ -228,48 +228,4 @@ func (r *memRegistry) Liveness(context.Context) (map[string]time.Time, error) {
 		}
 	}
 	return out, nil
-}
-
-// copyRecord deep-copies rec, so that neither writers nor readers share
-// memory with the store.
-func copyRecord(rec registry.Record) registry.Record {
-	c := rec
-	sp := &c.Spec
-	sp.Ports = slices.Clone(rec.Spec.Ports)
-	for i := range sp.Ports {
-		if p := sp.Ports[i].AppProtocol; p != nil {
-			v := *p
-			sp.Ports[i].AppProtocol = &v
-		}
-	}
-	if rec.Spec.SessionAffinityConfig != nil {
-		sp.SessionAffinityConfig = rec.Spec.SessionAffinityConfig.DeepCopy()
-	}
-	sp.IPFamilies = slices.Clone(rec.Spec.IPFamilies)
-	if p := rec.Spec.InternalTrafficPolicy; p != nil {
-		v := *p
-		sp.InternalTrafficPolicy = &v
-	}
-	if p := rec.Spec.TrafficDistribution; p != nil {
-		v := *p
-		sp.TrafficDistribution = &v
-	}
-	sp.ExportedLabels = cloneMap(rec.Spec.ExportedLabels)
-	sp.ExportedAnnotations = cloneMap(rec.Spec.ExportedAnnotations)
-	c.Endpoints = slices.Clone(rec.Endpoints)
-	for i := range c.Endpoints {
-		c.Endpoints[i].Ports = slices.Clone(c.Endpoints[i].Ports)
-	}
-	return c
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
