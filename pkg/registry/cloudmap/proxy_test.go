@@ -41,16 +41,19 @@ func newFaultProxy(t testing.TB, motoURL string) *faultProxy {
 		if i := strings.LastIndex(target, "."); i >= 0 {
 			target = target[i+1:]
 		}
+		// The throttle function runs under the lock: tests keep state in it
+		// (streaks) and requests arrive concurrently.
 		p.mu.Lock()
 		p.n++
-		n, down, th := p.n, p.down, p.throttle
+		down := p.down
+		throttle := p.throttle != nil && p.throttle(target, p.n)
 		p.mu.Unlock()
 		switch {
 		case down:
 			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(`{"__type":"ServiceUnavailableException","message":"injected outage"}`))
-		case th != nil && th(target, n):
+		case throttle:
 			p.throttled.Add(1)
 			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 			w.Header().Set("X-Amzn-ErrorType", "ThrottlingException")
