@@ -35,6 +35,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newSandboxCommand(),
 		newStatusCommand(),
+		newJoinCommand(),
 	)
 	return root
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/clusterset/clusterset/pkg/registry/hub"
@@ -21,9 +20,6 @@ import (
 const (
 	controllerNamespace      = "clusterset-system"
 	controllerServiceAccount = "clusterset-controller"
-	// memberServiceAccountPrefix names the hub's ServiceAccount that member
-	// clsI's controller uses there: clusterset-member-clsI.
-	memberServiceAccountPrefix = "clusterset-member-"
 )
 
 // motoCredentials are the fake AWS settings of every process that talks to
@@ -148,17 +144,10 @@ func (s *Sandbox) startControllers(ctx context.Context, env *upEnv) error {
 		token, err := cl.token(ctx, controllerNamespace, controllerServiceAccount)
 		return credentials{token: token}, err
 	}
+	// The same join as `kubectl clusterset join`: the member's namespace,
+	// RBAC and ServiceAccount in the hub, and a token of that account.
 	hubIdentity := func(hubCluster, member *Cluster) (credentials, error) {
-		cl := clientsOf[hubCluster.Name]
-		sa := memberServiceAccountPrefix + member.Name
-		if err := cl.ensureServiceAccount(ctx, controllerNamespace, sa); err != nil {
-			return credentials{}, err
-		}
-		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: controllerNamespace}
-		if _, err := hub.EnsureMember(ctx, cl.kube, s.ClusterSetID, member.Name, subject); err != nil {
-			return credentials{}, err
-		}
-		token, err := cl.token(ctx, controllerNamespace, sa)
+		token, err := hub.Join(ctx, clientsOf[hubCluster.Name].kube, s.ClusterSetID, member.Name, tokenLifetime)
 		return credentials{token: token}, err
 	}
 

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/clusterset/clusterset/internal/testenv"
+	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+// join leaves in the member a hub kubeconfig with which the member can publish
+// its records and heartbeat, plus its identity; joining again rotates the
+// token; a conflicting identity is refused.
+func TestJoin(t *testing.T) {
+	ctx := context.Background()
+	hubCP, memberCP := testenv.Start(t), testenv.Start(t)
+	o := joinOptions{clusterID: "cls2", clusterSetID: "set1", tokenTTL: time.Hour}
+
+	var out bytes.Buffer
+	if err := join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
+		t.Fatalf("join: %v\n%s", err, out.String())
+	}
+	if err := join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
+		t.Fatalf("join again (token rotation): %v", err)
+	}
+
+	var secret corev1.Secret
+	if err := memberCP.Client.Get(ctx, client.ObjectKey{Namespace: controllerNamespace, Name: hubSecretName}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	hubCfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data[hubSecretKey])
+	if err != nil {
+		t.Fatalf("the secret's kubeconfig: %v", err)
+	}
+	if hubCfg.BearerToken == "" || hubCfg.Host != hubCP.Config.Host {
+		t.Fatalf("kubeconfig for %s with token %t, want the hub %s with a token", hubCfg.Host, hubCfg.BearerToken != "", hubCP.Config.Host)
+	}
+	reg, err := hub.New(hub.Options{ClusterSetID: "set1", ClusterID: "cls2", Config: hubCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &registry.Record{ClusterSetID: "set1", ClusterID: "cls2", Namespace: "demo", Name: "web",
+		Spec: registry.ServiceSpec{Type: registry.ClusterSetIP, ExportCreated: time.Now()}}
+	if err := reg.Publish(ctx, rec); err != nil {
+		t.Fatalf("publishing with the member's hub credentials: %v", err)
+	}
+	if err := reg.Heartbeat(ctx); err != nil {
+		t.Fatalf("heartbeat with the member's hub credentials: %v", err)
+	}
+
+	var prop aboutv1alpha1.ClusterProperty
+	if err := memberCP.Client.Get(ctx, client.ObjectKey{Name: aboutv1alpha1.ClusterIDName}, &prop); err != nil || prop.Spec.Value != "cls2" {
+		t.Fatalf("ClusterProperty %s = %q (%v), want cls2", aboutv1alpha1.ClusterIDName, prop.Spec.Value, err)
+	}
+	o.clusterID = "other"
+	err = join(ctx, &out, hubCP.Config, memberCP.Config, o)
+	if err == nil || !strings.Contains(err.Error(), "must not change") {
+		t.Fatalf("joining under another cluster ID: err = %v, want a refusal", err)
+	}
+	var nsList corev1.NamespaceList
+	if err := hubCP.Client.List(ctx, &nsList); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range nsList.Items {
+		if ns.Name == hub.NamespaceName("set1", "other") {
+			t.Fatalf("a refused join created hub namespace %s", ns.Name)
+		}
+	}
+}
