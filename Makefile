@@ -43,6 +43,10 @@ demo: sandbox-binaries build ## start a 2-cluster sandbox and walk through expor
 e2e: sandbox-binaries build moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
+.PHONY: bench
+bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map (about 3 minutes; docs/benchmarks.md)
+	go test -tags bench -run '^$$' -bench . -benchtime 30x -count 1 -timeout 20m ./test/bench/
+
 .PHONY: crds
 crds: ## regenerate config/crd (pinned mcs-api module, ClusterProperty type) and config/hub/crd (hub registry API)
 	cp $(MCS_API_DIR)/config/crd/multicluster.x-k8s.io_serviceexports.yaml config/crd/
@@ -56,6 +60,7 @@ verify: ## gofmt, go vet and generated files up to date
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	go vet ./...
 	go vet -tags e2e ./test/...
+	go vet -tags bench ./test/bench/
 	$(MAKE) --no-print-directory crds
 	@git diff --exit-code -- config/crd pkg/apis || { echo "config/crd or pkg/apis is stale: run make crds and commit"; exit 1; }
 

@@ -1,0 +1,213 @@
+//go:build bench
+
+// Package bench measures what clusterset claims, on both registry backends:
+// how fast a change made in one cluster is visible in another (propagation
+// latency), and what it costs in registry calls, per change and when idle.
+//
+// Two envtest control planes (cls1, cls2) run the real controllers in this
+// process (pkg/controllers.Register, as test/integration does); cls1 also
+// serves as the hub for the hub backend, moto's server is Cloud Map for the
+// cloudmap backend. Registry calls are counted by a RoundTripper wrapped
+// around each member's registry client. Run it with `make bench`; see
+// docs/benchmarks.md.
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// BenchmarkClusterset runs, for each backend, on one clusterset:
+//
+//   - idle: registry calls per second with nothing changing (one op = 1s),
+//     measured once the backend has settled after the setup's writes;
+//   - endpoint: one op adds or removes one endpoint of the exported
+//     Service's EndpointSlice in cls1 and waits until cls2's imported
+//     EndpointSlices show it;
+//   - export: one op creates a ServiceExport in cls1 (its Service and
+//     EndpointSlice already exist) and waits until cls2 imports its endpoint,
+//     then deletes the ServiceExport and waits until cls2's imported slices
+//     are gone.
+//
+// ns/op is the mean of the timed propagations (the pauses between ops are
+// not timed); the *-ms metrics are percentiles of them; calls/* count both
+// members' registry requests over the whole loop, pauses included, and
+// net-calls/* subtract the idle rate measured just before.
+func BenchmarkClusterset(b *testing.B) {
+	for _, backend := range []string{"hub", "cloudmap"} {
+		b.Run(backend, func(b *testing.B) {
+			e := startEnv(b, backend)
+			b.Run("idle", e.benchIdle)
+			b.Run("endpoint", e.benchEndpoint)
+			b.Run("export", e.benchExport)
+		})
+	}
+}
+
+func (e *env) benchIdle(b *testing.B) {
+	b.StopTimer()
+	if wait := time.Until(e.lastWrite.Add(e.quiet)); wait > 0 {
+		time.Sleep(wait)
+	}
+	m0 := e.mark()
+	b.StartTimer()
+	for range b.N {
+		time.Sleep(time.Second)
+	}
+	b.StopTimer()
+	secs := time.Since(m0.at).Seconds()
+	d1, d2 := e.cls1.calls.n.Load()-m0.c1, e.cls2.calls.n.Load()-m0.c2
+	e.idleRate, e.idleDone = float64(d1+d2)/secs, true
+	b.ReportMetric(e.idleRate, "idle-calls/s")
+	b.ReportMetric(float64(d1)/secs, "cls1-idle-calls/s")
+	b.ReportMetric(float64(d2)/secs, "cls2-idle-calls/s")
+	e.logCalls(b, m0, "s", int(secs+0.5))
+}
+
+func (e *env) benchEndpoint(b *testing.B) {
+	b.StopTimer()
+	base := []string{"10.1.0.1", "10.1.0.2", "10.1.0.3"}
+	var lat []time.Duration
+	m0 := e.mark()
+	for range b.N {
+		e.pause()
+		var s discoveryv1.EndpointSlice
+		if err := e.cls1.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-1"}, &s); err != nil {
+			b.Fatal(err)
+		}
+		// Alternate: add a new endpoint, then remove it.
+		if e.extra == "" {
+			e.seq++
+			e.extra = fmt.Sprintf("10.2.%d.%d", e.seq/250, e.seq%250+1)
+			s.Endpoints = append(s.Endpoints, readyEndpoint(e.extra))
+		} else {
+			s.Endpoints = slices.DeleteFunc(s.Endpoints, func(ep discoveryv1.Endpoint) bool { return ep.Addresses[0] == e.extra })
+			e.extra = ""
+		}
+		want := append([]string{}, base...)
+		if e.extra != "" {
+			want = append(want, e.extra)
+		}
+		sort.Strings(want)
+
+		b.StartTimer()
+		t0 := time.Now()
+		if err := e.cls1.admin.Update(ctx, &s); err != nil {
+			b.Fatal(err)
+		}
+		e.lastWrite = time.Now()
+		seen, err := e.await("web", strings.Join(want, " "), waitTimeout)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, seen.Sub(t0))
+	}
+	e.reportLatency(b, "", lat)
+	e.reportCalls(b, "change", m0)
+}
+
+func (e *env) benchExport(b *testing.B) {
+	b.StopTimer()
+	var exp, wd []time.Duration
+	m0 := e.mark()
+	for range b.N {
+		e.seq++
+		name := fmt.Sprintf("svc-%d", e.seq)
+		ip := fmt.Sprintf("10.3.%d.%d", e.seq/250, e.seq%250+1)
+		slice := endpointSlice(name, name+"-1", ip)
+		mustCreate(b, e.cls1.admin, service(name), slice)
+		e.pause()
+
+		b.StartTimer()
+		t0 := time.Now()
+		mustCreate(b, e.cls1.admin, serviceExport(name))
+		e.lastWrite = time.Now()
+		seen, err := e.await(name, ip, waitTimeout)
+		b.StopTimer()
+		if err != nil {
+			b.Fatalf("export: %v", err)
+		}
+		exp = append(exp, seen.Sub(t0))
+		e.pause()
+
+		b.StartTimer()
+		t0 = time.Now()
+		if err := e.cls1.admin.Delete(ctx, serviceExport(name)); err != nil {
+			b.Fatal(err)
+		}
+		e.lastWrite = time.Now()
+		seen, err = e.await(name, "", waitTimeout)
+		b.StopTimer()
+		if err != nil {
+			b.Fatalf("withdraw: %v", err)
+		}
+		wd = append(wd, seen.Sub(t0))
+		for _, o := range []client.Object{slice, service(name)} {
+			if err := e.cls1.admin.Delete(ctx, o); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	e.reportLatency(b, "export-", exp)
+	e.reportLatency(b, "withdraw-", wd)
+	e.reportCalls(b, "cycle", m0)
+}
+
+// pause sleeps a random time so that changes land at random points of the
+// Cloud Map poll cycle (and of the hub's, for symmetry).
+func (e *env) pause() {
+	time.Sleep(20*time.Millisecond + rand.N(e.jitterMax))
+}
+
+func (e *env) reportLatency(b *testing.B, prefix string, lat []time.Duration) {
+	sorted := slices.Clone(lat)
+	slices.Sort(sorted)
+	b.ReportMetric(percentileMS(sorted, 0.50), prefix+"p50-ms")
+	b.ReportMetric(percentileMS(sorted, 0.95), prefix+"p95-ms")
+	b.ReportMetric(percentileMS(sorted, 1), prefix+"max-ms")
+}
+
+// reportCalls reports both members' registry requests since m0 per op
+// (unit calls/<per>), split by member, and net of the idle rate.
+func (e *env) reportCalls(b *testing.B, per string, m0 mark) {
+	secs := time.Since(m0.at).Seconds()
+	d1, d2 := e.cls1.calls.n.Load()-m0.c1, e.cls2.calls.n.Load()-m0.c2
+	n := float64(b.N)
+	b.ReportMetric(float64(d1+d2)/n, "calls/"+per)
+	b.ReportMetric(float64(d1)/n, "cls1-calls/"+per)
+	b.ReportMetric(float64(d2)/n, "cls2-calls/"+per)
+	if e.idleDone {
+		b.ReportMetric((float64(d1+d2)-e.idleRate*secs)/n, "net-calls/"+per)
+	}
+	e.logCalls(b, m0, per, b.N)
+}
+
+// logCalls logs each member's registry requests since m0 by operation, per
+// op (or per second for idle), and checks the Cloud Map count against
+// clusterset_cloudmap_requests_total. The first, one-op run of each
+// benchmark is a warm-up and logs nothing.
+func (e *env) logCalls(b *testing.B, m0 mark, per string, n int) {
+	if b.N == 1 {
+		return
+	}
+	b.Logf("cls1 calls/%s: %s", per, e.cls1.calls.since(m0.by1, n))
+	b.Logf("cls2 calls/%s: %s", per, e.cls2.calls.since(m0.by2, n))
+	if e.backend != "cloudmap" {
+		return
+	}
+	d := e.cls1.calls.n.Load() - m0.c1 + e.cls2.calls.n.Load() - m0.c2
+	if m := cloudMapRequestsMetric() - m0.metric; m != float64(d) {
+		// The metric counts a request when it ends, the RoundTripper when
+		// it starts: requests in flight at the window's edges differ.
+		b.Logf("clusterset_cloudmap_requests_total grew by %v, the RoundTrippers counted %d", m, d)
+	}
+}
