@@ -173,7 +173,7 @@ var kindLabel = map[hubv1alpha1.RecordType]string{
 
 // Publish writes rec as this cluster's record of its service: the new
 // version's chunks first, then the head that names them, then it deletes the
-// previous version's chunks. An unchanged record costs one read.
+// previous version's chunks. An unchanged record costs no call: the head is read from the watch cache.
 func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	if rec.ClusterSetID != r.setID || rec.ClusterID != r.clusterID {
 		return fmt.Errorf("hub registry of cluster %q in clusterset %q cannot publish a record of cluster %q in clusterset %q",
@@ -189,10 +189,15 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	}
 	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID, "namespace", key.Namespace, "service", key.Name)
 
-	// Conflicts come from another writer of this same cluster (two replicas
-	// during a rollout): read the head again and redo the write.
-	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		head, err := r.client.get(ctx, r.namespace, headName(key))
+	// The first attempt reads the head from the view's cache, so that an
+	// unchanged record costs no call and a changed one a single write.
+	// Conflicts (another writer of this cluster, two replicas during a
+	// rollout, or a cache that is behind) read the head from the hub and
+	// redo the write.
+	fresh := false
+	return retry.OnError(retry.DefaultBackoff, staleWrite, func() error {
+		head, err := r.readOwn(ctx, headName(key), fresh)
+		fresh = true
 		var prev *wireHead
 		switch {
 		case apierrors.IsNotFound(err):
@@ -294,12 +299,14 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 
 // Heartbeat renews this cluster's heartbeat, creating it the first time.
 func (r *Registry) Heartbeat(ctx context.Context) error {
-	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+	fresh := false // see Publish: the cache first, the hub after a conflict
+	return retry.OnError(retry.DefaultBackoff, staleWrite, func() error {
 		now := metav1.NewMicroTime(time.Now())
 		want := r.object(HeartbeatName, hubv1alpha1.Heartbeat, registry.ServiceKey{})
 		want.Spec.RenewTime = &now
 		want.Spec.LeaseDurationSeconds = ptr.To(int32(r.leaseDuration / time.Second))
-		cur, err := r.client.get(ctx, r.namespace, HeartbeatName)
+		cur, err := r.readOwn(ctx, HeartbeatName, fresh)
+		fresh = true
 		switch {
 		case apierrors.IsNotFound(err):
 			err = r.client.create(ctx, want)
@@ -365,4 +372,25 @@ func (r *Registry) owner(obj *hubv1alpha1.ClusterSetRecord) (string, bool) {
 		return "", false
 	}
 	return cluster, true
+}
+
+// readOwn returns one of this member's objects: from the view's cache when
+// fresh is false and the view has synced (NotFound when the cache has none),
+// else from the hub.
+func (r *Registry) readOwn(ctx context.Context, name string, fresh bool) (*hubv1alpha1.ClusterSetRecord, error) {
+	if !fresh {
+		if obj, ok, synced := r.view.cached(r.namespace, name); synced {
+			if !ok {
+				return nil, apierrors.NewNotFound(hubv1alpha1.GroupVersion.WithResource(hubv1alpha1.Resource).GroupResource(), name)
+			}
+			return obj, nil
+		}
+	}
+	return r.client.get(ctx, r.namespace, name)
+}
+
+// staleWrite reports whether a write failed because what it was based on was
+// not current: it is then redone from a fresh read.
+func staleWrite(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 }

@@ -70,6 +70,24 @@ func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) 
 	return nil
 }
 
+// cached returns a copy of the cached object namespace/name; synced is false
+// while the informer has not filled its cache, and then nothing is known.
+func (v *view) cached(namespace, name string) (obj *hubv1alpha1.ClusterSetRecord, found, synced bool) {
+	inf, hasSynced := v.informer.Load(), v.synced.Load()
+	if inf == nil || hasSynced == nil || !(*hasSynced)() {
+		return nil, false, false
+	}
+	item, found, err := (*inf).GetStore().GetByKey(namespace + "/" + name)
+	if err != nil || !found {
+		return nil, false, err == nil
+	}
+	rec, ok := item.(*hubv1alpha1.ClusterSetRecord)
+	if !ok {
+		return nil, false, false
+	}
+	return rec.DeepCopy(), true, true
+}
+
 func dropManagedFields(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
