@@ -173,7 +173,8 @@ var kindLabel = map[hubv1alpha1.RecordType]string{
 
 // Publish writes rec as this cluster's record of its service: the new
 // version's chunks first, then the head that names them, then it deletes the
-// previous version's chunks. An unchanged record costs no call: the head is read from the watch cache.
+// previous version's chunks. An unchanged record costs no call: the head is
+// read from the watch cache.
 func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	if rec.ClusterSetID != r.setID || rec.ClusterID != r.clusterID {
 		return fmt.Errorf("hub registry of cluster %q in clusterset %q cannot publish a record of cluster %q in clusterset %q",
