@@ -90,9 +90,7 @@ func TestClusterset(t *testing.T) {
 	// E2 E3 E4: validation of the exported Service.
 	t.Run("ExportValidation", func(t *testing.T) {
 		ns := "validation"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		// E2: no Service: NoService, nothing published; valid when it appears.
 		mustCreate(t, cls2.admin, serviceExport(ns, "late"))
 		eventually(t, wait, "E2 NoService", exportCondition(cls2.admin, ns, "late", "Valid", metav1.ConditionFalse, "NoService"))
@@ -127,9 +125,7 @@ func TestClusterset(t *testing.T) {
 	// E6 I6: conflicts between exports and what reaches the import.
 	t.Run("ConflictsAndProperties", func(t *testing.T) {
 		ns := "conflicts"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		svc1 := service(ns, "web", tcpPort("http", 80))
 		svc1.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 		svc1.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](600)}}
@@ -200,9 +196,7 @@ func TestClusterset(t *testing.T) {
 	// I2: derived names for a 63-character service name.
 	t.Run("HeadlessDualFamilyLongName", func(t *testing.T) {
 		ns := "headless"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		name := strings.Repeat("s", 63)
 		svc := service(ns, name, tcpPort("http", 80))
 		svc.Spec.ClusterIP = corev1.ClusterIPNone
@@ -247,9 +241,7 @@ func TestClusterset(t *testing.T) {
 	// deleted by hand in the hub) is written again.
 	t.Run("LostRecordIsRepublished", func(t *testing.T) {
 		ns := "lost"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		mustCreate(t, cls1.admin, service(ns, "queue", tcpPort("amqp", 5672)),
 			endpointSlice(ns, "queue", "queue-1", discoveryv1.AddressTypeIPv4, 5672, true, "10.10.5.1"),
 			serviceExport(ns, "queue"))
@@ -290,9 +282,7 @@ func TestClusterset(t *testing.T) {
 	// and reports exports as not ready; it converges when the hub returns.
 	t.Run("RegistryOutage", func(t *testing.T) {
 		ns := "outage"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		mustCreate(t, cls1.admin, service(ns, "api", tcpPort("http", 80)),
 			endpointSlice(ns, "api", "api-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.2.1"),
 			serviceExport(ns, "api"))
@@ -316,9 +306,7 @@ func TestClusterset(t *testing.T) {
 	// elsewhere; they return when it does.
 	t.Run("Liveness", func(t *testing.T) {
 		ns := "liveness"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		mustCreate(t, cls3.admin, service(ns, "db", tcpPort("http", 80)),
 			endpointSlice(ns, "db", "db-1", discoveryv1.AddressTypeIPv4, 5432, true, "10.10.3.1"),
 			serviceExport(ns, "db"))
@@ -336,9 +324,7 @@ func TestClusterset(t *testing.T) {
 	// down is withdrawn, and an importer that was down removes its orphans.
 	t.Run("RestartConverges", func(t *testing.T) {
 		ns := "restart"
-		for _, m := range cs.members {
-			mustCreate(t, m.admin, namespace(ns))
-		}
+		cs.createNamespace(t, ns)
 		mustCreate(t, cls1.admin, service(ns, "cache", tcpPort("http", 80)),
 			endpointSlice(ns, "cache", "cache-1", discoveryv1.AddressTypeIPv4, 6379, true, "10.10.4.1"),
 			serviceExport(ns, "cache"))

@@ -90,6 +90,14 @@ func startClusterset(t *testing.T, n int, opts registrylink.Options) *clusterset
 	return cs
 }
 
+// createNamespace creates namespace ns in every member.
+func (cs *clusterset) createNamespace(t *testing.T, ns string) {
+	t.Helper()
+	for _, m := range cs.members {
+		mustCreate(t, m.admin, namespace(ns))
+	}
+}
+
 // join gives m its namespace and RBAC in the hub, credentials of its own
 // there (through a proxy the test can cut), and the shipped controller RBAC
 // in its own cluster.
