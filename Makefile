@@ -62,7 +62,7 @@ verify: ## gofmt, go vet and generated files up to date
 	go vet -tags e2e ./test/...
 	go vet -tags bench ./test/bench/
 	$(MAKE) --no-print-directory crds
-	@git diff --exit-code -- config/crd pkg/apis || { echo "config/crd or pkg/apis is stale: run make crds and commit"; exit 1; }
+	@git diff --exit-code -- config/crd pkg/apis config/hub/crd pkg/registry/hub/api || { echo "generated CRDs or deepcopy files are stale: run make crds and commit"; exit 1; }
 
 .PHONY: clean
 clean: ## remove built binaries (keeps the component cache)
