@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -179,7 +180,11 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 	}
 	desired := imp.DeepCopy()
 	desired.Namespace, desired.Name = key.Namespace, key.Name
-	desired.Labels = withLabel(res.Labels, LabelManagedBy, managedByValue)
+	desired.Labels = maps.Clone(res.Labels)
+	if desired.Labels == nil {
+		desired.Labels = map[string]string{}
+	}
+	desired.Labels[LabelManagedBy] = managedByValue
 	desired.Annotations = res.Annotations
 	ips := imp.Spec.IPs
 	desired.Spec = *res.Spec.DeepCopy()
@@ -194,7 +199,7 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 		return desired, nil
 	}
 	if equality.Semantic.DeepEqual(imp.Spec, desired.Spec) && equality.Semantic.DeepEqual(imp.Labels, desired.Labels) &&
-		equalMaps(imp.Annotations, desired.Annotations) {
+		maps.Equal(imp.Annotations, desired.Annotations) {
 		return &imp, nil
 	}
 	if err := c.client.Update(ctx, desired); err != nil {
@@ -406,25 +411,4 @@ func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 		log.FromContext(ctx).Info("deleted ServiceImport: no cluster exports the service any more")
 	}
 	return nil
-}
-
-func withLabel(m map[string]string, k, v string) map[string]string {
-	out := make(map[string]string, len(m)+1)
-	for mk, mv := range m {
-		out[mk] = mv
-	}
-	out[k] = v
-	return out
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }

@@ -8,8 +8,9 @@ package registrylink
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -212,13 +213,13 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 		}
 	}
 	l.mu.Lock()
-	changed := !sameSet(l.dead, dead)
+	changed := !maps.Equal(l.dead, dead)
 	l.dead = dead
 	l.mu.Unlock()
 	if !changed {
 		return
 	}
-	log.FromContext(ctx).Info("cluster liveness changed", "deadClusters", sortedKeys(dead))
+	log.FromContext(ctx).Info("cluster liveness changed", "deadClusters", slices.Sorted(maps.Keys(dead)))
 	keys, err := reg.Keys()
 	if err != nil {
 		log.FromContext(ctx).Error(err, "listing services to re-evaluate after a liveness change")
@@ -284,25 +285,4 @@ func (s *subscriber) pump(ctx context.Context) {
 			}
 		}
 	}
-}
-
-func sameSet(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
