@@ -21,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -77,6 +78,7 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(c.Name()).
+		WithOptions(controller.Options{RateLimiter: registrylink.RateLimiter()}).
 		For(&mcsv1beta1.ServiceImport{}).
 		Watches(&corev1.Service{}, byLabel(LabelServiceImport), builder.WithPredicates(ours)).
 		Watches(&discoveryv1.EndpointSlice{}, byLabel(mcsv1beta1.LabelServiceName), builder.WithPredicates(oursSlice)).

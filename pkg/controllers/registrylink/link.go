@@ -15,9 +15,11 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
@@ -35,6 +37,19 @@ type Options struct {
 	// records are ignored (R1). Zero disables the check: records are then
 	// used for as long as they exist.
 	GracePeriod time.Duration
+}
+
+// MaxRetryDelay caps the backoff of a reconcile that keeps failing, for
+// example while the registry is unreachable. controller-runtime's default
+// grows to 1,000 s, so an export would stay Failed for up to a quarter of an
+// hour after the registry came back (R2); 30 s keeps recovery prompt at a
+// small cost per failing object.
+const MaxRetryDelay = 30 * time.Second
+
+// RateLimiter is the workqueue rate limiter of the controllers that talk to
+// the registry: per-object exponential backoff from 5 ms up to MaxRetryDelay.
+func RateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, MaxRetryDelay)
 }
 
 // ErrNotReady is returned while the identity is unknown or the backend has not
