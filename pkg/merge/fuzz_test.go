@@ -7,87 +7,12 @@ import (
 	"reflect"
 	"slices"
 	"testing"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/pkg/merge/mergetest"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
-
-// bytesSource hands out small choices from the fuzzer's bytes, then zeros.
-type bytesSource struct{ b []byte }
-
-func (s *bytesSource) pick(n int) int {
-	if len(s.b) == 0 {
-		return 0
-	}
-	v := int(s.b[0]) % n
-	s.b = s.b[1:]
-	return v
-}
-
-func pickOf[T any](s *bytesSource, options ...T) T { return options[s.pick(len(options))] }
-
-// fuzzRecords builds up to six records with distinct cluster IDs from data.
-// Values come from small sets, nil and empty variants included, so that
-// ties, equal-by-meaning values and port clashes are frequent.
-func fuzzRecords(data []byte) []registry.Record {
-	s := &bytesSource{b: data}
-	ids := []string{"a", "b", "c", "d", "e", "f"}
-	n := s.pick(len(ids) + 1)
-	// A permutation of ids, so that the cluster ID order is unrelated to
-	// the creation order.
-	for i := len(ids) - 1; i > 0; i-- {
-		j := s.pick(i + 1)
-		ids[i], ids[j] = ids[j], ids[i]
-	}
-	recs := make([]registry.Record, 0, n)
-	for i := range n {
-		spec := registry.ServiceSpec{
-			Type:            pickOf(s, registry.ClusterSetIP, registry.Headless),
-			SessionAffinity: pickOf(s, "", corev1.ServiceAffinityNone, corev1.ServiceAffinityClientIP),
-			SessionAffinityConfig: pickOf(s,
-				nil,
-				&corev1.SessionAffinityConfig{},
-				&corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{}},
-				&corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr(int32(10800))}},
-				&corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr(int32(60))}},
-			),
-			IPFamilies: pickOf(s,
-				nil,
-				[]corev1.IPFamily{},
-				[]corev1.IPFamily{corev1.IPv4Protocol},
-				[]corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol},
-				[]corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol},
-			),
-			InternalTrafficPolicy: pickOf(s,
-				nil,
-				ptr(corev1.ServiceInternalTrafficPolicyCluster),
-				ptr(corev1.ServiceInternalTrafficPolicyLocal),
-			),
-			TrafficDistribution: pickOf(s, nil, ptr(""), ptr("PreferClose")),
-			ExportedLabels:      pickOf(s, nil, map[string]string{}, map[string]string{"x": "1"}, map[string]string{"x": "2"}),
-			ExportedAnnotations: pickOf(s, nil, map[string]string{}, map[string]string{"y": "1"}),
-			// Few distinct times, with the same instant in other zones.
-			ExportCreated: t0.Add(time.Duration(s.pick(3)) * time.Second).
-				In(pickOf(s, time.UTC, time.FixedZone("X", 3600))),
-		}
-		for range s.pick(4) {
-			spec.Ports = append(spec.Ports, registry.Port{
-				Name:        pickOf(s, "", "http", "dns"),
-				Protocol:    pickOf(s, "", corev1.ProtocolTCP, corev1.ProtocolUDP),
-				Port:        pickOf(s, int32(53), int32(80)),
-				AppProtocol: pickOf(s, nil, ptr(""), ptr("h2c")),
-				TargetPort:  pickOf(s, "", "8080"),
-			})
-		}
-		recs = append(recs, registry.Record{
-			ClusterSetID: "set", ClusterID: ids[i], Namespace: "ns", Name: "svc", Spec: spec,
-		})
-	}
-	return recs
-}
 
 // deepCopyRecords copies records so that a mutation by Merge would show.
 func deepCopyRecords(recs []registry.Record) []registry.Record {
@@ -103,6 +28,10 @@ func deepCopyRecords(recs []registry.Record) []registry.Record {
 		r.Spec.TrafficDistribution = clonePtr(r.Spec.TrafficDistribution)
 		r.Spec.ExportedLabels = maps.Clone(r.Spec.ExportedLabels)
 		r.Spec.ExportedAnnotations = maps.Clone(r.Spec.ExportedAnnotations)
+		r.Endpoints = slices.Clone(r.Endpoints)
+		for j := range r.Endpoints {
+			r.Endpoints[j].Ports = slices.Clone(r.Endpoints[j].Ports)
+		}
 		out[i] = r
 	}
 	return out
@@ -121,7 +50,7 @@ func FuzzMerge(f *testing.F) {
 	f.Add([]byte("\x06\x05\x04\x03\x02\x01mergethesewithsomeportsandclashes0123456789abcdefghijklmnopqrstuvwxyz"))
 	f.Add([]byte{6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 1, 1, 0, 0, 0, 2, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2, 1, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		recs := fuzzRecords(data)
+		recs := mergetest.Records(data)
 		before := deepCopyRecords(recs)
 		res, ok := Merge(recs)
 		if ok != (len(recs) > 0) {
@@ -207,6 +136,27 @@ func FuzzMerge(f *testing.F) {
 		for id := range merged {
 			if !all[id] {
 				t.Errorf("import port %v is in no record", id)
+			}
+		}
+
+		// Served: a cluster serves exactly the merged ports that equal one of
+		// its own in name, protocol and number, in the import's order.
+		if len(res.Served) != len(recs) {
+			t.Errorf("Served has %d entries for %d clusters", len(res.Served), len(recs))
+		}
+		for _, r := range recs {
+			var want []string
+			for _, m := range res.Spec.Ports {
+				if slices.ContainsFunc(r.Spec.Ports, func(p registry.Port) bool {
+					id := idOf(&p)
+					return id.name == m.Name && id.protocol == m.Protocol && id.port == m.Port
+				}) {
+					want = append(want, m.Name)
+				}
+			}
+			if got := res.Served[r.ClusterID]; !slices.Equal(got, want) {
+				t.Errorf("cluster %s: Served = %q, want %q (own ports %s, import ports %s)",
+					r.ClusterID, got, want, show(r.Spec.Ports), show(res.Spec.Ports))
 			}
 		}
 

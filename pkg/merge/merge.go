@@ -90,9 +90,16 @@
 // its own set of ports (name, protocol, number, appProtocol; targetPort is
 // not part of the import) is not the merged set: when one of its ports was
 // dropped, when its appProtocol was not used, and also when another cluster
-// added a port it lacks, which can make the winner itself differ. Traffic for
-// a port must then only go to clusters that expose it; that is the
-// importer's job, not this package's.
+// added a port it lacks, which can make the winner itself differ.
+//
+// Traffic for a port of the import must only reach clusters whose own
+// Service exposes that port: kube-proxy matches EndpointSlice ports to
+// Service ports by name, so an endpoint imported under a name its cluster
+// serves on another number or protocol would receive traffic it does not
+// serve. Result.Served says, per cluster, which of the import's ports its
+// endpoints may carry: those equal to one of the cluster's own ports in
+// name, protocol and number (appProtocol is a hint to consumers and does not
+// change where packets go, so it does not count).
 //
 // Records must be of one service and at most one per cluster ID; the result
 // is unspecified otherwise.
@@ -141,6 +148,13 @@ type Result struct {
 	// Winner is the ID of the cluster whose ServiceExport is the oldest (ties
 	// by cluster ID) and whose values the import uses.
 	Winner string
+	// Served holds, for every exporting cluster ID, the names of the
+	// import's ports (Spec.Ports) that the cluster's own Service exposes with
+	// the same name, protocol and port number, in the import's order. Only
+	// these ports may carry that cluster's endpoints; a cluster with none
+	// contributes no endpoints unless the import has no ports at all. See
+	// "Ports" in the package documentation.
+	Served map[string][]string
 }
 
 // Merge computes the Result of the records of one service. ok is false when
@@ -188,9 +202,11 @@ func Merge(records []registry.Record) (res Result, ok bool) {
 		Clusters:    make([]string, 0, len(recs)),
 		Conflicts:   make(map[string]Conflict, len(recs)),
 		Winner:      winner.ClusterID,
+		Served:      make(map[string][]string, len(recs)),
 	}
 	for _, r := range recs {
 		res.Clusters = append(res.Clusters, r.ClusterID)
+		res.Served[r.ClusterID] = servedPorts(r, ports.merged)
 	}
 	slices.Sort(res.Clusters)
 	res.Clusters = slices.Compact(res.Clusters)
@@ -512,6 +528,28 @@ func mergePorts(recs []*registry.Record) portMerge {
 		}
 	}
 	return pm
+}
+
+// servedPorts returns the names of the merged ports that r's own Service
+// exposes with the same name, protocol and number, in merged order.
+func servedPorts(r *registry.Record, merged []mergedPort) []string {
+	type routable struct {
+		name     string
+		protocol corev1.Protocol
+		port     int32
+	}
+	own := make(map[routable]bool, len(r.Spec.Ports))
+	for i := range r.Spec.Ports {
+		id := idOf(&r.Spec.Ports[i])
+		own[routable{id.name, id.protocol, id.port}] = true
+	}
+	names := make([]string, 0, len(merged))
+	for _, m := range merged {
+		if own[routable{m.id.name, m.id.protocol, m.id.port}] {
+			names = append(names, m.id.name)
+		}
+	}
+	return names
 }
 
 func importSpec(w *registry.ServiceSpec, ports []mergedPort) mcsv1beta1.ServiceImportSpec {

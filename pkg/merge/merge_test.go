@@ -737,6 +737,89 @@ func TestMergePortsE6(t *testing.T) {
 	}
 }
 
+// E6 I4: under a port conflict, a cluster serves only the import's ports it
+// exposes itself with the same name, protocol and number; appProtocol does
+// not matter. Every shape of mismatch, for ClusterSetIP and headless.
+func TestMergeServedPortsE6(t *testing.T) {
+	for _, typ := range []registry.ServiceType{registry.ClusterSetIP, registry.Headless} {
+		tests := []struct {
+			name   string
+			recs   []registry.Record
+			served map[string][]string
+		}{
+			{
+				name: "same name, other number (the reported case)",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts(port("http", "TCP", 80))),
+					rec("cls2", 1, withPorts(port("http", "TCP", 8080))),
+				},
+				served: map[string][]string{"cls1": {"http"}, "cls2": nil},
+			},
+			{
+				name: "same number, other name",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts(port("http", "TCP", 80))),
+					rec("cls2", 1, withPorts(port("web", "TCP", 80))),
+				},
+				served: map[string][]string{"cls1": {"http"}, "cls2": nil},
+			},
+			{
+				name: "other protocol",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts(port("dns", "UDP", 53))),
+					rec("cls2", 1, withPorts(port("dns", "TCP", 53))),
+				},
+				served: map[string][]string{"cls1": {"dns"}, "cls2": nil},
+			},
+			{
+				name: "a port only one cluster has",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts(port("http", "TCP", 80))),
+					rec("cls2", 1, withPorts(port("http", "", 80), port("metrics", "TCP", 9090))),
+				},
+				served: map[string][]string{"cls1": {"http"}, "cls2": {"http", "metrics"}},
+			},
+			{
+				name: "one port matches, another clashes",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts(port("http", "TCP", 80), port("grpc", "TCP", 9000))),
+					rec("cls2", 1, withPorts(port("grpc", "TCP", 9001), port("http", "TCP", 80))),
+				},
+				served: map[string][]string{"cls1": {"http", "grpc"}, "cls2": {"http"}},
+			},
+			{
+				name: "appProtocol differs: still routable",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts(port("http", "TCP", 80))),
+					rec("cls2", 1, withPorts(registry.Port{Name: "http", Protocol: "TCP", Port: 80, AppProtocol: ptr("h2c")})),
+				},
+				served: map[string][]string{"cls1": {"http"}, "cls2": {"http"}},
+			},
+			{
+				name: "no ports anywhere",
+				recs: []registry.Record{
+					rec("cls1", 0, withPorts()),
+					rec("cls2", 1, withPorts()),
+				},
+				served: map[string][]string{"cls1": {}, "cls2": {}},
+			},
+		}
+		for _, tt := range tests {
+			t.Run(string(typ)+"/"+tt.name, func(t *testing.T) {
+				for i := range tt.recs {
+					tt.recs[i].Spec.Type = typ
+				}
+				res, _ := Merge(tt.recs)
+				for id, want := range tt.served {
+					if got := res.Served[id]; !slices.Equal(got, want) {
+						t.Errorf("Served[%s] = %q, want %q (import ports %s)", id, got, want, show(res.Spec.Ports))
+					}
+				}
+			})
+		}
+	}
+}
+
 // E6 I6: the whole Result of a three-cluster service with a type conflict.
 func TestMergeResultE6I6(t *testing.T) {
 	res, ok := Merge([]registry.Record{
@@ -759,6 +842,7 @@ func TestMergeResultE6I6(t *testing.T) {
 		Annotations: map[string]string{"a": "b"},
 		Clusters:    []string{"cls1", "cls2", "cls3"},
 		Winner:      "cls1",
+		Served:      map[string][]string{"cls1": {"http"}, "cls2": {"http"}, "cls3": {"http"}},
 		Conflicts: map[string]Conflict{
 			"cls1": {
 				Conflicting: true, Reason: mcsv1beta1.ServiceExportReasonTypeConflict,

@@ -26,23 +26,8 @@ import (
 // the export removes it from both. E1 I1 I2 I4 I5 E5.
 func TestSeedScenarioCloudMap(t *testing.T) {
 	endpoint := cloudmaptest.StartMoto(t)
-	var members []*member
-	for _, name := range []string{"cls1", "cls2"} {
-		cp := testenv.Start(t)
-		m := &member{name: name, cp: cp, admin: cp.Client, root: t}
-		m.defaults = identity.Identity{ClusterID: name, ClusterSetID: clusterSet}
-		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return cloudmap.New(cloudmaptest.Config(), cloudmap.Options{
-				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,
-				PollInterval: 500 * time.Millisecond, MotoWorkarounds: true,
-				// A small quota, so that one test export can exceed it.
-				MaxInstancesPerService: 5,
-			})
-		}
-		installControllerRBAC(t, m)
-		m.start(t, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 30 * time.Second})
-		members = append(members, m)
-	}
+	// A small quota, so that one test export can exceed it.
+	members := startCloudMapMembers(t, endpoint, 5)
 	cls1 := members[0]
 
 	ns := "demo"
@@ -91,4 +76,38 @@ func TestSeedScenarioCloudMap(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// E6 I4: under a port conflict, endpoints are imported only under ports
+// their own cluster exposes (the Cloud Map registry).
+func TestPortConflictCloudMap(t *testing.T) {
+	members := startCloudMapMembers(t, cloudmaptest.StartMoto(t), 0)
+	for _, m := range members {
+		mustCreate(t, m.admin, namespace("portconflict"))
+	}
+	checkPortConflict(t, members[0], members[1], members, "portconflict")
+}
+
+// startCloudMapMembers starts cls1 and cls2 on their own control planes,
+// each running clusterset-controller with the shipped RBAC and Cloud Map
+// (moto at endpoint) as the registry. maxInstancesPerService is the Cloud
+// Map quota the controllers assume; 0 is the default.
+func startCloudMapMembers(t *testing.T, endpoint string, maxInstancesPerService int) []*member {
+	var members []*member
+	for _, name := range []string{"cls1", "cls2"} {
+		cp := testenv.Start(t)
+		m := &member{name: name, cp: cp, admin: cp.Client, root: t}
+		m.defaults = identity.Identity{ClusterID: name, ClusterSetID: clusterSet}
+		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
+			return cloudmap.New(cloudmaptest.Config(), cloudmap.Options{
+				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,
+				PollInterval: 500 * time.Millisecond, MotoWorkarounds: true,
+				MaxInstancesPerService: maxInstancesPerService,
+			})
+		}
+		installControllerRBAC(t, m)
+		m.start(t, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 30 * time.Second})
+		members = append(members, m)
+	}
+	return members
 }

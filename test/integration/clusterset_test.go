@@ -192,6 +192,14 @@ func TestClusterset(t *testing.T) {
 		eventually(t, wait, "E6 conflict cleared on cls1", exportCondition(cls1.admin, ns, "web", "Conflict", metav1.ConditionFalse, "NoConflicts"))
 	})
 
+	// E6 I4: under a port conflict, endpoints are imported only under ports
+	// their own cluster exposes (the hub registry).
+	t.Run("PortConflict", func(t *testing.T) {
+		ns := "portconflict"
+		cs.createNamespace(t, ns)
+		checkPortConflict(t, cls1, cls2, cs.members, ns)
+	})
+
 	// I3 I4: headless imports with per-pod hostnames, IPv4 and IPv6 slices;
 	// I2: derived names for a 63-character service name.
 	t.Run("HeadlessDualFamilyLongName", func(t *testing.T) {
@@ -242,7 +250,9 @@ func TestClusterset(t *testing.T) {
 	t.Run("LostRecordIsRepublished", func(t *testing.T) {
 		ns := "lost"
 		cs.createNamespace(t, ns)
-		mustCreate(t, cls1.admin, service(ns, "queue", tcpPort("amqp", 5672)),
+		// endpointSlice names its port http, as the EndpointSlice controller
+		// names slice ports after the Service's.
+		mustCreate(t, cls1.admin, service(ns, "queue", tcpPort("http", 5672)),
 			endpointSlice(ns, "queue", "queue-1", discoveryv1.AddressTypeIPv4, 5672, true, "10.10.5.1"),
 			serviceExport(ns, "queue"))
 		eventually(t, wait, "cls2 imported", func() error { return sliceAddresses(cls2, ns, "queue", "cls1", "10.10.5.1") })

@@ -48,7 +48,8 @@ func tcpPort(name string, port int32) corev1.ServicePort {
 }
 
 // endpointSlice is what Kubernetes' EndpointSlice controller would write for
-// the Service (envtest runs no controller-manager).
+// the Service (envtest runs no controller-manager) whose one port is named
+// http: that controller names slice ports after the Service's ports.
 func endpointSlice(ns, svc, name string, family discoveryv1.AddressType, port int32, ready bool, ips ...string) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{

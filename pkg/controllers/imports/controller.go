@@ -156,7 +156,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return reconcile.Result{}, err
 		}
 	}
-	slices := desiredSlices(req.Namespace, req.Name, DerivedServiceName(req.Name), managedByValue, records, c.link.Alive)
+	slices := desiredSlices(req.Namespace, req.Name, DerivedServiceName(req.Name), managedByValue, records, &res, c.link.Alive)
 	for i := range slices {
 		if err := controllerutil.SetControllerReference(imp, &slices[i], c.client.Scheme()); err != nil {
 			return reconcile.Result{}, err

@@ -5,11 +5,13 @@ import (
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/pkg/merge"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -20,17 +22,38 @@ const maxEndpointsPerSlice = 100
 // desiredSlices computes the EndpointSlices of one import (I4): one source
 // cluster per slice, split by address type and port set, at most
 // maxEndpointsPerSlice endpoints each. Records of clusters for which alive
-// returns false contribute no endpoints (R1). The result is sorted by name.
-func desiredSlices(namespace, service, derived, managedBy string, records []registry.Record, alive func(string) bool) []discoveryv1.EndpointSlice {
+// returns false contribute no endpoints (R1). res is merge.Merge(records).
+//
+// A cluster's endpoints carry only the import's ports that the cluster's own
+// Service exposes with the same name, protocol and number (res.Served,
+// KEP-1645 "Service Port"): kube-proxy routes a Service port to the slice
+// port of the same name, so any other port would send traffic to endpoints
+// that do not serve it. An endpoint left with no port, and so every endpoint
+// of a cluster that shares no port with the import, is not imported, unless
+// the import has no ports at all. The result is sorted by name.
+func desiredSlices(namespace, service, derived, managedBy string, records []registry.Record, res *merge.Result, alive func(string) bool) []discoveryv1.EndpointSlice {
 	var out []discoveryv1.EndpointSlice
+	importHasPorts := len(res.Spec.Ports) > 0
+	protocols := make(map[string]corev1.Protocol, len(res.Spec.Ports))
+	for _, p := range res.Spec.Ports {
+		protocols[p.Name] = p.Protocol
+	}
 	for _, rec := range records {
 		if !alive(rec.ClusterID) {
 			continue
+		}
+		served := make(map[string]corev1.Protocol, len(res.Served[rec.ClusterID]))
+		for _, name := range res.Served[rec.ClusterID] {
+			served[name] = protocols[name]
 		}
 		groups := map[string][]registry.Endpoint{}
 		groupPorts := map[string][]registry.EndpointPort{}
 		groupType := map[string]discoveryv1.AddressType{}
 		for _, ep := range rec.Endpoints {
+			ep.Ports = routablePorts(ep.Ports, served)
+			if importHasPorts && len(ep.Ports) == 0 {
+				continue
+			}
 			g := groupKey(rec.ClusterID, ep)
 			groups[g] = append(groups[g], ep)
 			groupPorts[g] = ep.Ports
@@ -65,6 +88,22 @@ func desiredSlices(namespace, service, derived, managedBy string, records []regi
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// routablePorts returns the ports of ports whose name is in served with the
+// same protocol (an empty one is TCP), with that protocol written out.
+func routablePorts(ports []registry.EndpointPort, served map[string]corev1.Protocol) []registry.EndpointPort {
+	out := make([]registry.EndpointPort, 0, len(ports))
+	for _, p := range ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = corev1.ProtocolTCP
+		}
+		if want, ok := served[p.Name]; ok && want == proto {
+			out = append(out, registry.EndpointPort{Name: p.Name, Protocol: proto, Port: p.Port})
+		}
+	}
 	return out
 }
 

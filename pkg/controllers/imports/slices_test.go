@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/pkg/merge"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -28,13 +29,15 @@ func endpoints(n int, family discoveryv1.AddressType, port int32) []registry.End
 // I4: one source cluster per slice, split by address type and port set, at
 // most 100 endpoints per slice; clusters that are not alive contribute none (R1).
 func TestDesiredSlicesI4(t *testing.T) {
+	httpSpec := registry.ServiceSpec{Type: registry.ClusterSetIP, Ports: []registry.Port{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}}
 	records := []registry.Record{
-		{ClusterID: "cls1", Endpoints: append(endpoints(250, discoveryv1.AddressTypeIPv4, 8080), endpoints(3, discoveryv1.AddressTypeIPv6, 8080)...)},
-		{ClusterID: "cls2", Endpoints: append(endpoints(2, discoveryv1.AddressTypeIPv4, 8080), endpoints(1, discoveryv1.AddressTypeIPv4, 9090)[0])},
-		{ClusterID: "cls3", Endpoints: endpoints(5, discoveryv1.AddressTypeIPv4, 8080)},
+		{ClusterID: "cls1", Spec: httpSpec, Endpoints: append(endpoints(250, discoveryv1.AddressTypeIPv4, 8080), endpoints(3, discoveryv1.AddressTypeIPv6, 8080)...)},
+		{ClusterID: "cls2", Spec: httpSpec, Endpoints: append(endpoints(2, discoveryv1.AddressTypeIPv4, 8080), endpoints(1, discoveryv1.AddressTypeIPv4, 9090)[0])},
+		{ClusterID: "cls3", Spec: httpSpec, Endpoints: endpoints(5, discoveryv1.AddressTypeIPv4, 8080)},
 	}
 	alive := func(c string) bool { return c != "cls3" }
-	slices := desiredSlices("ns", "web", DerivedServiceName("web"), "us", records, alive)
+	res, _ := merge.Merge(records)
+	slices := desiredSlices("ns", "web", DerivedServiceName("web"), "us", records, &res, alive)
 
 	type shape struct {
 		cluster string
@@ -68,7 +71,7 @@ func TestDesiredSlicesI4(t *testing.T) {
 		t.Fatalf("slices by cluster/family/port = %v, want %v", got, want)
 	}
 	// The same records give the same slices: names are stable across reconciles.
-	again := desiredSlices("ns", "web", DerivedServiceName("web"), "us", records, alive)
+	again := desiredSlices("ns", "web", DerivedServiceName("web"), "us", records, &res, alive)
 	for i := range slices {
 		if slices[i].Name != again[i].Name {
 			t.Fatalf("slice names are not deterministic: %s vs %s", slices[i].Name, again[i].Name)
