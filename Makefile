@@ -31,16 +31,24 @@ moto: ## install moto's server (the Cloud Map of the tests) from PyPI, once
 sandbox-binaries: ## build every sandbox component into .cache (once)
 	hack/build-binaries.sh sandbox
 
+.PHONY: node-binaries
+node-binaries: ## build kubelet, kube-proxy and the CNI plugins of real sandbox nodes into .cache (once)
+	hack/build-binaries.sh node
+
+.PHONY: node-tools
+node-tools: ## install containerd, runc, nftables and busybox-static from Debian's packages when root on Linux (real nodes)
+	hack/install-node-tools.sh
+
 .PHONY: build
 build: ## build clusterset-controller and kubectl-clusterset into bin/
 	go build -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
-demo: sandbox-binaries build ## start a 2-cluster sandbox and walk through exporting nginx-hello
+demo: sandbox-binaries node-binaries node-tools build ## start a 2-cluster sandbox and walk through exporting nginx-hello
 	hack/demo.sh
 
 .PHONY: e2e
-e2e: sandbox-binaries build moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
+e2e: sandbox-binaries node-binaries node-tools build moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
 .PHONY: bench

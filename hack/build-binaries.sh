@@ -6,9 +6,12 @@
 #   .cache/bin/<name>@<version>     one file per binary and version
 #   .cache/envtest/                 symlinks for KUBEBUILDER_ASSETS (kube-apiserver, etcd)
 #   .cache/sandbox/                 symlinks for the sandbox (all of them)
+#   .cache/node/                    symlinks for real nodes (kubelet, kube-proxy, CNI plugins)
 #
-# Usage: hack/build-binaries.sh [envtest|sandbox|NAME...]
-#   NAME is one of kube-apiserver kube-controller-manager kube-scheduler etcd kwok coredns.
+# Usage: hack/build-binaries.sh [envtest|sandbox|node|NAME...]
+#   NAME is one of kube-apiserver kube-controller-manager kube-scheduler etcd kwok coredns
+#   kubelet kube-proxy cni-plugins. cni-plugins is a directory (bridge, host-local,
+#   loopback, portmap from github.com/containernetworking/plugins).
 # A binary that is already in the cache is not rebuilt, so a warm run takes seconds.
 set -euo pipefail
 
@@ -24,7 +27,8 @@ say() { printf '[build-binaries +%4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >
 
 version_of() {
   case "$1" in
-    kube-apiserver|kube-controller-manager|kube-scheduler) echo "$KUBE_VERSION" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy) echo "$KUBE_VERSION" ;;
+    cni-plugins) echo "$CNI_PLUGINS_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;;
@@ -36,14 +40,14 @@ build_one() {
   local name=$1 version out tmp t0
   version=$(version_of "$name")
   out="$bin/$name@$version"
-  if [[ -x "$out" ]]; then
+  if [[ -x "$out" && ! -d "$out" ]] || [[ -d "$out" && -x "$out/bridge" ]]; then
     return 0
   fi
   tmp="$out.tmp.$$"
   t0=$(date +%s)
   say "building $name $version (cold builds of Kubernetes components take several minutes on 2 cores)"
   case "$name" in
-    kube-apiserver|kube-controller-manager|kube-scheduler)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy)
       local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
       local pkg=k8s.io/component-base/version
       (cd "$root/hack/tools" && CGO_ENABLED=0 go build -trimpath -o "$tmp" \
@@ -57,6 +61,14 @@ build_one() {
       local gobin; gobin=$(mktemp -d)
       GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
       mv "$gobin/kwok" "$tmp"; rmdir "$gobin"
+      ;;
+    cni-plugins)
+      mkdir -p "$tmp"
+      local plugin
+      for plugin in main/bridge ipam/host-local main/loopback meta/portmap; do
+        GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+          "github.com/containernetworking/plugins/plugins/$plugin@$CNI_PLUGINS_VERSION"
+      done
       ;;
     coredns)
       local gobin; gobin=$(mktemp -d)
@@ -79,6 +91,7 @@ link_set() {
 
 envtest=(kube-apiserver etcd)
 sandbox=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok coredns)
+node=(kubelet kube-proxy cni-plugins)
 
 targets=()
 [[ $# -gt 0 ]] || set -- envtest
@@ -86,6 +99,7 @@ for arg in "$@"; do
   case "$arg" in
     envtest) targets+=("${envtest[@]}") ;;
     sandbox) targets+=("${sandbox[@]}") ;;
+    node) targets+=("${node[@]}") ;;
     *) version_of "$arg" >/dev/null; targets+=("$arg") ;;
   esac
 done
@@ -98,4 +112,5 @@ done
 have_all() { local n; for n in "$@"; do [[ -x "$bin/$n@$(version_of "$n")" ]] || return 1; done; }
 if have_all "${envtest[@]}"; then link_set "$cache/envtest" "${envtest[@]}"; fi
 if have_all "${sandbox[@]}"; then link_set "$cache/sandbox" "${sandbox[@]}"; fi
+if have_all "${node[@]}"; then link_set "$cache/node" "${node[@]}"; fi
 say "ready: ${targets[*]}"

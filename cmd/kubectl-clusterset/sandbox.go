@@ -20,16 +20,23 @@ func newSandboxCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "sandbox",
-		Short: "Run a local clusterset: several real control planes with kwok nodes, CoreDNS and the controllers",
-		Long: `sandbox runs N local clusters (cls1…clsN) on this machine without containers: per cluster
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (one fake node whose pods
-become Running with IPs from the cluster's pod CIDR), CoreDNS with the multicluster plugin, and
-a clusterset-controller. Everything listens on 127.0.0.1. Pod and Service IPs are data only.
+		Short: "Run a local clusterset: several real control planes with real or kwok nodes, CoreDNS and the controllers",
+		Long: `sandbox runs N local clusters (cls1…clsN) on this machine without Docker: per cluster
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, CoreDNS with the multicluster
+plugin, a clusterset-controller, and one node:
 
-The component binaries come from hack/build-binaries.sh sandbox.`,
+  --nodes real  a real node (containerd and runc, kubelet, kube-proxy, CNI bridge) in a network
+                namespace of its own, routed to the other clusters' nodes and pods and to nothing
+                else: pods run and traffic flows through ClusterSetIPs. Needs Linux and root.
+  --nodes kwok  a kwok node whose pods become Running with IPs from the cluster's pod CIDR;
+                pod and Service IPs are data only.
+
+Without --nodes, up uses real nodes where they can run and says why it chose kwok otherwise.
+The control planes listen on 127.0.0.1. The component binaries come from
+hack/build-binaries.sh sandbox (and node), the images from make images.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", sandbox.DefaultDir(), "directory of the sandbox's state, kubeconfig and logs (env CLUSTERSET_SANDBOX_DIR)")
-	cmd.AddCommand(newSandboxUpCommand(&dir), newSandboxDownCommand(&dir), newSandboxEnvCommand(&dir), newSandboxStatusCommand(&dir), newSandboxDNSCommand(&dir))
+	cmd.AddCommand(newSandboxUpCommand(&dir), newSandboxDownCommand(&dir), newSandboxEnvCommand(&dir), newSandboxStatusCommand(&dir), newSandboxDNSCommand(&dir), newSandboxLoadImageCommand(&dir))
 	return cmd
 }
 
@@ -59,6 +66,9 @@ func newSandboxUpCommand(dir *string) *cobra.Command {
 	f.StringArrayVar(&opts.ControllerArgs, "controller-arg", nil, "extra argument for every controller (repeatable)")
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and coredns (default: env CLUSTERSET_SANDBOX_BIN, else REPO/.cache/sandbox)")
 	f.StringVar(&opts.RepoDir, "repo", "", "clusterset repository whose config/ is installed (default: found from the working directory)")
+	f.StringVar(&opts.Nodes, "nodes", "", "node mode: real (containerd, kubelet, kube-proxy in a network namespace) or kwok (default: real where it can run)")
+	f.StringVar(&opts.NodeBinDir, "node-bin-dir", "", "directory with kubelet, kube-proxy and cni-plugins/ (default: REPO/.cache/node)")
+	f.StringVar(&opts.ImagesDir, "images-dir", "", "image tarballs every real node imports (default: REPO/.cache/images, built by make images when missing)")
 	f.BoolVar(&opts.Recreate, "recreate", false, "replace a sandbox that is running in --dir")
 	f.BoolVar(&opts.KeepOnFailure, "keep-on-failure", false, "leave the processes running when up fails, for inspection")
 	return cmd
@@ -233,5 +243,32 @@ func newSandboxDNSCommand(dir *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&qtype, "type", "t", "A", "query type: A, AAAA, SRV, ...")
+	return cmd
+}
+
+func newSandboxLoadImageCommand(dir *string) *cobra.Command {
+	var clusters []string
+	cmd := &cobra.Command{
+		Use:   "load-image TARBALL",
+		Short: "Import an image tarball (docker save or OCI) into the real nodes, like kind load image-archive",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := sandbox.Load(*dir)
+			if err != nil {
+				return err
+			}
+			s.Dir = *dir
+			if err := s.LoadImage(cmd.Context(), args[0], clusters...); err != nil {
+				return err
+			}
+			names := clusters
+			if len(names) == 0 {
+				names = s.ClusterNames()
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "loaded %s into %s\n", args[0], strings.Join(names, ", "))
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&clusters, "cluster", nil, "cluster(s) to load into (default: all)")
 	return cmd
 }

@@ -122,10 +122,15 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 	}
 
 	// Certificates and keys.
-	serving, err := env.ca.issue("kube-apiserver", nil, []string{
+	real := s.Nodes == NodesReal
+	sans := []string{
 		"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 		"kubernetes.default.svc.cluster.local", firstIP(c.ServiceCIDR),
-	}, true)
+	}
+	if real {
+		sans = append(sans, realNodeAddress(c.Index))
+	}
+	serving, err := env.ca.issue("kube-apiserver", nil, sans, true)
 	if err != nil {
 		return err
 	}
@@ -200,34 +205,62 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 	step("etcd ready on %s", etcdURL)
 
 	// kube-apiserver.
-	apiserver, err := s.launch(env, c.Name+"/kube-apiserver", nil, env.bin("kube-apiserver"),
-		"--etcd-servers="+etcdURL,
+	apiArgs := []string{env.bin("kube-apiserver"),
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		// The kubernetes Service gets no endpoints: 127.0.0.1 may not be an
-		// endpoint, and nothing in the sandbox dials the Service anyway.
-		"--endpoint-reconciler-type=none",
-		"--secure-port="+strconv.Itoa(c.Ports.APIServer),
-		"--cert-dir="+filepath.Join(c.Dir, "apiserver"),
-		"--tls-cert-file="+servingCert,
-		"--tls-private-key-file="+servingKey,
-		"--client-ca-file="+env.caFile,
-		"--requestheader-client-ca-file="+env.caFile,
+		"--secure-port=" + strconv.Itoa(c.Ports.APIServer),
+		"--cert-dir=" + filepath.Join(c.Dir, "apiserver"),
+		"--tls-cert-file=" + servingCert,
+		"--tls-private-key-file=" + servingKey,
+		"--client-ca-file=" + env.caFile,
+		"--requestheader-client-ca-file=" + env.caFile,
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
-		"--proxy-client-cert-file="+frontProxyCert,
-		"--proxy-client-key-file="+frontProxyKey,
+		"--proxy-client-cert-file=" + frontProxyCert,
+		"--proxy-client-key-file=" + frontProxyKey,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+saPub,
-		"--service-account-signing-key-file="+saKey,
-		"--service-cluster-ip-range="+c.ServiceCIDR,
-		"--authorization-mode=RBAC",
+		"--service-account-key-file=" + saPub,
+		"--service-account-signing-key-file=" + saKey,
+		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--authorization-mode=Node,RBAC",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",
-	)
+	}
+	if real {
+		// Pods reach the API server through the kubernetes Service, whose
+		// endpoint is the node's address, forwarded by netproxy; the API
+		// server reaches kubelets and pods through netproxy too.
+		egress, err := s.writeEgressSelector(c)
+		if err != nil {
+			return err
+		}
+		kubeletClient, err := env.ca.issue("kube-apiserver-kubelet-client", []string{"system:masters"}, nil, false)
+		if err != nil {
+			return err
+		}
+		kcCert, kcKey, err := kubeletClient.write(pki, "apiserver-kubelet-client")
+		if err != nil {
+			return err
+		}
+		apiArgs = append(apiArgs,
+			"--advertise-address="+realNodeAddress(c.Index),
+			"--egress-selector-config-file="+egress,
+			"--kubelet-client-certificate="+kcCert,
+			"--kubelet-client-key="+kcKey,
+			"--kubelet-preferred-address-types=InternalIP",
+		)
+	} else {
+		apiArgs = append(apiArgs,
+			"--advertise-address=127.0.0.1",
+			// The kubernetes Service gets no endpoints: 127.0.0.1 may not be
+			// an endpoint, and nothing dials the Service on kwok nodes.
+			"--endpoint-reconciler-type=none",
+		)
+	}
+	apiserver, err := s.launch(env, c.Name+"/kube-apiserver", nil, apiArgs...)
 	if err != nil {
 		return err
 	}
@@ -248,6 +281,14 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 	step("kube-apiserver ready on %s", c.Server)
 
 	// The rest of the control plane and the node.
+	// No node IPAM: nodes get their pod CIDR from the sandbox (kwok's flag,
+	// the real node's CNI configuration). No node lifecycle with kwok: kwok
+	// owns node conditions, and the controller would taint and evict a node
+	// it finds odd; a real node needs it to lose its not-ready taint.
+	kcmControllers := "*,-nodeipam,-nodelifecycle"
+	if real {
+		kcmControllers = "*,-nodeipam"
+	}
 	kcm, err := s.launch(env, c.Name+"/kube-controller-manager", nil, env.bin("kube-controller-manager"),
 		"--kubeconfig="+kcmKubeconfig,
 		"--authentication-kubeconfig="+kcmKubeconfig,
@@ -255,10 +296,7 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(c.Ports.ControllerManager),
 		"--cert-dir="+filepath.Join(c.Dir, "kube-controller-manager"),
-		// No node IPAM: the kwok node carries the cluster's pod CIDR from
-		// creation. No node lifecycle: kwok owns node conditions, and the
-		// controller would taint and evict a node it finds odd.
-		"--controllers=*,-nodeipam,-nodelifecycle",
+		"--controllers="+kcmControllers,
 		"--allocate-node-cidrs=false",
 		"--cluster-cidr="+c.PodCIDR,
 		"--service-cluster-ip-range="+c.ServiceCIDR,
@@ -291,24 +329,27 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 	if err != nil {
 		return err
 	}
-	kwokConfig := filepath.Join(c.Dir, "kwok.yaml")
-	if err := os.WriteFile(kwokConfig, env.stages, 0o644); err != nil {
-		return err
-	}
-	kwokHome := filepath.Join(c.Dir, "kwok-home")
-	if err := os.MkdirAll(kwokHome, 0o755); err != nil {
-		return err
-	}
-	kwok, err := s.launch(env, c.Name+"/kwok", []string{"HOME=" + kwokHome}, env.bin("kwok"),
-		"--kubeconfig="+kwokKubeconfig,
-		"--config="+kwokConfig,
-		"--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-		"--cidr="+c.PodCIDR,
-		"--node-ip="+nodeIP(c.Index),
-	)
-	if err != nil {
-		return err
+	var kwok *Process
+	if !real {
+		kwokConfig := filepath.Join(c.Dir, "kwok.yaml")
+		if err := os.WriteFile(kwokConfig, env.stages, 0o644); err != nil {
+			return err
+		}
+		kwokHome := filepath.Join(c.Dir, "kwok-home")
+		if err := os.MkdirAll(kwokHome, 0o755); err != nil {
+			return err
+		}
+		kwok, err = s.launch(env, c.Name+"/kwok", []string{"HOME=" + kwokHome}, env.bin("kwok"),
+			"--kubeconfig="+kwokKubeconfig,
+			"--config="+kwokConfig,
+			"--manage-all-nodes=false",
+			"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+			"--cidr="+c.PodCIDR,
+			"--node-ip="+nodeIP(c.Index),
+		)
+		if err != nil {
+			return err
+		}
 	}
 
 	// Objects: CRDs, identity, the node, CoreDNS's identity.
@@ -319,8 +360,10 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 		return err
 	}
 	step("CRDs installed, ClusterProperties %s=%s, %s=%s", "cluster.clusterset.k8s.io", c.Name, "clusterset.k8s.io", s.ClusterSetID)
-	if err := cl.createNode(ctx, c.NodeName, c.PodCIDR); err != nil {
-		return err
+	if !real {
+		if err := cl.createNode(ctx, c.NodeName, c.PodCIDR); err != nil {
+			return err
+		}
 	}
 	corednsKubeconfig, err := s.corednsIdentity(ctx, env, cl, c)
 	if err != nil {
@@ -340,6 +383,12 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 	// Readiness of everything started after the API server, in parallel.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
+		if real {
+			if err := s.startNode(gctx, env, cl, c, step); err != nil {
+				return err
+			}
+			return s.startInClusterDNS(gctx, cl, c, env.dnsBlock, step)
+		}
 		if err := waitFor(gctx, kwok, "kwok node "+c.NodeName+" Ready", componentsTimeout, func(ctx context.Context) bool {
 			return cl.waitNodeReady(ctx, c.NodeName, time.Second) == nil
 		}); err != nil {
@@ -389,7 +438,9 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 		return err
 	}
 	for _, proc := range []*Process{etcd, apiserver, kcm, sched, kwok, coredns} {
-		proc.refreshArgs()
+		if proc != nil {
+			proc.refreshArgs()
+		}
 	}
 	return s.save()
 }

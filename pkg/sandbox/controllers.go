@@ -50,10 +50,7 @@ func (s *Sandbox) AWSEnv() []string {
 
 // startMoto starts the local Cloud Map: `moto_server -p PORT -H 127.0.0.1`.
 func (s *Sandbox) startMoto(ctx context.Context, env *upEnv) error {
-	port, err := env.ports.next()
-	if err != nil {
-		return err
-	}
+	port := env.motoPort
 	s.MotoEndpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
 	t0 := time.Now()
 	proc, err := s.launch(env, "moto", nil, env.opts.MotoServer, "-p", strconv.Itoa(port), "-H", "127.0.0.1")

@@ -92,6 +92,19 @@ type Options struct {
 	// Recreate tears down a sandbox that is running in Dir instead of
 	// returning ErrRunning.
 	Recreate bool
+	// Nodes is NodesKwok or NodesReal; empty chooses real nodes where they
+	// can run (Linux, root, the node tools and binaries present) and says why
+	// it chose kwok otherwise.
+	Nodes string
+	// NodeBinDir holds kubelet, kube-proxy and cni-plugins/. Default:
+	// RepoDir/.cache/node (filled by hack/build-binaries.sh node).
+	NodeBinDir string
+	// ImagesDir holds the image tarballs real nodes import at start.
+	// Default: RepoDir/.cache/images (filled by `make images`, and by Up when
+	// it is empty).
+	ImagesDir string
+	// nodesWhy says why Nodes was chosen.
+	nodesWhy string
 	// KeepOnFailure leaves the processes of a failed Up running for
 	// inspection instead of stopping them.
 	KeepOnFailure bool
@@ -121,6 +134,10 @@ type Sandbox struct {
 	Controllers bool `json:"controllers"`
 	// ControllerBinary is the controller that was started.
 	ControllerBinary string `json:"controllerBinary,omitempty"`
+	// Nodes is NodesKwok or NodesReal.
+	Nodes string `json:"nodes"`
+	// Network is what real nodes need on the machine (nil with kwok nodes).
+	Network *Network `json:"network,omitempty"`
 	// Clusters are cls1…clsN in order.
 	Clusters []*Cluster `json:"clusters"`
 	// Processes are all processes started, in start order.
@@ -148,8 +165,11 @@ type Cluster struct {
 	PodCIDR string `json:"podCIDR"`
 	// ServiceCIDR is the range of ClusterIPs (data only).
 	ServiceCIDR string `json:"serviceCIDR"`
-	// NodeName is the kwok node's name.
+	// NodeName is the node's name (kwok-clsI or node-clsI).
 	NodeName string `json:"nodeName"`
+	// NodeServer is the kube-apiserver's URL as nodes and pods reach it (real
+	// nodes only): the node's address, forwarded to Server.
+	NodeServer string `json:"nodeServer,omitempty"`
 	// DNS is CoreDNS's address (UDP and TCP), "127.0.0.1:PORT".
 	DNS string `json:"dns"`
 	// Ports are every port this cluster's processes listen on.
@@ -315,6 +335,9 @@ func (s *Sandbox) Running() (running, gone []*Process) {
 // and bin/. It is safe to call on a partly started or crashed sandbox.
 func (s *Sandbox) Down(ctx context.Context) error {
 	errs := s.stopAll(ctx)
+	if s.Network != nil {
+		errs = append(errs, s.Network.teardown(ctx)...)
+	}
 	if err := cleanDir(s.Dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -343,9 +366,9 @@ func (s *Sandbox) stopAll(ctx context.Context) []error {
 	s.mu.Unlock()
 	rank := func(p *Process) int {
 		switch component(p.Name) {
-		case "clusterset-controller":
+		case "clusterset-controller", "kubelet", "kube-proxy":
 			return 0
-		case "coredns", "kwok", "kube-scheduler", "kube-controller-manager":
+		case "coredns", "kwok", "kube-scheduler", "kube-controller-manager", "containerd":
 			return 1
 		case "kube-apiserver":
 			return 2

@@ -50,6 +50,11 @@ func startSandbox(t *testing.T, opts Options) *Sandbox {
 		t.Skip(msg)
 	}
 	opts.Dir = t.TempDir()
+	if opts.Nodes == "" {
+		// These tests are about the control planes and kwok's simulated
+		// pods; node_test.go covers real nodes.
+		opts.Nodes = NodesKwok
+	}
 	opts.BinDir = bin
 	opts.RepoDir = repo
 	opts.Out = testWriter{t}

@@ -24,6 +24,9 @@ type upEnv struct {
 	caKey    string
 	stages   []byte
 	dnsBlock []string
+	// motoPort is moto's port on 127.0.0.1 (RegistryCloudMap), chosen
+	// before anything starts so that real nodes can forward it.
+	motoPort int
 }
 
 // Up starts a sandbox as Options say and returns once every cluster serves
@@ -47,6 +50,7 @@ func Up(ctx context.Context, opts Options) (*Sandbox, error) {
 		BinDir:       opts.BinDir,
 		RepoDir:      opts.RepoDir,
 		Created:      start,
+		Nodes:        opts.Nodes,
 	}
 	if opts.Registry == RegistryHub {
 		s.HubCluster = clusterName(1)
@@ -112,6 +116,29 @@ func (o *Options) complete() error {
 		return fmt.Errorf("%w: %s not in %s: run `hack/build-binaries.sh sandbox` (a cold build takes 15-25 minutes on 2 cores)",
 			ErrBinariesMissing, strings.Join(missing, ", "), o.BinDir)
 	}
+	if o.NodeBinDir == "" {
+		o.NodeBinDir = filepath.Join(o.RepoDir, ".cache", "node")
+	}
+	if o.ImagesDir == "" {
+		o.ImagesDir = filepath.Join(o.RepoDir, ".cache", "images")
+	}
+	problem := RealNodesProblem(o.NodeBinDir)
+	switch o.Nodes {
+	case "":
+		o.Nodes, o.nodesWhy = NodesReal, "real nodes can run here"
+		if problem != "" {
+			o.Nodes, o.nodesWhy = NodesKwok, problem
+		}
+	case NodesReal:
+		if problem != "" {
+			return fmt.Errorf("--nodes real: %s", problem)
+		}
+		o.nodesWhy = "as asked"
+	case NodesKwok:
+		o.nodesWhy = "as asked"
+	default:
+		return fmt.Errorf("nodes must be %q or %q, got %q", NodesKwok, NodesReal, o.Nodes)
+	}
 	if o.Registry == RegistryCloudMap && o.MotoServer == "" {
 		if o.MotoServer, err = exec.LookPath("moto_server"); err != nil {
 			return fmt.Errorf("--registry cloudmap needs moto_server (pip install 'moto[server]'): %w", err)
@@ -147,7 +174,11 @@ func prepareDir(ctx context.Context, opts Options, p *progress) error {
 		if len(running) > 0 {
 			p.say("stopping %d process(es) left by a previous sandbox in %s", len(running), opts.Dir)
 		}
-		if errs := old.stopAll(ctx); len(errs) > 0 {
+		errs := old.stopAll(ctx)
+		if old.Network != nil {
+			errs = append(errs, old.Network.teardown(ctx)...)
+		}
+		if len(errs) > 0 {
 			return errors.Join(errs...)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -162,6 +193,7 @@ func prepareDir(ctx context.Context, opts Options, p *progress) error {
 func (s *Sandbox) up(ctx context.Context, opts Options, p *progress) error {
 	env := &upEnv{opts: opts, p: p, ports: newPortAllocator()}
 	p.say("sandbox in %s: %d cluster(s), registry %s, binaries from %s", opts.Dir, opts.Clusters, opts.Registry, opts.BinDir)
+	p.say("nodes: %s (%s)", opts.Nodes, opts.nodesWhy)
 
 	// Build (or find) the controller while the control planes start: a warm
 	// go build takes seconds that would otherwise add to the wait.
@@ -205,8 +237,18 @@ func (s *Sandbox) up(ctx context.Context, opts Options, p *progress) error {
 	if err := s.writeAdminKubeconfig(env); err != nil {
 		return err
 	}
+	if opts.Registry == RegistryCloudMap {
+		if env.motoPort, err = env.ports.next(); err != nil {
+			return err
+		}
+	}
 	if err := s.save(); err != nil {
 		return err
+	}
+	if s.Nodes == NodesReal {
+		if err := s.prepareRealNodes(ctx, env); err != nil {
+			return err
+		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -261,6 +303,9 @@ func (env *upEnv) newCluster(i int, dir string) (*Cluster, error) {
 		ServiceCIDR: fmt.Sprintf("10.%d.0.0/16", 100+i),
 		NodeName:    "kwok-" + name,
 	}
+	if env.opts.Nodes == NodesReal {
+		c.NodeName = "node-" + name
+	}
 	for _, port := range []*int{
 		&c.Ports.Etcd, &c.Ports.EtcdPeer, &c.Ports.APIServer, &c.Ports.ControllerManager, &c.Ports.Scheduler,
 		&c.Ports.DNS, &c.Ports.DNSReady, &c.Ports.ControllerMetrics, &c.Ports.ControllerHealth,
@@ -272,6 +317,9 @@ func (env *upEnv) newCluster(i int, dir string) (*Cluster, error) {
 	}
 	c.Server = fmt.Sprintf("https://127.0.0.1:%d", c.Ports.APIServer)
 	c.DNS = fmt.Sprintf("127.0.0.1:%d", c.Ports.DNS)
+	if env.opts.Nodes == NodesReal {
+		c.NodeServer = fmt.Sprintf("https://%s:%d", realNodeAddress(i), c.Ports.APIServer)
+	}
 	return c, os.MkdirAll(filepath.Join(c.Dir, "pki"), 0o755)
 }
 

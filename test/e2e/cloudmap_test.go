@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -47,7 +48,7 @@ func TestCloudMapRegistry(t *testing.T) {
 				ids = append(ids, id)
 			}
 			for _, ip := range wt.PodIPs(pods) {
-				want = append(want, "tcp-"+strings.ReplaceAll(ip, ".", "_")+"-80")
+				want = append(want, "tcp-"+strings.ReplaceAll(ip, ".", "_")+"-"+strconv.Itoa(wt.TargetPort))
 			}
 			sort.Strings(ids)
 			return slices.Equal(ids, want), fmt.Sprintf("Cloud Map %s/%s instances of %s: %v (want %v)", wt.Namespace, wt.Service, wt.Exporter, ids, want), nil
@@ -60,7 +61,7 @@ func TestCloudMapRegistry(t *testing.T) {
 			want := map[string]string{
 				"CLUSTER_ID":        wt.Exporter,
 				"CLUSTERSET_ID":     env.Sandbox.ClusterSetID,
-				"AWS_INSTANCE_PORT": "80",
+				"AWS_INSTANCE_PORT": strconv.Itoa(wt.TargetPort),
 				"SERVICE_PORT":      "80",
 				"SERVICE_PORT_NAME": wt.PortName,
 				"SERVICE_PROTOCOL":  "TCP",
@@ -72,7 +73,7 @@ func TestCloudMapRegistry(t *testing.T) {
 					t.Errorf("instance %s: attribute %s=%q, want %q (attributes %v)", id, k, attrs[k], v, attrs)
 				}
 			}
-			if ip := attrs["AWS_INSTANCE_IPV4"]; "tcp-"+strings.ReplaceAll(ip, ".", "_")+"-80" != id {
+			if ip := attrs["AWS_INSTANCE_IPV4"]; "tcp-"+strings.ReplaceAll(ip, ".", "_")+"-"+strconv.Itoa(wt.TargetPort) != id {
 				t.Errorf("instance %s: AWS_INSTANCE_IPV4=%q does not match its id", id, ip)
 			}
 		}

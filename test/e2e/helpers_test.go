@@ -301,9 +301,9 @@ func checkSlices(t *testing.T, imp *wt.Import, name, derivedName string, podIPs 
 		if s.AddressType != discoveryv1.AddressTypeIPv4 {
 			t.Errorf("%s: EndpointSlice %s addressType %s, want IPv4", imp.Cluster, s.Name, s.AddressType)
 		}
-		if len(s.Ports) != 1 || ptr.Deref(s.Ports[0].Name, "") != wt.PortName || ptr.Deref(s.Ports[0].Port, 0) != wt.Port ||
+		if len(s.Ports) != 1 || ptr.Deref(s.Ports[0].Name, "") != wt.PortName || ptr.Deref(s.Ports[0].Port, 0) != wt.TargetPort ||
 			ptr.Deref(s.Ports[0].Protocol, "") != corev1.ProtocolTCP {
-			t.Errorf("%s: EndpointSlice %s ports %s, want [http 80/TCP]", imp.Cluster, s.Name, slicePorts(s))
+			t.Errorf("%s: EndpointSlice %s ports %s, want [http 8080/TCP]", imp.Cluster, s.Name, slicePorts(s))
 		}
 	}
 	var got []string

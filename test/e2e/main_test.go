@@ -105,13 +105,28 @@ func skipOrFail(t *testing.T, problem string) {
 // when the test ends, whatever happens.
 func startSandbox(t *testing.T, registry string) *wt.Env {
 	t.Helper()
+	return startSandboxNodes(t, registry, sandbox.NodesKwok)
+}
+
+// startSandboxNodes is startSandbox with the given node mode; real nodes
+// use .cache/e2e/REGISTRY-real.
+func startSandboxNodes(t *testing.T, registry, nodes string) *wt.Env {
+	t.Helper()
 	if setupProblem != "" {
 		skipOrFail(t, setupProblem)
 	}
+	dir := filepath.Join(repoDir, ".cache", "e2e", registry)
+	if nodes == sandbox.NodesReal {
+		dir += "-real"
+		if problem := sandbox.RealNodesProblem(filepath.Join(repoDir, ".cache", "node")); problem != "" {
+			skipOrFail(t, problem)
+		}
+	}
 	opts := sandbox.Options{
-		Dir:              filepath.Join(repoDir, ".cache", "e2e", registry),
+		Dir:              dir,
 		Clusters:         2,
 		Registry:         registry,
+		Nodes:            nodes,
 		RepoDir:          repoDir,
 		BinDir:           binDir,
 		ControllerBinary: controllerBinary,

@@ -39,14 +39,20 @@ import (
 const (
 	Namespace = "demo"
 	Service   = "nginx-hello"
-	Image     = "nginx"
-	Replicas  = 3
+	// Image answers every HTTP request with its pod name (the part nginx
+	// plays in the classic walkthrough). Real nodes hold it from the start
+	// (`make images`); kwok nodes only simulate its pods.
+	Image    = sandbox.ImageEchoServer
+	Replicas = 3
 	// PortName is the Service's port name, so that D2 SRV
-	// _http._tcp.nginx-hello.demo.svc.clusterset.local exists.
+	// _http._tcp.nginx-hello.demo.svc.clusterset.local exists, and the
+	// container port's, which the Service targets by name.
 	PortName = "http"
 	Port     = 80
-	Exporter = "cls1"
-	Importer = "cls2"
+	// TargetPort is the container port the echo server listens on.
+	TargetPort = 8080
+	Exporter   = "cls1"
+	Importer   = "cls2"
 	// ClusterSetZone is the multicluster DNS zone.
 	ClusterSetZone = "svc.clusterset.local"
 	// LabelApp selects the walkthrough's pods.
@@ -110,15 +116,24 @@ func podTemplate(name string) corev1.PodTemplateSpec {
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelApp: name}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name:  "nginx",
-			Image: Image,
-			Ports: []corev1.ContainerPort{{Name: PortName, ContainerPort: Port, Protocol: corev1.ProtocolTCP}},
+			Name:            "echo",
+			Image:           Image,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Ports:           []corev1.ContainerPort{{Name: PortName, ContainerPort: TargetPort, Protocol: corev1.ProtocolTCP}},
+			Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"},
+			}}},
+			// On real nodes readiness is the kubelet's probe, as users have it.
+			ReadinessProbe: &corev1.Probe{
+				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString(PortName)}},
+				PeriodSeconds: 1,
+			},
 		}}},
 	}
 }
 
-// Deployment runs replicas nginx pods labelled app=name. The sandbox's kwok
-// node simulates them: nothing is pulled or run.
+// Deployment runs replicas echo-server pods labelled app=name. On kwok
+// nodes they are simulated; on real nodes they run.
 func Deployment(namespace, name string, replicas int32) *appsv1.Deployment {
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{LabelApp: name}},
@@ -146,14 +161,14 @@ func StatefulSet(namespace, name string, replicas int32) *appsv1.StatefulSet {
 }
 
 // ServiceObject is a ClusterIP Service selecting app=name, port http
-// 80/TCP → 80.
+// 80/TCP → the pods' port http (8080).
 func ServiceObject(namespace, name string) *corev1.Service {
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{LabelApp: name},
 			Ports: []corev1.ServicePort{{
-				Name: PortName, Port: Port, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(Port),
+				Name: PortName, Port: Port, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString(PortName),
 			}},
 		},
 	}
