@@ -43,12 +43,19 @@ node-tools: ## install containerd, runc, nftables and busybox-static from Debian
 build: ## build clusterset-controller and kubectl-clusterset into bin/
 	go build -o $(BIN)/ ./cmd/...
 
+# make images IMAGES="pause client" builds only those; IMAGES_DIR moves the output.
+IMAGES_DIR ?= $(CACHE)/images
+IMAGES ?=
+.PHONY: images
+images: ## build OCI image tarballs of the controller, CoreDNS, echo-server, client and pause into .cache/images (no Docker needed)
+	go run ./hack/images -out $(IMAGES_DIR) $(IMAGES)
+
 .PHONY: demo
-demo: sandbox-binaries node-binaries node-tools build ## start a 2-cluster sandbox and walk through exporting nginx-hello
+demo: sandbox-binaries node-binaries node-tools build images ## start a 2-cluster sandbox and walk through exporting nginx-hello
 	hack/demo.sh
 
 .PHONY: e2e
-e2e: sandbox-binaries node-binaries node-tools build moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
+e2e: sandbox-binaries node-binaries node-tools build images moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
 .PHONY: bench

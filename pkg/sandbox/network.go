@@ -142,6 +142,11 @@ func (s *Sandbox) setupNetwork(ctx context.Context, env *upEnv) error {
 			// The vpc knows where each cluster's pods are.
 			{"ip", "-n", vpc, "route", "add", c.PodCIDR, "via", realNodeAddress(c.Index)},
 			inNetns(node, "sysctl", "-qw", "net.ipv4.ip_forward=1"),
+			// Every packet without a route gets its ICMP "network
+			// unreachable" back, not only one a second: a pod's connection
+			// out of the sandbox fails within a second, every time, instead
+			// of waiting for its own time-out.
+			inNetns(node, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"),
 			// Bridged pod-to-pod replies of a Service connection must pass
 			// conntrack to be un-NATed (one node per cluster: client and
 			// backend often share the bridge).
