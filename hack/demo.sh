@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The clusterset walkthrough on a local 2-cluster sandbox (`make demo`):
 #   1. starts the sandbox in .cache/demo (replacing one that runs there),
-#   2. in cls1: namespace demo, Deployment nginx-hello (3 replicas, kwok-simulated
-#      pods), Service nginx-hello (80/TCP) and a ServiceExport; namespace demo in cls2,
+#   2. in cls1: namespace demo, Deployment nginx-hello (3 echo-server pods: real on real
+#      nodes, simulated on kwok nodes), Service nginx-hello (80/TCP) and a ServiceExport;
+#      namespace demo in cls2,
 #   3. waits for cls2 to import it and prints the ServiceExport's conditions, cls2's
 #      ServiceImport and EndpointSlices, and cls2's CoreDNS answer for
 #      nginx-hello.demo.svc.clusterset.local, which must equal cls2's ServiceImport IP,

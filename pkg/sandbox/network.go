@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Network is what Up made for real nodes, recorded in state.json so that
@@ -305,7 +306,16 @@ func removeCgroup(root string) []error {
 			return nil
 		})
 		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := syscall.Rmdir(dirs[i]); err != nil && !errors.Is(err, syscall.ENOENT) {
+			// A process killed a moment ago may still be leaving its
+			// cgroup (EBUSY): give it a few seconds.
+			var err error
+			for try := 0; try < 50; try++ {
+				if err = syscall.Rmdir(dirs[i]); err == nil || errors.Is(err, syscall.ENOENT) || !errors.Is(err, syscall.EBUSY) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil && !errors.Is(err, syscall.ENOENT) {
 				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", dirs[i], err))
 			}
 		}

@@ -72,8 +72,12 @@ func run(ctx context.Context, out io.Writer, dir string, timeout time.Duration) 
 	if err := env.CreateNamespace(ctx, wt.Namespace, wt.Exporter, wt.Importer); err != nil {
 		return err
 	}
-	step(out, "%s: Deployment %s (%d replicas of image %s; kwok simulates the pods, nothing is pulled)", wt.Exporter, wt.Service, wt.Replicas, wt.Image)
-	step(out, "%s: Service %s (%s %d/TCP -> targetPort %d) and ServiceExport %s", wt.Exporter, wt.Service, wt.PortName, wt.Port, wt.Port, wt.Service)
+	how := "kwok simulates the pods, nothing runs"
+	if env.RealNodes() {
+		how = "real pods on cls1's node, image imported by the sandbox"
+	}
+	step(out, "%s: Deployment %s (%d replicas of image %s; %s)", wt.Exporter, wt.Service, wt.Replicas, wt.Image, how)
+	step(out, "%s: Service %s (%s %d/TCP -> targetPort %s = %d) and ServiceExport %s", wt.Exporter, wt.Service, wt.PortName, wt.Port, wt.PortName, wt.TargetPort, wt.Service)
 	if err := env.Create(ctx, wt.Exporter, wt.SeedObjects()...); err != nil {
 		return err
 	}
