@@ -182,8 +182,14 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "PublishFailed", "Publish", "publishing to the registry: %v", err)
 		return reconcile.Result{}, err
 	}
+	ready := 0
+	for _, ep := range rec.Endpoints {
+		if ep.Ready {
+			ready++
+		}
+	}
 	c.setReady(export, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported,
-		fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints", id.ClusterSetID, id.ClusterID, len(rec.Endpoints)))
+		fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints (%d ready)", id.ClusterSetID, id.ClusterID, len(rec.Endpoints), ready))
 	var result reconcile.Result
 	if !c.viewHasOwn(reg, key, id.ClusterID) {
 		// Look again once the view has had time to show the write; if the

@@ -47,6 +47,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -95,6 +96,14 @@ type Registry struct {
 	client           *recordClient
 
 	view *view
+
+	// written holds, per service, the digest of the last record head this
+	// process wrote. The view's cache may lag behind those writes; a cached
+	// head with another digest is then stale, and trusting it could skip a
+	// needed write (write A, write B, want A again while the cache still
+	// shows A).
+	writtenMu sync.Mutex
+	written   map[registry.ServiceKey]string
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -129,6 +138,7 @@ func New(opts Options) (*Registry, error) {
 		chunkSize:     opts.ChunkSize,
 		leaseDuration: opts.LeaseDuration,
 		client:        client,
+		written:       map[registry.ServiceKey]string{},
 	}
 	if r.chunkSize <= 0 {
 		r.chunkSize = DefaultChunkSize
@@ -198,6 +208,9 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	fresh := false
 	return retry.OnError(retry.DefaultBackoff, staleWrite, func() error {
 		head, err := r.readOwn(ctx, headName(key), fresh)
+		if !fresh && r.cacheBehind(key, head, err) {
+			head, err = r.readOwn(ctx, headName(key), true)
+		}
 		fresh = true
 		var prev *wireHead
 		switch {
@@ -232,6 +245,7 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		if err != nil {
 			return fmt.Errorf("writing record of %s to the hub: %w", key, err)
 		}
+		r.setWritten(key, enc.digest)
 		logger.V(1).Info("Published record", "endpoints", len(rec.Endpoints), "chunks", len(enc.chunks), "digest", enc.digest)
 
 		if prev != nil && prev.Digest != enc.digest {
@@ -245,6 +259,30 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		}
 		return nil
 	})
+}
+
+// cacheBehind reports whether the cached head of key (head, or err from
+// reading it) is older than the last head this process wrote.
+func (r *Registry) cacheBehind(key registry.ServiceKey, head *hubv1alpha1.ClusterSetRecord, err error) bool {
+	r.writtenMu.Lock()
+	want, wrote := r.written[key]
+	r.writtenMu.Unlock()
+	if !wrote {
+		return false
+	}
+	if err != nil {
+		return want != "" // we wrote a head the cache does not have yet
+	}
+	h, derr := decodeHead(head.Spec.Record)
+	return derr != nil || h.Digest != want
+}
+
+// setWritten records the digest of the head just written, or "" after a
+// withdrawal.
+func (r *Registry) setWritten(key registry.ServiceKey, digest string) {
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	r.written[key] = digest
 }
 
 // ownsSpec reports whether obj's spec names this cluster, as the objects it
@@ -281,6 +319,7 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 	if err := r.client.delete(ctx, r.namespace, headName(key)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("withdrawing record of %s from the hub: %w", key, err)
 	}
+	r.setWritten(key, "")
 	sel := labels.SelectorFromSet(labels.Set{LabelRecord: recordLabel(key), LabelKind: KindChunk}).String()
 	list, err := r.client.list(ctx, r.namespace, sel)
 	if err != nil {

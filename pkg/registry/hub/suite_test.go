@@ -125,6 +125,7 @@ type outage struct {
 	down    bool
 	next    int
 	cancels map[int]context.CancelFunc
+	gate    chan struct{} // non-nil while watches are held
 }
 
 func (o *outage) wrap(rt http.RoundTripper) http.RoundTripper {
@@ -154,8 +155,47 @@ func (o *outage) wrap(rt http.RoundTripper) http.RoundTripper {
 			return nil, err
 		}
 		resp.Body = &trackedBody{ReadCloser: resp.Body, done: done}
+		if req.URL.Query().Get("watch") == "true" {
+			resp.Body = &heldBody{ReadCloser: resp.Body, o: o}
+		}
 		return resp, nil
 	})
+}
+
+// holdWatches stops the wrapped clients' watch streams from delivering
+// events until release is called, so that an informer's cache lags behind
+// the hub for as long as a test needs. Connections stay open.
+func (o *outage) holdWatches() (release func()) {
+	gate := make(chan struct{})
+	o.mu.Lock()
+	o.gate = gate
+	o.mu.Unlock()
+	return func() {
+		o.mu.Lock()
+		o.gate = nil
+		o.mu.Unlock()
+		close(gate)
+	}
+}
+
+// heldBody is a watch stream that holds back what it reads while its
+// outage holds watches.
+type heldBody struct {
+	io.ReadCloser
+	o *outage
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	// The check comes after the read, which may have been waiting for data
+	// since before the hold began.
+	b.o.mu.Lock()
+	gate := b.o.gate
+	b.o.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return n, err
 }
 
 func (o *outage) set(down bool) {

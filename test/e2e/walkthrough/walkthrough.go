@@ -560,6 +560,11 @@ func (e *Env) SeedReady(wantReady int) Condition {
 			return false, "", err
 		}
 		if ok, state := ImportReady(imp, []string{Exporter}, wantReady); !ok {
+			// Say what the exporter published, so that a timeout shows on
+			// which side the change stopped.
+			if c := ExportCondition(se, mcsv1beta1.ServiceExportConditionReady); c != nil {
+				state += "; " + Exporter + ": " + c.Message
+			}
 			return false, state, nil
 		}
 		ans, err := e.QueryA(ctx, Importer, FQDN(Service, Namespace))
