@@ -387,7 +387,7 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 			if err := s.startNode(gctx, env, cl, c, step); err != nil {
 				return err
 			}
-			return s.startInClusterDNS(gctx, cl, c, env.dnsBlock, step)
+			return s.startInClusterDNS(gctx, env, cl, c, step)
 		}
 		if err := waitFor(gctx, kwok, "kwok node "+c.NodeName+" Ready", componentsTimeout, func(ctx context.Context) bool {
 			return cl.waitNodeReady(ctx, c.NodeName, time.Second) == nil

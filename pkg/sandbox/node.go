@@ -13,7 +13,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
 
 	"github.com/clusterset/clusterset/pkg/sandbox/netproxy"
 )
@@ -86,6 +88,7 @@ type nodeDirs struct {
 	socket     string // containerd's gRPC socket
 	cniConf    string
 	kubeletDir string
+	podLogs    string // the kubelet's podLogsDir: NAMESPACE_POD_UID/CONTAINER/N.log, kept with the other logs
 }
 
 func (s *Sandbox) nodeDirs(c *Cluster) nodeDirs {
@@ -97,6 +100,7 @@ func (s *Sandbox) nodeDirs(c *Cluster) nodeDirs {
 		socket:     filepath.Join(run, "containerd.sock"),
 		cniConf:    filepath.Join(base, "cni"),
 		kubeletDir: filepath.Join(base, "kubelet"),
+		podLogs:    filepath.Join(s.Dir, "logs", "pods", c.Name),
 	}
 }
 
@@ -188,7 +192,7 @@ egressSelections:
 func (s *Sandbox) startNode(ctx context.Context, env *upEnv, cl *clients, c *Cluster, step func(string, ...any)) error {
 	d := s.nodeDirs(c)
 	ns := s.Network.Prefix + "-" + c.Name
-	for _, dir := range []string{d.base, d.run, d.cniConf, d.kubeletDir} {
+	for _, dir := range []string{d.base, d.run, d.cniConf, d.kubeletDir, d.podLogs} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -289,9 +293,11 @@ state = %q
 		return err
 	}
 	resolvConf := filepath.Join(d.base, "resolv.conf")
-	// The node's own resolver: nothing outside the sandbox. Pods with
-	// dnsPolicy ClusterFirst get the cluster's CoreDNS instead.
-	if err := os.WriteFile(resolvConf, []byte("nameserver "+dnsServiceIP(c)+"\n"), 0o644); err != nil {
+	// The node's upstream resolver, which CoreDNS (dnsPolicy Default)
+	// forwards other names to: the vpc namespace's address, where nothing
+	// answers, so such names fail at once and no query leaves the sandbox.
+	// Pods with dnsPolicy ClusterFirst get the cluster's CoreDNS instead.
+	if err := os.WriteFile(resolvConf, []byte("nameserver "+vpcAddress(c.Index)+"\n"), 0o644); err != nil {
 		return err
 	}
 	kubeletConfig := filepath.Join(d.base, "kubelet.yaml")
@@ -312,6 +318,8 @@ tlsPrivateKeyFile: %q
 clusterDomain: cluster.local
 clusterDNS: [%q]
 resolvConf: %q
+# Pod logs stay in the sandbox, not in the machine's /var/log/pods.
+podLogsDir: %q
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 readOnlyPort: 0
@@ -324,7 +332,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
 serializeImagePulls: false
-`, s.cgroupRoot(c), d.socket, env.caFile, kubeletCert, kubeletKey, dnsServiceIP(c), resolvConf)
+`, s.cgroupRoot(c), d.socket, env.caFile, kubeletCert, kubeletKey, dnsServiceIP(c), resolvConf, d.podLogs)
 	if err := os.WriteFile(kubeletConfig, []byte(kcfg), 0o644); err != nil {
 		return err
 	}
@@ -464,11 +472,15 @@ func goBuild(ctx context.Context, env *upEnv, name string) (string, error) {
 var sandboxImages = []string{"pause", "coredns", "echo-server", "client", "clusterset-controller"}
 
 // ensureImages builds the image tarballs into ImagesDir when one is missing
-// (`go run ./hack/images`, what `make images` runs).
+// (`go run ./hack/images`, what `make images` runs). The controller's image
+// is always built again when the sandbox installs the controller, so that
+// it runs the repository's code as it is now; the build is reproducible, so
+// an unchanged tree gives the same image.
 func ensureImages(ctx context.Context, env *upEnv) error {
 	var missing []string
 	for _, name := range sandboxImages {
-		if _, err := os.Stat(filepath.Join(env.opts.ImagesDir, name+".tar")); err != nil {
+		_, err := os.Stat(filepath.Join(env.opts.ImagesDir, name+".tar"))
+		if err != nil || (name == "clusterset-controller" && !env.opts.SkipControllers) {
 			missing = append(missing, name)
 		}
 	}
@@ -486,28 +498,60 @@ func ensureImages(ctx context.Context, env *upEnv) error {
 	return nil
 }
 
-// startInClusterDNS runs CoreDNS as a Deployment on the real node, with the
-// shipped kubernetes block (multicluster included), behind the kube-dns
-// Service at dnsServiceIP: the resolver of every pod, as in a real cluster.
-// The ServiceAccount and RBAC are config/coredns's (corednsIdentity).
-func (s *Sandbox) startInClusterDNS(ctx context.Context, cl *clients, c *Cluster, block []string, step func(string, ...any)) error {
-	var corefile strings.Builder
-	corefile.WriteString(".:53 {\n    errors\n    health :8080\n    ready :8181\n")
-	for i, line := range block {
-		indent := "        "
-		if i == 0 || i == len(block)-1 {
-			indent = "    "
-		}
-		corefile.WriteString(indent + line + "\n")
+// kubeadmCorefile is the Corefile a kubeadm cluster starts with: cluster.local
+// only. The sandbox patches it with config/coredns/corefile-patch.yaml, as
+// docs tell users to.
+const kubeadmCorefile = `.:53 {
+    errors
+    health {
+        lameduck 5s
+    }
+    ready
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf {
+        max_concurrent 1000
+    }
+    cache 30
+    loop
+    reload
+    loadbalance
+}
+`
+
+// startInClusterDNS runs CoreDNS on the real node as a kubeadm cluster does
+// (ConfigMap kube-system/coredns, a Deployment, the kube-dns Service at
+// dnsServiceIP, the resolver of every pod), then makes it serve
+// clusterset.local the way a user does: the RBAC of config/coredns
+// (corednsIdentity) and the ConfigMap patched with
+// config/coredns/corefile-patch.yaml. The patch is applied before the
+// Deployment exists, so CoreDNS starts with it instead of reloading.
+func (s *Sandbox) startInClusterDNS(ctx context.Context, env *upEnv, cl *clients, c *Cluster, step func(string, ...any)) error {
+	cm := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "coredns", "namespace": "kube-system"},
+		"data":     map[string]any{"Corefile": kubeadmCorefile},
+	}}
+	if err := cl.apply(ctx, "kube-system", cm); err != nil {
+		return fmt.Errorf("in-cluster CoreDNS: %w", err)
 	}
-	// No forward: nothing outside the sandbox is resolvable from its pods.
-	corefile.WriteString("    cache 30\n    loadbalance\n}\n")
+	patchFile := filepath.Join(env.opts.RepoDir, "config", "coredns", "corefile-patch.yaml")
+	patchYAML, err := os.ReadFile(patchFile)
+	if err != nil {
+		return err
+	}
+	patch, err := yaml.YAMLToJSON(patchYAML)
+	if err != nil {
+		return fmt.Errorf("%s: %w", patchFile, err)
+	}
+	if _, err := cl.kube.CoreV1().ConfigMaps("kube-system").Patch(ctx, "coredns", types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-patch"}); err != nil {
+		return fmt.Errorf("kubectl -n kube-system patch configmap coredns --patch-file %s: %w", patchFile, err)
+	}
 	objs := []map[string]any{
-		{
-			"apiVersion": "v1", "kind": "ConfigMap",
-			"metadata": map[string]any{"name": "coredns", "namespace": "kube-system"},
-			"data":     map[string]any{"Corefile": corefile.String()},
-		},
 		{
 			"apiVersion": "apps/v1", "kind": "Deployment",
 			"metadata": map[string]any{"name": "coredns", "namespace": "kube-system", "labels": map[string]any{"k8s-app": "kube-dns"}},
@@ -526,13 +570,15 @@ func (s *Sandbox) startInClusterDNS(ctx context.Context, cl *clients, c *Cluster
 						},
 						"containers": []any{map[string]any{
 							"name": "coredns", "image": ImageCoreDNS, "imagePullPolicy": "Never",
-							"args": []any{"-conf", "/etc/coredns/Corefile"},
+							"args":           []any{"-conf", "/etc/coredns/Corefile"},
+							"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/ready", "port": 8181}, "periodSeconds": 2},
+							"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/health", "port": 8080}, "periodSeconds": 10},
+							// The Corefile's `prometheus :9153`.
 							"ports": []any{
 								map[string]any{"name": "dns", "containerPort": 53, "protocol": "UDP"},
 								map[string]any{"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+								map[string]any{"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
 							},
-							"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/ready", "port": 8181}, "periodSeconds": 2},
-							"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/health", "port": 8080}, "periodSeconds": 10},
 							"securityContext": map[string]any{
 								"allowPrivilegeEscalation": false,
 								"readOnlyRootFilesystem":   true,
@@ -565,13 +611,13 @@ func (s *Sandbox) startInClusterDNS(ctx context.Context, cl *clients, c *Cluster
 	if err := cl.apply(ctx, "kube-system", us...); err != nil {
 		return fmt.Errorf("in-cluster CoreDNS: %w", err)
 	}
-	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, dnsTimeout, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, dnsTimeout, true, func(ctx context.Context) (bool, error) {
 		d, err := cl.kube.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 		return err == nil && d.Status.ReadyReplicas >= 1, nil
 	})
 	if err != nil {
 		return fmt.Errorf("in-cluster CoreDNS not ready after %s: %w (kubectl -n kube-system describe pod -l k8s-app=kube-dns)", dnsTimeout, err)
 	}
-	step("CoreDNS pod ready behind kube-dns %s", dnsServiceIP(c))
+	step("CoreDNS pod ready behind kube-dns %s (Corefile patched with config/coredns/corefile-patch.yaml)", dnsServiceIP(c))
 	return nil
 }

@@ -132,6 +132,9 @@ type Sandbox struct {
 	RepoDir string `json:"repoDir"`
 	// Controllers tells whether clusterset-controllers were started.
 	Controllers bool `json:"controllers"`
+	// ControllersInCluster is true when the controllers run as pods
+	// installed from config/ (real nodes), false when they are processes.
+	ControllersInCluster bool `json:"controllersInCluster,omitempty"`
 	// ControllerBinary is the controller that was started.
 	ControllerBinary string `json:"controllerBinary,omitempty"`
 	// Nodes is NodesKwok or NodesReal.
@@ -337,6 +340,9 @@ func (s *Sandbox) Down(ctx context.Context) error {
 	errs := s.stopAll(ctx)
 	if s.Network != nil {
 		errs = append(errs, s.Network.teardown(ctx)...)
+		if err := removeContainerLogLinks(kubeletContainerLogLinks, filepath.Join(s.Dir, "logs", "pods")); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := cleanDir(s.Dir); err != nil {
 		errs = append(errs, err)
@@ -438,4 +444,32 @@ func (p *progress) say(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.out, "[%5.1fs] %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// kubeletContainerLogLinks is where every kubelet links its containers' logs
+// (a fixed path in the kubelet, whatever its podLogsDir).
+const kubeletContainerLogLinks = "/var/log/containers"
+
+// removeContainerLogLinks removes the links in linkDir that point into
+// podLogs: the kubelets of a sandbox leave them behind on the machine.
+func removeContainerLogLinks(linkDir, podLogs string) error {
+	entries, err := os.ReadDir(linkDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		link := filepath.Join(linkDir, e.Name())
+		target, err := os.Readlink(link)
+		if err != nil || !strings.HasPrefix(target, podLogs+string(filepath.Separator)) {
+			continue
+		}
+		if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

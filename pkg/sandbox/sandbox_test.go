@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,39 @@ func TestShippedCorefilePatchMatchesCorefile(t *testing.T) {
 	}
 	if strings.Contains(c, "forward") {
 		t.Errorf("sandbox Corefile must not forward outside 127.0.0.0/8:\n%s", c)
+	}
+}
+
+// The links the kubelets leave in /var/log/containers are removed when they
+// point into the sandbox's pod logs, and only then.
+func TestRemoveContainerLogLinks(t *testing.T) {
+	links, podLogs, other := t.TempDir(), filepath.Join(t.TempDir(), "pods"), t.TempDir()
+	mk := func(name, target string) {
+		if err := os.Symlink(target, filepath.Join(links, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("ours.log", filepath.Join(podLogs, "cls1", "demo_web_uid", "web", "0.log"))
+	mk("theirs.log", filepath.Join(other, "demo_web_uid", "web", "0.log"))
+	mk("prefix.log", podLogs+"-other/x.log")
+	if err := os.WriteFile(filepath.Join(links, "file.log"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeContainerLogLinks(links, podLogs); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"file.log", "prefix.log", "theirs.log"}; !slices.Equal(left, want) {
+		t.Errorf("left %v, want %v", left, want)
+	}
+	if err := removeContainerLogLinks(filepath.Join(links, "absent"), podLogs); err != nil {
+		t.Errorf("absent link directory: %v", err)
 	}
 }

@@ -271,6 +271,11 @@ func (s *Sandbox) up(ctx context.Context, opts Options, p *progress) error {
 	switch {
 	case b.err != nil:
 		return b.err
+	case s.Nodes == NodesReal && !opts.SkipControllers:
+		if err := s.installControllers(ctx, env); err != nil {
+			return err
+		}
+		s.Controllers, s.ControllersInCluster = true, true
 	case b.path == "":
 		// controllerBinary has said why.
 	default:
@@ -364,6 +369,13 @@ func (s *Sandbox) writeAdminKubeconfig(env *upEnv) error {
 func (s *Sandbox) controllerBinary(ctx context.Context, opts Options, p *progress) (string, error) {
 	if opts.SkipControllers {
 		p.say("clusterset-controller: skipped (as asked)")
+		return "", nil
+	}
+	if s.Nodes == NodesReal {
+		// The controller runs in pods, from the image prepareRealNodes built.
+		if opts.ControllerBinary != "" {
+			p.say("clusterset-controller: real nodes run it from image %s; --controller-binary is not used", ImageController)
+		}
 		return "", nil
 	}
 	if opts.ControllerBinary != "" {

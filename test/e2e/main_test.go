@@ -172,7 +172,7 @@ func startSandboxNodes(t *testing.T, registry, nodes string) *wt.Env {
 // output: usually the quickest way to see why an import did not happen.
 func dumpLogs(t *testing.T, s *sandbox.Sandbox) {
 	t.Helper()
-	logs, _ := filepath.Glob(filepath.Join(s.Dir, "logs", "*clusterset-controller*.log"))
+	logs := s.ControllerLogs()
 	dnsLogs, _ := filepath.Glob(filepath.Join(s.Dir, "logs", "*coredns*.log"))
 	logs = append(logs, dnsLogs...)
 	if moto := filepath.Join(s.Dir, "logs", "moto.log"); fileExists(moto) {

@@ -8,9 +8,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -57,6 +59,12 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(c.Name()).
+		// Every replica needs the identity: it builds the registry view
+		// that a standby keeps warm and that readiness waits for. A standby
+		// that waited for leadership would never be Ready, and a rolling
+		// update of two replicas would never finish. Creating an absent
+		// property from the same flags twice is harmless.
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		WatchesRawSource(startupKick()).
 		Watches(&aboutv1alpha1.ClusterProperty{}, one, builder.WithPredicates(wellKnown)).
 		Complete(c)

@@ -1,4 +1,4 @@
-package main
+package membership
 
 import (
 	"bytes"
@@ -17,27 +17,27 @@ import (
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 )
 
-// join leaves in the member a hub kubeconfig with which the member can publish
+// Join leaves in the member a hub kubeconfig with which the member can publish
 // its records and heartbeat, plus its identity; joining again rotates the
 // token; a conflicting identity is refused.
 func TestJoin(t *testing.T) {
 	ctx := context.Background()
 	hubCP, memberCP := testenv.Start(t), testenv.Start(t)
-	o := joinOptions{clusterID: "cls2", clusterSetID: "set1", tokenTTL: time.Hour}
+	o := Options{ClusterID: "cls2", ClusterSetID: "set1", TokenTTL: time.Hour}
 
 	var out bytes.Buffer
-	if err := join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
+	if err := Join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
 		t.Fatalf("join: %v\n%s", err, out.String())
 	}
-	if err := join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
+	if err := Join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
 		t.Fatalf("join again (token rotation): %v", err)
 	}
 
 	var secret corev1.Secret
-	if err := memberCP.Client.Get(ctx, client.ObjectKey{Namespace: controllerNamespace, Name: hubSecretName}, &secret); err != nil {
+	if err := memberCP.Client.Get(ctx, client.ObjectKey{Namespace: HubSecretNamespace, Name: HubSecretName}, &secret); err != nil {
 		t.Fatal(err)
 	}
-	hubCfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data[hubSecretKey])
+	hubCfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data[HubSecretKey])
 	if err != nil {
 		t.Fatalf("the secret's kubeconfig: %v", err)
 	}
@@ -61,8 +61,8 @@ func TestJoin(t *testing.T) {
 	if err := memberCP.Client.Get(ctx, client.ObjectKey{Name: aboutv1alpha1.ClusterIDName}, &prop); err != nil || prop.Spec.Value != "cls2" {
 		t.Fatalf("ClusterProperty %s = %q (%v), want cls2", aboutv1alpha1.ClusterIDName, prop.Spec.Value, err)
 	}
-	o.clusterID = "other"
-	err = join(ctx, &out, hubCP.Config, memberCP.Config, o)
+	o.ClusterID = "other"
+	err = Join(ctx, &out, hubCP.Config, memberCP.Config, o)
 	if err == nil || !strings.Contains(err.Error(), "must not change") {
 		t.Fatalf("joining under another cluster ID: err = %v, want a refusal", err)
 	}
