@@ -57,4 +57,3 @@ Run it again to rotate the member's token.`,
 	}
 	return cmd
 }
-
