@@ -7,7 +7,9 @@
 #   3. waits for cls2 to import it and prints the ServiceExport's conditions, cls2's
 #      ServiceImport and EndpointSlices, and cls2's CoreDNS answer for
 #      nginx-hello.demo.svc.clusterset.local, which must equal cls2's ServiceImport IP,
-#   4. leaves the sandbox running and prints how to look again and how to stop it.
+#   4. on real nodes: starts pod client-hello in cls2, shows nslookup of that name inside it
+#      and sends HTTP requests to it, each answered by one of the 3 cls1 pods (all must answer),
+#   5. leaves the sandbox running and prints how to look again and how to stop it.
 # `make demo` builds the component binaries (once) and bin/ first.
 #
 # Environment:
@@ -71,6 +73,8 @@ cat <<EOF
   kubectl --context cls2 -n demo get serviceimport nginx-hello -o yaml
   kubectl --context cls2 -n demo get endpointslices -l multicluster.kubernetes.io/service-name=nginx-hello -o yaml
   kubectl --context cls1 -n demo scale deployment nginx-hello --replicas 5   # then look at cls2's EndpointSlices again
+  kubectl --context cls2 -n demo exec client-hello -- nslookup nginx-hello.demo.svc.clusterset.local   # real nodes
+  kubectl --context cls2 -n clusterset-system get pods   # real nodes: the controller, installed from config/
   eval "\$(bin/kubectl-clusterset sandbox env --dir $rel)"   # KUBECONFIG and every CoreDNS address
 EOF
 if ! command -v kubectl >/dev/null 2>&1; then

@@ -7,9 +7,13 @@
 //
 //	go run ./test/e2e/cmd/demo --dir .cache/demo
 //
+// On real nodes it then ends like the seed: a client pod in cls2 resolves the
+// name and sends requests to it, and every one of cls1's pods must answer
+// (exit status 1 otherwise).
+//
 // It needs no kubectl: it talks to the sandbox's API servers with client-go
-// and to its CoreDNS servers on 127.0.0.1 with a DNS client. It sends
-// nothing to pod or Service IPs (they are data only in the sandbox).
+// (kubectl exec's protocol for the client pod) and to its CoreDNS servers on
+// 127.0.0.1 with a DNS client.
 package main
 
 import (
@@ -104,7 +108,84 @@ func run(ctx context.Context, out io.Writer, dir string, timeout time.Duration) 
 	}
 	fmt.Fprintf(out, "\nOK: %s's CoreDNS answers %s with %s, the IP of %s's ServiceImport.\n",
 		wt.Importer, wt.FQDN(wt.Service, wt.Namespace), strings.Join(answer, ", "), wt.Importer)
+	if !env.RealNodes() {
+		fmt.Fprintf(out, "\n(kwok nodes: the pods are simulated, so no request is sent. Real nodes need root on Linux: sandbox up --nodes real.)\n")
+		return nil
+	}
+	return traffic(ctx, out, env, answer)
+}
+
+// traffic is the end of the seed walkthrough: from a client pod in cls2, the
+// clusterset name resolves to cls2's ServiceImport IP, and requests to it are
+// answered by cls1's pods. It fails unless every one of them answered.
+func traffic(ctx context.Context, out io.Writer, env *wt.Env, vip []string) error {
+	name := wt.FQDN(wt.Service, wt.Namespace)
+	step(out, "%s: pod %s (image %s)", wt.Importer, wt.ClientPod, sandbox.ImageClient)
+	if err := env.Create(ctx, wt.Importer, wt.ClientPodObject(wt.Namespace)); err != nil {
+		return err
+	}
+	if err := env.WaitPodReady(ctx, wt.Importer, wt.Namespace, wt.ClientPod, 2*time.Minute); err != nil {
+		return err
+	}
+	section(out, "%s: kubectl exec %s -- nslookup %s", wt.Importer, wt.ClientPod, name)
+	stdout, stderr, err := env.Exec(ctx, wt.Importer, wt.Namespace, wt.ClientPod, "nslookup", name)
+	fmt.Fprint(out, indent(stdout+stderr))
+	if err != nil {
+		return fmt.Errorf("nslookup in %s: %w", wt.ClientPod, err)
+	}
+	addrs, err := env.Nslookup(ctx, wt.Importer, wt.Namespace, wt.ClientPod, name)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(addrs, vip) {
+		return fmt.Errorf("inside %s, %s resolves to %v, not to the ServiceImport IP %v", wt.ClientPod, name, addrs, vip)
+	}
+
+	pods, err := env.ReadyPods(ctx, wt.Exporter, wt.Namespace, wt.Service)
+	if err != nil {
+		return err
+	}
+	section(out, "%s: HTTP GET http://%s:%d from inside %s (kubectl exec, nc); each answer is the name of the pod that served it", wt.Importer, name, wt.Port, wt.ClientPod)
+	seen := map[string]int{}
+	// At least 9 requests; more (up to 30) while a pod has not answered:
+	// kube-proxy picks a backend at random for each connection.
+	for i := 1; i <= 30 && (i <= 9 || len(seen) < len(pods)); i++ {
+		body, err := env.HTTPGet(ctx, wt.Importer, wt.Namespace, wt.ClientPod, name, wt.Port)
+		if err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		where := "NOT a pod of " + wt.Exporter
+		if p, ok := pods[body]; ok {
+			where = fmt.Sprintf("%s, pod IP %s", wt.Exporter, p.Status.PodIP)
+		}
+		fmt.Fprintf(out, "    request %2d: %s  (%s)\n", i, body, where)
+		seen[body]++
+	}
+	var missing []string
+	for name := range pods {
+		if seen[name] == 0 {
+			missing = append(missing, name)
+		}
+	}
+	for body := range seen {
+		if _, ok := pods[body]; !ok {
+			return fmt.Errorf("%q answered, which is not one of %s's pods", body, wt.Exporter)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%s's pods %v never answered", wt.Exporter, missing)
+	}
+	fmt.Fprintf(out, "\nOK: all %d pods of %s answered requests sent from %s to %s.\n", len(pods), wt.Exporter, wt.Importer, name)
 	return nil
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + line + "\n")
+	}
+	return b.String()
 }
 
 func step(out io.Writer, format string, args ...any) {
@@ -187,7 +268,11 @@ func report(ctx context.Context, out io.Writer, env *wt.Env) ([]string, error) {
 			sp = append(sp, fmt.Sprintf("%s%d/%s", name, port, proto))
 		}
 		fmt.Fprintf(out, "%s  (%s, ports %s)\n", s.Name, s.AddressType, strings.Join(sp, ", "))
-		fmt.Fprintf(out, "  addresses: %s   (pod IPs in %s: data only, nothing routes them in the sandbox)\n", strings.Join(addrs, " "), s.Labels[mcsv1beta1.LabelSourceCluster])
+		note := "routed between the clusters' nodes, as in a peered VPC"
+		if !env.RealNodes() {
+			note = "data only: kwok pods do not run, nothing routes them"
+		}
+		fmt.Fprintf(out, "  addresses: %s   (pod IPs in %s: %s)\n", strings.Join(addrs, " "), s.Labels[mcsv1beta1.LabelSourceCluster], note)
 		fmt.Fprintln(out, "  labels:")
 		keys := make([]string, 0, len(s.Labels))
 		for k := range s.Labels {
