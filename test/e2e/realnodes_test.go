@@ -15,10 +15,12 @@ import (
 )
 
 // TestRealNodes runs the walkthrough on real nodes (containerd, kubelet,
-// kube-proxy, CNI bridge; the hub registry) and sends traffic: DNS from
-// inside pods, HTTP through the ClusterSetIP to the exporting cluster's
-// pods, from every cluster, and checks that a pod cannot reach anything
-// outside the sandbox.
+// kube-proxy, CNI bridge; the hub registry; the controllers as pods
+// installed from config/) and sends traffic: DNS (D1-D4) from inside pods,
+// HTTP through the ClusterSetIP to the exporting cluster's pods from every
+// cluster, cluster.local against clusterset.local, scaling, a headless
+// StatefulSet's per-pod names and a port conflict; and checks that a pod
+// cannot reach anything outside the sandbox.
 func TestRealNodes(t *testing.T) {
 	env := startSandboxNodes(t, sandbox.RegistryHub, sandbox.NodesReal)
 	seed(t, env)
@@ -37,6 +39,12 @@ func TestRealNodes(t *testing.T) {
 		}
 	}
 	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
+	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
+	t.Run("DNSFromPods", func(t *testing.T) { testDNSFromPods(t, env) })
+	t.Run("LocalAndClustersetNames", func(t *testing.T) { testLocalAndClustersetNames(t, env) })
+	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })
+	t.Run("HeadlessStatefulSetFromPods", func(t *testing.T) { testHeadlessFromPods(t, env) })
+	t.Run("PortConflictTraffic", func(t *testing.T) { testPortConflictTraffic(t, env) })
 	t.Run("NoRouteOutOfTheSandbox", func(t *testing.T) { testNoRouteOut(t, env) })
 	t.Run("UnexportStopsTraffic", func(t *testing.T) {
 		testUnexport(t, env, wt.Service)

@@ -1,0 +1,299 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/pkg/sandbox"
+	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
+)
+
+// The real-node tests below send traffic from the client pod of each
+// cluster (wt.ClientPod, created by TestRealNodes) and read who answered:
+// every echo-server answers with its pod's name.
+
+// answers sends n HTTP GETs from cluster's client pod to host:port and
+// counts the answers by pod name. A failed request fails the test.
+func answers(t *testing.T, env *wt.Env, cluster, host string, port, n int) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for i := range n {
+		body, err := env.HTTPGet(t.Context(), cluster, wt.Namespace, wt.ClientPod, host, port)
+		if err != nil {
+			t.Fatalf("request %d from %s to %s:%d: %v", i+1, cluster, host, port, err)
+		}
+		seen[body]++
+	}
+	return seen
+}
+
+// readyPodNames returns the names of the ready pods labelled app=name.
+func readyPodNames(t *testing.T, env *wt.Env, cluster, name string) []string {
+	t.Helper()
+	pods, err := env.ReadyPods(t.Context(), cluster, wt.Namespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Sorted(maps.Keys(pods))
+}
+
+// expectAnsweredBy sends requests until every pod of want has answered (at
+// most 30), and fails if any answer came from elsewhere.
+func expectAnsweredBy(t *testing.T, env *wt.Env, cluster, host string, port int, want []string) {
+	t.Helper()
+	seen := map[string]int{}
+	for i := 0; i < 30 && (i < 6 || len(seen) < len(want)); i++ {
+		for p, n := range answers(t, env, cluster, host, port, 1) {
+			seen[p] += n
+		}
+	}
+	t.Logf("%s -> %s:%d answered by %v", cluster, host, port, seen)
+	for p := range seen {
+		if !slices.Contains(want, p) {
+			t.Errorf("%s -> %s:%d: answered by %q, want only %v", cluster, host, port, p, want)
+		}
+	}
+	for _, p := range want {
+		if seen[p] == 0 {
+			t.Errorf("%s -> %s:%d: %s never answered in %d requests (answers: %v)", cluster, host, port, p, total(seen), seen)
+		}
+	}
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// testControllersInCluster: on real nodes each cluster runs the controller
+// as the 2 pods of config/manager, Running and Ready from the image the
+// sandbox built (the image ID of .cache/images/clusterset-controller.tar).
+func testControllersInCluster(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	if !env.Sandbox.ControllersInCluster {
+		t.Fatal("the sandbox runs the controllers as processes, not as pods")
+	}
+	digest := imageID(t, "clusterset-controller")
+	for _, c := range env.Clusters() {
+		var pods corev1.PodList
+		if err := env.Client(c).List(ctx, &pods, client.InNamespace("clusterset-system")); err != nil {
+			t.Fatal(err)
+		}
+		var ready int
+		for _, p := range pods.Items {
+			for _, cs := range p.Status.ContainerStatuses {
+				if cs.Image != sandbox.ImageController || !strings.HasSuffix(cs.ImageID, digest) {
+					t.Errorf("%s: pod %s runs %s (%s), want %s@%s", c, p.Name, cs.Image, cs.ImageID, sandbox.ImageController, digest)
+				}
+				if cs.Ready && p.Status.Phase == corev1.PodRunning {
+					ready++
+				}
+			}
+		}
+		if ready != 2 {
+			t.Errorf("%s: %d of %d controller pods Running and Ready, want 2", c, ready, len(pods.Items))
+		}
+		t.Logf("%s: %d controller pods Running and Ready from %s@%s", c, ready, sandbox.ImageController, digest)
+	}
+}
+
+// imageID returns the ID (config digest, what the kubelet reports as a
+// container's imageID) of an image tarball in .cache/images.
+func imageID(t *testing.T, name string) string {
+	t.Helper()
+	img, err := tarball.ImageFromPath(filepath.Join(repoDir, ".cache", "images", name+".tar"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.String()
+}
+
+// testDNSFromPods runs D2 and D4 through the pods' own resolver (D1 is in
+// testTraffic, D3 in testHeadlessFromPods).
+func testDNSFromPods(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	name := wt.FQDN(wt.Service, wt.Namespace)
+	for _, c := range env.Clusters() {
+		srv := "_" + wt.PortName + "._tcp." + name
+		out, errOut, err := env.Exec(ctx, c, wt.Namespace, wt.ClientPod, "nslookup", "-type=SRV", srv)
+		if err != nil || !strings.Contains(out, fmt.Sprintf("%d %s", wt.Port, name)) {
+			t.Errorf("D2 inside %s's pod: nslookup -type=SRV %s: %v\n%s%s", c, srv, err, out, errOut)
+		}
+		for _, n := range []string{wt.FQDN("not-imported", wt.Namespace), wt.FQDN(wt.Service, "no-such-namespace")} {
+			if addrs, err := env.Nslookup(ctx, c, wt.Namespace, wt.ClientPod, n); err == nil || !strings.Contains(err.Error(), "NXDOMAIN") {
+				t.Errorf("D4 inside %s's pod: %s = %v (%v), want NXDOMAIN", c, n, addrs, err)
+			}
+		}
+		want, err := serviceIPs(env, c, "default", "kubernetes")(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if addrs, err := env.Nslookup(ctx, c, wt.Namespace, wt.ClientPod, "kubernetes.default.svc.cluster.local"); err != nil || !slices.Equal(addrs, want) {
+			t.Errorf("D4 inside %s's pod: kubernetes.default.svc.cluster.local = %v (%v), want %v", c, addrs, err, want)
+		}
+	}
+}
+
+// testLocalAndClustersetNames: a Service that exists in both clusters but is
+// exported only from cls1 is reached only at cls1's pods through its
+// clusterset.local name, and only at the local pods through cluster.local.
+func testLocalAndClustersetNames(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	const name = "both"
+	for _, c := range env.Clusters() {
+		if err := env.Create(ctx, c, wt.Deployment(wt.Namespace, name, 2), wt.ServiceObject(wt.Namespace, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.Create(ctx, wt.Exporter, wt.ServiceExport(wt.Namespace, name)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range env.Clusters() {
+		waitFor(t, "2 pods of both ready in "+c, propagation, podsReady(env, c, name, 2))
+	}
+	waitFor(t, "every cluster to import both from cls1 only", propagation, importedEverywhere(env, name, []string{wt.Exporter}, 2))
+	exporterPods := readyPodNames(t, env, wt.Exporter, name)
+	for _, c := range env.Clusters() {
+		expectAnsweredBy(t, env, c, wt.FQDN(name, wt.Namespace), wt.Port, exporterPods)
+		expectAnsweredBy(t, env, c, name+"."+wt.Namespace+".svc.cluster.local", wt.Port, readyPodNames(t, env, c, name))
+	}
+}
+
+// testScaleFollowedByTraffic scales nginx-hello in cls1 3→0→3: at 0 a
+// request through cls2's ClusterSetIP fails, at 3 it is answered by the new
+// pods and only by them.
+func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	host := wt.FQDN(wt.Service, wt.Namespace)
+	if err := env.Scale(ctx, wt.Exporter, wt.Namespace, wt.Service, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every cluster's import of nginx-hello to have no endpoint", propagation, endpointCount(env, wt.Service, 0))
+	waitFor(t, "a request from cls2 to fail with no endpoint", propagation, func(ctx context.Context) (bool, string, error) {
+		body, err := env.HTTPGet(ctx, wt.Importer, wt.Namespace, wt.ClientPod, host, wt.Port)
+		if err == nil {
+			return false, "still answered by " + body, nil
+		}
+		return true, "failed: " + err.Error(), nil
+	})
+	if err := env.Scale(ctx, wt.Exporter, wt.Namespace, wt.Service, wt.Replicas); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "3 pods of nginx-hello ready in cls1", propagation, podsReady(env, wt.Exporter, wt.Service, wt.Replicas))
+	waitFor(t, "every cluster to import the 3 new pods", propagation,
+		allOf(importedEverywhere(env, wt.Service, []string{wt.Exporter}, wt.Replicas), endpointCount(env, wt.Service, wt.Replicas)))
+	expectAnsweredBy(t, env, wt.Importer, host, wt.Port, readyPodNames(t, env, wt.Exporter, wt.Service))
+}
+
+// testHeadlessFromPods exports a headless Service of a StatefulSet from cls1;
+// from every cluster's pod the headless name resolves to every pod IP (D3),
+// each per-pod name <host>.cls1.<svc>.<ns>.svc.clusterset.local to its pod,
+// and a connection to that name reaches that pod.
+func testHeadlessFromPods(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	if err := env.Create(ctx, wt.Exporter,
+		wt.HeadlessServiceObject(wt.Namespace, headless),
+		wt.StatefulSet(wt.Namespace, headless, wt.Replicas),
+		wt.ServiceExport(wt.Namespace, headless),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "3 pods of the StatefulSet ready in cls1", propagation, podsReady(env, wt.Exporter, headless, wt.Replicas))
+	waitFor(t, "every cluster to import web with the 3 pod IPs", propagation,
+		importedEverywhere(env, headless, []string{wt.Exporter}, wt.Replicas))
+	pods, err := env.ReadyPods(ctx, wt.Exporter, wt.Namespace, headless)
+	if err != nil {
+		t.Fatal(err)
+	}
+	podIPs := wt.PodIPs(pods)
+	for _, c := range env.Clusters() {
+		waitFor(t, "D3 inside "+c+"'s pod: "+wt.FQDN(headless, wt.Namespace)+" = every pod IP", propagation, func(ctx context.Context) (bool, string, error) {
+			addrs, err := env.Nslookup(ctx, c, wt.Namespace, wt.ClientPod, wt.FQDN(headless, wt.Namespace))
+			slices.Sort(addrs)
+			return err == nil && slices.Equal(addrs, podIPs), fmt.Sprintf("%v (%v), want %v", addrs, err, podIPs), nil
+		})
+		for _, p := range pods {
+			name := p.Name + "." + wt.Exporter + "." + wt.FQDN(headless, wt.Namespace)
+			addrs, err := env.Nslookup(ctx, c, wt.Namespace, wt.ClientPod, name)
+			if err != nil || !slices.Equal(addrs, []string{p.Status.PodIP}) {
+				t.Errorf("D3 inside %s's pod: %s = %v (%v), want %s", c, name, addrs, err, p.Status.PodIP)
+				continue
+			}
+			body, err := env.HTTPGet(ctx, c, wt.Namespace, wt.ClientPod, name, wt.TargetPort)
+			if err != nil || body != p.Name {
+				t.Errorf("inside %s's pod: http://%s:%d answered %q (%v), want %s", c, name, wt.TargetPort, body, err, p.Name)
+			}
+		}
+	}
+}
+
+// testPortConflictTraffic is the port-conflict case with traffic: cls1
+// exports dual with ports http 80 and admin 9090, cls2 with http 80 only.
+// The import has both ports (the union, KEP-1645 "Service Port"); port 80
+// reaches the pods of both clusters, port 9090 only cls1's, which expose it.
+func testPortConflictTraffic(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	const name, adminPort = "dual", 9090
+	withAdmin := wt.Deployment(wt.Namespace, name, 2)
+	echo := withAdmin.Spec.Template.Spec.Containers[0]
+	admin := *echo.DeepCopy()
+	admin.Name, admin.Args, admin.ReadinessProbe = "admin", []string{"-listen", fmt.Sprintf(":%d", adminPort)}, nil
+	admin.Ports = []corev1.ContainerPort{{Name: "admin", ContainerPort: adminPort, Protocol: corev1.ProtocolTCP}}
+	withAdmin.Spec.Template.Spec.Containers = append(withAdmin.Spec.Template.Spec.Containers, admin)
+	svc1 := wt.ServiceObject(wt.Namespace, name)
+	svc1.Spec.Ports = append(svc1.Spec.Ports, corev1.ServicePort{Name: "admin", Port: adminPort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString("admin")})
+	if err := env.Create(ctx, wt.Exporter, withAdmin, svc1, wt.ServiceExport(wt.Namespace, name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Create(ctx, wt.Importer, wt.Deployment(wt.Namespace, name, 2), wt.ServiceObject(wt.Namespace, name), wt.ServiceExport(wt.Namespace, name)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range env.Clusters() {
+		waitFor(t, "2 pods of dual ready in "+c, propagation, podsReady(env, c, name, 2))
+	}
+	both := []string{wt.Exporter, wt.Importer}
+	waitFor(t, "every cluster to import dual from both clusters", propagation, importedEverywhere(env, name, both, 4))
+	for _, c := range env.Clusters() {
+		imp, err := env.GetImport(ctx, c, wt.Namespace, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ports []string
+		for _, p := range imp.ServiceImport.Spec.Ports {
+			ports = append(ports, fmt.Sprintf("%s %d/%s", p.Name, p.Port, p.Protocol))
+		}
+		slices.Sort(ports)
+		if want := []string{"admin 9090/TCP", "http 80/TCP"}; !slices.Equal(ports, want) {
+			t.Errorf("%s: ServiceImport dual ports %v, want %v", c, ports, want)
+		}
+		if imp.ServiceImport.Spec.Type != mcsv1beta1.ClusterSetIP {
+			t.Errorf("%s: ServiceImport dual type %s", c, imp.ServiceImport.Spec.Type)
+		}
+	}
+	all := append(readyPodNames(t, env, wt.Exporter, name), readyPodNames(t, env, wt.Importer, name)...)
+	slices.Sort(all)
+	for _, c := range env.Clusters() {
+		expectAnsweredBy(t, env, c, wt.FQDN(name, wt.Namespace), wt.Port, all)
+		expectAnsweredBy(t, env, c, wt.FQDN(name, wt.Namespace), adminPort, readyPodNames(t, env, wt.Exporter, name))
+	}
+}
