@@ -147,3 +147,28 @@ func testNoRouteOut(t *testing.T, env *wt.Env) {
 		t.Logf("%s: a connection to 203.0.113.1:80 failed in %s: %s", c, elapsed.Round(time.Millisecond), strings.TrimSpace(errOut+out))
 	}
 }
+
+// TestRealNodesCloudMap is the walkthrough with traffic on real nodes with
+// the Cloud Map registry (moto): the controller pods reach it through their
+// node's address, with the settings of the Cloud Map overlay.
+func TestRealNodesCloudMap(t *testing.T) {
+	env := startSandboxNodes(t, sandbox.RegistryCloudMap, sandbox.NodesReal)
+	seed(t, env)
+	if !t.Run("Walkthrough", func(t *testing.T) { testWalkthrough(t, env) }) {
+		t.Fatal("the walkthrough failed: the traffic steps are not run")
+	}
+	ctx := t.Context()
+	for _, c := range env.Clusters() {
+		if err := env.Create(ctx, c, wt.ClientPodObject(wt.Namespace)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range env.Clusters() {
+		if err := env.WaitPodReady(ctx, c, wt.Namespace, wt.ClientPod, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
+	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
+	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })
+}
