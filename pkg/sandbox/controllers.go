@@ -114,15 +114,9 @@ func (s *Sandbox) startControllers(ctx context.Context, env *upEnv) error {
 		return err
 	}
 
-	clientsOf := map[string]*clients{}
-	for _, c := range s.Clusters {
-		cfg, err := s.RESTConfig(c.Name)
-		if err != nil {
-			return err
-		}
-		if clientsOf[c.Name], err = newClients(cfg); err != nil {
-			return err
-		}
+	clientsOf, err := s.adminClients()
+	if err != nil {
+		return err
 	}
 	memberIdentity := func(c *Cluster) (credentials, error) {
 		if asAdmin {

@@ -39,15 +39,9 @@ const (
 // clusters/NAME/install/ for inspection.
 func (s *Sandbox) installControllers(ctx context.Context, env *upEnv) error {
 	t0 := time.Now()
-	clientsOf := map[string]*clients{}
-	for _, c := range s.Clusters {
-		cfg, err := s.RESTConfig(c.Name)
-		if err != nil {
-			return err
-		}
-		if clientsOf[c.Name], err = newClients(cfg); err != nil {
-			return err
-		}
+	clientsOf, err := s.adminClients()
+	if err != nil {
+		return err
 	}
 	if s.Registry == RegistryHub {
 		hubCluster := s.Cluster(s.HubCluster)
@@ -95,6 +89,21 @@ func (s *Sandbox) installControllers(ctx context.Context, env *upEnv) error {
 		})
 	}
 	return g.Wait()
+}
+
+// adminClients returns admin clients of every cluster by name.
+func (s *Sandbox) adminClients() (map[string]*clients, error) {
+	out := map[string]*clients{}
+	for _, c := range s.Clusters {
+		cfg, err := s.RESTConfig(c.Name)
+		if err != nil {
+			return nil, err
+		}
+		if out[c.Name], err = newClients(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // controllerManifests writes the overlay of config/default for cluster c into

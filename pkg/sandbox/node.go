@@ -442,7 +442,7 @@ func (s *Sandbox) prepareRealNodes(ctx context.Context, env *upEnv) error {
 	if err := os.MkdirAll(s.Network.RunDir, 0o755); err != nil {
 		return err
 	}
-	netproxyBin, err := goBuild(ctx, env, "clusterset-sandbox-netproxy")
+	netproxyBin, err := goBuild(ctx, env.opts, env.p, "clusterset-sandbox-netproxy")
 	if err != nil {
 		return err
 	}
@@ -453,19 +453,6 @@ func (s *Sandbox) prepareRealNodes(ctx context.Context, env *upEnv) error {
 		return err
 	}
 	return s.startNetproxy(ctx, env, netproxyBin)
-}
-
-// goBuild builds RepoDir/cmd/NAME into Dir/bin/NAME.
-func goBuild(ctx context.Context, env *upEnv, name string) (string, error) {
-	out := filepath.Join(env.opts.Dir, "bin", name)
-	t0 := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/"+name)
-	cmd.Dir = env.opts.RepoDir
-	if data, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building %s: %v\n%s", name, err, data)
-	}
-	env.p.say("%s: built in %.1fs", name, time.Since(t0).Seconds())
-	return out, nil
 }
 
 // sandboxImages are the image tarballs (without .tar) real nodes need.

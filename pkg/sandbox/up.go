@@ -393,14 +393,20 @@ func (s *Sandbox) controllerBinary(ctx context.Context, opts Options, p *progres
 		p.say("WARNING: %s does not exist yet: starting no clusterset-controller", pkg)
 		return "", nil
 	}
-	out := filepath.Join(opts.Dir, "bin", "clusterset-controller")
+	return goBuild(ctx, opts, p, "clusterset-controller")
+}
+
+// goBuild runs `go build -o Dir/bin/NAME ./cmd/NAME` in the repository and
+// returns the binary's path.
+func goBuild(ctx context.Context, opts Options, p *progress, name string) (string, error) {
+	out := filepath.Join(opts.Dir, "bin", name)
 	t0 := time.Now()
-	p.say("clusterset-controller: go build -o %s ./cmd/clusterset-controller", out)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/clusterset-controller")
+	p.say("%s: go build -o %s ./cmd/%s", name, out, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/"+name)
 	cmd.Dir = opts.RepoDir
 	if data, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building clusterset-controller: %v\n%s", err, data)
+		return "", fmt.Errorf("building %s: %v\n%s", name, err, data)
 	}
-	p.say("clusterset-controller: built in %.1fs", time.Since(t0).Seconds())
+	p.say("%s: built in %.1fs", name, time.Since(t0).Seconds())
 	return out, nil
 }

@@ -148,17 +148,7 @@ func testScale(t *testing.T, env *wt.Env) {
 // (A of every ready endpoint; <hostname>.<clusterid>.<svc>.<ns> per pod).
 func testHeadless(t *testing.T, env *wt.Env) {
 	ctx := t.Context()
-	if err := env.Create(ctx, wt.Exporter,
-		wt.HeadlessServiceObject(wt.Namespace, headless),
-		wt.StatefulSet(wt.Namespace, headless, wt.Replicas),
-		wt.ServiceExport(wt.Namespace, headless),
-	); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "3 pods of the StatefulSet ready in cls1", propagation, podsReady(env, wt.Exporter, headless, wt.Replicas))
-	waitFor(t, "the headless ServiceExport to be Valid and Ready", propagation, exportReady(env, wt.Exporter, headless))
-	waitFor(t, "every cluster to import web with the 3 pod IPs", propagation,
-		importedEverywhere(env, headless, []string{wt.Exporter}, wt.Replicas))
+	exportHeadless(t, env)
 	checkExportConditions(t, env, wt.Exporter, headless)
 
 	pods, err := env.ReadyPods(ctx, wt.Exporter, wt.Namespace, headless)
@@ -212,6 +202,24 @@ func testHeadless(t *testing.T, env *wt.Env) {
 			}
 		}
 	}
+}
+
+// exportHeadless creates the headless Service web, its 3-replica
+// StatefulSet and its ServiceExport in cls1, and waits until the pods are
+// ready, the export is Valid and Ready, and every cluster imports them.
+func exportHeadless(t *testing.T, env *wt.Env) {
+	t.Helper()
+	if err := env.Create(t.Context(), wt.Exporter,
+		wt.HeadlessServiceObject(wt.Namespace, headless),
+		wt.StatefulSet(wt.Namespace, headless, wt.Replicas),
+		wt.ServiceExport(wt.Namespace, headless),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "3 pods of the StatefulSet ready in cls1", propagation, podsReady(env, wt.Exporter, headless, wt.Replicas))
+	waitFor(t, "the headless ServiceExport to be Valid and Ready", propagation, exportReady(env, wt.Exporter, headless))
+	waitFor(t, "every cluster to import web with the 3 pod IPs", propagation,
+		importedEverywhere(env, headless, []string{wt.Exporter}, wt.Replicas))
 }
 
 // endpointCount holds when every cluster's imported EndpointSlices of the

@@ -23,21 +23,7 @@ import (
 // cannot reach anything outside the sandbox.
 func TestRealNodes(t *testing.T) {
 	env := startSandboxNodes(t, sandbox.RegistryHub, sandbox.NodesReal)
-	seed(t, env)
-	if !t.Run("Walkthrough", func(t *testing.T) { testWalkthrough(t, env) }) {
-		t.Fatal("the walkthrough failed: the traffic steps are not run")
-	}
-	ctx := t.Context()
-	for _, c := range env.Clusters() {
-		if err := env.Create(ctx, c, wt.ClientPodObject(wt.Namespace)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range env.Clusters() {
-		if err := env.WaitPodReady(ctx, c, wt.Namespace, wt.ClientPod, 2*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	}
+	walkthroughWithClients(t, env)
 	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
 	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
 	t.Run("DNSFromPods", func(t *testing.T) { testDNSFromPods(t, env) })
@@ -56,7 +42,7 @@ func TestRealNodes(t *testing.T) {
 				}
 				return false, fmt.Sprintf("still resolves (%v)", err), nil
 			})
-			if body, err := env.HTTPGet(ctx, c, wt.Namespace, wt.ClientPod, wt.FQDN(wt.Service, wt.Namespace), wt.Port); err == nil {
+			if body, err := env.HTTPGet(t.Context(), c, wt.Namespace, wt.ClientPod, wt.FQDN(wt.Service, wt.Namespace), wt.Port); err == nil {
 				t.Errorf("%s: %s answered %q after the unexport", c, wt.FQDN(wt.Service, wt.Namespace), body)
 			}
 		}
@@ -153,6 +139,16 @@ func testNoRouteOut(t *testing.T, env *wt.Env) {
 // node's address, with the settings of the Cloud Map overlay.
 func TestRealNodesCloudMap(t *testing.T) {
 	env := startSandboxNodes(t, sandbox.RegistryCloudMap, sandbox.NodesReal)
+	walkthroughWithClients(t, env)
+	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
+	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
+	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })
+}
+
+// walkthroughWithClients runs the walkthrough on a real-node sandbox, then
+// starts the client pod in every cluster; the traffic tests need both.
+func walkthroughWithClients(t *testing.T, env *wt.Env) {
+	t.Helper()
 	seed(t, env)
 	if !t.Run("Walkthrough", func(t *testing.T) { testWalkthrough(t, env) }) {
 		t.Fatal("the walkthrough failed: the traffic steps are not run")
@@ -168,7 +164,4 @@ func TestRealNodesCloudMap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
-	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
-	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })
 }

@@ -211,16 +211,7 @@ func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 // and a connection to that name reaches that pod.
 func testHeadlessFromPods(t *testing.T, env *wt.Env) {
 	ctx := t.Context()
-	if err := env.Create(ctx, wt.Exporter,
-		wt.HeadlessServiceObject(wt.Namespace, headless),
-		wt.StatefulSet(wt.Namespace, headless, wt.Replicas),
-		wt.ServiceExport(wt.Namespace, headless),
-	); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "3 pods of the StatefulSet ready in cls1", propagation, podsReady(env, wt.Exporter, headless, wt.Replicas))
-	waitFor(t, "every cluster to import web with the 3 pod IPs", propagation,
-		importedEverywhere(env, headless, []string{wt.Exporter}, wt.Replicas))
+	exportHeadless(t, env)
 	pods, err := env.ReadyPods(ctx, wt.Exporter, wt.Namespace, headless)
 	if err != nil {
 		t.Fatal(err)
