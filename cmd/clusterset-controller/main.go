@@ -97,6 +97,10 @@ func run(ctx context.Context, f flags) error {
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "clusterset-controller",
 		LeaderElectionNamespace: f.leaderElectionNamespace,
+		// The process exits as soon as the manager stops, so the Lease can
+		// be handed over at once: a rolling update or a deleted pod does not
+		// leave the cluster without a writer for a whole lease duration.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return err

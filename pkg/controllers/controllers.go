@@ -26,7 +26,9 @@ type Options struct {
 // link to mgr, and returns the link.
 func Register(ctx context.Context, mgr ctrl.Manager, opts Options) (*registrylink.Link, error) {
 	ids := identity.NewStore()
-	link := registrylink.New(ids, opts.Registry, opts.Link)
+	linkOpts := opts.Link
+	linkOpts.Elected = mgr.Elected() // closed at once without leader election
+	link := registrylink.New(ids, opts.Registry, linkOpts)
 	if err := mgr.Add(link); err != nil {
 		return nil, err
 	}

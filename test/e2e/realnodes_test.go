@@ -32,6 +32,7 @@ func TestRealNodes(t *testing.T) {
 	t.Run("HeadlessStatefulSetFromPods", func(t *testing.T) { testHeadlessFromPods(t, env) })
 	t.Run("PortConflictTraffic", func(t *testing.T) { testPortConflictTraffic(t, env) })
 	t.Run("NoRouteOutOfTheSandbox", func(t *testing.T) { testNoRouteOut(t, env) })
+	t.Run("LeaderPodDeleted", func(t *testing.T) { testLeaderPodDeleted(t, env) })
 	t.Run("UnexportStopsTraffic", func(t *testing.T) {
 		testUnexport(t, env, wt.Service)
 		for _, c := range env.Clusters() {

@@ -10,10 +10,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -287,4 +291,44 @@ func testPortConflictTraffic(t *testing.T, env *wt.Env) {
 		expectAnsweredBy(t, env, c, wt.FQDN(name, wt.Namespace), wt.Port, all)
 		expectAnsweredBy(t, env, c, wt.FQDN(name, wt.Namespace), adminPort, readyPodNames(t, env, wt.Exporter, name))
 	}
+}
+
+// testLeaderPodDeleted deletes the pod of the exporter's controller that
+// holds the leader Lease: the standby, already Ready with a warm view, takes
+// the Lease over, and a change made afterwards (nginx-hello scaled to 2)
+// reaches every cluster and its traffic.
+func testLeaderPodDeleted(t *testing.T, env *wt.Env) {
+	ctx := t.Context()
+	leader := func(ctx context.Context) (string, error) {
+		var lease coordinationv1.Lease
+		if err := env.Client(wt.Exporter).Get(ctx, client.ObjectKey{Namespace: "clusterset-system", Name: "clusterset-controller"}, &lease); err != nil {
+			return "", err
+		}
+		holder, _, _ := strings.Cut(ptr.Deref(lease.Spec.HolderIdentity, ""), "_") // POD_UUID
+		return holder, nil
+	}
+	old, err := leader(ctx)
+	if err != nil || old == "" {
+		t.Fatalf("%s: no leader (%q, %v)", wt.Exporter, old, err)
+	}
+	start := time.Now()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "clusterset-system", Name: old}}
+	if err := env.Client(wt.Exporter).Delete(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "another controller pod to take the Lease over", propagation, func(ctx context.Context) (bool, string, error) {
+		now, err := leader(ctx)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return now != "" && now != old, "leader " + now, nil
+	})
+	t.Logf("%s: leadership moved from %s in %.1fs", wt.Exporter, old, time.Since(start).Seconds())
+	if err := env.Scale(ctx, wt.Exporter, wt.Namespace, wt.Service, 2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "2 pods of nginx-hello ready in cls1", propagation, podsReady(env, wt.Exporter, wt.Service, 2))
+	waitFor(t, "every cluster to import exactly the 2 pods", propagation,
+		allOf(importedEverywhere(env, wt.Service, []string{wt.Exporter}, 2), endpointCount(env, wt.Service, 2)))
+	expectAnsweredBy(t, env, wt.Importer, wt.FQDN(wt.Service, wt.Namespace), wt.Port, readyPodNames(t, env, wt.Exporter, wt.Service))
 }

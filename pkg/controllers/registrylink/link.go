@@ -37,6 +37,11 @@ type Options struct {
 	// records are ignored (R1). Zero disables the check: records are then
 	// used for as long as they exist.
 	GracePeriod time.Duration
+	// Elected, when not nil, holds back heartbeats and liveness until it is
+	// closed: the replica has become the leader (manager.Elected). A standby
+	// keeps its view warm but writes nothing, so two replicas cost the
+	// registry no more than one.
+	Elected <-chan struct{}
 }
 
 // MaxRetryDelay caps the backoff of a reconcile that keeps failing, for
@@ -174,6 +179,13 @@ func (l *Link) Start(ctx context.Context) error {
 
 	done := make(chan error, 1)
 	go func() { done <- reg.Run(ctx, l.notify) }()
+	if l.opts.Elected != nil {
+		select {
+		case <-ctx.Done():
+			return <-done
+		case <-l.opts.Elected:
+		}
+	}
 	l.heartbeatLoop(log.IntoContext(ctx, logger), reg, id)
 	return <-done
 }
