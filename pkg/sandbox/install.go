@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -122,7 +121,13 @@ func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name, tag, _ := strings.Cut(ImageController, ":")
+	// The tag follows the last ':' after the last '/' (a registry may
+	// have a port).
+	i := strings.LastIndex(ImageController, ":")
+	if i < strings.LastIndex(ImageController, "/") {
+		return "", fmt.Errorf("image %s has no tag", ImageController)
+	}
+	name, tag := ImageController[:i], ImageController[i+1:]
 	kustomization := map[string]any{
 		"apiVersion": "kustomize.config.k8s.io/v1beta1",
 		"kind":       "Kustomization",
@@ -219,7 +224,8 @@ func waitControllerPods(ctx context.Context, cl *clients) error {
 		if d.Spec.Replicas != nil {
 			want = *d.Spec.Replicas
 		}
-		if d.Status.AvailableReplicas < want || d.Status.UpdatedReplicas < want {
+		if d.Status.ObservedGeneration < d.Generation || d.Status.Replicas != want ||
+			d.Status.AvailableReplicas < want || d.Status.UpdatedReplicas < want {
 			state = fmt.Sprintf("%d/%d replicas available", d.Status.AvailableReplicas, want)
 			return false, nil
 		}
@@ -233,7 +239,10 @@ func waitControllerPods(ctx context.Context, cl *clients) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) || wait.Interrupted(err) {
+	if ctx.Err() != nil {
+		return ctx.Err() // up was stopped, or another cluster failed
+	}
+	if wait.Interrupted(err) {
 		// The poll's context has ended: ask for the pods' state with a new one.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()

@@ -37,9 +37,9 @@ type Options struct {
 	// records are ignored (R1). Zero disables the check: records are then
 	// used for as long as they exist.
 	GracePeriod time.Duration
-	// Elected, when not nil, holds back heartbeats and liveness until it is
-	// closed: the replica has become the leader (manager.Elected). A standby
-	// keeps its view warm but writes nothing, so two replicas cost the
+	// Elected, when not nil, holds back heartbeats until it is closed: the
+	// replica has become the leader (manager.Elected). A standby keeps its
+	// view and liveness warm but writes nothing, so two replicas cost the
 	// registry no more than one.
 	Elected <-chan struct{}
 }
@@ -179,13 +179,6 @@ func (l *Link) Start(ctx context.Context) error {
 
 	done := make(chan error, 1)
 	go func() { done <- reg.Run(ctx, l.notify) }()
-	if l.opts.Elected != nil {
-		select {
-		case <-ctx.Done():
-			return <-done
-		case <-l.opts.Elected:
-		}
-	}
 	l.heartbeatLoop(log.IntoContext(ctx, logger), reg, id)
 	return <-done
 }
@@ -197,9 +190,15 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 	tick := time.NewTicker(l.opts.HeartbeatInterval)
 	defer tick.Stop()
 	for {
-		beatErr := reg.Heartbeat(ctx)
-		if beatErr != nil && ctx.Err() == nil {
-			logger.Error(beatErr, "renewing this cluster's heartbeat")
+		// Only the leader renews the heartbeat; a standby judges liveness
+		// from its view all the same (read-only), so that it takes over
+		// with the liveness the leader had.
+		var beatErr error
+		if l.elected() {
+			beatErr = reg.Heartbeat(ctx)
+			if beatErr != nil && ctx.Err() == nil {
+				logger.Error(beatErr, "renewing this cluster's heartbeat")
+			}
 		}
 		// A cluster that cannot reach the registry sees every heartbeat go
 		// stale at once; that says nothing about the others, so liveness is
@@ -218,6 +217,20 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// elected reports whether this replica writes: it is the leader, or there is
+// no leader election.
+func (l *Link) elected() bool {
+	if l.opts.Elected == nil {
+		return true
+	}
+	select {
+	case <-l.opts.Elected:
+		return true
+	default:
+		return false
 	}
 }
 

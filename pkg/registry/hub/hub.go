@@ -223,6 +223,7 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 				logger.Info("Replacing an unreadable record head", "error", err.Error())
 				prev = nil
 			} else if prev.Digest == enc.digest && head.Spec.Type == hubv1alpha1.Head && r.ownsSpec(head) {
+				r.setWritten(key, enc.digest) // what the hub holds, as far as this process knows
 				return nil
 			}
 		}
@@ -236,6 +237,10 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		want := r.object(headName(key), hubv1alpha1.Head, key)
 		want.Spec.Record = string(enc.head)
 		want.Spec.Endpoints = string(enc.chunks[0])
+		// Until the write is known to have succeeded (or not), the hub's
+		// head is unknown: a response lost after the server applied it
+		// must not let a stale cache decide the next publish.
+		r.setWritten(key, writeUnknown)
 		if head == nil {
 			err = r.client.create(ctx, want)
 		} else {
@@ -276,6 +281,10 @@ func (r *Registry) cacheBehind(key registry.ServiceKey, head *hubv1alpha1.Cluste
 	h, derr := decodeHead(head.Spec.Record)
 	return derr != nil || h.Digest != want
 }
+
+// writeUnknown is the written digest of a key while a write of its head is
+// in flight or ended in an error: no cached head matches it.
+const writeUnknown = "unknown"
 
 // setWritten records the digest of the head just written, or "" after a
 // withdrawal.

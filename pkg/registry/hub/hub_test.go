@@ -401,15 +401,20 @@ func TestHubPublishBackToAnEarlierVersion(t *testing.T) {
 		caughtUp(round)
 		want(writer, "writer", "zone-a")
 		release := o.holdWatches()
+		t.Cleanup(release)
 		if err := writer.Publish(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 		want(reader, "reader", "zone-b")
+		held := func(step string) {
+			t.Helper()
+			if got := zones(writer); got != "zone-a" {
+				t.Fatalf("round %d, %s: the writer's watch was not held: its view shows %s", round, step, got)
+			}
+		}
+		held("after B")
 		if err := writer.Publish(ctx, a); err != nil {
 			t.Fatal(err)
-		}
-		if got := zones(writer); got != "zone-a" {
-			t.Fatalf("round %d: the writer's watch was not held: it sees %s", round, got)
 		}
 		release()
 		want(reader, "reader", "zone-a")
@@ -417,10 +422,12 @@ func TestHubPublishBackToAnEarlierVersion(t *testing.T) {
 		// Withdraw and publish A again while the view still holds A: the
 		// record must come back.
 		release = o.holdWatches()
+		t.Cleanup(release)
 		if err := writer.Withdraw(ctx, key); err != nil {
 			t.Fatal(err)
 		}
 		want(reader, "reader", "0 records (<nil>)")
+		held("after the withdrawal")
 		if err := writer.Publish(ctx, a); err != nil {
 			t.Fatal(err)
 		}

@@ -164,17 +164,23 @@ func (o *outage) wrap(rt http.RoundTripper) http.RoundTripper {
 
 // holdWatches stops the wrapped clients' watch streams from delivering
 // events until release is called, so that an informer's cache lags behind
-// the hub for as long as a test needs. Connections stay open.
+// the hub for as long as a test needs. Connections stay open. release may be
+// called more than once.
 func (o *outage) holdWatches() (release func()) {
 	gate := make(chan struct{})
 	o.mu.Lock()
 	o.gate = gate
 	o.mu.Unlock()
+	var once sync.Once
 	return func() {
-		o.mu.Lock()
-		o.gate = nil
-		o.mu.Unlock()
-		close(gate)
+		once.Do(func() {
+			o.mu.Lock()
+			if o.gate == gate {
+				o.gate = nil
+			}
+			o.mu.Unlock()
+			close(gate)
+		})
 	}
 }
 
