@@ -63,12 +63,15 @@ bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs C
 	go test -tags bench -run '^$$' -bench . -benchtime 30x -count 1 -timeout 20m ./test/bench/
 
 .PHONY: crds
-crds: ## regenerate config/crd (pinned mcs-api module, ClusterProperty type) and config/hub/crd (hub registry API)
+# Helm installs CRDs only from a chart's own crds/, so the chart gets a copy.
+crds: ## regenerate config/crd (pinned mcs-api module, ClusterProperty type), its copy in charts/clusterset/crds, and config/hub/crd (hub registry API)
 	cp $(MCS_API_DIR)/config/crd/multicluster.x-k8s.io_serviceexports.yaml config/crd/
 	cp $(MCS_API_DIR)/config/crd/multicluster.x-k8s.io_serviceimports.yaml config/crd/
 	chmod 644 config/crd/*.yaml
 	$(CONTROLLER_GEN) object paths=./pkg/apis/... crd:crdVersions=v1 output:crd:artifacts:config=config/crd
 	$(CONTROLLER_GEN) object paths=./pkg/registry/hub/api/... crd:crdVersions=v1 output:crd:artifacts:config=config/hub/crd
+	rm -rf charts/clusterset/crds && mkdir -p charts/clusterset/crds
+	cp $$(sed -n 's/^  - \(.*\.yaml\)$$/config\/crd\/\1/p' config/crd/kustomization.yaml) charts/clusterset/crds/
 
 .PHONY: verify
 verify: ## gofmt, go vet and generated files up to date
@@ -77,7 +80,8 @@ verify: ## gofmt, go vet and generated files up to date
 	go vet -tags e2e ./test/...
 	go vet -tags bench ./test/bench/
 	$(MAKE) --no-print-directory crds
-	@git diff --exit-code -- config/crd pkg/apis config/hub/crd pkg/registry/hub/api || { echo "generated CRDs or deepcopy files are stale: run make crds and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- charts/clusterset/crds)" || { git status --short -- charts/clusterset/crds; echo "charts/clusterset/crds differs from config/crd: run make crds and commit"; exit 1; }
+	@git diff --exit-code -- config/crd charts/clusterset/crds pkg/apis config/hub/crd pkg/registry/hub/api || { echo "generated CRDs or deepcopy files are stale: run make crds and commit"; exit 1; }
 
 .PHONY: clean
 clean: ## remove built binaries (keeps the component cache)

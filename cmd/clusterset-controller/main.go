@@ -45,11 +45,13 @@ type flags struct {
 	leaderElectionNamespace   string
 }
 
-func main() {
-	var f flags
+// newFlagSet defines every flag of the command, filling f and zapOpts when
+// parsed. docs/configuration.md is generated from it (see
+// TestConfigurationDocs).
+func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	// A FlagSet of our own: controller-runtime registers --kubeconfig on
 	// flag.CommandLine, and this command's --kubeconfig goes with --context.
-	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster; in-cluster config when empty")
 	fs.StringVar(&f.context, "context", "", "context of --kubeconfig to use; its current context when empty")
 	fs.StringVar(&f.clusterID, "cluster-id", "", "creates ClusterProperty cluster.clusterset.k8s.io with this value when it is absent")
@@ -69,8 +71,14 @@ func main() {
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so that only one replica writes")
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; the pod's namespace when empty")
-	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
+	return fs
+}
+
+func main() {
+	var f flags
+	zapOpts := zap.Options{Development: false}
+	fs := newFlagSet(os.Args[0], &f, &zapOpts)
 	_ = fs.Parse(os.Args[1:])
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))

@@ -64,6 +64,7 @@ func newSandboxUpCommand(dir *string) *cobra.Command {
 	f.StringVar(&opts.ControllerBinary, "controller-binary", "", "clusterset-controller to run (default: go build ./cmd/clusterset-controller when it exists)")
 	f.BoolVar(&opts.SkipControllers, "no-controllers", false, "start no clusterset-controller")
 	f.StringArrayVar(&opts.ControllerArgs, "controller-arg", nil, "extra argument for every controller (repeatable)")
+	f.StringVar(&opts.Install, "install", sandbox.InstallKustomize, "how real nodes get the controller: kustomize (config/overlays/REGISTRY) or helm (charts/clusterset)")
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and coredns (default: env CLUSTERSET_SANDBOX_BIN, else REPO/.cache/sandbox)")
 	f.StringVar(&opts.RepoDir, "repo", "", "clusterset repository whose config/ is installed (default: found from the working directory)")
 	f.StringVar(&opts.Nodes, "nodes", "", "node mode: real (containerd, kubelet, kube-proxy in a network namespace) or kwok (default: real where it can run)")

@@ -7,16 +7,20 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/clusterset/clusterset/internal/helmchart"
 	"github.com/clusterset/clusterset/pkg/membership"
 )
 
@@ -29,9 +33,9 @@ const (
 
 // installControllers installs clusterset-controller in every cluster the way
 // a user does on a real cluster: `kubectl clusterset join` (hub registry)
-// writes the member's hub credentials, then the manifests of config/default,
-// with a kustomize overlay that only sets the image the sandbox built and the
-// registry settings, are applied. It waits until each Deployment's replicas
+// writes the member's hub credentials, then the manifests of
+// config/overlays/REGISTRY, with a kustomize overlay on it that only sets the
+// image the sandbox built and points Cloud Map at moto, are applied. It waits until each Deployment's replicas
 // are available and one of them holds the leader Lease.
 //
 // The overlay and the manifests it produced stay in
@@ -64,30 +68,108 @@ func (s *Sandbox) installControllers(ctx context.Context, env *upEnv) error {
 		env.p.say("hub    every member joined (kubectl clusterset join; hub reached at %s)", hubCluster.NodeServer)
 	}
 
+	var ch *chartv2.Chart
+	if env.opts.Install == InstallHelm {
+		if ch, err = helmchart.Load(env.opts.RepoDir); err != nil {
+			return fmt.Errorf("charts/clusterset: %w", err)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range s.Clusters {
 		g.Go(func() error {
-			manifests, err := s.controllerManifests(env, c)
-			if err != nil {
-				return fmt.Errorf("%s: config/default: %w", c.Name, err)
-			}
-			objs, err := readObjects(manifests)
-			if err != nil {
-				return err
-			}
 			cl := clientsOf[c.Name]
-			if err := cl.apply(gctx, controllerNamespace, objs...); err != nil {
-				return fmt.Errorf("%s: applying %s: %w", c.Name, manifests, err)
+			var how string
+			if ch != nil {
+				how = "helm install clusterset charts/clusterset"
+				if err := s.helmInstall(gctx, env, c, ch); err != nil {
+					return fmt.Errorf("%s: %s: %w", c.Name, how, err)
+				}
+			} else {
+				how = "kubectl apply -k config/overlays/" + s.Registry
+				manifests, err := s.controllerManifests(env, c)
+				if err != nil {
+					return fmt.Errorf("%s: config/overlays/%s: %w", c.Name, s.Registry, err)
+				}
+				objs, err := readObjects(manifests)
+				if err != nil {
+					return err
+				}
+				if err := cl.apply(gctx, controllerNamespace, objs...); err != nil {
+					return fmt.Errorf("%s: applying %s: %w", c.Name, manifests, err)
+				}
 			}
 			if err := waitControllerPods(gctx, cl); err != nil {
 				return fmt.Errorf("%s: %w", c.Name, err)
 			}
-			env.p.say("%-5s clusterset-controller pods ready and leader elected (image %s, registry %s) (+%.1fs)",
-				c.Name, ImageController, s.Registry, time.Since(t0).Seconds())
+			env.p.say("%-5s clusterset-controller pods ready and leader elected (%s, image %s, registry %s) (+%.1fs)",
+				c.Name, how, ImageController, s.Registry, time.Since(t0).Seconds())
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// HelmClient returns a Helm client for one of the sandbox's clusters, as
+// `helm --kubeconfig KUBECONFIG --kube-context CLUSTER -n clusterset-system`.
+func (s *Sandbox) HelmClient(cluster string) (*helmchart.Client, error) {
+	flags := genericclioptions.NewConfigFlags(true)
+	kubeconfig, context, ns := s.Kubeconfig, cluster, helmchart.Namespace
+	flags.KubeConfig, flags.Context, flags.Namespace = &kubeconfig, &context, &ns
+	return helmchart.NewClient(flags)
+}
+
+// HelmValues returns the chart values the sandbox installs cluster c with:
+// the image it built, the registry, and for Cloud Map moto (through the node
+// address) with the moto workarounds. CoreDNS's RBAC is left out: the
+// sandbox sets up CoreDNS, with config/coredns, before the controllers.
+func (s *Sandbox) HelmValues(c *Cluster, controllerArgs []string) map[string]any {
+	// The tag follows the last ':' after the last '/' (a registry may have
+	// a port); ImageController always has one.
+	i := strings.LastIndex(ImageController, ":")
+	values := map[string]any{
+		"clusterID":    c.Name,
+		"clusterSetID": s.ClusterSetID,
+		"image":        map[string]any{"repository": ImageController[:i], "tag": ImageController[i+1:], "pullPolicy": "Never"},
+		"registry":     map[string]any{"type": s.Registry},
+		"coredns":      map[string]any{"rbac": map[string]any{"create": false}},
+	}
+	args := slices.Clone(controllerArgs)
+	if s.Registry == RegistryCloudMap {
+		values["registry"] = map[string]any{"type": s.Registry, "cloudMap": map[string]any{"region": "us-east-1"}}
+		args = append([]string{"--cloudmap-moto-workarounds"}, args...)
+		var env []any
+		for _, kv := range s.awsEnv() {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "AWS_REGION":
+				continue // from registry.cloudMap.region
+			case "AWS_ENDPOINT_URL":
+				// moto listens on the machine's loopback and, through the
+				// netproxy, on every node's address with the same port.
+				_, port, _ := strings.Cut(strings.TrimPrefix(s.MotoEndpoint, "http://"), ":")
+				v = fmt.Sprintf("http://%s:%s", realNodeAddress(c.Index), port)
+			}
+			env = append(env, map[string]any{"name": k, "value": v})
+		}
+		values["extraEnv"] = env
+	}
+	if len(args) > 0 {
+		anyArgs := make([]any, len(args))
+		for i, a := range args {
+			anyArgs[i] = a
+		}
+		values["extraArgs"] = anyArgs
+	}
+	return values
+}
+
+// helmInstall installs charts/clusterset in cluster c with HelmValues.
+func (s *Sandbox) helmInstall(ctx context.Context, env *upEnv, c *Cluster, ch *chartv2.Chart) error {
+	hc, err := s.HelmClient(c.Name)
+	if err != nil {
+		return err
+	}
+	return hc.Install(ctx, ch, s.HelmValues(c, env.opts.ControllerArgs), controllerTimeout)
 }
 
 // adminClients returns admin clients of every cluster by name.
@@ -105,7 +187,7 @@ func (s *Sandbox) adminClients() (map[string]*clients, error) {
 	return out, nil
 }
 
-// controllerManifests writes the overlay of config/default for cluster c into
+// controllerManifests writes an overlay of config/overlays/REGISTRY for cluster c into
 // c.Dir/install, builds it with kustomize and returns the file holding the
 // result.
 func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
@@ -113,7 +195,7 @@ func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	base, err := filepath.Rel(dir, filepath.Join(env.opts.RepoDir, "config", "default"))
+	base, err := filepath.Rel(dir, filepath.Join(env.opts.RepoDir, "config", "overlays", string(s.Registry)))
 	if err != nil {
 		return "", err
 	}
@@ -134,6 +216,13 @@ func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
 		"resources":  []string{base},
 		// The image the sandbox built and preloaded into the nodes.
 		"images": []map[string]string{{"name": "clusterset-controller", "newName": name, "newTag": tag}},
+	}
+	if s.Registry == RegistryCloudMap {
+		// What a user writes into the overlay's cloudmap.env.
+		kustomization["configMapGenerator"] = []map[string]any{{
+			"name": "clusterset-controller-cloudmap", "namespace": controllerNamespace, "behavior": "merge",
+			"literals": []string{"AWS_REGION=us-east-1", "CLUSTER_ID=" + c.Name, "CLUSTERSET_ID=" + s.ClusterSetID},
+		}}
 	}
 	if len(ops) > 0 {
 		patch, err := json.Marshal(ops)
@@ -166,9 +255,9 @@ func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
 }
 
 // controllerPatch returns the JSON patch (RFC 6902) operations on the
-// Deployment of config/manager for this sandbox's registry: none for the hub
-// beyond Options.ControllerArgs; for Cloud Map the registry flags, the
-// sandbox's moto as endpoint (through the node address) and no hub secret.
+// Deployment of config/overlays/REGISTRY for this sandbox: Options.ControllerArgs,
+// and for Cloud Map the moto workarounds and moto as endpoint (through the
+// node address) with its test credentials.
 func (s *Sandbox) controllerPatch(env *upEnv, c *Cluster) ([]map[string]any, error) {
 	const container = "/spec/template/spec/containers/0"
 	var ops []map[string]any
@@ -178,16 +267,13 @@ func (s *Sandbox) controllerPatch(env *upEnv, c *Cluster) ([]map[string]any, err
 			ops = append(ops, map[string]any{"op": "add", "path": container + "/args/-", "value": a})
 		}
 	case RegistryCloudMap:
-		args := []string{
-			"--leader-elect",
-			"--registry=cloudmap",
-			// The sandbox's Cloud Map is moto, which keeps a second copy of
-			// a re-registered instance instead of replacing it.
-			"--cloudmap-moto-workarounds",
-			"--metrics-bind-address=:8080",
-			"--health-probe-bind-address=:8081",
+		// The sandbox's Cloud Map is moto, which keeps a second copy of a
+		// re-registered instance instead of replacing it.
+		args := append([]string{"--cloudmap-moto-workarounds"}, env.opts.ControllerArgs...)
+		for _, a := range args {
+			ops = append(ops, map[string]any{"op": "add", "path": container + "/args/-", "value": a})
 		}
-		args = append(args, env.opts.ControllerArgs...)
+		// Explicit env wins over the overlay's envFrom (AWS_REGION).
 		var envVars []corev1.EnvVar
 		for _, kv := range s.awsEnv() {
 			k, v, _ := strings.Cut(kv, "=")
@@ -196,16 +282,27 @@ func (s *Sandbox) controllerPatch(env *upEnv, c *Cluster) ([]map[string]any, err
 			}
 			envVars = append(envVars, corev1.EnvVar{Name: k, Value: v})
 		}
-		ops = append(ops,
-			map[string]any{"op": "replace", "path": container + "/args", "value": args},
-			map[string]any{"op": "add", "path": container + "/env", "value": envVars},
-			map[string]any{"op": "remove", "path": container + "/volumeMounts"},
-			map[string]any{"op": "remove", "path": "/spec/template/spec/volumes"},
-		)
+		ops = append(ops, map[string]any{"op": "add", "path": container + "/env", "value": envVars})
 	default:
 		return nil, fmt.Errorf("unknown registry %q", s.Registry)
 	}
 	return ops, nil
+}
+
+// WaitControllers waits until the controller Deployment of an in-cluster
+// install (ControllersInCluster) has rolled out all its replicas and one of
+// them holds the leader Lease, as after a `helm upgrade`. The error says what
+// was missing and why the pods are not ready.
+func (s *Sandbox) WaitControllers(ctx context.Context, cluster string) error {
+	cfg, err := s.RESTConfig(cluster)
+	if err != nil {
+		return err
+	}
+	cl, err := newClients(cfg)
+	if err != nil {
+		return err
+	}
+	return waitControllerPods(ctx, cl)
 }
 
 // waitControllerPods waits until the controller Deployment has all its

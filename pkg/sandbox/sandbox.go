@@ -33,6 +33,10 @@ import (
 const (
 	RegistryHub      = "hub"
 	RegistryCloudMap = "cloudmap"
+
+	// Ways to install the controllers on real nodes (Options.Install).
+	InstallKustomize = "kustomize"
+	InstallHelm      = "helm"
 )
 
 // DefaultClusterSetID is the clusterset every sandbox cluster joins.
@@ -83,6 +87,10 @@ type Options struct {
 	SkipControllers bool
 	// ControllerArgs are appended to every controller's command line.
 	ControllerArgs []string
+	// Install is how real nodes get the controller: InstallKustomize
+	// (config/overlays/REGISTRY) or InstallHelm (charts/clusterset through
+	// the Helm SDK). Default InstallKustomize.
+	Install string
 	// KwokStagesDir is kwok's kustomize/stage directory. Default: from the
 	// sigs.k8s.io/kwok module of the pinned version (go mod download).
 	KwokStagesDir string
@@ -135,6 +143,9 @@ type Sandbox struct {
 	// ControllersInCluster is true when the controllers run as pods
 	// installed from config/ (real nodes), false when they are processes.
 	ControllersInCluster bool `json:"controllersInCluster,omitempty"`
+	// Install is how the in-cluster controllers were installed:
+	// InstallKustomize or InstallHelm.
+	Install string `json:"install,omitempty"`
 	// ControllerBinary is the controller that was started.
 	ControllerBinary string `json:"controllerBinary,omitempty"`
 	// Nodes is NodesKwok or NodesReal.

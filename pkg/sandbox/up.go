@@ -87,6 +87,13 @@ func (o *Options) complete() error {
 	if o.Registry != RegistryHub && o.Registry != RegistryCloudMap {
 		return fmt.Errorf("registry must be %q or %q, got %q", RegistryHub, RegistryCloudMap, o.Registry)
 	}
+	switch o.Install {
+	case "":
+		o.Install = InstallKustomize
+	case InstallKustomize, InstallHelm:
+	default:
+		return fmt.Errorf("install must be %q or %q, got %q", InstallKustomize, InstallHelm, o.Install)
+	}
 	if o.ClusterSetID == "" {
 		o.ClusterSetID = DefaultClusterSetID
 	}
@@ -275,7 +282,7 @@ func (s *Sandbox) up(ctx context.Context, opts Options, p *progress) error {
 		if err := s.installControllers(ctx, env); err != nil {
 			return err
 		}
-		s.Controllers, s.ControllersInCluster = true, true
+		s.Controllers, s.ControllersInCluster, s.Install = true, true, opts.Install
 	case b.path == "":
 		// controllerBinary has said why.
 	default:

@@ -30,6 +30,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/clusterset/clusterset/pkg/sandbox"
 	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
 )
@@ -47,6 +50,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The suite's controller-runtime clients log nothing worth reading; without
+	// a logger, controller-runtime prints a stack trace about it after 30 s.
+	ctrllog.SetLogger(logr.Discard())
 	if err := setup(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e setup: %v\n", err)
 		os.Exit(1)
@@ -110,7 +116,7 @@ func startSandbox(t *testing.T, registry string) *wt.Env {
 
 // startSandboxNodes is startSandbox with the given node mode; real nodes
 // use .cache/e2e/REGISTRY-real.
-func startSandboxNodes(t *testing.T, registry, nodes string) *wt.Env {
+func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sandbox.Options)) *wt.Env {
 	t.Helper()
 	if setupProblem != "" {
 		skipOrFail(t, setupProblem)
@@ -139,6 +145,9 @@ func startSandboxNodes(t *testing.T, registry, nodes string) *wt.Env {
 			skipOrFail(t, "moto_server is not on PATH: run hack/install-moto.sh (pip install 'moto[server]')")
 		}
 		opts.MotoServer = moto
+	}
+	for _, o := range options {
+		o(&opts)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()

@@ -136,14 +136,18 @@ func testNoRouteOut(t *testing.T, env *wt.Env) {
 }
 
 // TestRealNodesCloudMap is the walkthrough with traffic on real nodes with
-// the Cloud Map registry (moto): the controller pods reach it through their
-// node's address, with the settings of the Cloud Map overlay.
+// the Cloud Map registry (moto), the controllers installed with the Helm
+// chart (TestRealNodes installs them with the hub overlay): the controller
+// pods reach moto through their node's address. Then `helm upgrade` to
+// changed values, and `helm uninstall`.
 func TestRealNodesCloudMap(t *testing.T) {
-	env := startSandboxNodes(t, sandbox.RegistryCloudMap, sandbox.NodesReal)
+	env := startSandboxNodes(t, sandbox.RegistryCloudMap, sandbox.NodesReal, func(o *sandbox.Options) { o.Install = sandbox.InstallHelm })
 	walkthroughWithClients(t, env)
 	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
 	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
 	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })
+	t.Run("HelmUpgrade", func(t *testing.T) { testHelmUpgrade(t, env) })
+	t.Run("HelmUninstall", func(t *testing.T) { testHelmUninstall(t, env) })
 }
 
 // walkthroughWithClients runs the walkthrough on a real-node sandbox, then
