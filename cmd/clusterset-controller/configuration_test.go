@@ -22,6 +22,7 @@ type chartValue struct {
 	path   string // "registry.cloudMap.pollInterval"
 	sample any    // a value for path; the flag must become --flag=sample
 	note   string // when there is no path
+	want   string // the flag's value for sample, when not fmt's %v of it
 }
 
 // chartValues has an entry for every flag: a new flag fails
@@ -45,6 +46,7 @@ var chartValues = map[string]chartValue{
 	"metrics-bind-address":                 {note: "`:` + `metrics.port`"},
 	"health-probe-bind-address":            {note: "fixed `:8081`"},
 	"leader-elect":                         {note: "always on"},
+	"excluded-namespaces":                  {path: "excludedNamespaces", sample: []any{"kube-system", "ops"}, want: "kube-system,ops"},
 	"leader-election-namespace":            {note: "not set: the release namespace"},
 	"zap-log-level":                        {path: "logLevel", sample: "debug"},
 	"zap-devel":                            {note: "`extraArgs`"},
@@ -151,6 +153,9 @@ func TestChartValuesSetFlags(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := fmt.Sprintf("--%s=%v", name, cv.sample)
+			if cv.want != "" {
+				want = "--" + name + "=" + cv.want
+			}
 			for _, o := range objs {
 				if o.GetKind() != "Deployment" {
 					continue

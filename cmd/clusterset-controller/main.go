@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -22,6 +23,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
@@ -43,6 +45,7 @@ type flags struct {
 	metricsAddr, probeAddr    string
 	leaderElect               bool
 	leaderElectionNamespace   string
+	excludedNamespaces        string
 }
 
 // newFlagSet defines every flag of the command, filling f and zapOpts when
@@ -69,6 +72,7 @@ func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	fs.StringVar(&f.excludedNamespaces, "excluded-namespaces", strings.Join(namespaces.DefaultExcluded, ","), "comma-separated namespaces that are neither exported from (their ServiceExports get Valid=False NamespaceExcluded) nor imported into; empty excludes none")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so that only one replica writes")
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; the pod's namespace when empty")
 	zapOpts.BindFlags(fs)
@@ -90,6 +94,10 @@ func main() {
 }
 
 func run(ctx context.Context, f flags) error {
+	excluded, err := namespaces.NewExclusions(strings.Split(f.excludedNamespaces, ","))
+	if err != nil {
+		return fmt.Errorf("--excluded-namespaces: %w", err)
+	}
 	cfg, err := loadConfig(f.kubeconfig, f.context)
 	if err != nil {
 		return fmt.Errorf("member cluster config: %w", err)
@@ -117,6 +125,7 @@ func run(ctx context.Context, f flags) error {
 		Defaults: identity.Identity{ClusterID: f.clusterID, ClusterSetID: f.clusterSetID},
 		Registry: factory,
 		Link:     registrylink.Options{HeartbeatInterval: f.heartbeatInterval, GracePeriod: f.gracePeriod},
+		Excluded: excluded,
 	})
 	if err != nil {
 		return err
@@ -154,6 +163,9 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("AWS config: %w", err)
+			}
+			if awsCfg.Region == "" {
+				return nil, fmt.Errorf("no AWS region: set AWS_REGION (chart value registry.cloudMap.region, AWS_REGION in config/overlays/cloudmap/cloudmap.env)")
 			}
 			return cloudmap.New(awsCfg, cloudmap.Options{
 				ClusterSetID:             id.ClusterSetID,

@@ -11,6 +11,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 )
 
 // Options configure the controllers of one member cluster.
@@ -20,6 +21,10 @@ type Options struct {
 	// Registry builds the registry backend once the identity is known.
 	Registry registrylink.Factory
 	Link     registrylink.Options
+	// Excluded namespaces are neither exported from nor imported into
+	// (cmd's --excluded-namespaces; namespaces.DefaultExcluded there). The
+	// zero value excludes nothing.
+	Excluded namespaces.Exclusions
 }
 
 // Register adds the identity, export and import controllers and the registry
@@ -36,8 +41,8 @@ func Register(ctx context.Context, mgr ctrl.Manager, opts Options) (*registrylin
 		Register(context.Context, ctrl.Manager) error
 	}{
 		identity.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-identity"), ids, opts.Defaults),
-		export.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-export"), link),
-		imports.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-import"), link),
+		export.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-export"), link, opts.Excluded),
+		imports.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-import"), link, opts.Excluded),
 	} {
 		if err := r.Register(ctx, mgr); err != nil {
 			return nil, err

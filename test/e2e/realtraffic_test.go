@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -113,6 +114,21 @@ func testControllersInCluster(t *testing.T, env *wt.Env) {
 			t.Errorf("%s: %d of %d controller pods Running and Ready, want 2", c, ready, len(pods.Items))
 		}
 		t.Logf("%s: %d controller pods Running and Ready from %s@%s", c, ready, sandbox.ImageController, digest)
+	}
+	// The shipped RBAC covers every call the controllers make: the API
+	// server refused none of them (events included, which client-go only
+	// logs).
+	for _, f := range env.Sandbox.ControllerLogs() {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "forbidden") {
+				t.Errorf("%s: the API server refused a call of the controller: %.400s", f, line)
+				break
+			}
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/clusterset/clusterset/internal/helmchart"
 	"github.com/clusterset/clusterset/internal/testenv"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 )
 
@@ -204,15 +205,17 @@ func TestChartAndOverlaysAgree(t *testing.T) {
 			cc, oc := controllerContainer(t, chart), controllerContainer(t, overlay)
 
 			// The overlay takes the IDs from cloudmap.env through $(VARS);
-			// the chart passes them only when set. The log level is the
-			// controller's default in both.
+			// the chart passes them only when set. The chart passes the log
+			// level and the excluded namespaces always; their defaults are
+			// the controller's, which the overlay gets by passing nothing.
 			var overlayArgs []string
 			for _, a := range oc.Args {
 				if !strings.Contains(a, "$(") {
 					overlayArgs = append(overlayArgs, a)
 				}
 			}
-			chartArgs := slices.DeleteFunc(slices.Clone(cc.Args), func(a string) bool { return a == "--zap-log-level=info" })
+			defaults := []string{"--zap-log-level=info", "--excluded-namespaces=" + strings.Join(namespaces.DefaultExcluded, ",")}
+			chartArgs := slices.DeleteFunc(slices.Clone(cc.Args), func(a string) bool { return slices.Contains(defaults, a) })
 			slices.Sort(chartArgs)
 			slices.Sort(overlayArgs)
 			if !slices.Equal(chartArgs, overlayArgs) {
@@ -341,7 +344,13 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"clusterset ID too long", map[string]any{"clusterSetID": strings.Repeat("a", 64)}, "clusterSetID"},
 		{"misspelled value", map[string]any{"replica": 3}, "replica"},
 		{"misspelled nested value", map[string]any{"registry": map[string]any{"type": "hub", "hub": map[string]any{"secret": "x"}}}, "secret"},
-		{"no replicas", map[string]any{"replicas": 0}, "replicas"},
+		{"negative replicas", map[string]any{"replicas": -1}, "replicas"},
+		{"pod label that is the selector", map[string]any{"podLabels": map[string]any{"app.kubernetes.io/name": "x"}}, "podLabels"},
+		{"AWS_REGION in extraEnv", map[string]any{"extraEnv": []any{map[string]any{"name": "AWS_REGION", "value": "eu-west-1"}}}, "extraEnv"},
+		{"extraEnv value not a string", map[string]any{"extraEnv": []any{map[string]any{"name": "X", "value": 1}}}, "extraEnv"},
+		{"hub secret not a name", map[string]any{"registry": map[string]any{"type": "hub", "hub": map[string]any{"secretName": "Bad_Name"}}}, "secretName"},
+		{"ServiceMonitor interval not a Prometheus duration", map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"interval": "1.5s"}}}, "interval"},
+		{"excluded namespace not a name", map[string]any{"excludedNamespaces": []any{"Kube-System"}}, "excludedNamespaces"},
 		{"duration without unit", map[string]any{"heartbeatInterval": "10"}, "heartbeatInterval"},
 		{"metrics on the probe port", map[string]any{"metrics": map[string]any{"port": 8081}}, "port"},
 		{"extra arg not a flag", map[string]any{"extraArgs": []any{"verbose"}}, "extraArgs"},
@@ -354,6 +363,25 @@ func TestChartRejectsBadValues(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not name %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Values at the edges of what the schema allows render.
+func TestChartAcceptsEdgeValues(t *testing.T) {
+	ch := loadChart(t)
+	for name, values := range map[string]map[string]any{
+		"0 replicas (cut-over)":       {"replicas": 0},
+		"0 disables the sweep":        {"registry": map[string]any{"type": "cloudmap", "cloudMap": map[string]any{"region": "eu-west-1", "foreignSweepPeriod": "0"}}},
+		"0 disables the grace period": {"livenessGracePeriod": "0"},
+		"no excluded namespace":       {"excludedNamespaces": []any{}},
+		"GovCloud region":             {"registry": map[string]any{"type": "cloudmap", "cloudMap": map[string]any{"region": "us-gov-west-1"}}},
+		"63-character cluster ID":     {"clusterID": strings.Repeat("a", 63)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := helmchart.Render(ch, helmchart.Namespace, oldestKubernetes, values); err != nil {
+				t.Fatalf("values %v: %v", values, err)
 			}
 		})
 	}

@@ -98,6 +98,7 @@ func startCloudMapMembers(t *testing.T, endpoint string, maxInstancesPerService 
 		cp := testenv.Start(t)
 		m := &member{name: name, cp: cp, admin: cp.Client, root: t}
 		m.defaults = identity.Identity{ClusterID: name, ClusterSetID: clusterSet}
+		m.excluded = defaultExcluded(t)
 		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
 			return cloudmap.New(cloudmaptest.Config(), cloudmap.Options{
 				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,6 +22,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
@@ -119,6 +122,76 @@ func TestClusterset(t *testing.T) {
 		eventually(t, wait, "E4 record withdrawn", func() error { return noHubRecords(cls1, ns, "late") })
 		if err := cls2.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "late"}, &mcsv1beta1.ServiceExport{}); err != nil {
 			t.Fatalf("E4: the ServiceExport must stay: %v", err)
+		}
+	})
+
+	// Namespaces excluded from the clusterset (kube-system, kube-public,
+	// kube-node-lease by default): an export there is refused and says why,
+	// nothing is imported there, and what was shared before the exclusion
+	// is withdrawn and removed.
+	t.Run("NamespaceExclusion", func(t *testing.T) {
+		ns := "kube-public"
+		mustCreate(t, cls2.admin, service(ns, "leak", tcpPort("http", 80)),
+			endpointSlice(ns, "leak", "leak-abcde", discoveryv1.AddressTypeIPv4, 8080, true, "10.20.0.1"),
+			serviceExport(ns, "leak"))
+		eventually(t, wait, "an export in kube-public refused", exportCondition(cls2.admin, ns, "leak", "Valid", metav1.ConditionFalse, "NamespaceExcluded"))
+		eventually(t, wait, "an export in kube-public not Ready", exportCondition(cls2.admin, ns, "leak", "Ready", metav1.ConditionFalse, "Pending"))
+		eventually(t, wait, "cls1's registry view ready", func() error {
+			_, err := cls1.linkFn().Records(client.ObjectKey{Namespace: ns, Name: "leak"})
+			return err
+		})
+		consistently(t, 2*time.Second, "nothing published from kube-public", func() error { return noHubRecords(cls1, ns, "leak") })
+		eventually(t, wait, "a NamespaceExcluded event on the export", func() error {
+			var events eventsv1.EventList
+			if err := cls2.admin.List(ctx, &events, client.InNamespace(ns)); err != nil {
+				return err
+			}
+			for _, e := range events.Items {
+				if e.Regarding.Name == "leak" && e.Reason == "NamespaceExcluded" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no NamespaceExcluded event among %d events", len(events.Items))
+		})
+
+		// cls3, restarted to exclude nothing, exports from kube-public: it
+		// imports its own export; cls1 and cls2, which exclude kube-public,
+		// import nothing although the record reaches them.
+		opts := registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second}
+		cls3.stopController()
+		cls3.excluded = namespaces.Exclusions{}
+		cls3.start(t, opts)
+		mustCreate(t, cls3.admin, service(ns, "shared", tcpPort("http", 80)),
+			endpointSlice(ns, "shared", "shared-abcde", discoveryv1.AddressTypeIPv4, 8080, true, "10.30.0.1"),
+			serviceExport(ns, "shared"))
+		eventually(t, wait, "cls3 imports its own export from kube-public", func() error { _, err := getImport(cls3.admin, ns, "shared"); return err })
+		eventually(t, wait, "cls3's record reaches cls1", func() error {
+			if err := noHubRecords(cls1, ns, "shared"); err == nil {
+				return errors.New("no record yet")
+			}
+			return nil
+		})
+		consistently(t, 3*time.Second, "cls1 and cls2 import nothing into kube-public", func() error {
+			for _, m := range []*member{cls1, cls2} {
+				if _, err := getImport(m.admin, ns, "shared"); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("%s: ServiceImport kube-public/shared: %v, want NotFound", m.name, err)
+				}
+			}
+			return nil
+		})
+
+		// cls3 back to the default exclusions: its export is refused, its
+		// record withdrawn and its own import removed.
+		cls3.stopController()
+		cls3.excluded = defaultExcluded(t)
+		cls3.start(t, opts)
+		eventually(t, wait, "cls3's export refused once kube-public is excluded", exportCondition(cls3.admin, ns, "shared", "Valid", metav1.ConditionFalse, "NamespaceExcluded"))
+		eventually(t, wait, "cls3's record withdrawn", func() error { return noHubRecords(cls1, ns, "shared") })
+		eventually(t, wait, "cls3's import in kube-public removed", importGone(cls3.admin, ns, "shared"))
+		for _, m := range []*member{cls2, cls3} {
+			if err := m.admin.DeleteAllOf(ctx, &mcsv1beta1.ServiceExport{}, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 

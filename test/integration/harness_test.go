@@ -30,6 +30,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 )
@@ -54,6 +55,8 @@ type member struct {
 	defaults identity.Identity
 	// backend builds the registry; nil means the hub through proxy.
 	backend registrylink.Factory
+	// excluded are the controller's --excluded-namespaces.
+	excluded namespaces.Exclusions
 	// root is the test that owns the clusterset: a controller restarted
 	// inside a subtest must outlive that subtest.
 	root *testing.T
@@ -80,6 +83,7 @@ func startClusterset(t *testing.T, n int, opts registrylink.Options) *clusterset
 		cp := testenv.Start(t)
 		m := &member{name: fmt.Sprintf("cls%d", i), cp: cp, admin: cp.Client, root: t}
 		m.defaults = identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet}
+		m.excluded = defaultExcluded(t)
 		cs.members = append(cs.members, m)
 	}
 	cs.hub = cs.members[0].cp
@@ -88,6 +92,16 @@ func startClusterset(t *testing.T, n int, opts registrylink.Options) *clusterset
 		m.start(t, opts)
 	}
 	return cs
+}
+
+// defaultExcluded is what --excluded-namespaces is by default.
+func defaultExcluded(t *testing.T) namespaces.Exclusions {
+	t.Helper()
+	e, err := namespaces.NewExclusions(namespaces.DefaultExcluded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // createNamespace creates namespace ns in every member.
@@ -183,6 +197,7 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 		Defaults: m.defaults,
 		Registry: backend,
 		Link:     opts,
+		Excluded: m.excluded,
 	})
 	if err != nil {
 		cancel()

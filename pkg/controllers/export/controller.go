@@ -31,6 +31,7 @@ import (
 
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -40,6 +41,10 @@ const (
 	// ManagedByValue marks the EndpointSlices that clusterset's importer
 	// writes; the exporter must never re-export them.
 	ManagedByValue = "clusterset-controller.clusterset.dev"
+
+	// reasonNamespaceExcluded is set on Valid for a ServiceExport in a
+	// namespace excluded from the clusterset (--excluded-namespaces).
+	reasonNamespaceExcluded = "NamespaceExcluded"
 
 	// reasonRegistryNotReady is set on Ready while the identity or the
 	// registry is not usable yet; its message says which.
@@ -51,6 +56,7 @@ type Controller struct {
 	client   client.Client
 	recorder recorder.EventRecorder
 	link     *registrylink.Link
+	excluded namespaces.Exclusions
 
 	// published remembers the last record written per service and when, so
 	// that reconciles which change nothing cost no registry call. It is
@@ -69,8 +75,10 @@ type publishedRecord struct {
 const viewGrace = 30 * time.Second
 
 // NewController returns the export controller.
-func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link) *Controller {
-	return &Controller{client: c, recorder: rec, link: link, published: map[registry.ServiceKey]publishedRecord{}}
+// ServiceExports in excluded namespaces are refused with Valid=False
+// (reasonNamespaceExcluded) and never published.
+func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link, excluded namespaces.Exclusions) *Controller {
+	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, published: map[registry.ServiceKey]publishedRecord{}}
 }
 
 // Name is used in logs and metrics.
@@ -134,6 +142,14 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
 	logger := log.FromContext(ctx)
 	key := client.ObjectKeyFromObject(export)
+
+	if c.excluded.Excluded(key.Namespace) {
+		msg := fmt.Sprintf("namespace %s is excluded from the clusterset (--excluded-namespaces=%s): nothing in it is exported", key.Namespace, c.excluded)
+		if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionValid), metav1.ConditionFalse, reasonNamespaceExcluded, msg) {
+			c.recorder.Eventf(export, nil, corev1.EventTypeWarning, reasonNamespaceExcluded, "Export", "%s", msg)
+		}
+		return c.notExported(ctx, export)
+	}
 
 	var svc corev1.Service
 	err := c.client.Get(ctx, key, &svc)

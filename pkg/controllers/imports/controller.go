@@ -34,6 +34,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -51,11 +52,13 @@ type Controller struct {
 	client   client.Client
 	recorder recorder.EventRecorder
 	link     *registrylink.Link
+	excluded namespaces.Exclusions
 }
 
-// NewController returns the import controller.
-func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link) *Controller {
-	return &Controller{client: c, recorder: rec, link: link}
+// NewController returns the import controller. Nothing is imported into
+// excluded namespaces, and imports of ours found there are removed.
+func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link, excluded namespaces.Exclusions) *Controller {
+	return &Controller{client: c, recorder: rec, link: link, excluded: excluded}
 }
 
 // Name is used in logs and metrics.
@@ -106,7 +109,7 @@ func (c *Controller) importsOfNamespace(ctx context.Context, ns client.Object) [
 	}
 	var out []reconcile.Request
 	for _, k := range keys {
-		if k.Namespace == ns.GetName() {
+		if k.Namespace == ns.GetName() && !c.excluded.Excluded(k.Namespace) {
 			out = append(out, reconcile.Request{NamespacedName: k})
 		}
 	}
@@ -117,6 +120,12 @@ func (c *Controller) importsOfNamespace(ctx context.Context, ns client.Object) [
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "service", req.Name, "cluster", c.link.ClusterID())
 	ctx = log.IntoContext(ctx, logger)
+	if c.excluded.Excluded(req.Namespace) {
+		// Another member exported from a namespace this one excludes (or
+		// an import predates the exclusion): keep nothing of ours there.
+		logger.V(1).Info("not importing: the namespace is excluded from the clusterset", "excluded", c.excluded.String())
+		return reconcile.Result{}, c.remove(ctx, req.NamespacedName)
+	}
 
 	records, err := c.link.Records(req.NamespacedName)
 	if err != nil {
