@@ -58,6 +58,19 @@ demo: sandbox-binaries node-binaries node-tools build images ## start a 2-cluste
 e2e: sandbox-binaries node-binaries node-tools build images moto ## end-to-end suite on the sandbox (hub and Cloud Map registries)
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
+# Every Fuzz target of the module, FUZZTIME each (go test -fuzz takes one
+# target of one package at a time). Inputs that fail are saved under the
+# package's testdata/fuzz/, where go test then replays them as seeds.
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s; CI runs this)
+	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg | xargs -n1 dirname | sort -u); do \
+	  for target in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz ./$$pkg $$target ($(FUZZTIME))"; \
+	    go test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) ./$$pkg > /tmp/clusterset-fuzz.log 2>&1 || { cat /tmp/clusterset-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
 .PHONY: bench
 bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map (about 3 minutes; docs/benchmarks.md)
 	go test -tags bench -run '^$$' -bench . -benchtime 30x -count 1 -timeout 20m ./test/bench/

@@ -139,7 +139,7 @@ func TestOurInstancesCarryStandardAttributes(t *testing.T) {
 		"AWS_INSTANCE_IPV4": "10.10.86.76", "AWS_INSTANCE_PORT": "8080", "CLUSTERSET_ID": "set1", "CLUSTER_ID": "cls1",
 		"ENDPOINT_PORT_NAME": "http", "ENDPOINT_PROTOCOL": "TCP", "READY": "true", "SERVICE_PORT": "80",
 		"SERVICE_PORT_NAME": "http", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "8080", "SERVICE_TYPE": "ClusterSetIP",
-		"SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776123", "NODENAME": "node-1", "HOSTNAME": "pod-10.10.86.76",
+		"SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776123", "NODENAME": "node-1", "HOSTNAME": "pod-0",
 	}
 	for k, v := range want {
 		if a[k] != v {

@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -140,7 +141,7 @@ func sampleRecord(clusterSet, cluster, ns, name string, addrs ...string) registr
 			},
 			Ready:    i%2 == 0,
 			Serving:  true,
-			Hostname: "pod-" + a,
+			Hostname: fmt.Sprintf("pod-%d", i),
 			NodeName: "node-1",
 			Zone:     "us-east-1a",
 		})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -393,6 +394,11 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 		endpoints map[string]*registry.Endpoint
 		ports     map[string]registry.Port
 	}
+	// Cloud Map returns instances in no particular order; decoding them in
+	// InstanceId order makes the result depend on the instances only (which
+	// of two markers of one cluster counts, which port details win).
+	insts = slices.Clone(insts)
+	slices.SortFunc(insts, func(a, b instance) int { return strings.Compare(a.ID, b.ID) })
 	byCluster := map[string]*acc{}
 	get := func(c string) *acc {
 		if byCluster[c] == nil {
@@ -412,13 +418,25 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 		}
 		switch a[attrRecordKind] {
 		case kindService:
-			get(cluster).marker = a
+			if get(cluster).marker == nil { // the lowest InstanceId wins
+				get(cluster).marker = a
+			}
 			continue
 		case "":
 		default:
 			continue // a kind this version does not know
 		}
 		ep, sp, err := decodeEndpoint(a)
+		if err == nil {
+			if herr := ep.DropInvalidHostname(); herr != nil {
+				bad(in.ID, herr)
+			}
+			err = ep.Validate()
+		}
+		if err == nil && sp.Port != 0 {
+			spec := registry.ServiceSpec{Ports: []registry.Port{sp}}
+			err = spec.ValidatePorts()
+		}
 		if err != nil {
 			bad(in.ID, err)
 			continue
@@ -493,10 +511,17 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 		default:
 			continue
 		}
+		if err := rec.Spec.ValidatePorts(); err != nil {
+			bad(markerID(clusterSetID, cluster), err)
+			continue
+		}
 		for _, e := range c.endpoints {
 			sort.Slice(e.Ports, func(i, j int) bool {
 				if e.Ports[i].Port != e.Ports[j].Port {
 					return e.Ports[i].Port < e.Ports[j].Port
+				}
+				if e.Ports[i].Protocol != e.Ports[j].Protocol {
+					return e.Ports[i].Protocol < e.Ports[j].Protocol
 				}
 				return e.Ports[i].Name < e.Ports[j].Name
 			})

@@ -241,7 +241,11 @@ func fromWireSpec(w *wireSpec) registry.ServiceSpec {
 	return s
 }
 
-func appendEndpoints(dst []registry.Endpoint, c *wireChunk) ([]registry.Endpoint, error) {
+// appendEndpoints appends the endpoints of chunk c to dst. A chunk whose
+// structure is broken (a port set that does not exist) is an error; an
+// endpoint that registry.Endpoint.Validate rejects is left out and reported
+// to skip, so that one bad endpoint never hides the others.
+func appendEndpoints(dst []registry.Endpoint, c *wireChunk, skip func(address string, err error)) ([]registry.Endpoint, error) {
 	for _, w := range c.Endpoints {
 		if w.PortSet < 0 || (w.PortSet >= len(c.PortSets) && w.PortSet != 0) {
 			return nil, fmt.Errorf("endpoint %s refers to port set %d of %d", w.Address, w.PortSet, len(c.PortSets))
@@ -267,6 +271,13 @@ func appendEndpoints(dst []registry.Endpoint, c *wireChunk) ([]registry.Endpoint
 				}
 				ep.Ports = append(ep.Ports, registry.EndpointPort{Name: p.Name, Protocol: proto, Port: p.Port})
 			}
+		}
+		if err := ep.DropInvalidHostname(); err != nil {
+			skip(w.Address, err)
+		}
+		if err := ep.Validate(); err != nil {
+			skip(w.Address, err)
+			continue
 		}
 		dst = append(dst, ep)
 	}

@@ -161,7 +161,9 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 			err = errChunkMismatch
 		}
 		if err == nil {
-			eps, err = appendEndpoints(eps, c)
+			eps, err = appendEndpoints(eps, c, func(address string, err error) {
+				logger.Error(err, "Leaving out an endpoint that cannot be imported", "chunk", i, "address", address)
+			})
 		}
 		if err != nil {
 			logger.Error(err, "Keeping the last record: cannot read a chunk", "chunk", i, "digest", h.Digest)
@@ -175,6 +177,10 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 		Name:         key.Name,
 		Spec:         fromWireSpec(&h.Spec),
 		Endpoints:    eps,
+	}
+	if err := rec.Spec.ValidatePorts(); err != nil {
+		logger.Error(err, "Keeping the last record: the record's service ports cannot be imported")
+		return false
 	}
 	return v.set(key, cluster, &rec)
 }
