@@ -22,6 +22,7 @@ import (
 	"helm.sh/helm/v4/pkg/kube"
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 )
@@ -144,4 +145,25 @@ func (c *Client) Uninstall(timeout time.Duration) error {
 	un.Timeout = timeout
 	_, err := un.Run(ReleaseName)
 	return err
+}
+
+// ReleaseKinds are the list kinds of every object the chart can create,
+// and of helm's release records (Secrets), for checks that a release left
+// nothing behind.
+var ReleaseKinds = []schema.GroupVersionKind{
+	{Group: "apps", Version: "v1", Kind: "DeploymentList"},
+	{Version: "v1", Kind: "ServiceAccountList"},
+	{Version: "v1", Kind: "ServiceList"},
+	{Version: "v1", Kind: "SecretList"},
+	{Group: "policy", Version: "v1", Kind: "PodDisruptionBudgetList"},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleList"},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBindingList"},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleList"},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBindingList"},
+}
+
+// OfRelease reports whether an object with these labels belongs to release
+// ReleaseName: one of the chart's objects, or one of helm's release records.
+func OfRelease(labels map[string]string) bool {
+	return labels["app.kubernetes.io/instance"] == ReleaseName || (labels["owner"] == "helm" && labels["name"] == ReleaseName)
 }

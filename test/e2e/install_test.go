@@ -120,18 +120,8 @@ func testHelmUninstall(t *testing.T, env *wt.Env) {
 			for _, p := range pods.Items {
 				left = append(left, c+":Pod/"+p.Name)
 			}
-			for _, gvk := range []schema.GroupVersionKind{
-				{Group: "apps", Version: "v1", Kind: "DeploymentList"},
-				{Version: "v1", Kind: "ServiceAccountList"},
-				{Version: "v1", Kind: "ServiceList"},
-				{Version: "v1", Kind: "SecretList"},
-				{Group: "policy", Version: "v1", Kind: "PodDisruptionBudgetList"},
-				{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleList"},
-				{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBindingList"},
-				{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleList"},
-				{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBindingList"},
-				{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSliceList"},
-			} {
+			kinds := append(slices.Clone(helmchart.ReleaseKinds), schema.GroupVersionKind{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSliceList"})
+			for _, gvk := range kinds {
 				var list unstructured.UnstructuredList
 				list.SetGroupVersionKind(gvk)
 				if err := cl.List(ctx, &list); err != nil {
@@ -139,8 +129,7 @@ func testHelmUninstall(t *testing.T, env *wt.Env) {
 				}
 				for _, o := range list.Items {
 					l := o.GetLabels()
-					ours := l["app.kubernetes.io/instance"] == helmchart.ReleaseName ||
-						(l["owner"] == "helm" && l["name"] == helmchart.ReleaseName) ||
+					ours := helmchart.OfRelease(l) ||
 						l[discoveryv1.LabelManagedBy] == export.ManagedByValue ||
 						l[imports.LabelManagedBy] == export.ManagedByValue
 					if ours {

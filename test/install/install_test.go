@@ -163,26 +163,14 @@ func helmClient(t *testing.T, env *envtest.Environment) *helmchart.Client {
 func releaseObjects(ctx context.Context, t *testing.T, c client.Client) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
-	for _, gvk := range []schema.GroupVersionKind{
-		{Group: "apps", Version: "v1", Kind: "DeploymentList"},
-		{Version: "v1", Kind: "ServiceAccountList"},
-		{Version: "v1", Kind: "ServiceList"},
-		{Version: "v1", Kind: "ConfigMapList"},
-		{Version: "v1", Kind: "SecretList"},
-		{Group: "policy", Version: "v1", Kind: "PodDisruptionBudgetList"},
-		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleList"},
-		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBindingList"},
-		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleList"},
-		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBindingList"},
-	} {
+	for _, gvk := range helmchart.ReleaseKinds {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk)
 		if err := c.List(ctx, list); err != nil && !apierrors.IsNotFound(err) {
 			t.Fatalf("listing %s: %v", gvk.Kind, err)
 		}
 		for _, o := range list.Items {
-			l := o.GetLabels()
-			if l["app.kubernetes.io/instance"] == helmchart.ReleaseName || (l["owner"] == "helm" && l["name"] == helmchart.ReleaseName) {
+			if helmchart.OfRelease(o.GetLabels()) {
 				out[strings.TrimSuffix(gvk.Kind, "List")+"/"+o.GetName()] = true
 			}
 		}
