@@ -122,45 +122,72 @@ func (s *Sandbox) HelmClient(cluster string) (*helmchart.Client, error) {
 // the image it built, the registry, and for Cloud Map moto (through the node
 // address) with the moto workarounds. CoreDNS's RBAC is left out: the
 // sandbox sets up CoreDNS, with config/coredns, before the controllers.
-func (s *Sandbox) HelmValues(c *Cluster, controllerArgs []string) map[string]any {
-	// The tag follows the last ':' after the last '/' (a registry may have
-	// a port); ImageController always has one.
-	i := strings.LastIndex(ImageController, ":")
+func (s *Sandbox) HelmValues(c *Cluster, controllerArgs []string) (map[string]any, error) {
+	name, tag, err := splitImage(ImageController)
+	if err != nil {
+		return nil, err
+	}
 	values := map[string]any{
 		"clusterID":    c.Name,
 		"clusterSetID": s.ClusterSetID,
-		"image":        map[string]any{"repository": ImageController[:i], "tag": ImageController[i+1:], "pullPolicy": "Never"},
+		"image":        map[string]any{"repository": name, "tag": tag, "pullPolicy": "Never"},
 		"registry":     map[string]any{"type": s.Registry},
 		"coredns":      map[string]any{"rbac": map[string]any{"create": false}},
 	}
-	args := slices.Clone(controllerArgs)
 	if s.Registry == RegistryCloudMap {
 		values["registry"] = map[string]any{"type": s.Registry, "cloudMap": map[string]any{"region": "us-east-1"}}
-		args = append([]string{"--cloudmap-moto-workarounds"}, args...)
 		var env []any
-		for _, kv := range s.awsEnv() {
-			k, v, _ := strings.Cut(kv, "=")
-			switch k {
-			case "AWS_REGION":
-				continue // from registry.cloudMap.region
-			case "AWS_ENDPOINT_URL":
-				// moto listens on the machine's loopback and, through the
-				// netproxy, on every node's address with the same port.
-				_, port, _ := strings.Cut(strings.TrimPrefix(s.MotoEndpoint, "http://"), ":")
-				v = fmt.Sprintf("http://%s:%s", realNodeAddress(c.Index), port)
+		for _, e := range s.podAWSEnv(c) {
+			if e.Name != "AWS_REGION" { // from registry.cloudMap.region
+				env = append(env, map[string]any{"name": e.Name, "value": e.Value})
 			}
-			env = append(env, map[string]any{"name": k, "value": v})
 		}
 		values["extraEnv"] = env
 	}
-	if len(args) > 0 {
+	if args := s.controllerArgs(controllerArgs); len(args) > 0 {
 		anyArgs := make([]any, len(args))
 		for i, a := range args {
 			anyArgs[i] = a
 		}
 		values["extraArgs"] = anyArgs
 	}
-	return values
+	return values, nil
+}
+
+// controllerArgs are the arguments the sandbox adds to the controller's:
+// for Cloud Map the moto workarounds (moto keeps a second copy of a
+// re-registered instance instead of replacing it), then extra.
+func (s *Sandbox) controllerArgs(extra []string) []string {
+	if s.Registry == RegistryCloudMap {
+		return append([]string{"--cloudmap-moto-workarounds"}, extra...)
+	}
+	return slices.Clone(extra)
+}
+
+// podAWSEnv is the environment a controller pod of cluster c talks to the
+// sandbox's Cloud Map with: awsEnv, with moto reached through c's node
+// address (the netproxy listens there on moto's port).
+func (s *Sandbox) podAWSEnv(c *Cluster) []corev1.EnvVar {
+	var out []corev1.EnvVar
+	for _, kv := range s.awsEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "AWS_ENDPOINT_URL" {
+			_, port, _ := strings.Cut(strings.TrimPrefix(s.MotoEndpoint, "http://"), ":")
+			v = fmt.Sprintf("http://%s:%s", realNodeAddress(c.Index), port)
+		}
+		out = append(out, corev1.EnvVar{Name: k, Value: v})
+	}
+	return out
+}
+
+// splitImage splits an image reference into name and tag: the tag follows
+// the last ':' after the last '/' (a registry may have a port).
+func splitImage(ref string) (name, tag string, err error) {
+	i := strings.LastIndex(ref, ":")
+	if i < strings.LastIndex(ref, "/") {
+		return "", "", fmt.Errorf("image %s has no tag", ref)
+	}
+	return ref[:i], ref[i+1:], nil
 }
 
 // helmInstall installs charts/clusterset in cluster c with HelmValues.
@@ -169,7 +196,11 @@ func (s *Sandbox) helmInstall(ctx context.Context, env *upEnv, c *Cluster, ch *c
 	if err != nil {
 		return err
 	}
-	return hc.Install(ctx, ch, s.HelmValues(c, env.opts.ControllerArgs), controllerTimeout)
+	values, err := s.HelmValues(c, env.opts.ControllerArgs)
+	if err != nil {
+		return err
+	}
+	return hc.Install(ctx, ch, values, controllerTimeout)
 }
 
 // adminClients returns admin clients of every cluster by name.
@@ -203,13 +234,10 @@ func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// The tag follows the last ':' after the last '/' (a registry may
-	// have a port).
-	i := strings.LastIndex(ImageController, ":")
-	if i < strings.LastIndex(ImageController, "/") {
-		return "", fmt.Errorf("image %s has no tag", ImageController)
+	name, tag, err := splitImage(ImageController)
+	if err != nil {
+		return "", err
 	}
-	name, tag := ImageController[:i], ImageController[i+1:]
 	kustomization := map[string]any{
 		"apiVersion": "kustomize.config.k8s.io/v1beta1",
 		"kind":       "Kustomization",
@@ -260,31 +288,16 @@ func (s *Sandbox) controllerManifests(env *upEnv, c *Cluster) (string, error) {
 // node address) with its test credentials.
 func (s *Sandbox) controllerPatch(env *upEnv, c *Cluster) ([]map[string]any, error) {
 	const container = "/spec/template/spec/containers/0"
-	var ops []map[string]any
-	switch s.Registry {
-	case RegistryHub:
-		for _, a := range env.opts.ControllerArgs {
-			ops = append(ops, map[string]any{"op": "add", "path": container + "/args/-", "value": a})
-		}
-	case RegistryCloudMap:
-		// The sandbox's Cloud Map is moto, which keeps a second copy of a
-		// re-registered instance instead of replacing it.
-		args := append([]string{"--cloudmap-moto-workarounds"}, env.opts.ControllerArgs...)
-		for _, a := range args {
-			ops = append(ops, map[string]any{"op": "add", "path": container + "/args/-", "value": a})
-		}
-		// Explicit env wins over the overlay's envFrom (AWS_REGION).
-		var envVars []corev1.EnvVar
-		for _, kv := range s.awsEnv() {
-			k, v, _ := strings.Cut(kv, "=")
-			if k == "AWS_ENDPOINT_URL" {
-				v = fmt.Sprintf("http://%s:%d", realNodeAddress(c.Index), env.motoPort)
-			}
-			envVars = append(envVars, corev1.EnvVar{Name: k, Value: v})
-		}
-		ops = append(ops, map[string]any{"op": "add", "path": container + "/env", "value": envVars})
-	default:
+	if s.Registry != RegistryHub && s.Registry != RegistryCloudMap {
 		return nil, fmt.Errorf("unknown registry %q", s.Registry)
+	}
+	var ops []map[string]any
+	for _, a := range s.controllerArgs(env.opts.ControllerArgs) {
+		ops = append(ops, map[string]any{"op": "add", "path": container + "/args/-", "value": a})
+	}
+	if s.Registry == RegistryCloudMap {
+		// Explicit env wins over the overlay's envFrom (AWS_REGION).
+		ops = append(ops, map[string]any{"op": "add", "path": container + "/env", "value": s.podAWSEnv(c)})
 	}
 	return ops, nil
 }

@@ -375,3 +375,18 @@ func TestRemoveContainerLogLinks(t *testing.T) {
 		t.Errorf("absent link directory: %v", err)
 	}
 }
+
+func TestSplitImage(t *testing.T) {
+	for ref, want := range map[string][2]string{
+		"clusterset.dev/clusterset-controller:dev": {"clusterset.dev/clusterset-controller", "dev"},
+		"localhost:5000/c:v1":                      {"localhost:5000/c", "v1"},
+	} {
+		name, tag, err := splitImage(ref)
+		if err != nil || name != want[0] || tag != want[1] {
+			t.Errorf("splitImage(%q) = %q, %q, %v; want %q, %q", ref, name, tag, err, want[0], want[1])
+		}
+	}
+	if _, _, err := splitImage("localhost:5000/c"); err == nil {
+		t.Error("splitImage accepted a reference without a tag (the ':' is the registry's port)")
+	}
+}

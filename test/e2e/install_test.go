@@ -36,7 +36,10 @@ func testHelmUpgrade(t *testing.T, env *wt.Env) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		values := env.Sandbox.HelmValues(env.Sandbox.Cluster(c), nil)
+		values, err := env.Sandbox.HelmValues(env.Sandbox.Cluster(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		values["heartbeatInterval"] = "5s"
 		values["logLevel"] = "debug"
 		start := time.Now()
