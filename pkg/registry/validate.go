@@ -64,9 +64,18 @@ func (ep *Endpoint) DropInvalidHostname() error {
 // imported.
 func (s *ServiceSpec) ValidatePorts() error {
 	for _, p := range s.Ports {
-		if err := validatePort(p.Name, p.Protocol, p.Port); err != nil {
-			return fmt.Errorf("service %w", err)
+		if err := p.Validate(); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// Validate reports why p cannot be a port of a Service, or nil (see
+// ServiceSpec.ValidatePorts).
+func (p Port) Validate() error {
+	if err := validatePort(p.Name, p.Protocol, p.Port); err != nil {
+		return fmt.Errorf("service %w", err)
 	}
 	return nil
 }

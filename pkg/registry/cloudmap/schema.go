@@ -434,8 +434,7 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 			err = ep.Validate()
 		}
 		if err == nil && sp.Port != 0 {
-			spec := registry.ServiceSpec{Ports: []registry.Port{sp}}
-			err = spec.ValidatePorts()
+			err = sp.Validate()
 		}
 		if err != nil {
 			bad(in.ID, err)
