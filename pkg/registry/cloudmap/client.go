@@ -93,6 +93,16 @@ func (c *callCounter) snapshot() map[string]int {
 // backoff and without the client-side retry quota, which would otherwise turn
 // a long throttling episode into errors; a per-attempt middleware that
 // counts requests and throttles.
+// disableHostPrefix is an API option for clients with a custom endpoint
+// (moto, a VPC endpoint): DiscoverInstances and DiscoverInstancesRevision go
+// to the "data-servicediscovery" host, and that prefix must not be added.
+func disableHostPrefix(s *middleware.Stack) error {
+	return s.Initialize.Add(middleware.InitializeMiddlewareFunc("clustersetNoHostPrefix",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			return next.HandleInitialize(smithyhttp.DisableEndpointHostPrefix(ctx, true), in)
+		}), middleware.Before)
+}
+
 func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
 	count := middleware.FinalizeMiddlewareFunc("clustersetCount",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
@@ -112,13 +122,6 @@ func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
 			}
 			return out, md, err
 		})
-	// DiscoverInstances and DiscoverInstancesRevision go to the
-	// "data-servicediscovery" host; with a custom endpoint (moto, a VPC
-	// endpoint) the prefix must not be added.
-	noHostPrefix := middleware.InitializeMiddlewareFunc("clustersetNoHostPrefix",
-		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-			return next.HandleInitialize(smithyhttp.DisableEndpointHostPrefix(ctx, true), in)
-		})
 	endpoint := o.Endpoint
 	if endpoint == "" && cfg.BaseEndpoint != nil {
 		endpoint = *cfg.BaseEndpoint
@@ -126,9 +129,7 @@ func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
 	return sd.NewFromConfig(cfg, func(so *sd.Options) {
 		if endpoint != "" {
 			so.BaseEndpoint = aws.String(endpoint)
-			so.APIOptions = append(so.APIOptions, func(s *middleware.Stack) error {
-				return s.Initialize.Add(noHostPrefix, middleware.Before)
-			})
+			so.APIOptions = append(so.APIOptions, disableHostPrefix)
 		}
 		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
 			ro.MaxAttempts = o.MaxAttempts
@@ -218,18 +219,21 @@ func (a api) listInstances(ctx context.Context, serviceID string) ([]instance, e
 	return out, nil
 }
 
-// discover reads the instances of one service of one clusterset through the
-// data plane. DiscoverInstances has no paging: MaxResults 1000 equals the
-// per-service instance quota. The clusterset filter is applied again by the
-// decoder.
+// discover reads the instances of one service through the data plane,
+// only those whose CLUSTERSET_ID is clusterSetID unless it is "". Callers
+// check the clusterset again. DiscoverInstances has no paging: MaxResults
+// 1000 equals the per-service instance quota.
 func (a api) discover(ctx context.Context, namespace, service, clusterSetID string) ([]instance, int64, error) {
-	out, err := a.c.DiscoverInstances(ctx, &sd.DiscoverInstancesInput{
-		NamespaceName:   aws.String(namespace),
-		ServiceName:     aws.String(service),
-		MaxResults:      aws.Int32(1000),
-		HealthStatus:    sdtypes.HealthStatusFilterAll,
-		QueryParameters: map[string]string{attrClusterSetID: clusterSetID},
-	})
+	in := &sd.DiscoverInstancesInput{
+		NamespaceName: aws.String(namespace),
+		ServiceName:   aws.String(service),
+		MaxResults:    aws.Int32(1000),
+		HealthStatus:  sdtypes.HealthStatusFilterAll,
+	}
+	if clusterSetID != "" {
+		in.QueryParameters = map[string]string{attrClusterSetID: clusterSetID}
+	}
+	out, err := a.c.DiscoverInstances(ctx, in)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -101,7 +101,8 @@ func TestZeroEndpoints(t *testing.T) {
 
 // TestOurInstancesCarryStandardAttributes: every endpoint instance we write
 // has every attribute the AWS controller reads, and its InstanceId format;
-// the marker has no address, so the AWS controller skips it.
+// the marker has no address and no CLUSTERSET_ID, so the AWS controller's
+// filtered reads never return it (TestAWSControllerSeesNoClustersetInternals).
 func TestOurInstancesCarryStandardAttributes(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
 	ctx := context.Background()
@@ -152,6 +153,9 @@ func TestOurInstancesCarryStandardAttributes(t *testing.T) {
 	}
 	if _, has := m[attrIPv4]; has || m[attrReady] != "false" {
 		t.Errorf("marker must have no address and READY=false: %v", m)
+	}
+	if _, has := m[attrClusterSetID]; has || m[attrOwnerClusterSetID] != "set1" {
+		t.Errorf("marker must carry OWNER_CLUSTERSET_ID instead of CLUSTERSET_ID: %v", m)
 	}
 }
 

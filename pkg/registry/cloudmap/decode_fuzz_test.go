@@ -89,6 +89,8 @@ func FuzzDecodeInstances(f *testing.F) {
 		{"CLUSTERSET_ID": "set1", "CLUSTER_ID": "cls9", "CLUSTERSET_INSTANCE_KIND": "service", "SERVICE_PORTS": "garbage"},
 		{"CLUSTERSET_ID": "other", "CLUSTER_ID": "cls1", "AWS_INSTANCE_IPV4": "10.0.0.2", "AWS_INSTANCE_PORT": "80"},
 		{"CLUSTERSET_ID": "set1", "AWS_INSTANCE_IPV4": "10.0.0.3"},
+		{"OWNER_CLUSTERSET_ID": "set1", "CLUSTER_ID": "cls9", "CLUSTERSET_INSTANCE_KIND": "service", "SERVICE_PORTS": "[]"},
+		{"OWNER_CLUSTERSET_ID": "set1", "CLUSTERSET_ID": "other", "CLUSTER_ID": "cls9", "AWS_INSTANCE_IPV4": "10.0.0.4"},
 	}
 	for i, a := range broken {
 		f.Add(formatInstances([]instance{{ID: "x" + strings.Repeat("y", i), Attrs: a}, {ID: "tcp-10_10_86_76-80", Attrs: aws}}))

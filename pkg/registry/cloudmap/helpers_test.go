@@ -46,6 +46,7 @@ func newTestRegistry(t testing.TB, url, clusterSet, cluster string, mutate ...fu
 func rawClient(url string) *sd.Client {
 	return sd.NewFromConfig(cloudmaptest.Config(), func(o *sd.Options) {
 		o.BaseEndpoint = aws.String(url)
+		o.APIOptions = append(o.APIOptions, disableHostPrefix)
 	})
 }
 

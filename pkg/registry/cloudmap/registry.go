@@ -420,7 +420,7 @@ func requestID(kind, cluster, name string) string {
 }
 
 func (r *Registry) ours(a map[string]string) bool {
-	return a[attrClusterSetID] == r.opts.ClusterSetID && a[attrClusterID] == r.opts.ClusterID
+	return clusterSetOf(a) == r.opts.ClusterSetID && a[attrClusterID] == r.opts.ClusterID
 }
 
 // Publish makes rec this cluster's record of its service. It compares the

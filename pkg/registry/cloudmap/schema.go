@@ -58,6 +58,13 @@ const (
 	attrServicePorts    = "SERVICE_PORTS"            // marker only: compact JSON list of ports
 	attrRecordKind      = "CLUSTERSET_INSTANCE_KIND" // "service" on markers, "heartbeat" on heartbeats
 	attrHeartbeat       = "HEARTBEAT_TIMESTAMP"      // heartbeat only: ms since epoch
+
+	// attrOwnerClusterSetID replaces CLUSTERSET_ID on the instances the AWS
+	// controller cannot parse: markers and endpoints without ports. It
+	// reads a service with DiscoverInstances filtered on CLUSTERSET_ID and
+	// logs an error for every instance it cannot parse; without that
+	// attribute, such instances never reach it.
+	attrOwnerClusterSetID = "OWNER_CLUSTERSET_ID"
 )
 
 const (
@@ -178,6 +185,7 @@ func encodeRecord(rec *registry.Record, ours map[string]string, other map[string
 	marker[attrRecordKind] = kindService
 	marker[attrReady] = "false"
 	marker[attrServicePorts] = string(portsJSON)
+	hideFromAWSController(marker)
 	mid := markerID(rec.ClusterSetID, rec.ClusterID)
 	out[mid] = instance{ID: mid, Attrs: marker}
 
@@ -200,6 +208,7 @@ func encodeRecord(rec *registry.Record, ours map[string]string, other map[string
 			// skips it; it has no way to express such endpoints).
 			a := copyAttrs(svc)
 			setEndpointAttrs(a, &ep, addr, family)
+			hideFromAWSController(a)
 			id := "ip-" + strings.NewReplacer(".", "_", ":", "_").Replace(addr)
 			out[id] = instance{ID: id, Attrs: a}
 			continue
@@ -357,6 +366,22 @@ func serviceAttrs(rec *registry.Record) (map[string]string, error) {
 	return a, nil
 }
 
+// hideFromAWSController moves an instance's CLUSTERSET_ID to
+// OWNER_CLUSTERSET_ID, so that the AWS controller's filtered reads skip it.
+func hideFromAWSController(a map[string]string) {
+	a[attrOwnerClusterSetID] = a[attrClusterSetID]
+	delete(a, attrClusterSetID)
+}
+
+// clusterSetOf returns the clusterset an instance belongs to: its
+// CLUSTERSET_ID, else its OWNER_CLUSTERSET_ID, else "".
+func clusterSetOf(a map[string]string) string {
+	if v, ok := a[attrClusterSetID]; ok {
+		return v
+	}
+	return a[attrOwnerClusterSetID]
+}
+
 func copyAttrs(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m)+16)
 	for k, v := range m {
@@ -408,7 +433,7 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 	}
 	for _, in := range insts {
 		a := in.Attrs
-		if a[attrClusterSetID] != clusterSetID {
+		if clusterSetOf(a) != clusterSetID {
 			continue
 		}
 		cluster := a[attrClusterID]

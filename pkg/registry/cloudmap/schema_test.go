@@ -99,3 +99,33 @@ func TestDedupe(t *testing.T) {
 		t.Fatalf("dedupe = %v %v", out, n)
 	}
 }
+
+// TestDecodeMarkersOfEarlierVersions: clusterset-controller before
+// OWNER_CLUSTERSET_ID wrote markers and port-less endpoints with
+// CLUSTERSET_ID. Readers still decode them (a clusterset upgrades one
+// cluster at a time), and the writer's next Publish replaces them.
+func TestDecodeMarkersOfEarlierVersions(t *testing.T) {
+	rec := sampleRecord("set1", "cls1", "demo", "web")
+	rec.Endpoints = []registry.Endpoint{{Address: "10.0.0.9", AddressType: discoveryv1.AddressTypeIPv4, Ready: true, Serving: true}}
+	insts, err := encodeRecord(&rec, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []instance
+	for _, in := range insts {
+		if _, ok := in.Attrs[attrOwnerClusterSetID]; !ok {
+			t.Fatalf("%s: the marker and a port-less endpoint must carry %s: %v", in.ID, attrOwnerClusterSetID, in.Attrs)
+		}
+		a := copyAttrs(in.Attrs)
+		a[attrClusterSetID] = a[attrOwnerClusterSetID]
+		delete(a, attrOwnerClusterSetID)
+		old = append(old, instance{ID: in.ID, Attrs: a})
+	}
+	got := decodeInstances("set1", "demo", "web", old, func(id string, err error) { t.Errorf("%s: %v", id, err) })
+	if !equalRecords(got, []registry.Record{rec}) {
+		t.Fatalf("earlier format:\n got  %+v\n want %+v", got, rec)
+	}
+	if got := decodeInstances("set2", "demo", "web", old, func(string, error) {}); len(got) != 0 {
+		t.Fatalf("another clusterset decoded %+v", got)
+	}
+}

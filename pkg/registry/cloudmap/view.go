@@ -452,14 +452,15 @@ func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (b
 		return false, nil
 	}
 	readStart := time.Now()
-	insts, _, err := r.api.discover(ctx, tg.key.Namespace, tg.key.Name, r.opts.ClusterSetID)
+	// Unfiltered: markers carry no CLUSTERSET_ID (hideFromAWSController).
+	insts, _, err := r.api.discover(ctx, tg.key.Namespace, tg.key.Name, "")
 	if err != nil {
 		return false, err
 	}
 	insts, _ = dedupe(insts)
 	owners := map[string]string{}
 	for _, in := range insts {
-		if in.Attrs[attrClusterSetID] == r.opts.ClusterSetID {
+		if clusterSetOf(in.Attrs) == r.opts.ClusterSetID {
 			owners[in.ID] = in.Attrs[attrClusterID]
 		}
 	}
