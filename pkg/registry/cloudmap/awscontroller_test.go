@@ -313,7 +313,7 @@ func TestAWSControllerSeesNoClustersetInternals(t *testing.T) {
 	web := sampleRecord("clusterset1", "cls2", "demo", "web", "10.20.0.1", "10.20.0.2")
 	empty := sampleRecord("clusterset1", "cls2", "demo", "empty")
 	portless := registry.Record{ClusterSetID: "clusterset1", ClusterID: "cls2", Namespace: "demo", Name: "portless",
-		Spec: registry.ServiceSpec{Type: registry.Headless},
+		Spec:      registry.ServiceSpec{Type: registry.Headless},
 		Endpoints: []registry.Endpoint{{Address: "10.20.0.9", AddressType: discoveryv1.AddressTypeIPv4, Ready: true, Serving: true}}}
 	other := sampleRecord("clusterset1", "cls2", "other", "elsewhere", "10.20.1.1")
 	for _, rec := range []*registry.Record{&web, &empty, &portless, &other} {
