@@ -38,6 +38,7 @@ var chartValues = map[string]chartValue{
 	"cloudmap-poll-interval":               {path: "registry.cloudMap.pollInterval", sample: "7s"},
 	"cloudmap-full-resync":                 {path: "registry.cloudMap.fullResync", sample: "7m"},
 	"cloudmap-foreign-sweep-period":        {path: "registry.cloudMap.foreignSweepPeriod", sample: "7s"},
+	"cloudmap-foreign-poll-interval":       {path: "registry.cloudMap.foreignPollInterval", sample: "3s"},
 	"cloudmap-max-instances-per-service":   {path: "registry.cloudMap.maxInstancesPerService", sample: 7},
 	"cloudmap-max-instances-per-namespace": {path: "registry.cloudMap.maxInstancesPerNamespace", sample: 7},
 	"cloudmap-moto-workarounds":            {note: "`extraArgs` (tests against moto only)"},

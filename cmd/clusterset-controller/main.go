@@ -40,6 +40,7 @@ type flags struct {
 	cloudMapMaxPerService     int
 	cloudMapMaxPerNamespace   int
 	cloudMapForeignSweep      time.Duration
+	cloudMapForeignPoll       time.Duration
 	heartbeatInterval         time.Duration
 	gracePeriod               time.Duration
 	metricsAddr, probeAddr    string
@@ -65,6 +66,7 @@ func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", 10*time.Second, "how often Cloud Map is checked for changes (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", 5*time.Minute, "every Cloud Map service is read in full at least this often (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often every Cloud Map service is checked for writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon; 0 disables (--registry cloudmap)")
+	fs.DurationVar(&f.cloudMapForeignPoll, "cloudmap-foreign-poll-interval", 10*time.Second, "once Cloud Map holds records written by another controller (a mixed clusterset with the AWS Cloud Map MCS controller), how often the namespaces holding them and new services are checked; a clusterset of clusterset-controllers only never pays for it; 0 disables, leaving the foreign sweep (--registry cloudmap)")
 	fs.IntVar(&f.cloudMapMaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service; exports that would exceed it are refused with a condition")
 	fs.IntVar(&f.cloudMapMaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace")
 	fs.BoolVar(&f.cloudMapMotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
@@ -159,6 +161,10 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 		if foreignSweep == 0 {
 			foreignSweep = -1 // cloudmap.Options: negative disables, 0 is the default
 		}
+		foreignPoll := f.cloudMapForeignPoll
+		if foreignPoll == 0 {
+			foreignPoll = -1
+		}
 		return func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
 			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 			if err != nil {
@@ -173,6 +179,7 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 				PollInterval:             f.cloudMapPollInterval,
 				FullResyncPeriod:         f.cloudMapFullResync,
 				ForeignSweepPeriod:       foreignSweep,
+				ForeignPollInterval:      foreignPoll,
 				MotoWorkarounds:          f.cloudMapMotoWorkarounds,
 				MaxInstancesPerService:   f.cloudMapMaxPerService,
 				MaxInstancesPerNamespace: f.cloudMapMaxPerNamespace,

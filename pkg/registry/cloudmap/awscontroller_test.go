@@ -30,7 +30,7 @@ import (
 // calls (ListNamespaces, ListServices filtered on NAMESPACE_ID,
 // DiscoverInstances filtered on CLUSTERSET_ID with HealthStatus ALL) and its
 // parsing rules (model.NewEndpointFromInstance: which attributes must be
-// present and how they parse). Both were taken from its source at v0.3.1.
+// present and how they parse). Both were taken from its source (v0.3.1 and the commits after it, up to 57f4231).
 
 // awsEndpoint is one instance as the AWS controller understands it.
 type awsEndpoint struct {

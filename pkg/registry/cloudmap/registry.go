@@ -54,6 +54,15 @@ type Options struct {
 	// negative value disables the sweep, leaving FullResyncPeriod, for
 	// clustersets whose every cluster runs clusterset-controller.
 	ForeignSweepPeriod time.Duration
+	// ForeignPollInterval is how often, once the view holds a record written
+	// by another controller (mixed clustersets, during a migration from the
+	// AWS Cloud Map MCS controller), the namespaces holding such records
+	// and any new namespace or service are checked, so that those writes
+	// arrive within this interval instead of ForeignSweepPeriod. A
+	// clusterset of clusterset-controllers only never pays for it. Checked
+	// at polls, so PollInterval bounds it from below. Default 10s; a
+	// negative value disables it.
+	ForeignPollInterval time.Duration
 	// SystemNamespace is the Cloud Map namespace holding the heartbeats and
 	// the change beacons. Its
 	// default, "clusterset.system", cannot be a Kubernetes namespace name, so
@@ -100,6 +109,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ForeignSweepPeriod == 0 {
 		o.ForeignSweepPeriod = time.Minute
+	}
+	if o.ForeignPollInterval == 0 {
+		o.ForeignPollInterval = 10 * time.Second
 	}
 	if o.SystemNamespace == "" {
 		o.SystemNamespace = "clusterset.system"

@@ -347,3 +347,113 @@ func diff(a, b map[string]int) map[string]int {
 	}
 	return out
 }
+
+// TestForeignPoll: once the view holds a record of another controller (a
+// mixed clusterset), that controller's writes arrive within
+// ForeignPollInterval, long before the sweep: in the namespaces that hold
+// its records, in a new namespace, and as a new service in a namespace
+// without its records. A clusterset without foreign records pays nothing
+// for it, and a mixed one pays 1 ListNamespaces, 1 ListServices and one
+// DiscoverInstancesRevision per service of the mixed namespaces per check.
+func TestForeignPoll(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	mk := func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = time.Hour
+		o.FullResyncPeriod = time.Hour
+		o.ForeignPollInterval = 400 * time.Millisecond
+	}
+	web := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	api := sampleRecord("set1", "cls1", "demo", "api", "10.0.0.2")
+	prod := sampleRecord("set1", "cls1", "prod", "db", "10.0.0.3")
+	for _, rec := range []*registry.Record{&web, &api, &prod} {
+		if err := w.Publish(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Without foreign records: no foreign check at all.
+	pure := newTestRegistry(t, url, "set1", "cls3", mk)
+	run(t, pure)
+	waitRecords(t, pure, web.Key(), []registry.Record{web})
+	c0, p0, _ := quiet(pure)
+	time.Sleep(time.Second)
+	c1, p1, _ := quiet(pure)
+	if got, want := diff(c1, c0), map[string]int{"DiscoverInstancesRevision": int(p1 - p0)}; !reflect.DeepEqual(got, want) || pure.ps.foreign != 0 {
+		t.Errorf("%d idle polls without foreign records cost %v and %d foreign checks, want %v and none", p1-p0, got, pure.ps.foreign, want)
+	}
+
+	// The AWS controller exports web too; a reader started now finds it at
+	// its first (full) sweep, and demo is mixed from then on.
+	registerAWSInstance(t, url, "demo", "web", "10.9.9.1")
+	rd := newTestRegistry(t, url, "set1", "cls2", mk)
+	run(t, rd)
+	hasAWS := func(key registry.ServiceKey, ip string) func() bool {
+		return func() bool {
+			got, _ := rd.Records(key)
+			for _, r := range got {
+				for _, e := range r.Endpoints {
+					if r.ClusterID == "aws-cls" && e.Address == ip {
+						return true
+					}
+				}
+			}
+			return false
+		}
+	}
+	eventually(t, 30*time.Second, "the first sweep finds the AWS controller's record", hasAWS(web.Key(), "10.9.9.1"))
+	_, _, s0 := quiet(rd)
+
+	// An idle mixed clusterset: per foreign check, the two listings and the
+	// revisions of demo's two services.
+	c0, p0, _ = quiet(rd)
+	f0 := rd.ps.foreign
+	time.Sleep(1500 * time.Millisecond)
+	c1, p1, _ = quiet(rd)
+	f1 := rd.ps.foreign
+	checks := int(f1 - f0)
+	if checks < 2 {
+		t.Fatalf("%d foreign checks in 1.5s with ForeignPollInterval 400ms", checks)
+	}
+	want := map[string]int{"DiscoverInstancesRevision": int(p1-p0) + 2*checks, "ListNamespaces": checks, "ListServices": checks}
+	if got := diff(c1, c0); !reflect.DeepEqual(got, want) {
+		t.Errorf("%d idle polls with %d foreign checks cost %v, want %v", p1-p0, checks, got, want)
+	}
+	t.Logf("mixed, idle: %d polls with %d foreign checks cost %v", p1-p0, checks, diff(c1, c0))
+
+	c := rawClient(url)
+	awsAttrs := func(ip string) map[string]map[string]string {
+		return map[string]map[string]string{"tcp-" + strings.ReplaceAll(ip, ".", "_") + "-80": {
+			"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "80", "CLUSTERSET_ID": "set1", "CLUSTER_ID": "aws-cls",
+			"ENDPOINT_PORT_NAME": "", "ENDPOINT_PROTOCOL": "TCP", "HOSTNAME": "",
+			"K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s v0.3.1 (57f4231)", "NODENAME": "",
+			"READY": "true", "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776000", "SERVICE_PORT": "80",
+			"SERVICE_PORT_NAME": "", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "80", "SERVICE_TYPE": "ClusterSetIP",
+		}}
+	}
+	for _, step := range []struct {
+		what  string
+		write func()
+		key   registry.ServiceKey
+		ip    string
+	}{
+		{"a second endpoint in a mixed namespace", func() { registerAWSInstance(t, url, "demo", "web", "10.9.9.2") },
+			web.Key(), "10.9.9.2"},
+		{"an existing service of a mixed namespace", func() { registerAWSInstance(t, url, "demo", "api", "10.9.9.3") },
+			api.Key(), "10.9.9.3"},
+		{"a new service in a new namespace", func() { registerRaw(ctx, t, c, "newns", "fresh", awsAttrs("10.9.9.4")) },
+			registry.ServiceKey{Namespace: "newns", Name: "fresh"}, "10.9.9.4"},
+		{"a new service in a namespace without foreign records", func() { registerRaw(ctx, t, c, "prod", "cache", awsAttrs("10.9.9.5")) },
+			registry.ServiceKey{Namespace: "prod", Name: "cache"}, "10.9.9.5"},
+	} {
+		start := time.Now()
+		step.write()
+		eventually(t, 5*time.Second, step.what, hasAWS(step.key, step.ip))
+		t.Logf("%s: seen after %v", step.what, time.Since(start).Round(time.Millisecond))
+	}
+	if _, _, s := quiet(rd); s != s0 {
+		t.Fatalf("%d sweeps ran; the writes must have been found by the foreign checks", s-s0)
+	}
+}

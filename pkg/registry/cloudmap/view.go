@@ -20,6 +20,7 @@ type svcState struct {
 	lastFull time.Time // last full DiscoverInstances
 	records  []registry.Record
 	owners   map[string]string // InstanceId -> CLUSTER_ID, this clusterset
+	foreign  bool              // holds an instance of this clusterset written by another controller
 }
 
 // view is the last successfully read state of every service of the
@@ -158,8 +159,10 @@ type pollState struct {
 	retry       map[registry.ServiceKey]bool // services whose check failed -> read in full
 	lastSweep   time.Time                    // last sweep of every service
 	lastFull    time.Time                    // last sweep that read every service in full
+	lastForeign time.Time                    // last foreignCheck
 	polls       int64                        // counters for tests
 	sweeps      int64
+	foreign     int64
 }
 
 func (ps *pollState) init() {
@@ -200,9 +203,77 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	full := !synced || now.Sub(ps.lastFull) >= r.opts.FullResyncPeriod
 	if full || r.opts.ForeignSweepPeriod > 0 && now.Sub(ps.lastSweep) >= r.opts.ForeignSweepPeriod {
 		ps.sweeps++
+		ps.lastForeign = now
 		return r.sweep(ctx, onChange, now, full)
 	}
-	return r.refreshChanged(ctx, onChange)
+	var foreignErr error
+	if mixed := r.view.mixedNamespaces(); len(mixed) > 0 && r.opts.ForeignPollInterval > 0 &&
+		now.Sub(ps.lastForeign) >= r.opts.ForeignPollInterval {
+		ps.foreign++
+		foreignErr = r.foreignCheck(ctx, onChange, now, mixed)
+	}
+	if err := r.refreshChanged(ctx, onChange); err != nil {
+		return err
+	}
+	return foreignErr
+}
+
+// mixedNamespaces returns the namespaces that hold a service with a record
+// written by another controller.
+func (v *view) mixedNamespaces() map[string]bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := map[string]bool{}
+	for k, s := range v.services {
+		if s.foreign {
+			out[k.Namespace] = true
+		}
+	}
+	return out
+}
+
+// foreignCheck finds the writes of controllers that bump no change beacon
+// (the AWS Cloud Map MCS controller) in a mixed clusterset sooner than the
+// sweep: ListNamespaces and ListServices of the account, then the usual
+// revision check of every service of the mixed namespaces and of every
+// service not in the view yet (a new export, in any namespace). Not found
+// here, only at the sweep: another controller's first write into a service
+// that exists already, in a namespace without its records.
+func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, mixed map[string]bool) error {
+	ps := &r.ps
+	ps.lastForeign = now
+	nss, err := r.refreshNamespaces(ctx)
+	if err != nil {
+		return err
+	}
+	nsByID := map[string]string{}
+	for _, n := range nss {
+		if n.Name != r.opts.SystemNamespace {
+			nsByID[n.ID] = n.Name
+		}
+	}
+	order, err := r.listTargets(ctx, "", nsByID)
+	if err != nil {
+		return err
+	}
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		listed[tg.key] = true
+	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
+	r.view.mu.RLock()
+	var check []target
+	for _, tg := range order {
+		if ps.pendingNS[tg.key.Namespace] {
+			continue // refreshChanged lists and checks it in this poll
+		}
+		if _, known := r.view.services[tg.key]; mixed[tg.key.Namespace] || !known {
+			check = append(check, tg)
+		}
+	}
+	r.view.mu.RUnlock()
+	_, err = r.refreshAll(ctx, onChange, check, func(registry.ServiceKey) bool { return false })
+	return err
 }
 
 // listTargets returns the services of the namespaces named in nsByID (all of
@@ -459,9 +530,11 @@ func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (b
 	}
 	insts, _ = dedupe(insts)
 	owners := map[string]string{}
+	foreign := false
 	for _, in := range insts {
 		if clusterSetOf(in.Attrs) == r.opts.ClusterSetID {
 			owners[in.ID] = in.Attrs[attrClusterID]
+			foreign = foreign || in.Attrs[attrController] != controllerName
 		}
 	}
 	recs := decodeInstances(r.opts.ClusterSetID, tg.key.Namespace, tg.key.Name, insts, func(id string, err error) {
@@ -474,7 +547,7 @@ func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (b
 		}
 	}
 	r.repair(ctx, tg.key, mine, readStart)
-	st := &svcState{id: tg.id, revision: rev, loaded: true, lastFull: now, records: recs, owners: owners}
+	st := &svcState{id: tg.id, revision: rev, loaded: true, lastFull: now, records: recs, owners: owners, foreign: foreign}
 	r.view.mu.Lock()
 	r.view.services[tg.key] = st
 	r.view.mu.Unlock()
