@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -12,11 +13,15 @@ import (
 // Validate reports why ep cannot be imported into an EndpointSlice, or nil.
 // Records come from other clusters (and, with Cloud Map, from other writers
 // and people), so readers check each endpoint against what the API server
-// accepts in a discovery.k8s.io/v1 EndpointSlice: an address of its address
-// type (IPv4 or IPv6), ports 1-65535 with protocol TCP, UDP or
-// SCTP and a name that is empty or a DNS-1123 label, and a hostname that is
-// empty or a DNS-1123 label. An invalid endpoint is dropped, never the rest
-// of its record.
+// accepts in a discovery.k8s.io/v1 EndpointSlice (validateEndpoints and
+// ValidateEndpointIP in Kubernetes' pkg/apis/discovery/validation and
+// pkg/apis/core/validation): an address of its address type (IPv4 or IPv6)
+// in canonical form and outside the unspecified, loopback, link-local and
+// link-local multicast ranges; ports 1-65535 with protocol TCP, UDP or SCTP
+// and a name that is empty or a DNS-1123 label; a hostname that is empty or
+// a DNS-1123 label; a node name that is empty or a DNS-1123 subdomain. An
+// invalid endpoint is dropped, never the rest of its record: one bad
+// endpoint would otherwise fail the write of its whole EndpointSlice.
 func (ep Endpoint) Validate() error {
 	addr, err := netip.ParseAddr(ep.Address)
 	if err != nil || addr.Zone() != "" {
@@ -25,10 +30,20 @@ func (ep Endpoint) Validate() error {
 	switch {
 	case ep.AddressType == discoveryv1.AddressTypeIPv4 && !addr.Is4():
 		return fmt.Errorf("address %s is not IPv4", ep.Address)
-	case ep.AddressType == discoveryv1.AddressTypeIPv6 && !addr.Is6():
+	case ep.AddressType == discoveryv1.AddressTypeIPv6 && (!addr.Is6() || addr.Is4In6()):
 		return fmt.Errorf("address %s is not IPv6", ep.Address)
 	case ep.AddressType != discoveryv1.AddressTypeIPv4 && ep.AddressType != discoveryv1.AddressTypeIPv6:
 		return fmt.Errorf("address type %q is neither IPv4 nor IPv6", ep.AddressType)
+	case addr.String() != ep.Address:
+		return fmt.Errorf("address %s is not in canonical form (%s)", ep.Address, addr)
+	case addr.IsUnspecified():
+		return fmt.Errorf("address %s is unspecified", ep.Address)
+	case addr.IsLoopback():
+		return fmt.Errorf("address %s is in the loopback range", ep.Address)
+	case addr.IsLinkLocalUnicast():
+		return fmt.Errorf("address %s is in the link-local range", ep.Address)
+	case addr.IsLinkLocalMulticast():
+		return fmt.Errorf("address %s is in the link-local multicast range", ep.Address)
 	}
 	for _, p := range ep.Ports {
 		if err := validatePort(p.Name, p.Protocol, p.Port); err != nil {
@@ -40,22 +55,39 @@ func (ep Endpoint) Validate() error {
 			return fmt.Errorf("endpoint %s: hostname %q: %s", ep.Address, ep.Hostname, errs[0])
 		}
 	}
+	if ep.NodeName != "" {
+		if errs := validation.IsDNS1123Subdomain(ep.NodeName); len(errs) > 0 {
+			return fmt.Errorf("endpoint %s: node name %q: %s", ep.Address, ep.NodeName, errs[0])
+		}
+	}
 	return nil
 }
 
-// DropInvalidHostname clears ep's hostname when it is not a DNS-1123 label
-// (what an EndpointSlice accepts) and returns why, or nil when it was valid.
-// The endpoint itself stays usable: only its per-pod DNS name is lost.
-func (ep *Endpoint) DropInvalidHostname() error {
-	if ep.Hostname == "" {
-		return nil
+// Sanitize repairs what it can in ep without losing anything a user needs,
+// before Validate: it writes the address in canonical form (the
+// EndpointSlice API rejects "fd00:0::1" for "fd00::1"; both are one
+// address), clears the hostname when it is not a DNS-1123 label and the node
+// name when it is not a DNS-1123 subdomain, and returns why it cleared a
+// name, or nil. The endpoint itself stays usable: only its per-pod DNS name
+// or its node is lost.
+func (ep *Endpoint) Sanitize() error {
+	if addr, err := netip.ParseAddr(ep.Address); err == nil && addr.Zone() == "" && !addr.Is4In6() {
+		ep.Address = addr.String()
 	}
-	if errs := validation.IsDNS1123Label(ep.Hostname); len(errs) > 0 {
-		h := ep.Hostname
-		ep.Hostname = ""
-		return fmt.Errorf("endpoint %s: hostname %q left out: %s", ep.Address, h, errs[0])
+	var errs []error
+	if ep.Hostname != "" {
+		if msgs := validation.IsDNS1123Label(ep.Hostname); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("endpoint %s: hostname %q left out: %s", ep.Address, ep.Hostname, msgs[0]))
+			ep.Hostname = ""
+		}
 	}
-	return nil
+	if ep.NodeName != "" {
+		if msgs := validation.IsDNS1123Subdomain(ep.NodeName); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("endpoint %s: node name %q left out: %s", ep.Address, ep.NodeName, msgs[0]))
+			ep.NodeName = ""
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ValidatePorts reports why the service ports of s cannot be ports of a

@@ -453,7 +453,7 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 		}
 		ep, sp, err := decodeEndpoint(a)
 		if err == nil {
-			if herr := ep.DropInvalidHostname(); herr != nil {
+			if herr := ep.Sanitize(); herr != nil {
 				bad(in.ID, herr)
 			}
 			err = ep.Validate()

@@ -272,7 +272,7 @@ func appendEndpoints(dst []registry.Endpoint, c *wireChunk, skip func(address st
 				ep.Ports = append(ep.Ports, registry.EndpointPort{Name: p.Name, Protocol: proto, Port: p.Port})
 			}
 		}
-		if err := ep.DropInvalidHostname(); err != nil {
+		if err := ep.Sanitize(); err != nil {
 			skip(w.Address, err)
 		}
 		if err := ep.Validate(); err != nil {
