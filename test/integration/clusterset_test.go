@@ -273,6 +273,14 @@ func TestClusterset(t *testing.T) {
 		checkPortConflict(t, cls1, cls2, cs.members, ns)
 	})
 
+	// Objects clusterset did not create (a ServiceImport of the AWS
+	// controller, a user's Service under the derived name) are left alone.
+	t.Run("ForeignObjectsLeftAlone", func(t *testing.T) {
+		ns := "foreign"
+		cs.createNamespace(t, ns)
+		checkForeignObjectsLeftAlone(t, cls1, cls2, cls3, ns)
+	})
+
 	// I3 I4: headless imports with per-pod hostnames, IPv4 and IPv6 slices;
 	// I2: derived names for a 63-character service name.
 	t.Run("HeadlessDualFamilyLongName", func(t *testing.T) {

@@ -278,6 +278,11 @@ func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.S
 	if err != nil {
 		return nil, err
 	}
+	if svc.Labels[LabelManagedBy] != managedByValue {
+		// The name is derived from the import's, so a user's Service can
+		// hold it; taking it over would rewrite (or later delete) theirs.
+		return nil, fmt.Errorf("Service %s/%s exists and is not managed by clusterset; not touching it", svc.Namespace, name)
+	}
 	if (svc.Spec.ClusterIP == corev1.ClusterIPNone) != (desired.Spec.ClusterIP == corev1.ClusterIPNone) ||
 		(len(desired.Spec.IPFamilies) > 0 && !equality.Semantic.DeepEqual(svc.Spec.IPFamilies, desired.Spec.IPFamilies)) {
 		// The type or family changed: a Service's cluster IPs are immutable,
@@ -411,8 +416,14 @@ func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: managedByValue}); err != nil {
 		return err
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: DerivedServiceName(key.Name)}}
-	if err := c.client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
+	var svc corev1.Service
+	err := c.client.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: DerivedServiceName(key.Name)}, &svc)
+	switch {
+	case err == nil && svc.Labels[LabelManagedBy] == managedByValue:
+		if err := c.client.Delete(ctx, &svc); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	case err != nil && !apierrors.IsNotFound(err):
 		return err
 	}
 	if imp.Name != "" {
