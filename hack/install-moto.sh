@@ -7,7 +7,8 @@
 # of ListServices and ListNamespaces. Real Cloud Map applies them, and the AWS
 # Cloud Map MCS controller depends on the NAMESPACE_ID filter: without it, it
 # sees the services of every namespace in each one. The patch makes moto apply
-# the filters the real API documents; docs/cloudmap.md says which.
+# the filters clusterset and the AWS controller use, and refuse the others
+# with InvalidInput rather than ignore them; docs/cloudmap.md says which.
 set -euo pipefail
 MOTO_VERSION=5.2.1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,12 +24,17 @@ else
 fi
 
 command -v patch >/dev/null || { echo "hack/install-moto.sh needs patch(1): apt-get install patch" >&2; exit 1; }
-site=$(python3 -c 'import moto, os; print(os.path.dirname(os.path.dirname(moto.__file__)))')
+site() { python3 -c 'import moto, os; print(os.path.dirname(os.path.dirname(moto.__file__)))'; }
 for p in "$here"/moto/*.patch; do
-  if patch -d "$site" -p1 -R --dry-run --silent <"$p" >/dev/null 2>&1; then
+  if patch -d "$(site)" -p1 -R --dry-run --silent <"$p" >/dev/null 2>&1; then
     echo "moto patch $(basename "$p") already applied"
-  else
-    patch -d "$site" -p1 --forward --no-backup-if-mismatch --silent <"$p"
-    echo "moto patch $(basename "$p") applied in $site"
+    continue
   fi
+  if ! patch -d "$(site)" -p1 --forward --dry-run --silent <"$p" >/dev/null 2>&1; then
+    # Another version of the patch is applied: start from a clean moto.
+    echo "moto carries another version of $(basename "$p"); reinstalling moto $MOTO_VERSION"
+    python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "moto==$MOTO_VERSION"
+  fi
+  patch -d "$(site)" -p1 --forward --no-backup-if-mismatch --silent <"$p"
+  echo "moto patch $(basename "$p") applied in $(site)"
 done

@@ -34,7 +34,8 @@ import (
 
 // awsEndpoint is one instance as the AWS controller understands it.
 type awsEndpoint struct {
-	ID, IP, ClusterID, ClusterSetID, ServiceType string
+	ID, IP, AddressType                          string // AddressType from the attribute the address is in
+	ClusterID, ClusterSetID, ServiceType         string
 	Port, ServicePort                            int32
 	PortName, Protocol                           string
 	ServicePortName, ServiceProtocol, TargetPort string
@@ -73,10 +74,10 @@ func awsParse(id string, attrs map[string]string) (awsEndpoint, error) {
 		return nil
 	}
 	if v, ok := a["AWS_INSTANCE_IPV6"]; ok {
-		e.IP = v
+		e.IP, e.AddressType = v, "IPv6"
 	}
-	if v, ok := a["AWS_INSTANCE_IPV4"]; ok {
-		e.IP = v
+	if v, ok := a["AWS_INSTANCE_IPV4"]; ok { // IPv4 wins when both are there, as in the AWS controller
+		e.IP, e.AddressType = v, "IPv4"
 	}
 	var ready, created string
 	for _, err := range []error{
@@ -387,5 +388,16 @@ func TestMotoAppliesListFilters(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{"svc-a"}) {
 		t.Fatalf("ListServices NAMESPACE_ID=ns-a returned %v: moto without hack/moto's patch? Run hack/install-moto.sh", names)
+	}
+	// A filter the patch does not implement is refused, never ignored.
+	if _, err := c.ListNamespaces(ctx, &sd.ListNamespacesInput{Filters: []sdtypes.NamespaceFilter{{
+		Name: sdtypes.NamespaceFilterNameHttpName, Values: []string{"ns-a"},
+	}}}); !isCode(err, "InvalidInput") {
+		t.Fatalf("ListNamespaces HTTP_NAME: err = %v, want InvalidInput", err)
+	}
+	if _, err := c.ListServices(ctx, &sd.ListServicesInput{Filters: []sdtypes.ServiceFilter{{
+		Name: sdtypes.ServiceFilterNameNamespaceId, Values: []string{"a", "b"},
+	}}}); !isCode(err, "InvalidInput") {
+		t.Fatalf("ListServices NAMESPACE_ID EQ with two values: err = %v, want InvalidInput", err)
 	}
 }

@@ -155,7 +155,7 @@ type nsInfo struct {
 }
 
 // listNamespaces pages through every namespace of the account (moto ignores
-// paging and filters; the result is the same).
+// paging; the result is the same).
 func (a api) listNamespaces(ctx context.Context) ([]nsInfo, error) {
 	var out []nsInfo
 	p := sd.NewListNamespacesPaginator(a.c, &sd.ListNamespacesInput{MaxResults: aws.Int32(100)})
@@ -179,9 +179,9 @@ type svcInfo struct {
 }
 
 // listServices pages through the services of namespaceID, or of the whole
-// account when it is empty. ServiceSummary carries no namespace ID and moto
-// ignores the NAMESPACE_ID filter, so callers map services to namespaces
-// with GetService (cached: a service never moves).
+// account when it is empty. ServiceSummary carries no namespace ID, and an
+// unpatched moto ignores the NAMESPACE_ID filter, so callers map services to
+// namespaces with GetService (cached: a service never moves).
 func (a api) listServices(ctx context.Context, namespaceID string) ([]svcInfo, error) {
 	in := &sd.ListServicesInput{MaxResults: aws.Int32(100)}
 	if namespaceID != "" {

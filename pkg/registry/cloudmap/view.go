@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"sort"
 	"sync"
@@ -178,6 +179,9 @@ func (ps *pollState) init() {
 //     it moved one DiscoverInstances of them (checkBeacons).
 //   - Every ForeignSweepPeriod, and every FullResyncPeriod with full reads: a
 //     sweep of every service of the account (sweep).
+//   - In a mixed clusterset, every ForeignPollInterval: a check of the
+//     namespaces holding another controller's records and of new services
+//     (foreignCheck).
 //   - Otherwise only the services this cluster wrote and those of the
 //     namespaces whose beacon moved (refreshChanged).
 func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey)) error {
@@ -207,15 +211,15 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 		return r.sweep(ctx, onChange, now, full)
 	}
 	var foreignErr error
+	// Polls come every PollInterval give or take a round trip; half a poll
+	// of tolerance keeps an interval equal to PollInterval from skipping
+	// every other poll.
 	if mixed := r.view.mixedNamespaces(); len(mixed) > 0 && r.opts.ForeignPollInterval > 0 &&
-		now.Sub(ps.lastForeign) >= r.opts.ForeignPollInterval {
+		now.Sub(ps.lastForeign) >= r.opts.ForeignPollInterval-r.opts.PollInterval/2 {
 		ps.foreign++
 		foreignErr = r.foreignCheck(ctx, onChange, now, mixed)
 	}
-	if err := r.refreshChanged(ctx, onChange); err != nil {
-		return err
-	}
-	return foreignErr
+	return errors.Join(foreignErr, r.refreshChanged(ctx, onChange))
 }
 
 // mixedNamespaces returns the namespaces that hold a service with a record
