@@ -246,25 +246,10 @@ func (v *view) mixedNamespaces() map[string]bool {
 func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, mixed map[string]bool) error {
 	ps := &r.ps
 	ps.lastForeign = now
-	nss, err := r.refreshNamespaces(ctx)
+	order, err := r.listAccount(ctx, onChange)
 	if err != nil {
 		return err
 	}
-	nsByID := map[string]string{}
-	for _, n := range nss {
-		if n.Name != r.opts.SystemNamespace {
-			nsByID[n.ID] = n.Name
-		}
-	}
-	order, err := r.listTargets(ctx, "", nsByID)
-	if err != nil {
-		return err
-	}
-	listed := map[registry.ServiceKey]bool{}
-	for _, tg := range order {
-		listed[tg.key] = true
-	}
-	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
 	r.view.mu.RLock()
 	var check []target
 	for _, tg := range order {
@@ -314,6 +299,33 @@ func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID m
 	return out, nil
 }
 
+// listAccount lists every service of the account's namespaces but the
+// system one (ListNamespaces and ListServices, one paged call each, and
+// GetService once per new service ID) and drops from the view the services
+// the listing no longer shows. On error the view is kept as it is.
+func (r *Registry) listAccount(ctx context.Context, onChange func(registry.ServiceKey)) ([]target, error) {
+	nss, err := r.refreshNamespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nsByID := map[string]string{}
+	for _, n := range nss {
+		if n.Name != r.opts.SystemNamespace {
+			nsByID[n.ID] = n.Name
+		}
+	}
+	order, err := r.listTargets(ctx, "", nsByID)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		listed[tg.key] = true
+	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
+	return order, nil
+}
+
 // sweep checks every service of the clusterset's namespaces:
 //   - ListNamespaces and ListServices, one paged call each for the account;
 //   - GetService once per new service ID (ServiceSummary lacks the namespace);
@@ -324,25 +336,10 @@ func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID m
 //     after a deregistration).
 func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
 	ps := &r.ps
-	nss, err := r.refreshNamespaces(ctx)
+	order, err := r.listAccount(ctx, onChange)
 	if err != nil {
 		return err
 	}
-	nsByID := map[string]string{}
-	for _, n := range nss {
-		if n.Name != r.opts.SystemNamespace {
-			nsByID[n.ID] = n.Name
-		}
-	}
-	order, err := r.listTargets(ctx, "", nsByID)
-	if err != nil {
-		return err
-	}
-	targets := map[registry.ServiceKey]bool{}
-	for _, tg := range order {
-		targets[tg.key] = true
-	}
-	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !targets[k] })
 
 	r.view.mu.Lock()
 	dirty := r.view.dirty
