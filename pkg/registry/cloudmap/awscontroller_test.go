@@ -47,11 +47,7 @@ type awsEndpoint struct {
 // awsParse applies the AWS controller's parsing rules to one instance's
 // attributes. It fails where the AWS controller logs "skipping instance to
 // endpoint conversion".
-func awsParse(id string, attrs map[string]string) (awsEndpoint, error) {
-	a := map[string]string{}
-	for k, v := range attrs {
-		a[k] = v
-	}
+func awsParse(id string, a map[string]string) (awsEndpoint, error) {
 	e := awsEndpoint{ID: id}
 	str := func(k string, dst *string) error {
 		v, ok := a[k]
@@ -186,20 +182,26 @@ func loadAWSFixtures(t *testing.T) []awsFixture {
 	return fs
 }
 
-// registerRaw creates namespace ns and service svc the way the AWS controller
-// does (HTTP namespace, service without DNS) and registers instances in it.
-func registerRaw(ctx context.Context, t *testing.T, c *sd.Client, ns, svc string, insts map[string]map[string]string) {
+// rawNamespaceID returns the ID of the namespace named name, or "".
+func rawNamespaceID(ctx context.Context, t *testing.T, c *sd.Client, name string) string {
 	t.Helper()
-	nsID := ""
 	list, err := c.ListNamespaces(ctx, &sd.ListNamespacesInput{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range list.Namespaces {
-		if aws.ToString(n.Name) == ns {
-			nsID = aws.ToString(n.Id)
+		if aws.ToString(n.Name) == name {
+			return aws.ToString(n.Id)
 		}
 	}
+	return ""
+}
+
+// registerRaw creates namespace ns and service svc the way the AWS controller
+// does (HTTP namespace, service without DNS) and registers instances in it.
+func registerRaw(ctx context.Context, t *testing.T, c *sd.Client, ns, svc string, insts map[string]map[string]string) {
+	t.Helper()
+	nsID := rawNamespaceID(ctx, t, c, ns)
 	if nsID == "" {
 		created, err := c.CreateHttpNamespace(ctx, &sd.CreateHttpNamespaceInput{Name: aws.String(ns)})
 		if err != nil {

@@ -306,22 +306,26 @@ func waitSweep(t *testing.T, r *Registry, after int64) (map[string]int, int64, i
 	}
 }
 
-// registerAWSInstance writes an endpoint instance of cluster aws-cls the way
-// the AWS Cloud Map MCS controller does (no beacon) in an existing service.
+// awsInstance is an endpoint instance of cluster aws-cls in clusterset set1,
+// port 80, in the AWS Cloud Map MCS controller's format: its InstanceId and
+// attributes.
+func awsInstance(ip string) map[string]map[string]string {
+	return map[string]map[string]string{"tcp-" + strings.ReplaceAll(ip, ".", "_") + "-80": {
+		"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "80", "CLUSTERSET_ID": "set1", "CLUSTER_ID": "aws-cls",
+		"ENDPOINT_PORT_NAME": "", "ENDPOINT_PROTOCOL": "TCP", "HOSTNAME": "",
+		"K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s d07e680 (d07e680)", "NODENAME": "",
+		"READY": "true", "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776000", "SERVICE_PORT": "80",
+		"SERVICE_PORT_NAME": "", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "80", "SERVICE_TYPE": "ClusterSetIP",
+	}}
+}
+
+// registerAWSInstance writes awsInstance(ip) the way the AWS Cloud Map MCS
+// controller does (no beacon) in an existing service.
 func registerAWSInstance(t *testing.T, url, namespace, service, ip string) {
 	t.Helper()
 	ctx := context.Background()
 	c := rawClient(url)
-	nss, err := c.ListNamespaces(ctx, &sd.ListNamespacesInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nsID string
-	for _, n := range nss.Namespaces {
-		if aws.ToString(n.Name) == namespace {
-			nsID = aws.ToString(n.Id)
-		}
-	}
+	nsID := rawNamespaceID(ctx, t, c, namespace)
 	svcs, err := c.ListServices(ctx, &sd.ListServicesInput{})
 	if err != nil {
 		t.Fatal(err)
@@ -334,19 +338,10 @@ func registerAWSInstance(t *testing.T, url, namespace, service, ip string) {
 		if err != nil || aws.ToString(g.Service.NamespaceId) != nsID {
 			continue
 		}
-		_, err = c.RegisterInstance(ctx, &sd.RegisterInstanceInput{
-			ServiceId:  s.Id,
-			InstanceId: aws.String("tcp-" + strings.ReplaceAll(ip, ".", "_") + "-80"),
-			Attributes: map[string]string{
-				"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "80", "CLUSTERSET_ID": "set1", "CLUSTER_ID": "aws-cls",
-				"ENDPOINT_PORT_NAME": "", "ENDPOINT_PROTOCOL": "TCP", "HOSTNAME": "",
-				"K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s d07e680 (d07e680)", "NODENAME": "",
-				"READY": "true", "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776000", "SERVICE_PORT": "80",
-				"SERVICE_PORT_NAME": "", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "80", "SERVICE_TYPE": "ClusterSetIP",
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
+		for id, attrs := range awsInstance(ip) {
+			if _, err := c.RegisterInstance(ctx, &sd.RegisterInstanceInput{ServiceId: s.Id, InstanceId: aws.String(id), Attributes: attrs}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return
 	}
@@ -437,15 +432,6 @@ func TestForeignPoll(t *testing.T) {
 	t.Logf("mixed, idle: %d polls with %d foreign checks cost %v", p1-p0, checks, diff(c1, c0))
 
 	c := rawClient(url)
-	awsAttrs := func(ip string) map[string]map[string]string {
-		return map[string]map[string]string{"tcp-" + strings.ReplaceAll(ip, ".", "_") + "-80": {
-			"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "80", "CLUSTERSET_ID": "set1", "CLUSTER_ID": "aws-cls",
-			"ENDPOINT_PORT_NAME": "", "ENDPOINT_PROTOCOL": "TCP", "HOSTNAME": "",
-			"K8S_CONTROLLER": "aws-cloud-map-mcs-controller-for-k8s v0.3.1 (57f4231)", "NODENAME": "",
-			"READY": "true", "SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776000", "SERVICE_PORT": "80",
-			"SERVICE_PORT_NAME": "", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "80", "SERVICE_TYPE": "ClusterSetIP",
-		}}
-	}
 	for _, step := range []struct {
 		what  string
 		write func()
@@ -456,9 +442,9 @@ func TestForeignPoll(t *testing.T) {
 			web.Key(), "10.9.9.2"},
 		{"an existing service of a mixed namespace", func() { registerAWSInstance(t, url, "demo", "api", "10.9.9.3") },
 			api.Key(), "10.9.9.3"},
-		{"a new service in a new namespace", func() { registerRaw(ctx, t, c, "newns", "fresh", awsAttrs("10.9.9.4")) },
+		{"a new service in a new namespace", func() { registerRaw(ctx, t, c, "newns", "fresh", awsInstance("10.9.9.4")) },
 			registry.ServiceKey{Namespace: "newns", Name: "fresh"}, "10.9.9.4"},
-		{"a new service in a namespace without foreign records", func() { registerRaw(ctx, t, c, "prod", "cache", awsAttrs("10.9.9.5")) },
+		{"a new service in a namespace without foreign records", func() { registerRaw(ctx, t, c, "prod", "cache", awsInstance("10.9.9.5")) },
 			registry.ServiceKey{Namespace: "prod", Name: "cache"}, "10.9.9.5"},
 	} {
 		start := time.Now()
