@@ -2,9 +2,16 @@ package cloudmap
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 // Change beacons.
@@ -16,9 +23,23 @@ import (
 // Options.SystemNamespace/changes. Every write moves the revision of that
 // one service, so an idle poll is one DiscoverInstancesRevision whatever the
 // number of services and namespaces; when it moves, one DiscoverInstances
-// of the beacons tells which namespaces changed, and only their services are
-// checked. Writers that bump no beacon (the AWS Cloud Map MCS controller)
-// are seen by the sweep of every service every Options.ForeignSweepPeriod.
+// of the beacons tells what changed. Writers that bump no beacon (the AWS
+// Cloud Map MCS controller) are seen by the sweep of every service every
+// Options.ForeignSweepPeriod.
+//
+// A beacon also names the services its writer changed lately, each with a
+// digest of the instances the writer holds there after the change
+// (CHANGE_SERVICES), and the generation after which that list is complete
+// (CHANGE_SINCE). A reader that saw that generation or a later one reads
+// only the listed services, and keeps re-checking each (one
+// DiscoverInstancesRevision per poll) only until it reads the announced
+// digest or RepairDelay passes: the beacon may become visible before the
+// writes it announces (asynchronous operations, eventually consistent
+// reads). So one change costs a reader a few calls however many services
+// its namespace holds. When the list cannot say (a reader that missed
+// generations, a writer's first beacon since it started, more changes than
+// fit in one attribute), the reader checks the whole namespace, as every
+// reader did before the list existed.
 //
 // Beacons are per cluster, not per namespace only, so that writers never
 // replace each other's instance (moto would pile up copies, and a reader
@@ -33,6 +54,24 @@ const (
 	// attrChangeGeneration changes on every write of the beacon: µs since
 	// the epoch, strictly increasing per writer.
 	attrChangeGeneration = "CHANGE_GENERATION"
+	// attrChangeServices lists the services of the namespace the writer
+	// changed after generation CHANGE_SINCE, as "name:digest:generation"
+	// joined by commas, newest first (digest: instanceDigest of the
+	// writer's instances there after the change, or unknownDigest;
+	// generation: the beacon write that announced it first).
+	attrChangeServices = "CHANGE_SERVICES"
+	// attrChangeSince is the generation after which CHANGE_SERVICES names
+	// every change of the writer in the namespace; empty when it cannot.
+	attrChangeSince = "CHANGE_SINCE"
+	// maxChangeList bounds CHANGE_SERVICES in bytes: Cloud Map takes up to
+	// 1,024 characters per attribute value.
+	maxChangeList = 1000
+	// maxChangeHistory bounds the beacon writes a writer remembers.
+	maxChangeHistory = 64
+	// unknownDigest announces a change whose result the writer does not
+	// know (a write that failed half-way): readers re-check the service
+	// until RepairDelay passes.
+	unknownDigest = "?"
 )
 
 // beaconID is the InstanceId of a cluster's change beacon of a namespace.
@@ -48,25 +87,134 @@ type beaconState struct {
 	want uint64 // guarded by Registry.mu
 	done uint64 // guarded by Registry.mu
 	gen  int64  // last generation written: written under mu and Registry.mu
+	// pending maps the services changed since the last successful beacon
+	// write to their digests; history holds the successful writes, oldest
+	// first. Both guarded by Registry.mu.
+	pending map[string]string
+	history []beaconWrite
 }
 
-// changed records that this cluster has just written instances in namespace
-// and re-registers its beacon there. A failed beacon write is logged and
-// retried at the next poll, Publish, Withdraw or Heartbeat; the write it
-// announces stands, and other clusters see it at their sweep meanwhile.
-func (r *Registry) changed(ctx context.Context, namespace string) {
+// beaconWrite is one successful beacon write: its generation and the
+// services whose changes it announced first.
+type beaconWrite struct {
+	gen      int64
+	services map[string]string // service name -> digest
+}
+
+// changed records that this cluster has just written instances of key's
+// service (digest: instanceDigest of what it holds there now, or
+// unknownDigest) and re-registers its beacon of key's namespace. A failed
+// beacon write is logged and retried at the next poll, Publish, Withdraw or
+// Heartbeat; the write it announces stands, and other clusters see it at
+// their sweep meanwhile.
+func (r *Registry) changed(ctx context.Context, key registry.ServiceKey, digest string) {
 	r.mu.Lock()
-	b := r.beacons[namespace]
+	b := r.beacons[key.Namespace]
 	if b == nil {
-		b = &beaconState{}
-		r.beacons[namespace] = b
+		b = &beaconState{pending: map[string]string{}}
+		r.beacons[key.Namespace] = b
 	}
 	b.want++
+	b.pending[key.Name] = digest
 	target := b.want
 	r.mu.Unlock()
-	if err := r.flushBeacon(ctx, namespace, b, target); err != nil {
-		r.log.Error(err, "writing the change beacon failed; will retry", "namespace", namespace)
+	if err := r.flushBeacon(ctx, key.Namespace, b, target); err != nil {
+		r.log.Error(err, "writing the change beacon failed; will retry", "namespace", key.Namespace, "service", key.Name)
 	}
+}
+
+// changeList returns CHANGE_SERVICES and CHANGE_SINCE for the beacon write
+// of generation gen announcing pending, after the writes of history
+// (oldest first). The list holds one "name:digest:generation" entry per
+// service, newest first: pending's at gen, then the services of as many of
+// the latest writes as fit in maxChangeList bytes, each at the generation
+// of the write that last changed it. since is the generation of the write
+// before the oldest one included (the anchor), or "" when there is none
+// (the first write since this process started) or pending alone does not
+// fit. keep is how many writes of history are still worth keeping (the
+// anchor and later ones).
+func changeList(gen int64, pending map[string]string, history []beaconWrite) (list, since string, keep int) {
+	seen := map[string]bool{}
+	var entries []string
+	size := 0
+	add := func(gen int64, services map[string]string) bool {
+		var add []string
+		var names []string
+		n := size
+		for _, name := range slices.Sorted(maps.Keys(services)) {
+			if seen[name] {
+				continue
+			}
+			e := name + ":" + services[name] + ":" + strconv.FormatInt(gen, 10)
+			if n > 0 {
+				n++ // the comma
+			}
+			n += len(e)
+			add, names = append(add, e), append(names, name)
+		}
+		if n > maxChangeList {
+			return false
+		}
+		for _, name := range names {
+			seen[name] = true
+		}
+		entries, size = append(entries, add...), n
+		return true
+	}
+	if !add(gen, pending) {
+		return "", "", 0
+	}
+	if len(history) == 0 {
+		return strings.Join(entries, ","), "", 0
+	}
+	i := len(history) - 1
+	for ; i > 0 && add(history[i].gen, history[i].services); i-- {
+	}
+	return strings.Join(entries, ","), strconv.FormatInt(history[i].gen, 10), len(history) - i
+}
+
+// parseChangeList returns the services CHANGE_SERVICES lists as changed at
+// a generation after prev, with their digests. ok is false when the value
+// is malformed; readers then check the namespace.
+func parseChangeList(s string, prev int64) (map[string]string, bool) {
+	out := map[string]string{}
+	if s == "" {
+		return out, true
+	}
+	for _, e := range strings.Split(s, ",") {
+		f := strings.Split(e, ":")
+		if len(f) != 3 || f[0] == "" || f[1] == "" {
+			return nil, false
+		}
+		gen, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		if gen > prev {
+			out[f[0]] = f[1]
+		}
+	}
+	return out, true
+}
+
+// instanceDigest is a short digest of a set of instances (IDs and
+// attributes), the same for the writer, which hashes what it registered,
+// and for readers, which hash what DiscoverInstances returns.
+func instanceDigest(insts map[string]instance) string {
+	h := fnv.New32a()
+	for _, id := range slices.Sorted(maps.Keys(insts)) {
+		h.Write([]byte(id))
+		h.Write([]byte{0})
+		a := insts[id].Attrs
+		for _, k := range slices.Sorted(maps.Keys(a)) {
+			h.Write([]byte(k))
+			h.Write([]byte{1})
+			h.Write([]byte(a[k]))
+			h.Write([]byte{2})
+		}
+		h.Write([]byte{3})
+	}
+	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 // flushBeacons writes every beacon with changes no write covers yet.
@@ -99,13 +247,15 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 	defer b.mu.Unlock()
 	r.mu.Lock()
 	done, cur := b.done, b.want
-	r.mu.Unlock()
-	if done >= target {
-		return nil
-	}
+	announced := maps.Clone(b.pending)
 	gen := time.Now().UnixMicro()
 	if gen <= b.gen {
 		gen = b.gen + 1
+	}
+	list, since, keep := changeList(gen, announced, b.history)
+	r.mu.Unlock()
+	if done >= target {
+		return nil
 	}
 	err := r.registerSystem(ctx, changesService, instance{
 		ID: beaconID(r.opts.ClusterSetID, r.opts.ClusterID, namespace),
@@ -116,6 +266,8 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 			attrRecordKind:       kindChange,
 			attrChangeNamespace:  namespace,
 			attrChangeGeneration: strconv.FormatInt(gen, 10),
+			attrChangeServices:   list,
+			attrChangeSince:      since,
 		},
 	})
 	if err != nil {
@@ -126,15 +278,27 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 	if cur > b.done {
 		b.done = cur
 	}
+	for name, d := range announced {
+		if b.pending[name] == d {
+			delete(b.pending, name) // unless changed again meanwhile
+		}
+	}
+	b.history = append(b.history[len(b.history)-min(keep, len(b.history)):], beaconWrite{gen: gen, services: announced})
+	if len(b.history) > maxChangeHistory {
+		b.history = b.history[len(b.history)-maxChangeHistory:]
+	}
 	r.mu.Unlock()
 	return nil
 }
 
 // checkBeacons reads the beacon service's revision and, when it moved, the
-// beacons of the clusterset: the namespaces whose beacon changed, other than
-// by a write of this process, are queued for a refresh (ps.pendingNS) and kept hot for
-// RepairDelay, since the beacon may become visible before the writes it
-// announces (asynchronous operations, eventually consistent reads).
+// beacons of the clusterset. For each beacon that changed, other than by a
+// write of this process, the services it lists are announced (read at this
+// poll and checked until they show the announced digest, for at most
+// RepairDelay); when its list does not cover every change since the
+// generation this reader saw last, its namespace is queued for a check of
+// every service (ps.pendingNS) and kept hot for RepairDelay instead
+// (ps.heat).
 func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 	ps := &r.ps
 	rev, err := r.api.revision(ctx, r.opts.SystemNamespace, changesService)
@@ -166,20 +330,45 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 			continue
 		}
 		gen := a[attrChangeGeneration]
-		if seen, ok := ps.beaconGen[in.ID]; ok && seen == gen {
+		prev, seenBefore := ps.beaconGen[in.ID]
+		if seenBefore && prev == gen {
 			continue
 		}
 		ps.beaconGen[in.ID] = gen
 		if a[attrClusterID] == r.opts.ClusterID && r.wroteGeneration(ns, gen) {
 			continue // this process's write: its services are read already
 		}
-		if ps.beaconKnown {
-			ps.pendingNS[ns] = true
-			ps.hot[ns] = now.Add(r.opts.RepairDelay)
+		if !ps.beaconKnown {
+			continue // the first poll: the sweep reads every service
 		}
+		until := now.Add(r.opts.RepairDelay)
+		if changes, ok := changesSince(a, prev, seenBefore); ok {
+			for name, digest := range changes {
+				ps.announce(registry.ServiceKey{Namespace: ns, Name: name}, a[attrClusterID], digest, until)
+			}
+			continue
+		}
+		ps.heat(ns, now, until, r.opts.PollInterval)
 	}
 	ps.beaconRev, ps.beaconKnown = rev, true
 	return nil
+}
+
+// changesSince returns the services a beacon's attributes a list as
+// changed, when that list names every change after prev, the generation
+// of the same beacon this reader saw last (seen is false when it saw
+// none).
+func changesSince(a map[string]string, prev string, seen bool) (map[string]string, bool) {
+	since, ok := a[attrChangeSince]
+	if !seen || !ok || since == "" {
+		return nil, false
+	}
+	s, err1 := strconv.ParseInt(since, 10, 64)
+	p, err2 := strconv.ParseInt(prev, 10, 64)
+	if err1 != nil || err2 != nil || s > p {
+		return nil, false
+	}
+	return parseChangeList(a[attrChangeServices], p)
 }
 
 // wroteGeneration reports whether gen is the last generation this process

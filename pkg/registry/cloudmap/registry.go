@@ -575,7 +575,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		r.mu.Unlock()
 		r.view.markDirty(key)
 		// Some writes may have gone through: tell the other clusters.
-		r.changed(ctx, key.Namespace)
+		r.changed(ctx, key, unknownDigest)
 		r.wake()
 		if isCode(err, "ResourceLimitExceeded") {
 			return &QuotaError{Key: key, Scope: "service", Err: err}
@@ -624,7 +624,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	done()
 	log.V(1).Info("published", "registered", len(reg), "deregistered", len(dereg))
 	r.view.markDirty(key)
-	r.changed(ctx, key.Namespace)
+	r.changed(ctx, key, instanceDigest(desired))
 	r.wake()
 	return nil
 }
@@ -788,10 +788,11 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 			othersLeft = true
 		}
 	}
+	digest := unknownDigest
 	if len(mine) > 0 {
 		// After the deregistrations (and the deletion of the service), even
 		// partial ones: tell the other clusters.
-		defer r.changed(ctx, key.Namespace)
+		defer func() { r.changed(ctx, key, digest) }()
 	}
 	err = r.parallel(ctx, len(mine), func(ctx context.Context, i int) error {
 		return r.deregister(ctx, svc.ID, mine[i])
@@ -799,6 +800,7 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 	if err != nil {
 		return fmt.Errorf("cloudmap: withdraw %s: %w", key, err)
 	}
+	digest = instanceDigest(nil)
 	r.log.V(1).Info("withdrawn", "namespace", key.Namespace, "service", key.Name, "deregistered", len(mine))
 	if othersLeft {
 		return nil

@@ -3,7 +3,9 @@ package cloudmap
 import (
 	"context"
 	"errors"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -22,6 +24,17 @@ type svcState struct {
 	records  []registry.Record
 	owners   map[string]string // InstanceId -> CLUSTER_ID, this clusterset
 	foreign  bool              // holds an instance of this clusterset written by another controller
+	digests  map[string]string // CLUSTER_ID -> instanceDigest of its instances, this clusterset
+}
+
+// digest returns the instanceDigest of cluster's instances in s (nil: none).
+func (s *svcState) digest(cluster string) string {
+	if s != nil {
+		if d, ok := s.digests[cluster]; ok {
+			return d
+		}
+	}
+	return instanceDigest(nil)
 }
 
 // view is the last successfully read state of every service of the
@@ -46,6 +59,14 @@ func (v *view) markDirty(key registry.ServiceKey) {
 
 // otherInstances returns the InstanceIds that other clusters hold in key's
 // service, as last read.
+// has reports whether the view holds key.
+func (v *view) has(key registry.ServiceKey) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	_, ok := v.services[key]
+	return ok
+}
+
 func (v *view) otherInstances(key registry.ServiceKey, cluster string) map[string]bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -155,8 +176,10 @@ type pollState struct {
 	beaconKnown bool
 	beaconRev   int64
 	beaconGen   map[string]string            // beacon InstanceId -> CHANGE_GENERATION seen
-	pendingNS   map[string]bool              // namespaces to check (a beacon moved)
-	hot         map[string]time.Time         // namespaces checked every poll until then
+	pendingNS   map[string]bool              // namespaces to check in full (a beacon moved)
+	hot         map[string]*hotNamespace     // namespaces checked again, less and less often
+	announced   map[registry.ServiceKey]*announcement
+	listNS      map[string]bool // namespaces to list for the IDs of announced services
 	retry       map[registry.ServiceKey]bool // services whose check failed -> read in full
 	lastSweep   time.Time                    // last sweep of every service
 	lastFull    time.Time                    // last sweep that read every service in full
@@ -169,8 +192,48 @@ type pollState struct {
 func (ps *pollState) init() {
 	ps.beaconGen = map[string]string{}
 	ps.pendingNS = map[string]bool{}
-	ps.hot = map[string]time.Time{}
+	ps.hot = map[string]*hotNamespace{}
+	ps.announced = map[registry.ServiceKey]*announcement{}
+	ps.listNS = map[string]bool{}
 	ps.retry = map[registry.ServiceKey]bool{}
+}
+
+// hotNamespace is a namespace whose beacon moved without saying which
+// services changed: every service is checked at once, and again after
+// 1, 2, 4, … PollIntervals until RepairDelay has passed, since the beacon
+// may become visible before the writes it announces.
+type hotNamespace struct {
+	until, next time.Time
+	every       time.Duration
+}
+
+// heat queues ns for a check of every service now and keeps it hot.
+func (ps *pollState) heat(ns string, now, until time.Time, poll time.Duration) {
+	ps.pendingNS[ns] = true
+	ps.hot[ns] = &hotNamespace{until: until, next: now.Add(poll), every: 2 * poll}
+}
+
+// announcement is a change of a service that change beacons announced: the
+// digest each writer announced, until when to wait for it, and whether the
+// service was read in full since.
+type announcement struct {
+	want  map[string]string // CLUSTER_ID -> digest
+	until time.Time
+	read  bool
+}
+
+// announce records that cluster's beacon announced a change of key with
+// digest. The service is read at the next poll, and checked at every poll
+// after until it shows digest or until passes.
+func (ps *pollState) announce(key registry.ServiceKey, cluster, digest string, until time.Time) {
+	a := ps.announced[key]
+	if a == nil {
+		a = &announcement{want: map[string]string{}}
+		ps.announced[key] = a
+	}
+	a.want[cluster] = digest
+	a.until = until
+	a.read = false
 }
 
 // poll refreshes the view. See docs/cloudmap.md for the call-rate model.
@@ -194,11 +257,19 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	if err := r.checkBeacons(ctx, now); err != nil {
 		return err
 	}
-	for ns, until := range ps.hot {
-		if now.Before(until) {
-			ps.pendingNS[ns] = true
-		} else {
+	for ns, h := range ps.hot {
+		switch {
+		case !now.Before(h.until):
 			delete(ps.hot, ns)
+		case !now.Add(r.opts.PollInterval / 2).Before(h.next): // polls drift by a round trip
+			ps.pendingNS[ns] = true
+			h.next = now.Add(h.every)
+			h.every *= 2
+		}
+	}
+	for k, a := range ps.announced {
+		if !now.Before(a.until) {
+			delete(ps.announced, k)
 		}
 	}
 	r.view.mu.RLock()
@@ -348,10 +419,17 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 	for k, force := range ps.retry {
 		dirty[k] = dirty[k] || force
 	}
+	checked := map[registry.ServiceKey]bool{}
+	for k, a := range ps.announced {
+		checked[k] = true
+		dirty[k] = dirty[k] || !a.read
+	}
 	ps.retry = map[registry.ServiceKey]bool{}
 	ps.pendingNS = map[string]bool{} // every namespace is checked now
+	ps.listNS = map[string]bool{}
 
 	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
+	r.settleAnnounced(checked)
 	ps.lastSweep = now
 	if full {
 		ps.lastFull = now
@@ -365,7 +443,8 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 }
 
 // refreshChanged checks the services this cluster wrote (or whose last check
-// failed) and every service of the namespaces whose beacon moved.
+// failed), the services change beacons announced, and every service of the
+// namespaces whose beacon moved without saying which services changed.
 func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	ps := &r.ps
 	r.view.mu.Lock()
@@ -376,43 +455,88 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 		force[k] = force[k] || f
 	}
 	ps.retry = map[registry.ServiceKey]bool{}
+	// An announced service is read in full once (the beacon says it
+	// changed: a revision check first would be one more call), then
+	// revision-checked until it shows what was announced.
+	check := map[registry.ServiceKey]bool{}
+	for k, a := range ps.announced {
+		check[k] = true
+		force[k] = force[k] || !a.read
+	}
+	for k := range force {
+		check[k] = true
+	}
 
 	// Single services first; those whose ID is unknown or that are gone
 	// send their namespace through a listing, which is authoritative.
 	var order []target
-	for k := range force {
+	for k := range check {
 		if ps.pendingNS[k.Namespace] {
 			continue
 		}
 		if id := r.serviceID(k); id != "" {
 			order = append(order, target{key: k, id: id})
 		} else {
-			ps.pendingNS[k.Namespace] = true
+			ps.listNS[k.Namespace] = true
 		}
 	}
 	_, firstErr := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
 
-	var nss []string
+	nss := map[string]bool{}
 	for ns := range ps.pendingNS {
-		nss = append(nss, ns)
+		nss[ns] = true
 	}
-	sort.Strings(nss)
-	for _, ns := range nss {
-		listed, err := r.refreshNamespace(ctx, onChange, ns, force)
+	for ns := range ps.listNS {
+		nss[ns] = true
+	}
+	for _, ns := range slices.Sorted(maps.Keys(nss)) {
+		only := func(registry.ServiceKey) bool { return true } // the whole namespace
+		if !ps.pendingNS[ns] {
+			// Only to find the IDs of announced services: check those and
+			// the services new to the view.
+			only = func(k registry.ServiceKey) bool { return check[k] || !r.view.has(k) }
+		}
+		listed, err := r.refreshNamespace(ctx, onChange, ns, force, only)
 		if listed {
 			// Services whose check failed are retried one by one.
 			delete(ps.pendingNS, ns)
+			delete(ps.listNS, ns)
 		}
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
+	r.settleAnnounced(check)
 	return firstErr
 }
 
-// refreshNamespace lists the services of one namespace and checks each. It
-// reports whether the listing succeeded.
-func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool) (bool, error) {
+// settleAnnounced marks the announced services among checked as read
+// unless their check failed, and forgets the announcements the view now
+// shows.
+func (r *Registry) settleAnnounced(checked map[registry.ServiceKey]bool) {
+	ps := &r.ps
+	r.view.mu.RLock()
+	defer r.view.mu.RUnlock()
+	for k, a := range ps.announced {
+		if !checked[k] || ps.retry[k] || ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
+			continue
+		}
+		a.read = true
+		st := r.view.services[k]
+		for cluster, d := range a.want {
+			if d != unknownDigest && st.digest(cluster) == d {
+				delete(a.want, cluster)
+			}
+		}
+		if len(a.want) == 0 {
+			delete(ps.announced, k)
+		}
+	}
+}
+
+// refreshNamespace lists the services of one namespace and checks those for
+// which only is true. It reports whether the listing succeeded.
+func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool, only func(registry.ServiceKey) bool) (bool, error) {
 	var order []target
 	ns, ok, err := r.namespace(ctx, name, false)
 	if err != nil {
@@ -429,6 +553,7 @@ func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.
 		listed[tg.key] = true
 	}
 	r.dropGone(onChange, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
+	order = slices.DeleteFunc(order, func(tg target) bool { return !only(tg.key) })
 	_, err = r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
 	return true, err
 }
@@ -514,29 +639,43 @@ func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (b
 	old := r.view.services[tg.key]
 	r.view.mu.RUnlock()
 
-	rev, err := r.api.revision(ctx, tg.key.Namespace, tg.key.Name)
-	if err != nil {
-		return false, err
-	}
 	now := time.Now()
-	if old != nil && old.id == tg.id && old.loaded && !dirty &&
-		rev == old.revision && now.Sub(old.lastFull) < r.opts.FullResyncPeriod {
-		return false, nil
+	fresh := old != nil && old.id == tg.id && old.loaded && now.Sub(old.lastFull) < r.opts.FullResyncPeriod
+	if fresh && !dirty {
+		// The revision tells whether a read is needed. A service to be
+		// read anyway skips it: DiscoverInstances returns it too.
+		rev, err := r.api.revision(ctx, tg.key.Namespace, tg.key.Name)
+		if err != nil {
+			return false, err
+		}
+		if rev == old.revision {
+			return false, nil
+		}
 	}
 	readStart := time.Now()
 	// Unfiltered: markers carry no CLUSTERSET_ID (hideFromAWSController).
-	insts, _, err := r.api.discover(ctx, tg.key.Namespace, tg.key.Name, "")
+	insts, rev, err := r.api.discover(ctx, tg.key.Namespace, tg.key.Name, "")
 	if err != nil {
 		return false, err
 	}
 	insts, _ = dedupe(insts)
 	owners := map[string]string{}
+	byCluster := map[string]map[string]instance{}
 	foreign := false
 	for _, in := range insts {
 		if clusterSetOf(in.Attrs) == r.opts.ClusterSetID {
-			owners[in.ID] = in.Attrs[attrClusterID]
+			cl := in.Attrs[attrClusterID]
+			owners[in.ID] = cl
+			if byCluster[cl] == nil {
+				byCluster[cl] = map[string]instance{}
+			}
+			byCluster[cl][in.ID] = in
 			foreign = foreign || in.Attrs[attrController] != controllerName
 		}
+	}
+	digests := make(map[string]string, len(byCluster))
+	for cl, m := range byCluster {
+		digests[cl] = instanceDigest(m)
 	}
 	recs := decodeInstances(r.opts.ClusterSetID, tg.key.Namespace, tg.key.Name, insts, func(id string, err error) {
 		r.log.V(1).Info("skipping Cloud Map instance", "namespace", tg.key.Namespace, "service", tg.key.Name, "instance", id, "reason", err.Error())
@@ -548,7 +687,7 @@ func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (b
 		}
 	}
 	r.repair(ctx, tg.key, mine, readStart)
-	st := &svcState{id: tg.id, revision: rev, loaded: true, lastFull: now, records: recs, owners: owners, foreign: foreign}
+	st := &svcState{id: tg.id, revision: rev, loaded: true, lastFull: now, records: recs, owners: owners, foreign: foreign, digests: digests}
 	r.view.mu.Lock()
 	r.view.services[tg.key] = st
 	r.view.mu.Unlock()

@@ -1,0 +1,335 @@
+package cloudmap
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+)
+
+func TestChangeList(t *testing.T) {
+	w := func(gen int64, services ...string) beaconWrite {
+		m := map[string]string{}
+		for _, s := range services {
+			m[s] = "d-" + s
+		}
+		return beaconWrite{gen: gen, services: m}
+	}
+	long := func(i int) string { return fmt.Sprintf("%s-%02d", strings.Repeat("s", 58), i) } // 61 bytes
+	many := map[string]string{}
+	for i := 0; i < 20; i++ {
+		many[long(i)] = "dddddddd"
+	}
+	cases := []struct {
+		name      string
+		pending   map[string]string
+		history   []beaconWrite
+		list      string
+		since     string
+		keep      int
+		readers   map[int64]map[string]string // reader's last generation -> what it reads
+		fallsBack []int64                     // reader's last generations that must check the namespace
+	}{{
+		name:      "first write of a process: no anchor",
+		pending:   map[string]string{"web": "d1"},
+		list:      "web:d1:50",
+		fallsBack: []int64{0, 10},
+	}, {
+		name:    "one write before: it is the anchor",
+		pending: map[string]string{"web": "d2"},
+		history: []beaconWrite{w(10, "db")},
+		list:    "web:d2:50",
+		since:   "10",
+		keep:    1,
+		readers: map[int64]map[string]string{10: {"web": "d2"}, 20: {"web": "d2"}},
+		// A reader that saw only an earlier generation missed db's change.
+		fallsBack: []int64{9},
+	}, {
+		name:    "newest first, one entry per service at its last change",
+		pending: map[string]string{"web": "d3"},
+		history: []beaconWrite{w(10, "a"), w(20, "web", "b"), w(30, "c")},
+		list:    "web:d3:50,c:d-c:30,b:d-b:20",
+		since:   "10",
+		keep:    3,
+		readers: map[int64]map[string]string{
+			10: {"web": "d3", "c": "d-c", "b": "d-b"},
+			20: {"web": "d3", "c": "d-c"},
+			30: {"web": "d3"},
+			50: {},
+		},
+		fallsBack: []int64{5},
+	}, {
+		name:    "what does not fit is left to the anchor",
+		pending: map[string]string{long(99): "d"},
+		history: []beaconWrite{{gen: 10, services: map[string]string{"x": "1"}}, {gen: 20, services: many}, w(30, "c")},
+		list:    long(99) + ":d:50,c:d-c:30",
+		since:   "20",
+		keep:    2,
+		readers: map[int64]map[string]string{20: {long(99): "d", "c": "d-c"}},
+		// The reader that saw 10 would miss the 20 services of 20.
+		fallsBack: []int64{10, 19},
+	}, {
+		name:      "pending alone does not fit: no list",
+		pending:   many,
+		history:   []beaconWrite{w(10, "a")},
+		fallsBack: []int64{10, 40},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			list, since, keep := changeList(50, c.pending, c.history)
+			if list != c.list || since != c.since || keep != c.keep {
+				t.Fatalf("changeList = %q, %q, %d; want %q, %q, %d", list, since, keep, c.list, c.since, c.keep)
+			}
+			if len(list) > maxChangeList {
+				t.Fatalf("list of %d bytes", len(list))
+			}
+			attrs := map[string]string{attrChangeServices: list, attrChangeSince: since}
+			for prev, want := range c.readers {
+				got, ok := changesSince(attrs, strconv.FormatInt(prev, 10), true)
+				if !ok || !reflect.DeepEqual(got, want) {
+					t.Errorf("reader at %d reads %v, %v; want %v", prev, got, ok, want)
+				}
+			}
+			for _, prev := range c.fallsBack {
+				if got, ok := changesSince(attrs, strconv.FormatInt(prev, 10), true); ok {
+					t.Errorf("reader at %d reads only %v, want a check of the namespace", prev, got)
+				}
+			}
+			if _, ok := changesSince(attrs, "", false); ok {
+				t.Error("a reader that never saw the beacon reads only its list")
+			}
+		})
+	}
+}
+
+func TestChangesSinceRejectsMalformed(t *testing.T) {
+	for _, list := range []string{"web", "web:d", ":d:1", "web::1", "web:d:x", "web:d:1:2", "web:d:1,,b:d:2"} {
+		attrs := map[string]string{attrChangeServices: list, attrChangeSince: "1"}
+		if got, ok := changesSince(attrs, "5", true); ok {
+			t.Errorf("CHANGE_SERVICES %q read as %v", list, got)
+		}
+	}
+	for _, since := range []string{"", "x", "-"} {
+		attrs := map[string]string{attrChangeServices: "web:d:9", attrChangeSince: since}
+		if got, ok := changesSince(attrs, "5", true); ok {
+			t.Errorf("CHANGE_SINCE %q read as %v", since, got)
+		}
+	}
+	// A beacon of an earlier version, without the list.
+	if got, ok := changesSince(map[string]string{}, "5", true); ok {
+		t.Errorf("a beacon without a list read as %v", got)
+	}
+}
+
+func TestInstanceDigest(t *testing.T) {
+	a := map[string]instance{
+		"i-1": {ID: "i-1", Attrs: map[string]string{"A": "1", "B": "2"}},
+		"i-2": {ID: "i-2", Attrs: map[string]string{"A": "1"}},
+	}
+	same := map[string]instance{
+		"i-2": {ID: "i-2", Attrs: map[string]string{"A": "1"}},
+		"i-1": {ID: "i-1", Attrs: map[string]string{"B": "2", "A": "1"}},
+	}
+	if instanceDigest(a) != instanceDigest(same) {
+		t.Error("the digest depends on map order")
+	}
+	for name, other := range map[string]map[string]instance{
+		"attribute value": {"i-1": {ID: "i-1", Attrs: map[string]string{"A": "1", "B": "3"}}, "i-2": a["i-2"]},
+		"attribute moved": {"i-1": {ID: "i-1", Attrs: map[string]string{"A": "1"}}, "i-2": {ID: "i-2", Attrs: map[string]string{"A": "1", "B": "2"}}},
+		"instance gone":   {"i-1": a["i-1"]},
+		"none":            nil,
+	} {
+		if instanceDigest(other) == instanceDigest(a) {
+			t.Errorf("%s: same digest", name)
+		}
+	}
+	if d := instanceDigest(nil); len(d) != 8 || strings.ContainsAny(d, ":,") {
+		t.Errorf("digest %q", d)
+	}
+}
+
+// TestChangeCostIndependentOfNamespaceSize: one endpoint change costs a
+// reader the beacon read and one read of the changed service, the same in
+// a namespace of 40 services as in one of 1, and nothing more at the polls
+// after it. A new service in the large namespace costs one listing of it
+// and the new service's read, not a check of its 40 services.
+func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	const big = 40
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = time.Hour // only a read showing the digest ends a check
+	})
+	var recs []registry.Record
+	for i := 0; i < big; i++ {
+		recs = append(recs, sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%02d", i), "10.0.0.1"))
+	}
+	recs = append(recs, sampleRecord("set1", "cls1", "small", "only", "10.0.0.1"))
+	for i := range recs {
+		if err := w.Publish(ctx, &recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, rd)
+	for i := range recs {
+		waitRecords(t, rd, recs[i].Key(), recs[i:i+1])
+	}
+
+	// settle waits until rd has no announced service left and returns its
+	// calls and polls then.
+	settle := func(what string) (map[string]int, int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			rd.pollMu.Lock()
+			c, p, n := rd.calls.snapshot(), rd.ps.polls, len(rd.ps.announced)+len(rd.ps.hot)+len(rd.ps.pendingNS)+len(rd.ps.listNS)
+			rd.pollMu.Unlock()
+			if n == 0 {
+				return c, p
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the reader still checks %v %v", what, rd.ps.announced, rd.ps.hot)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// change publishes rec with one more endpoint, waits until rd shows it
+	// and settles, then for 3 more polls, and returns the calls beyond one
+	// DiscoverInstancesRevision per poll.
+	change := func(rec *registry.Record) map[string]int {
+		t.Helper()
+		c0, p0 := settle("before " + rec.Name)
+		rec.Endpoints = append(rec.Endpoints, rec.Endpoints[0])
+		rec.Endpoints[len(rec.Endpoints)-1].Address = fmt.Sprintf("10.0.1.%d", len(rec.Endpoints))
+		if err := w.Publish(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		waitRecords(t, rd, rec.Key(), []registry.Record{*rec})
+		_, p1 := settle("after " + rec.Name)
+		for {
+			rd.pollMu.Lock()
+			c, p := rd.calls.snapshot(), rd.ps.polls
+			rd.pollMu.Unlock()
+			if p >= p1+3 {
+				d := diff(c, c0)
+				d["DiscoverInstancesRevision"] -= int(p - p0)
+				if d["DiscoverInstancesRevision"] == 0 {
+					delete(d, "DiscoverInstancesRevision")
+				}
+				return d
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	want := map[string]int{"DiscoverInstances": 2} // the beacons, the service
+	for _, i := range []int{big, 7, 0} {
+		if got := change(&recs[i]); !reflect.DeepEqual(got, want) {
+			t.Errorf("an endpoint added to %s cost the reader %v beyond its idle polls, want %v", recs[i].Key(), got, want)
+		}
+	}
+
+	// A new service in the large namespace.
+	c0, p0 := settle("before the new service")
+	rec := sampleRecord("set1", "cls1", "big", "new", "10.0.0.9")
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
+	c1, p1 := settle("after the new service")
+	d := diff(c1, c0)
+	d["DiscoverInstancesRevision"] -= int(p1 - p0)
+	if d["DiscoverInstancesRevision"] == 0 {
+		delete(d, "DiscoverInstancesRevision")
+	}
+	// The beacons and the new service; the listing of its namespace, and
+	// GetService for the new ID.
+	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1, "GetService": 1}
+	if !reflect.DeepEqual(d, want) {
+		t.Errorf("a new service in a namespace of %d cost the reader %v beyond its idle polls, want %v", big, d, want)
+	}
+}
+
+// TestAnnouncedChangeNotVisibleYet: a beacon may become visible before the
+// write it announces. The reader then checks the announced service at
+// every poll (one DiscoverInstancesRevision) until the write shows, and
+// stops after RepairDelay if it never does.
+func TestAnnouncedChangeNotVisibleYet(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1")
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.ForeignPollInterval = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = 3 * time.Second
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	run(t, rd)
+	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
+
+	// cls1's beacon, as its writer would register it before the write
+	// lands: it announces a digest web does not show.
+	announce := func() {
+		w.mu.Lock()
+		prev := w.beacons["demo"].gen
+		w.mu.Unlock()
+		gen := time.Now().UnixMicro()
+		registerExisting(t, url, "clusterset.system", changesService, map[string]map[string]string{
+			beaconID("set1", "cls1", "demo"): {
+				attrClusterSetID: "set1", attrClusterID: "cls1", attrController: controllerName,
+				attrRecordKind: kindChange, attrChangeNamespace: "demo",
+				attrChangeGeneration: strconv.FormatInt(gen, 10),
+				attrChangeSince:      strconv.FormatInt(prev, 10),
+				attrChangeServices:   "web:0badc0de:" + strconv.FormatInt(gen, 10),
+			},
+		})
+	}
+	announced := func() bool {
+		rd.pollMu.Lock()
+		defer rd.pollMu.Unlock()
+		return rd.ps.announced[rec.Key()] != nil
+	}
+	announce()
+	eventually(t, 5*time.Second, "the announcement", announced)
+
+	// Meanwhile each poll checks web: 2 revisions a poll, no reads.
+	c0, p0, _ := quiet(rd)
+	time.Sleep(500 * time.Millisecond)
+	c1, p1, _ := quiet(rd)
+	if d, polls := diff(c1, c0), int(p1-p0); !reflect.DeepEqual(d, map[string]int{"DiscoverInstancesRevision": 2 * polls}) {
+		t.Errorf("%d polls waiting for an announced write cost %v, want %d DiscoverInstancesRevision", polls, d, 2*polls)
+	}
+
+	// A write that bumps no beacon (here the AWS controller's) lands in
+	// web: the check sees it at the next poll, with no sweep.
+	registerAWSInstance(t, url, "demo", "web", "10.9.9.9")
+	landed := time.Now()
+	eventually(t, 2*time.Second, "the write announced earlier", func() bool {
+		got, _ := rd.Records(rec.Key())
+		return len(got) == 2
+	})
+	t.Logf("seen %v after it landed", time.Since(landed).Round(time.Millisecond))
+
+	// The announced digest never shows: the checks stop after RepairDelay.
+	eventually(t, 5*time.Second, "the end of the check", func() bool { return !announced() })
+	c2, p2, _ := quiet(rd)
+	time.Sleep(300 * time.Millisecond)
+	c3, p3, _ := quiet(rd)
+	if d, polls := diff(c3, c2), int(p3-p2); !reflect.DeepEqual(d, map[string]int{"DiscoverInstancesRevision": polls}) {
+		t.Errorf("%d idle polls after RepairDelay cost %v", polls, d)
+	}
+}
