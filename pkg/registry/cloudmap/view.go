@@ -175,11 +175,11 @@ type target struct {
 type pollState struct {
 	beaconKnown bool
 	beaconRev   int64
-	beaconGen   map[string]string            // beacon InstanceId -> CHANGE_GENERATION seen
-	pendingNS   map[string]bool              // namespaces to check in full (a beacon moved)
-	hot         map[string]*hotNamespace     // namespaces checked again, less and less often
+	beaconGen   map[string]string        // beacon InstanceId -> CHANGE_GENERATION seen
+	pendingNS   map[string]bool          // namespaces to check in full (a beacon moved)
+	hot         map[string]*hotNamespace // namespaces checked again, less and less often
 	announced   map[registry.ServiceKey]*announcement
-	listNS      map[string]bool // namespaces to list for the IDs of announced services
+	listNS      map[string]bool              // namespaces to list for the IDs of announced services
 	retry       map[registry.ServiceKey]bool // services whose check failed -> read in full
 	lastSweep   time.Time                    // last sweep of every service
 	lastFull    time.Time                    // last sweep that read every service in full
