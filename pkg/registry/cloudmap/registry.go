@@ -40,19 +40,26 @@ type Options struct {
 	// Endpoint overrides the Cloud Map endpoint (moto in tests, a VPC
 	// endpoint). AWS_ENDPOINT_URL, read by the AWS config loader, works too.
 	Endpoint string
-	// PollInterval is how often Run checks for changes. Default 10s.
+	// PollInterval is how often Run checks for changes: one
+	// DiscoverInstancesRevision per poll when nothing changed. Default 1s,
+	// about 2.6 million calls a month (docs/configuration.md).
 	PollInterval time.Duration
 	// FullResyncPeriod bounds how long an unchanged DiscoverInstancesRevision
-	// is trusted: every service is read in full at least this often.
-	// Default 5m.
+	// is trusted: every service is read in full at least this often. It
+	// heals what the change beacons cannot announce (a writer that died
+	// between its write and its beacon, a hand edit) and is the only idle
+	// cost that grows with the number of services. Default 30m.
 	FullResyncPeriod time.Duration
-	// ForeignSweepPeriod is how often every service of the account is
-	// checked for changes (one DiscoverInstancesRevision each). Writes by
-	// clusterset controllers are seen at the next poll through the change
-	// beacons; writes by anyone else (the AWS Cloud Map MCS controller,
-	// people) bump no beacon and are seen at this sweep. Default 1m; a
-	// negative value disables the sweep, leaving FullResyncPeriod, for
-	// clustersets whose every cluster runs clusterset-controller.
+	// ForeignSweepPeriod is how often the services of the account are
+	// listed (ListNamespaces, ListServices) and checked for changes (one
+	// DiscoverInstancesRevision each): every service once the view holds a
+	// record of another controller, else only the services new to the view.
+	// Writes by clusterset controllers are seen at the next poll through the
+	// change beacons; writes by anyone else (the AWS Cloud Map MCS
+	// controller, people) bump no beacon and are seen at this sweep, or at
+	// the full resync when they are the first of that writer and go into a
+	// service that exists. Default 1m; a negative value disables the sweep,
+	// leaving FullResyncPeriod.
 	ForeignSweepPeriod time.Duration
 	// ForeignPollInterval is how often, once the view holds a record written
 	// by another controller (mixed clustersets, during a migration from the
@@ -102,10 +109,10 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.PollInterval <= 0 {
-		o.PollInterval = 10 * time.Second
+		o.PollInterval = time.Second
 	}
 	if o.FullResyncPeriod <= 0 {
-		o.FullResyncPeriod = 5 * time.Minute
+		o.FullResyncPeriod = 30 * time.Minute
 	}
 	if o.ForeignSweepPeriod == 0 {
 		o.ForeignSweepPeriod = time.Minute

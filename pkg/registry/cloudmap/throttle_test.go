@@ -111,14 +111,16 @@ func TestOutageKeepsView(t *testing.T) {
 // change beacons, exactly:
 //   - an idle poll is one DiscoverInstancesRevision (the beacon service),
 //     whatever the number of services and namespaces;
-//   - a foreign sweep (every ForeignSweepPeriod) adds one ListNamespaces, one
-//     ListServices page and one DiscoverInstancesRevision per service;
+//   - a foreign sweep (every ForeignSweepPeriod) adds one ListNamespaces and
+//     one ListServices page, and no check of the services it knows while
+//     every writer bumps beacons;
 //   - a change by another cluster of ours is seen at the next poll, which
 //     costs the beacon read plus one read of the changed service, whatever
 //     its namespace holds, and the polls after it cost no more than idle
 //     ones (the read showed the digest the beacon announced);
 //   - a write in the AWS controller's format (no beacon) is not seen by the
-//     idle polls but at the next sweep.
+//     idle polls; the next sweep sees it when it creates a service, and once
+//     the clusterset is mixed, a sweep checks every service.
 func TestCallRate(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
 	ctx := context.Background()
@@ -164,7 +166,7 @@ func TestCallRate(t *testing.T) {
 	// Up to and including the next sweep.
 	c2, p2, _ := waitSweep(t, rd, s1)
 	polls = int(p2 - p1)
-	want = map[string]int{"DiscoverInstancesRevision": polls + services, "ListNamespaces": 1, "ListServices": 1}
+	want = map[string]int{"DiscoverInstancesRevision": polls, "ListNamespaces": 1, "ListServices": 1}
 	if got := diff(c2, c1); !reflect.DeepEqual(got, want) {
 		t.Errorf("%d polls with one sweep cost %v, want %v", polls, got, want)
 	}
@@ -211,15 +213,15 @@ func TestCallRate(t *testing.T) {
 		}
 	}
 
-	// A write in the AWS controller's format bumps no beacon: the idle
-	// polls do not see it, the next sweep does.
+	// Writes in the AWS controller's format bump no beacon. Into a service
+	// that exists: neither the idle polls nor the sweep of a clusterset
+	// run only by clusterset see it (the full resync would).
 	_, _, s5 := waitSweep(t, rd, s4)
 	rd.pollMu.Lock()
 	registerAWSInstance(t, url, "ns-c", "svc-i", "10.9.9.9")
 	written, p5 := time.Now(), rd.ps.polls
 	rd.pollMu.Unlock()
-	key := recs[8].Key()
-	hasAWS := func() bool {
+	hasAWS := func(key registry.ServiceKey) bool {
 		got, _ := rd.Records(key)
 		for _, r := range got {
 			if r.ClusterID == "aws-cls" {
@@ -238,14 +240,29 @@ func TestCallRate(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if hasAWS() {
+	if hasAWS(recs[8].Key()) {
 		t.Fatal("an idle poll saw a write that bumped no beacon")
 	}
-	waitSweep(t, rd, s5)
-	if !hasAWS() {
-		t.Fatal("the sweep after a write in the AWS controller's format did not see it")
+	_, _, s6 := waitSweep(t, rd, s5)
+	if hasAWS(recs[8].Key()) {
+		t.Fatal("the sweep of a clusterset run only by clusterset checked a service it knew")
 	}
-	t.Logf("foreign write seen by the sweep %v after it", time.Since(written).Round(time.Millisecond))
+	// Into a new service: the next sweep sees it. From then on the
+	// clusterset is mixed, and the sweep after that checks every service.
+	registerRaw(ctx, t, rawClient(url), "ns-c", "svc-new", awsInstance("10.9.9.8"))
+	created := time.Now()
+	_, _, s7 := waitSweep(t, rd, s6)
+	if !hasAWS(registry.ServiceKey{Namespace: "ns-c", Name: "svc-new"}) {
+		t.Fatal("the sweep after the AWS controller's new service did not see it")
+	}
+	t.Logf("foreign new service seen by the sweep %v after it", time.Since(created).Round(time.Millisecond))
+	if !hasAWS(recs[8].Key()) {
+		waitSweep(t, rd, s7)
+		if !hasAWS(recs[8].Key()) {
+			t.Fatal("the sweep of a mixed clusterset did not see the earlier write into an existing service")
+		}
+	}
+	t.Logf("foreign write into an existing service seen %v after it", time.Since(written).Round(time.Millisecond))
 }
 
 // TestForeignSweepDisabled: with a negative ForeignSweepPeriod (the flag's

@@ -397,14 +397,22 @@ func (r *Registry) listAccount(ctx context.Context, onChange func(registry.Servi
 	return order, nil
 }
 
-// sweep checks every service of the clusterset's namespaces:
+// sweep lists the services of the clusterset's namespaces and checks them:
 //   - ListNamespaces and ListServices, one paged call each for the account;
 //   - GetService once per new service ID (ServiceSummary lacks the namespace);
-//   - per service, DiscoverInstancesRevision, and DiscoverInstances only when
-//     the revision moved, the service is new or written by us, or its last
-//     full read is older than FullResyncPeriod; with full, DiscoverInstances
-//     of every service (an equal revision is not a proof: moto's can repeat
-//     after a deregistration).
+//   - per service checked, DiscoverInstancesRevision, and DiscoverInstances
+//     only when the revision moved, the service is new or written by us, or
+//     its last full read is older than FullResyncPeriod; with full,
+//     DiscoverInstances of every service (an equal revision is not a proof:
+//     moto's can repeat after a deregistration).
+//
+// A full sweep, and a sweep in a mixed clusterset (the view holds a record
+// of another controller), check every service. Otherwise (every writer
+// seen so far bumps change beacons) only the services new to the view and
+// those the poll had queued: so the idle cost of a clusterset run only by
+// clusterset grows with its namespaces, not with its services, and another
+// controller's first write is found at the sweep when it creates a service
+// and at the full resync when it writes into one that exists.
 func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
 	ps := &r.ps
 	order, err := r.listAccount(ctx, onChange)
@@ -425,7 +433,13 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 		dirty[k] = dirty[k] || !a.read
 	}
 	ps.retry = map[registry.ServiceKey]bool{}
-	ps.pendingNS = map[string]bool{} // every namespace is checked now
+	if !full && len(r.view.mixedNamespaces()) == 0 {
+		order = slices.DeleteFunc(order, func(tg target) bool {
+			k := tg.key
+			return !dirty[k] && !checked[k] && !ps.pendingNS[k.Namespace] && r.view.has(k)
+		})
+	}
+	ps.pendingNS = map[string]bool{} // every namespace that needs it is checked now
 	ps.listNS = map[string]bool{}
 
 	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
