@@ -72,8 +72,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s; CI runs this)
 	done
 
 .PHONY: bench
-bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map (about 3 minutes; docs/benchmarks.md)
-	go test -tags bench -run '^$$' -bench . -benchtime 30x -count 1 -timeout 20m ./test/bench/
+bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map, and Cloud Map's cost per change by namespace size (docs/benchmarks.md)
+	go test -tags bench -run '^$$' -bench BenchmarkClusterset -benchtime 30x -count 1 -timeout 20m ./test/bench/
+	go test -tags bench -run '^$$' -bench BenchmarkBurst -benchtime 1x -count 1 -timeout 30m ./test/bench/
+	go test -tags bench -run '^$$' -bench BenchmarkChangeCost -benchtime 30x -count 1 -timeout 20m ./pkg/registry/cloudmap/
 
 .PHONY: crds
 # Helm installs CRDs only from a chart's own crds/, so the chart gets a copy.

@@ -44,6 +44,7 @@ var chartValues = map[string]chartValue{
 	"cloudmap-moto-workarounds":            {note: "`extraArgs` (tests against moto only)"},
 	"heartbeat-interval":                   {path: "heartbeatInterval", sample: "7s"},
 	"liveness-grace-period":                {path: "livenessGracePeriod", sample: "7m"},
+	"workers":                              {path: "workers", sample: 3},
 	"metrics-bind-address":                 {note: "`:` + `metrics.port`"},
 	"health-probe-bind-address":            {note: "fixed `:8081`"},
 	"leader-elect":                         {note: "always on"},

@@ -47,6 +47,7 @@ type flags struct {
 	leaderElect               bool
 	leaderElectionNamespace   string
 	excludedNamespaces        string
+	workers                   int
 }
 
 // newFlagSet defines every flag of the command, filling f and zapOpts when
@@ -63,14 +64,15 @@ func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	fs.StringVar(&f.registry, "registry", "hub", "registry backend: hub (a Kubernetes API server) or cloudmap (AWS Cloud Map)")
 	fs.StringVar(&f.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig with this member's credentials for the hub (--registry hub)")
 	fs.StringVar(&f.hubContext, "hub-context", "", "context of --hub-kubeconfig to use")
-	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", time.Second, "how often Cloud Map is checked for changes: one DiscoverInstancesRevision per poll when nothing changed, so about 2.6 million calls a month per member at 1s (--registry cloudmap)")
-	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", 30*time.Minute, "every Cloud Map service is read in full at least this often, the only idle cost that grows with the number of services (--registry cloudmap)")
+	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", cloudmap.DefaultPollInterval, "how often Cloud Map is checked for changes: one DiscoverInstancesRevision per poll when nothing changed, so about 2.6 million calls a month per member at 1s (--registry cloudmap)")
+	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", cloudmap.DefaultFullResyncPeriod, "every Cloud Map service is read in full at least this often, the only idle cost that grows with the number of services (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often the Cloud Map services are listed to find writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon: new services, and once such writes were seen, a revision check of every service; 0 disables (--registry cloudmap)")
 	fs.DurationVar(&f.cloudMapForeignPoll, "cloudmap-foreign-poll-interval", 10*time.Second, "once Cloud Map holds records written by another controller (a mixed clusterset with the AWS Cloud Map MCS controller), how often the namespaces holding them and new services are checked; a clusterset of clusterset-controllers only never pays for it; 0 disables, leaving the foreign sweep (--registry cloudmap)")
 	fs.IntVar(&f.cloudMapMaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service; exports that would exceed it are refused with a condition")
 	fs.IntVar(&f.cloudMapMaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace")
 	fs.BoolVar(&f.cloudMapMotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this cluster renews its liveness record")
+	fs.IntVar(&f.workers, "workers", controllers.DefaultWorkers, "how many services the export and the import controller each reconcile at once")
 	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
@@ -128,6 +130,7 @@ func run(ctx context.Context, f flags) error {
 		Registry: factory,
 		Link:     registrylink.Options{HeartbeatInterval: f.heartbeatInterval, GracePeriod: f.gracePeriod},
 		Excluded: excluded,
+		Workers:  f.workers,
 	})
 	if err != nil {
 		return err
@@ -191,10 +194,19 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 	}
 }
 
+// loadConfig returns the member cluster's client config. Without a
+// client-side rate limit, as controller-runtime's in-cluster config has
+// none either: the API server's Priority and Fairness protects it, and
+// client-go's default of 5 requests per second made a burst of 200 exports
+// take two minutes.
 func loadConfig(kubeconfig, context string) (*rest.Config, error) {
 	if kubeconfig == "" && context == "" {
 		return ctrl.GetConfig()
 	}
 	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if err == nil && cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+	return cfg, err
 }

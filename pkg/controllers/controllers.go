@@ -25,7 +25,17 @@ type Options struct {
 	// (cmd's --excluded-namespaces; namespaces.DefaultExcluded there). The
 	// zero value excludes nothing.
 	Excluded namespaces.Exclusions
+	// Workers is how many services the export and the import controller
+	// each reconcile at once (controller-runtime's MaxConcurrentReconciles;
+	// one service is never reconciled twice at once). Default
+	// DefaultWorkers.
+	Workers int
 }
+
+// DefaultWorkers is the default of Options.Workers: reconciles wait on the
+// API server and the registry far more than on CPU, so a burst of exports
+// goes through several at a time.
+const DefaultWorkers = 8
 
 // Register adds the identity, export and import controllers and the registry
 // link to mgr, and returns the link.
@@ -37,12 +47,20 @@ func Register(ctx context.Context, mgr ctrl.Manager, opts Options) (*registrylin
 	if err := mgr.Add(link); err != nil {
 		return nil, err
 	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	exp := export.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-export"), link, opts.Excluded)
+	exp.Workers = workers
+	imp := imports.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-import"), link, opts.Excluded)
+	imp.Workers = workers
 	for _, r := range []interface {
 		Register(context.Context, ctrl.Manager) error
 	}{
 		identity.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-identity"), ids, opts.Defaults),
-		export.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-export"), link, opts.Excluded),
-		imports.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-import"), link, opts.Excluded),
+		exp,
+		imp,
 	} {
 		if err := r.Register(ctx, mgr); err != nil {
 			return nil, err

@@ -15,14 +15,18 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 )
 
 // BenchmarkClusterset runs, for each backend, on one clusterset:
@@ -210,4 +214,132 @@ func (e *env) logCalls(b *testing.B, m0 mark, per string, n int) {
 		// it starts: requests in flight at the window's edges differ.
 		b.Logf("clusterset_cloudmap_requests_total grew by %v, the RoundTrippers counted %d", m, d)
 	}
+}
+
+// BenchmarkBurst exports many services at once and measures, for each
+// backend, how long until cls2 imports every one (export-s), and then, after
+// all ServiceExports are deleted at once, until cls2 imports none
+// (withdraw-s). Each service is selector-less with one EndpointSlice of 3
+// ready endpoints. BENCH_BURST sets the number of services (default 200).
+// One op is one burst; run it with -benchtime 1x:
+//
+//	go test -tags bench -run '^$' -bench BenchmarkBurst -benchtime 1x -timeout 30m ./test/bench/
+func BenchmarkBurst(b *testing.B) {
+	n := 200
+	if v := os.Getenv("BENCH_BURST"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("BENCH_BURST=%q", v)
+		}
+	}
+	for _, backend := range []string{"hub", "cloudmap"} {
+		b.Run(fmt.Sprintf("%s/services-%d", backend, n), func(b *testing.B) {
+			e := startEnv(b, backend)
+			for range b.N {
+				e.burst(b, n)
+			}
+		})
+	}
+}
+
+func (e *env) burst(b *testing.B, n int) {
+	b.StopTimer()
+	want := map[string]string{}
+	var exports []client.Object
+	for i := 0; i < n; i++ {
+		e.seq++
+		name := fmt.Sprintf("burst-%d", e.seq)
+		ips := make([]string, 3)
+		for j := range ips {
+			k := e.seq*3 + j
+			ips[j] = fmt.Sprintf("10.4.%d.%d", k/250, k%250+1)
+		}
+		mustCreate(b, e.cls1.admin, service(name), endpointSlice(name, name+"-1", ips...))
+		sort.Strings(ips)
+		want[name] = strings.Join(ips, " ")
+		exports = append(exports, serviceExport(name))
+	}
+	until := func(what string, t0 time.Time, done func(got map[string]string) int) time.Duration {
+		last, lastAt, printed := -1, time.Now(), time.Time{}
+		for {
+			got := e.importedAll()
+			k := done(got)
+			if k == n {
+				fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
+				return time.Since(t0)
+			}
+			if k != last {
+				last, lastAt = k, time.Now()
+			}
+			if time.Since(printed) >= 2*time.Second {
+				// Progress as it happens: b.Logf prints only at the end.
+				printed = time.Now()
+				fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
+			}
+			if time.Since(lastAt) > waitTimeout {
+				b.Fatalf("%s: stuck at %d/%d for %v", what, k, n, waitTimeout)
+			}
+			select {
+			case <-e.changed:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	b.StartTimer()
+	t0 := time.Now()
+	mustCreate(b, e.cls1.admin, exports...)
+	exp := until("imported", t0, func(got map[string]string) int {
+		k := 0
+		for name, ips := range want {
+			if got[name] == ips {
+				k++
+			}
+		}
+		return k
+	})
+	b.StopTimer()
+	b.StartTimer()
+	t0 = time.Now()
+	for _, o := range exports {
+		if err := e.cls1.admin.Delete(ctx, o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	wd := until("withdrawn", t0, func(got map[string]string) int {
+		k := 0
+		for name := range want {
+			if got[name] == "" {
+				k++
+			}
+		}
+		return k
+	})
+	b.StopTimer()
+	e.lastWrite = time.Now()
+	b.ReportMetric(exp.Seconds(), "export-s")
+	b.ReportMetric(float64(n)/exp.Seconds(), "export-services/s")
+	b.ReportMetric(wd.Seconds(), "withdraw-s")
+}
+
+// importedAll is what cls2 imports from cls1, by service: the sorted
+// addresses of its imported EndpointSlices.
+func (e *env) importedAll() map[string]string {
+	sel := labels.SelectorFromSet(labels.Set{mcsv1beta1.LabelSourceCluster: "cls1"})
+	list, err := e.slices.EndpointSlices(ns).List(sel)
+	if err != nil {
+		return nil
+	}
+	by := map[string][]string{}
+	for _, s := range list {
+		svc := s.Labels[mcsv1beta1.LabelServiceName]
+		for _, ep := range s.Endpoints {
+			by[svc] = append(by[svc], ep.Addresses...)
+		}
+	}
+	out := map[string]string{}
+	for svc, a := range by {
+		sort.Strings(a)
+		out[svc] = strings.Join(a, " ")
+	}
+	return out
 }

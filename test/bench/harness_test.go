@@ -49,8 +49,8 @@ import (
 const (
 	clusterSet = "clusterset1"
 	ns         = "bench"
-	// cloudMapPoll is the benchmark's --cloudmap-poll-interval (default 10s).
-	cloudMapPoll = 500 * time.Millisecond
+	// cloudMapPoll is the members' --cloudmap-poll-interval: the default.
+	cloudMapPoll = cloudmap.DefaultPollInterval
 	// cloudMapQuiet is how long after the last write the Cloud Map view
 	// stops treating a namespace as hot (cloudmap.Options.RepairDelay, 30s
 	// by default) plus a margin: idle is measured only after it.
@@ -232,7 +232,7 @@ func cloudMapFactory(motoURL string, m *member) registrylink.Factory {
 		cfg.HTTPClient = &http.Client{Transport: m.calls.wrap(http.DefaultTransport.(*http.Transport).Clone())}
 		return cloudmap.New(cfg, cloudmap.Options{
 			ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: motoURL,
-			PollInterval: cloudMapPoll, MotoWorkarounds: true,
+			MotoWorkarounds: true, // every other option at its default
 		})
 	}
 }

@@ -57,6 +57,8 @@ type Controller struct {
 	recorder recorder.EventRecorder
 	link     *registrylink.Link
 	excluded namespaces.Exclusions
+	// Workers is how many services are reconciled at once (default 1).
+	Workers int
 
 	// published remembers the last record written per service and when, so
 	// that reconciles which change nothing cost no registry call. It is
@@ -99,7 +101,7 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(c.Name()).
-		WithOptions(controller.Options{RateLimiter: registrylink.RateLimiter()}).
+		WithOptions(controller.Options{RateLimiter: registrylink.RateLimiter(), MaxConcurrentReconciles: max(c.Workers, 1)}).
 		For(&mcsv1beta1.ServiceExport{}).
 		Watches(&corev1.Service{}, &handler.EnqueueRequestForObject{}).
 		Watches(&discoveryv1.EndpointSlice{}, sliceToService, builder.WithPredicates(notOurSlices)).

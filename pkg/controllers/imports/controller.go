@@ -53,6 +53,8 @@ type Controller struct {
 	recorder recorder.EventRecorder
 	link     *registrylink.Link
 	excluded namespaces.Exclusions
+	// Workers is how many services are reconciled at once (default 1).
+	Workers int
 }
 
 // NewController returns the import controller. Nothing is imported into
@@ -81,7 +83,7 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(c.Name()).
-		WithOptions(controller.Options{RateLimiter: registrylink.RateLimiter()}).
+		WithOptions(controller.Options{RateLimiter: registrylink.RateLimiter(), MaxConcurrentReconciles: max(c.Workers, 1)}).
 		For(&mcsv1beta1.ServiceImport{}).
 		Watches(&corev1.Service{}, byLabel(LabelServiceImport), builder.WithPredicates(ours)).
 		Watches(&discoveryv1.EndpointSlice{}, byLabel(mcsv1beta1.LabelServiceName), builder.WithPredicates(oursSlice)).

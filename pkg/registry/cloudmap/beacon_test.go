@@ -257,6 +257,25 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("a new service in a namespace of %d cost the reader %v beyond its idle polls, want %v", big, d, want)
 	}
+
+	// Its withdrawal, which deletes the Cloud Map service.
+	c0, p0 = settle("before the withdrawal")
+	if err := w.Withdraw(ctx, rec.Key()); err != nil {
+		t.Fatal(err)
+	}
+	waitRecords(t, rd, rec.Key(), nil)
+	c1, p1 = settle("after the withdrawal")
+	d = diff(c1, c0)
+	d["DiscoverInstancesRevision"] -= int(p1 - p0)
+	if d["DiscoverInstancesRevision"] == 0 {
+		delete(d, "DiscoverInstancesRevision")
+	}
+	// The beacons, the read that finds the service gone, the listing that
+	// drops it.
+	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1}
+	if !reflect.DeepEqual(d, want) {
+		t.Errorf("a withdrawn service in a namespace of %d cost the reader %v beyond its idle polls, want %v", big, d, want)
+	}
 }
 
 // TestAnnouncedChangeNotVisibleYet: a beacon may become visible before the

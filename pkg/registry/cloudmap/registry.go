@@ -32,6 +32,14 @@ const (
 	description    = "Created by clusterset-controller (Kubernetes Multi-Cluster Services); deleted by it when empty."
 )
 
+// DefaultPollInterval and DefaultFullResyncPeriod are the defaults of
+// Options.PollInterval and Options.FullResyncPeriod, and of the flags that
+// set them.
+const (
+	DefaultPollInterval     = time.Second
+	DefaultFullResyncPeriod = 30 * time.Minute
+)
+
 // Options configures a Cloud Map registry.
 type Options struct {
 	// ClusterSetID and ClusterID bind the registry to one cluster (required).
@@ -109,10 +117,10 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.PollInterval <= 0 {
-		o.PollInterval = time.Second
+		o.PollInterval = DefaultPollInterval
 	}
 	if o.FullResyncPeriod <= 0 {
-		o.FullResyncPeriod = 30 * time.Minute
+		o.FullResyncPeriod = DefaultFullResyncPeriod
 	}
 	if o.ForeignSweepPeriod == 0 {
 		o.ForeignSweepPeriod = time.Minute

@@ -485,8 +485,8 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 	// send their namespace through a listing, which is authoritative.
 	var order []target
 	for k := range check {
-		if ps.pendingNS[k.Namespace] {
-			continue
+		if ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
+			continue // the listing below checks it
 		}
 		if id := r.serviceID(k); id != "" {
 			order = append(order, target{key: k, id: id})
@@ -568,6 +568,13 @@ func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.
 	}
 	r.dropGone(onChange, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
 	order = slices.DeleteFunc(order, func(tg target) bool { return !only(tg.key) })
+	// A failed check of this poll is settled here: the service is gone, or
+	// checked again below (a failure queues it again).
+	for k := range r.ps.retry {
+		if k.Namespace == name && (!listed[k] || only(k)) {
+			delete(r.ps.retry, k)
+		}
+	}
 	_, err = r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
 	return true, err
 }
@@ -611,7 +618,8 @@ func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(regist
 
 // refreshAll checks the services of order in parallel. A service whose check
 // fails keeps its records and is retried at the next poll; one that is gone
-// (ServiceNotFound) sends its namespace to a listing at the next poll.
+// (ServiceNotFound) sends its namespace to a listing at the next poll, which
+// drops it or finds its new ID.
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
 	ps := &r.ps
 	var mu sync.Mutex
@@ -630,7 +638,8 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 				firstErr = err
 			}
 			if isCode(err, "ServiceNotFound", "NamespaceNotFound") {
-				ps.pendingNS[tg.key.Namespace] = true
+				// A listing tells whether it is gone or has a new ID.
+				ps.listNS[tg.key.Namespace] = true
 			}
 			ps.retry[tg.key] = ps.retry[tg.key] || f
 			return nil // other services still refresh

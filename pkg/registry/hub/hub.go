@@ -66,8 +66,11 @@ import (
 const (
 	DefaultChunkSize     = 1000
 	DefaultLeaseDuration = 60 * time.Second
-	DefaultQPS           = 20
-	DefaultBurst         = 50
+	// DefaultQPS and DefaultBurst limit one member's requests to the hub:
+	// one write per exported service, so a burst of 1,000 exports takes
+	// about 10 s; the hub's API Priority and Fairness shares it beyond that.
+	DefaultQPS   = 100
+	DefaultBurst = 200
 )
 
 // Options configure a hub Registry.

@@ -1,0 +1,145 @@
+//go:build bench
+
+package cloudmap
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+)
+
+// BenchmarkChangeCost measures what one endpoint change costs across a
+// clusterset of two members on Cloud Map (moto), at the default Options,
+// when the namespace of the changed service holds 1, 100 or 500 services:
+//
+//   - one op adds an endpoint to a random service of the namespace, or
+//     removes it again, through cls1's Publish, after an untimed pause of
+//     20ms plus up to one PollInterval (so that changes land anywhere in the
+//     poll cycle), and waits until cls2's view shows it;
+//   - calls/change: the registry calls of both members from the first op
+//     until cls2 no longer checks anything (announcements, hot namespaces),
+//     minus one DiscoverInstancesRevision per poll of each member (the idle
+//     cost), per op; cls1-/cls2- split it by member;
+//   - p50-ms, p95-ms, max-ms: from the Publish call to cls2's view showing
+//     the change (nearest rank).
+//
+// Run it with `make bench`, or alone:
+//
+//	go test -tags bench -run '^$' -bench BenchmarkChangeCost -benchtime 30x ./pkg/registry/cloudmap/
+func BenchmarkChangeCost(b *testing.B) {
+	for _, size := range []int{1, 100, 500} {
+		b.Run(fmt.Sprintf("services-%d", size), func(b *testing.B) { benchChangeCost(b, size) })
+	}
+}
+
+func benchChangeCost(b *testing.B, size int) {
+	url := cloudmaptest.StartMoto(b)
+	ctx := context.Background()
+	member := func(cluster string) *Registry {
+		r, err := New(cloudmaptest.Config(), Options{
+			ClusterSetID: "set1", ClusterID: cluster, Endpoint: url,
+			MotoWorkarounds: true, Logger: logr.Discard(),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r
+	}
+	w, rd := member("cls1"), member("cls2")
+	recs := make([]registry.Record, size)
+	for i := range recs {
+		recs[i] = sampleRecord("set1", "cls1", "bench", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
+		if err := w.Publish(ctx, &recs[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	run(b, w)
+	run(b, rd)
+	for i := range recs {
+		waitRecords(b, rd, recs[i].Key(), recs[i:i+1])
+	}
+	settled := func(r *Registry) bool {
+		r.pollMu.Lock()
+		defer r.pollMu.Unlock()
+		return len(r.ps.announced)+len(r.ps.hot)+len(r.ps.pendingNS)+len(r.ps.listNS) == 0
+	}
+	waitSettled := func() {
+		deadline := time.Now().Add(2 * time.Minute)
+		for !settled(rd) {
+			if time.Now().After(deadline) {
+				b.Fatal("cls2 never stopped checking")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	counts := func(r *Registry) (int, int64) {
+		r.pollMu.Lock()
+		defer r.pollMu.Unlock()
+		total := 0
+		for _, n := range r.calls.snapshot() {
+			total += n
+		}
+		return total, r.ps.polls
+	}
+	waitSettled()
+	wc0, wp0 := counts(w)
+	rc0, rp0 := counts(rd)
+
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		time.Sleep(20*time.Millisecond + rand.N(w.opts.PollInterval))
+		rec := &recs[rand.N(len(recs))]
+		if len(rec.Endpoints) == 1 {
+			ep := rec.Endpoints[0]
+			ep.Address = "10.0.1.1"
+			rec.Endpoints = append(rec.Endpoints, ep)
+		} else {
+			rec.Endpoints = rec.Endpoints[:1]
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := w.Publish(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			got, _ := rd.Records(rec.Key())
+			if equalRecords(got, []registry.Record{*rec}) {
+				break
+			}
+			if time.Since(start) > time.Minute {
+				b.Fatalf("cls2 did not see the change of %s", rec.Key())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	waitSettled()
+	wc1, wp1 := counts(w)
+	rc1, rp1 := counts(rd)
+	wNet := float64(wc1-wc0) - float64(wp1-wp0)
+	rNet := float64(rc1-rc0) - float64(rp1-rp0)
+	n := float64(b.N)
+	b.ReportMetric((wNet+rNet)/n, "calls/change")
+	b.ReportMetric(wNet/n, "cls1-calls/change")
+	b.ReportMetric(rNet/n, "cls2-calls/change")
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(lat)))) - 1
+		return float64(lat[max(i, 0)].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.95), "p95-ms")
+	b.ReportMetric(pct(1), "max-ms")
+}
