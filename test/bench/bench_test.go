@@ -235,6 +235,7 @@ func BenchmarkBurst(b *testing.B) {
 	for _, backend := range []string{"hub", "cloudmap"} {
 		b.Run(fmt.Sprintf("%s/services-%d", backend, n), func(b *testing.B) {
 			e := startEnv(b, backend)
+			b.ResetTimer()
 			for range b.N {
 				e.burst(b, n)
 			}

@@ -232,7 +232,12 @@ func cloudMapFactory(motoURL string, m *member) registrylink.Factory {
 		cfg.HTTPClient = &http.Client{Transport: m.calls.wrap(http.DefaultTransport.(*http.Transport).Clone())}
 		return cloudmap.New(cfg, cloudmap.Options{
 			ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: motoURL,
-			MotoWorkarounds: true, // every other option at its default
+			MotoWorkarounds: true,
+			// The AWS default, 2,000 instances per namespace, holds 500 of
+			// the burst's services (3 endpoints and a marker each): raised,
+			// as an account exporting 1,000 services in one namespace would.
+			MaxInstancesPerNamespace: 10000,
+			// Every other option at its default.
 		})
 	}
 }

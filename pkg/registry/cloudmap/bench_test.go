@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
@@ -47,7 +47,7 @@ func benchChangeCost(b *testing.B, size int) {
 	member := func(cluster string) *Registry {
 		r, err := New(cloudmaptest.Config(), Options{
 			ClusterSetID: "set1", ClusterID: cluster, Endpoint: url,
-			MotoWorkarounds: true, Logger: logr.Discard(),
+			MotoWorkarounds: true, Logger: funcr.New(func(string, string) {}, funcr.Options{}),
 		})
 		if err != nil {
 			b.Fatal(err)
