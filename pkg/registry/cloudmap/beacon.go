@@ -63,6 +63,11 @@ const (
 	// attrChangeSince is the generation after which CHANGE_SERVICES names
 	// every change of the writer in the namespace; empty when it cannot.
 	attrChangeSince = "CHANGE_SINCE"
+	// attrChangeWriter identifies the process that wrote the beacon (random
+	// per process), so that a reader compares generations of one writer
+	// only (two replicas, or a restarted process whose clock is behind,
+	// write the same beacon) and skips every beacon of its own process.
+	attrChangeWriter = "CHANGE_WRITER"
 	// maxChangeList bounds CHANGE_SERVICES in bytes: Cloud Map takes up to
 	// 1,024 characters per attribute value.
 	maxChangeList = 1000
@@ -106,7 +111,7 @@ type beaconWrite struct {
 // unknownDigest) and re-registers its beacon of key's namespace. A failed
 // beacon write is logged and retried at the next poll, Publish, Withdraw or
 // Heartbeat; the write it announces stands, and other clusters see it at
-// their sweep meanwhile.
+// their full resync meanwhile (a new service at their sweep).
 func (r *Registry) changed(ctx context.Context, key registry.ServiceKey, digest string) {
 	r.mu.Lock()
 	b := r.beacons[key.Namespace]
@@ -268,9 +273,15 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 			attrChangeGeneration: strconv.FormatInt(gen, 10),
 			attrChangeServices:   list,
 			attrChangeSince:      since,
+			attrChangeWriter:     r.writer,
 		},
 	})
 	if err != nil {
+		// The write may have landed all the same: later generations of
+		// this process must still be greater.
+		r.mu.Lock()
+		b.gen = max(b.gen, gen)
+		r.mu.Unlock()
 		return err
 	}
 	r.mu.Lock()
@@ -296,9 +307,11 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 // write of this process, the services it lists are announced (read at this
 // poll and checked until they show the announced digest, for at most
 // RepairDelay); when its list does not cover every change since the
-// generation this reader saw last, its namespace is queued for a check of
-// every service (ps.pendingNS) and kept hot for RepairDelay instead
-// (ps.heat).
+// generation this reader saw last of the same writer, its namespace is
+// queued for a check of every service (ps.pendingNS) and kept hot for
+// RepairDelay instead (ps.heat). At the first poll, which reads every
+// service anyway, only the changes of the last RepairDelay are announced:
+// their writes may not be visible yet.
 func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 	ps := &r.ps
 	rev, err := r.api.revision(ctx, r.opts.SystemNamespace, changesService)
@@ -308,7 +321,7 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if ps.beaconKnown && rev == ps.beaconRev {
+	if ps.beaconKnown && rev == ps.beaconRev && !ps.beaconRecheck {
 		return nil
 	}
 	var insts []instance
@@ -322,6 +335,9 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 		}
 	}
 	insts, _ = dedupe(insts) // moto: the last copy is the newest
+	recent := now.Add(-r.opts.RepairDelay).UnixMicro()
+	moved := false
+	present := map[string]bool{}
 	for _, in := range insts {
 		a := in.Attrs
 		ns := a[attrChangeNamespace]
@@ -329,20 +345,29 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 			ns == "" || ns == r.opts.SystemNamespace {
 			continue
 		}
-		gen := a[attrChangeGeneration]
+		present[in.ID] = true
+		seen := beaconSeen{writer: a[attrChangeWriter], gen: a[attrChangeGeneration]}
 		prev, seenBefore := ps.beaconGen[in.ID]
-		if seenBefore && prev == gen {
+		if seenBefore && prev == seen {
 			continue
 		}
-		ps.beaconGen[in.ID] = gen
-		if a[attrClusterID] == r.opts.ClusterID && r.wroteGeneration(ns, gen) {
+		ps.beaconGen[in.ID] = seen
+		moved = true
+		if seen.writer != "" && seen.writer == r.writer {
 			continue // this process's write: its services are read already
 		}
-		if !ps.beaconKnown {
-			continue // the first poll: the sweep reads every service
-		}
 		until := now.Add(r.opts.RepairDelay)
-		if changes, ok := changesSince(a, prev, seenBefore); ok {
+		if !ps.beaconKnown {
+			if changes, ok := parseChangeList(a[attrChangeServices], recent); ok {
+				for name, digest := range changes {
+					ps.announce(registry.ServiceKey{Namespace: ns, Name: name}, a[attrClusterID], digest, until)
+				}
+			} else if g, err := strconv.ParseInt(seen.gen, 10, 64); err != nil || g > recent {
+				ps.heat(ns, now, until, r.opts.PollInterval)
+			}
+			continue
+		}
+		if changes, ok := changesSince(a, prev.gen, seenBefore && prev.writer == seen.writer); ok {
 			for name, digest := range changes {
 				ps.announce(registry.ServiceKey{Namespace: ns, Name: name}, a[attrClusterID], digest, until)
 			}
@@ -350,9 +375,21 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 		}
 		ps.heat(ns, now, until, r.opts.PollInterval)
 	}
+	for id := range ps.beaconGen {
+		// Gone, or between moto's deregistration and registration: the
+		// next registration moves the revision again.
+		moved = moved || !present[id]
+	}
+	// A revision that moved with no beacon seen to change: the read may
+	// be older than the revision (eventually consistent), so read once
+	// more at the next poll.
+	ps.beaconRecheck = ps.beaconKnown && rev != ps.beaconRev && !moved && !ps.beaconRecheck
 	ps.beaconRev, ps.beaconKnown = rev, true
 	return nil
 }
+
+// beaconSeen is the writer and generation of a beacon as a reader saw it.
+type beaconSeen struct{ writer, gen string }
 
 // changesSince returns the services a beacon's attributes a list as
 // changed, when that list names every change after prev, the generation
@@ -369,14 +406,4 @@ func changesSince(a map[string]string, prev string, seen bool) (map[string]strin
 		return nil, false
 	}
 	return parseChangeList(a[attrChangeServices], p)
-}
-
-// wroteGeneration reports whether gen is the last generation this process
-// wrote to its beacon of namespace. Beacons of this cluster written by
-// another process (a replica, the previous run) count as changes.
-func (r *Registry) wroteGeneration(namespace, gen string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b := r.beacons[namespace]
-	return b != nil && b.gen != 0 && strconv.FormatInt(b.gen, 10) == gen
 }

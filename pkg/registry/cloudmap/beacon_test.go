@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
 )
@@ -314,6 +317,7 @@ func TestAnnouncedChangeNotVisibleYet(t *testing.T) {
 				attrChangeGeneration: strconv.FormatInt(gen, 10),
 				attrChangeSince:      strconv.FormatInt(prev, 10),
 				attrChangeServices:   "web:0badc0de:" + strconv.FormatInt(gen, 10),
+				attrChangeWriter:     w.writer,
 			},
 		})
 	}
@@ -351,4 +355,105 @@ func TestAnnouncedChangeNotVisibleYet(t *testing.T) {
 	if d, polls := diff(c3, c2), int(p3-p2); !reflect.DeepEqual(d, map[string]int{"DiscoverInstancesRevision": polls}) {
 		t.Errorf("%d idle polls after RepairDelay cost %v", polls, d)
 	}
+}
+
+// TestAnnouncementEndsWithARead: an announced change whose digest never
+// shows ends with one more read of the service, which finds a write that
+// the revision checks could not (moto's revision, a sum of per-instance
+// counters, does not move when one instance replaces another).
+func TestAnnouncementEndsWithARead(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1")
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.ForeignPollInterval = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = time.Second
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	registerAWSInstance(t, url, "demo", "web", "10.9.9.1")
+	run(t, rd)
+	awsAddress := func() string {
+		got, _ := rd.Records(rec.Key())
+		for _, r := range got {
+			if r.ClusterID == "aws-cls" && len(r.Endpoints) == 1 {
+				return r.Endpoints[0].Address
+			}
+		}
+		return ""
+	}
+	eventually(t, 5*time.Second, "the first AWS endpoint", func() bool { return awsAddress() == "10.9.9.1" })
+
+	w.mu.Lock()
+	prev := w.beacons["demo"].gen
+	w.mu.Unlock()
+	gen := strconv.FormatInt(time.Now().UnixMicro(), 10)
+	registerExisting(t, url, "clusterset.system", changesService, map[string]map[string]string{
+		beaconID("set1", "cls1", "demo"): {
+			attrClusterSetID: "set1", attrClusterID: "cls1", attrController: controllerName,
+			attrRecordKind: kindChange, attrChangeNamespace: "demo", attrChangeGeneration: gen,
+			attrChangeSince: strconv.FormatInt(prev, 10), attrChangeServices: "web:0badc0de:" + gen,
+			attrChangeWriter: w.writer,
+		},
+	})
+	announced := func() bool {
+		rd.pollMu.Lock()
+		defer rd.pollMu.Unlock()
+		return rd.ps.announced[rec.Key()] != nil
+	}
+	eventually(t, 5*time.Second, "the announcement", announced)
+	// Read once already: replace the AWS endpoint so that the revision
+	// stays the same.
+	id := existingServiceID(t, url, "demo", "web")
+	if _, err := rawClient(url).DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(id), InstanceId: aws.String("tcp-10_9_9_1-80")}); err != nil {
+		t.Fatal(err)
+	}
+	registerExisting(t, url, "demo", "web", awsInstance("10.9.9.2"))
+	eventually(t, 5*time.Second, "the end of the announcement", func() bool { return !announced() })
+	eventually(t, time.Second, "the read at the end of the announcement", func() bool { return awsAddress() == "10.9.9.2" })
+}
+
+// TestBeaconOfAnotherWriter: generations are compared only between writes of
+// one process. A beacon written by another process of the same cluster (a
+// replica, a restart) whose list would leave out what the reader missed
+// sends the reader to check the whole namespace.
+func TestBeaconOfAnotherWriter(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1")
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = time.Hour
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	run(t, rd)
+	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
+	w.mu.Lock()
+	prev := w.beacons["demo"].gen
+	w.mu.Unlock()
+	// By its own generations, the list says nothing changed after prev.
+	gen := strconv.FormatInt(prev+1, 10)
+	registerExisting(t, url, "clusterset.system", changesService, map[string]map[string]string{
+		beaconID("set1", "cls1", "demo"): {
+			attrClusterSetID: "set1", attrClusterID: "cls1", attrController: controllerName,
+			attrRecordKind: kindChange, attrChangeNamespace: "demo", attrChangeGeneration: gen,
+			attrChangeSince: strconv.FormatInt(prev, 10), attrChangeServices: "",
+			attrChangeWriter: "another-process",
+		},
+	})
+	eventually(t, 5*time.Second, "a check of the namespace", func() bool {
+		rd.pollMu.Lock()
+		defer rd.pollMu.Unlock()
+		return rd.ps.hot["demo"] != nil
+	})
 }

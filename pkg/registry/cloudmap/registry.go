@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -194,6 +195,7 @@ type Registry struct {
 	createMu   sync.Mutex // serialises namespace/service creation in this process
 
 	beacons map[string]*beaconState // by namespace: this cluster's change beacons
+	writer  string                  // CHANGE_WRITER of this process's beacons
 
 	view view
 	poke chan struct{}
@@ -220,6 +222,7 @@ func New(cfg aws.Config, opts Options) (*Registry, error) {
 		published:  map[registry.ServiceKey]*pubState{},
 		keyLocks:   map[registry.ServiceKey]*sync.Mutex{},
 		beacons:    map[string]*beaconState{},
+		writer:     rand.Text()[:12],
 		poke:       make(chan struct{}, 1),
 	}
 	r.view.init()

@@ -366,6 +366,19 @@ func registerExisting(t *testing.T, url, namespace, service string, insts map[st
 	t.Helper()
 	ctx := context.Background()
 	c := rawClient(url)
+	id := existingServiceID(t, url, namespace, service)
+	for iid, attrs := range insts {
+		if _, err := c.RegisterInstance(ctx, &sd.RegisterInstanceInput{ServiceId: aws.String(id), InstanceId: aws.String(iid), Attributes: attrs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// existingServiceID returns the ID of the service namespace/service.
+func existingServiceID(t *testing.T, url, namespace, service string) string {
+	t.Helper()
+	ctx := context.Background()
+	c := rawClient(url)
 	nsID := rawNamespaceID(ctx, t, c, namespace)
 	svcs, err := c.ListServices(ctx, &sd.ListServicesInput{})
 	if err != nil {
@@ -379,14 +392,10 @@ func registerExisting(t *testing.T, url, namespace, service string, insts map[st
 		if err != nil || aws.ToString(g.Service.NamespaceId) != nsID {
 			continue
 		}
-		for id, attrs := range insts {
-			if _, err := c.RegisterInstance(ctx, &sd.RegisterInstanceInput{ServiceId: s.Id, InstanceId: aws.String(id), Attributes: attrs}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return
+		return aws.ToString(s.Id)
 	}
 	t.Fatalf("no service %s/%s", namespace, service)
+	return ""
 }
 
 func diff(a, b map[string]int) map[string]int {

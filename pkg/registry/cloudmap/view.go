@@ -175,22 +175,25 @@ type target struct {
 type pollState struct {
 	beaconKnown bool
 	beaconRev   int64
-	beaconGen   map[string]string        // beacon InstanceId -> CHANGE_GENERATION seen
-	pendingNS   map[string]bool          // namespaces to check in full (a beacon moved)
-	hot         map[string]*hotNamespace // namespaces checked again, less and less often
-	announced   map[registry.ServiceKey]*announcement
-	listNS      map[string]bool              // namespaces to list for the IDs of announced services
-	retry       map[registry.ServiceKey]bool // services whose check failed -> read in full
-	lastSweep   time.Time                    // last sweep of every service
-	lastFull    time.Time                    // last sweep that read every service in full
-	lastForeign time.Time                    // last foreignCheck
-	polls       int64                        // counters for tests
-	sweeps      int64
-	foreign     int64
+	beaconGen   map[string]beaconSeen // beacon InstanceId -> writer and generation seen
+	// beaconRecheck reads the beacons at the next poll even if the
+	// revision did not move.
+	beaconRecheck bool
+	pendingNS     map[string]bool          // namespaces to check in full (a beacon moved)
+	hot           map[string]*hotNamespace // namespaces checked again, less and less often
+	announced     map[registry.ServiceKey]*announcement
+	listNS        map[string]bool              // namespaces to list for the IDs of announced services
+	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
+	lastSweep     time.Time                    // last sweep of every service
+	lastFull      time.Time                    // last sweep that read every service in full
+	lastForeign   time.Time                    // last foreignCheck
+	polls         int64                        // counters for tests
+	sweeps        int64
+	foreign       int64
 }
 
 func (ps *pollState) init() {
-	ps.beaconGen = map[string]string{}
+	ps.beaconGen = map[string]beaconSeen{}
 	ps.pendingNS = map[string]bool{}
 	ps.hot = map[string]*hotNamespace{}
 	ps.announced = map[registry.ServiceKey]*announcement{}
@@ -260,7 +263,9 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	for ns, h := range ps.hot {
 		switch {
 		case !now.Before(h.until):
+			// One last check: a write may have landed since the last one.
 			delete(ps.hot, ns)
+			ps.pendingNS[ns] = true
 		case !now.Add(r.opts.PollInterval / 2).Before(h.next): // polls drift by a round trip
 			ps.pendingNS[ns] = true
 			h.next = now.Add(h.every)
@@ -269,7 +274,10 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	}
 	for k, a := range ps.announced {
 		if !now.Before(a.until) {
+			// Never showed the announced digest: one last read, then the
+			// full resync is what is left.
 			delete(ps.announced, k)
+			ps.retry[k] = true
 		}
 	}
 	r.view.mu.RLock()
@@ -515,6 +523,13 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 			// Services whose check failed are retried one by one.
 			delete(ps.pendingNS, ns)
 			delete(ps.listNS, ns)
+		} else {
+			// The services waiting for this listing wait for the next one.
+			for k := range check {
+				if k.Namespace == ns {
+					ps.retry[k] = ps.retry[k] || force[k]
+				}
+			}
 		}
 		if err != nil && firstErr == nil {
 			firstErr = err
