@@ -195,9 +195,9 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			rd.pollMu.Lock()
-			c, p, n := rd.calls.snapshot(), rd.ps.polls, len(rd.ps.announced)+len(rd.ps.hot)+len(rd.ps.pendingNS)+len(rd.ps.listNS)
+			c, p, busy := rd.calls.snapshot(), rd.ps.polls, rd.ps.checking()
 			rd.pollMu.Unlock()
-			if n == 0 {
+			if !busy {
 				return c, p
 			}
 			if time.Now().After(deadline) {
@@ -224,12 +224,7 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 			c, p := rd.calls.snapshot(), rd.ps.polls
 			rd.pollMu.Unlock()
 			if p >= p1+3 {
-				d := diff(c, c0)
-				d["DiscoverInstancesRevision"] -= int(p - p0)
-				if d["DiscoverInstancesRevision"] == 0 {
-					delete(d, "DiscoverInstancesRevision")
-				}
-				return d
+				return beyondPolls(c, c0, p-p0)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -249,11 +244,7 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	}
 	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
 	c1, p1 := settle("after the new service")
-	d := diff(c1, c0)
-	d["DiscoverInstancesRevision"] -= int(p1 - p0)
-	if d["DiscoverInstancesRevision"] == 0 {
-		delete(d, "DiscoverInstancesRevision")
-	}
+	d := beyondPolls(c1, c0, p1-p0)
 	// The beacons and the new service; the listing of its namespace, and
 	// GetService for the new ID.
 	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1, "GetService": 1}
@@ -268,11 +259,7 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	}
 	waitRecords(t, rd, rec.Key(), nil)
 	c1, p1 = settle("after the withdrawal")
-	d = diff(c1, c0)
-	d["DiscoverInstancesRevision"] -= int(p1 - p0)
-	if d["DiscoverInstancesRevision"] == 0 {
-		delete(d, "DiscoverInstancesRevision")
-	}
+	d = beyondPolls(c1, c0, p1-p0)
 	// The beacons, the read that finds the service gone, the listing that
 	// drops it.
 	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1}
@@ -287,46 +274,19 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 // stops after RepairDelay if it never does.
 func TestAnnouncedChangeNotVisibleYet(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
-	ctx := context.Background()
-	w := newTestRegistry(t, url, "set1", "cls1")
-	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+	w, rd, rec := exportToReader(t, url, func(o *Options) {
 		o.PollInterval = 100 * time.Millisecond
 		o.ForeignSweepPeriod = -1
 		o.ForeignPollInterval = -1
 		o.FullResyncPeriod = time.Hour
 		o.RepairDelay = 3 * time.Second
 	})
-	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
-	if err := w.Publish(ctx, &rec); err != nil {
-		t.Fatal(err)
-	}
-	run(t, rd)
-	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
 
 	// cls1's beacon, as its writer would register it before the write
 	// lands: it announces a digest web does not show.
-	announce := func() {
-		w.mu.Lock()
-		prev := w.beacons["demo"].gen
-		w.mu.Unlock()
-		gen := time.Now().UnixMicro()
-		registerExisting(t, url, "clusterset.system", changesService, map[string]map[string]string{
-			beaconID("set1", "cls1", "demo"): {
-				attrClusterSetID: "set1", attrClusterID: "cls1", attrController: controllerName,
-				attrRecordKind: kindChange, attrChangeNamespace: "demo",
-				attrChangeGeneration: strconv.FormatInt(gen, 10),
-				attrChangeSince:      strconv.FormatInt(prev, 10),
-				attrChangeServices:   "web:0badc0de:" + strconv.FormatInt(gen, 10),
-				attrChangeWriter:     w.writer,
-			},
-		})
-	}
-	announced := func() bool {
-		rd.pollMu.Lock()
-		defer rd.pollMu.Unlock()
-		return rd.ps.announced[rec.Key()] != nil
-	}
-	announce()
+	gen := time.Now().UnixMicro()
+	registerBeacon(t, url, w, "demo", w.writer, gen, "web:0badc0de:"+strconv.FormatInt(gen, 10))
+	announced := func() bool { return isAnnounced(rd, rec.Key()) }
 	eventually(t, 5*time.Second, "the announcement", announced)
 
 	// Meanwhile each poll checks web: 2 revisions a poll, no reads.
@@ -376,6 +336,7 @@ func TestAnnouncementEndsWithARead(t *testing.T) {
 	if err := w.Publish(ctx, &rec); err != nil {
 		t.Fatal(err)
 	}
+	// Before the reader starts: with no sweep, only its first read sees it.
 	registerAWSInstance(t, url, "demo", "web", "10.9.9.1")
 	run(t, rd)
 	awsAddress := func() string {
@@ -389,23 +350,9 @@ func TestAnnouncementEndsWithARead(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the first AWS endpoint", func() bool { return awsAddress() == "10.9.9.1" })
 
-	w.mu.Lock()
-	prev := w.beacons["demo"].gen
-	w.mu.Unlock()
-	gen := strconv.FormatInt(time.Now().UnixMicro(), 10)
-	registerExisting(t, url, "clusterset.system", changesService, map[string]map[string]string{
-		beaconID("set1", "cls1", "demo"): {
-			attrClusterSetID: "set1", attrClusterID: "cls1", attrController: controllerName,
-			attrRecordKind: kindChange, attrChangeNamespace: "demo", attrChangeGeneration: gen,
-			attrChangeSince: strconv.FormatInt(prev, 10), attrChangeServices: "web:0badc0de:" + gen,
-			attrChangeWriter: w.writer,
-		},
-	})
-	announced := func() bool {
-		rd.pollMu.Lock()
-		defer rd.pollMu.Unlock()
-		return rd.ps.announced[rec.Key()] != nil
-	}
+	gen := time.Now().UnixMicro()
+	registerBeacon(t, url, w, "demo", w.writer, gen, "web:0badc0de:"+strconv.FormatInt(gen, 10))
+	announced := func() bool { return isAnnounced(rd, rec.Key()) }
 	eventually(t, 5*time.Second, "the announcement", announced)
 	// Read once already: replace the AWS endpoint so that the revision
 	// stays the same.
@@ -424,36 +371,90 @@ func TestAnnouncementEndsWithARead(t *testing.T) {
 // sends the reader to check the whole namespace.
 func TestBeaconOfAnotherWriter(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
-	ctx := context.Background()
-	w := newTestRegistry(t, url, "set1", "cls1")
-	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+	w, rd, _ := exportToReader(t, url, func(o *Options) {
 		o.PollInterval = 100 * time.Millisecond
 		o.ForeignSweepPeriod = -1
 		o.FullResyncPeriod = time.Hour
 		o.RepairDelay = time.Hour
 	})
-	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
-	if err := w.Publish(ctx, &rec); err != nil {
-		t.Fatal(err)
-	}
-	run(t, rd)
-	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
-	w.mu.Lock()
-	prev := w.beacons["demo"].gen
-	w.mu.Unlock()
-	// By its own generations, the list says nothing changed after prev.
-	gen := strconv.FormatInt(prev+1, 10)
-	registerExisting(t, url, "clusterset.system", changesService, map[string]map[string]string{
-		beaconID("set1", "cls1", "demo"): {
-			attrClusterSetID: "set1", attrClusterID: "cls1", attrController: controllerName,
-			attrRecordKind: kindChange, attrChangeNamespace: "demo", attrChangeGeneration: gen,
-			attrChangeSince: strconv.FormatInt(prev, 10), attrChangeServices: "",
-			attrChangeWriter: "another-process",
-		},
-	})
+	// By its own generations, the list says nothing changed after cls1's
+	// last write.
+	registerBeacon(t, url, w, "demo", "another-process", lastGeneration(w, "demo")+1, "")
 	eventually(t, 5*time.Second, "a check of the namespace", func() bool {
 		rd.pollMu.Lock()
 		defer rd.pollMu.Unlock()
 		return rd.ps.hot["demo"] != nil
 	})
+}
+
+// lastGeneration is the generation of w's last beacon write in namespace.
+func lastGeneration(w *Registry, namespace string) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.beacons[namespace].gen
+}
+
+// registerBeacon registers w's change beacon of namespace by hand, as
+// process writer would at generation gen with CHANGE_SERVICES list, its
+// CHANGE_SINCE being w's last generation there: for a writer that is w
+// itself, a write that lands before the instances it announces.
+func registerBeacon(t *testing.T, url string, w *Registry, namespace, writer string, gen int64, list string) {
+	t.Helper()
+	registerExisting(t, url, w.opts.SystemNamespace, changesService, map[string]map[string]string{
+		beaconID(w.opts.ClusterSetID, w.opts.ClusterID, namespace): {
+			attrClusterSetID: w.opts.ClusterSetID, attrClusterID: w.opts.ClusterID, attrController: controllerName,
+			attrRecordKind: kindChange, attrChangeNamespace: namespace,
+			attrChangeGeneration: strconv.FormatInt(gen, 10),
+			attrChangeSince:      strconv.FormatInt(lastGeneration(w, namespace), 10),
+			attrChangeServices:   list,
+			attrChangeWriter:     writer,
+		},
+	})
+}
+
+// isAnnounced reports whether r waits for an announced change of key.
+func isAnnounced(r *Registry, key registry.ServiceKey) bool {
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
+	return r.ps.announced[key] != nil
+}
+
+// checking reports whether r still checks anything a beacon announced
+// (announced services, hot or queued namespaces).
+func checking(r *Registry) bool {
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
+	return r.ps.checking()
+}
+
+// checking is checking(r) for a caller holding pollMu.
+func (ps *pollState) checking() bool {
+	return len(ps.announced)+len(ps.hot)+len(ps.pendingNS)+len(ps.listNS) > 0
+}
+
+// beyondPolls returns the calls of c since c0 beyond one
+// DiscoverInstancesRevision (the beacons) per poll of the polls between.
+func beyondPolls(c, c0 map[string]int, polls int64) map[string]int {
+	d := diff(c, c0)
+	d["DiscoverInstancesRevision"] -= int(polls)
+	if d["DiscoverInstancesRevision"] == 0 {
+		delete(d, "DiscoverInstancesRevision")
+	}
+	return d
+}
+
+// exportToReader publishes demo/web as cluster cls1 of set1 (w) and returns
+// it with a running reader cls2 (rd, its options changed by mutate) that
+// shows it.
+func exportToReader(t *testing.T, url string, mutate func(*Options)) (w, rd *Registry, rec registry.Record) {
+	t.Helper()
+	w = newTestRegistry(t, url, "set1", "cls1")
+	rd = newTestRegistry(t, url, "set1", "cls2", mutate)
+	rec = sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	if err := w.Publish(context.Background(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	run(t, rd)
+	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
+	return w, rd, rec
 }

@@ -67,14 +67,9 @@ func benchChangeCost(b *testing.B, size int) {
 	for i := range recs {
 		waitRecords(b, rd, recs[i].Key(), recs[i:i+1])
 	}
-	settled := func(r *Registry) bool {
-		r.pollMu.Lock()
-		defer r.pollMu.Unlock()
-		return len(r.ps.announced)+len(r.ps.hot)+len(r.ps.pendingNS)+len(r.ps.listNS) == 0
-	}
 	waitSettled := func() {
 		deadline := time.Now().Add(2 * time.Minute)
-		for !settled(rd) {
+		for checking(rd) {
 			if time.Now().After(deadline) {
 				b.Fatal("cls2 never stopped checking")
 			}

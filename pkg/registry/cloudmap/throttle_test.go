@@ -270,19 +270,11 @@ func TestCallRate(t *testing.T) {
 // write in the AWS controller's format.
 func TestForeignSweepDisabled(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
-	ctx := context.Background()
-	w := newTestRegistry(t, url, "set1", "cls1")
-	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+	_, rd, rec := exportToReader(t, url, func(o *Options) {
 		o.PollInterval = 100 * time.Millisecond
 		o.ForeignSweepPeriod = -1
 		o.FullResyncPeriod = 2 * time.Second
 	})
-	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
-	if err := w.Publish(ctx, &rec); err != nil {
-		t.Fatal(err)
-	}
-	run(t, rd)
-	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
 	c0, p0, s0 := quiet(rd)
 	registerAWSInstance(t, url, "demo", "web", "10.9.9.9")
 	c1, p1, s1 := waitSweep(t, rd, s0)

@@ -225,6 +225,17 @@ type announcement struct {
 	read  bool
 }
 
+// addAnnounced returns the announced services, and marks in force those
+// not read in full since their announcement.
+func (ps *pollState) addAnnounced(force map[registry.ServiceKey]bool) map[registry.ServiceKey]bool {
+	keys := make(map[registry.ServiceKey]bool, len(ps.announced))
+	for k, a := range ps.announced {
+		keys[k] = true
+		force[k] = force[k] || !a.read
+	}
+	return keys
+}
+
 // announce records that cluster's beacon announced a change of key with
 // digest. The service is read at the next poll, and checked at every poll
 // after until it shows digest or until passes.
@@ -435,11 +446,7 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 	for k, force := range ps.retry {
 		dirty[k] = dirty[k] || force
 	}
-	checked := map[registry.ServiceKey]bool{}
-	for k, a := range ps.announced {
-		checked[k] = true
-		dirty[k] = dirty[k] || !a.read
-	}
+	checked := ps.addAnnounced(dirty)
 	ps.retry = map[registry.ServiceKey]bool{}
 	if !full && len(r.view.mixedNamespaces()) == 0 {
 		order = slices.DeleteFunc(order, func(tg target) bool {
@@ -480,11 +487,7 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 	// An announced service is read in full once (the beacon says it
 	// changed: a revision check first would be one more call), then
 	// revision-checked until it shows what was announced.
-	check := map[registry.ServiceKey]bool{}
-	for k, a := range ps.announced {
-		check[k] = true
-		force[k] = force[k] || !a.read
-	}
+	check := ps.addAnnounced(force)
 	for k := range force {
 		check[k] = true
 	}
