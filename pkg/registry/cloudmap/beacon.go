@@ -252,6 +252,10 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 	defer b.mu.Unlock()
 	r.mu.Lock()
 	done, cur := b.done, b.want
+	if done >= target {
+		r.mu.Unlock()
+		return nil
+	}
 	announced := maps.Clone(b.pending)
 	gen := time.Now().UnixMicro()
 	if gen <= b.gen {
@@ -259,9 +263,6 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 	}
 	list, since, keep := changeList(gen, announced, b.history)
 	r.mu.Unlock()
-	if done >= target {
-		return nil
-	}
 	err := r.registerSystem(ctx, changesService, instance{
 		ID: beaconID(r.opts.ClusterSetID, r.opts.ClusterID, namespace),
 		Attrs: map[string]string{
