@@ -55,9 +55,21 @@ type Cluster struct {
 // and stops them when the test ends.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
+	return start(t, []string{filepath.Join(RepoRoot(), "config", "crd")})
+}
+
+// StartWithoutCRDs starts a kube-apiserver and etcd that serve none of
+// clusterset's APIs: a cluster clusterset was never installed in.
+func StartWithoutCRDs(t testing.TB) *Cluster {
+	t.Helper()
+	return start(t, nil)
+}
+
+func start(t testing.TB, crdDirs []string) *Cluster {
+	t.Helper()
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: AssetsDir(t),
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd")},
+		CRDDirectoryPaths:     crdDirs,
 		ErrorIfCRDPathMissing: true,
 	}
 	// envtest's default range, a /24, has room for about 250 Services;

@@ -26,6 +26,7 @@ func TestRealNodes(t *testing.T) {
 	walkthroughWithClients(t, env)
 	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
 	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
+	t.Run("OperatorCommands", func(t *testing.T) { testOperatorCommands(t, env) })
 	t.Run("DNSFromPods", func(t *testing.T) { testDNSFromPods(t, env) })
 	t.Run("LocalAndClustersetNames", func(t *testing.T) { testLocalAndClustersetNames(t, env) })
 	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -7,31 +7,55 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/clusterset/clusterset/internal/scheme"
 	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+	"github.com/clusterset/clusterset/pkg/inspect"
 )
 
 func newStatusCommand() *cobra.Command {
-	flags := genericclioptions.NewConfigFlags(true)
-	var allNamespaces bool
+	var f *clustersFlags
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show this cluster's identity, its ServiceExports with their conditions and its ServiceImports",
+		Use:   "status [SERVICE]",
+		Short: "Show this cluster's identity, exports and imports; with SERVICE, that service in every member cluster and the registry",
+		Long: `Without SERVICE, status shows the cluster of --context: its identity, its ServiceExports with
+the condition that needs attention, and its ServiceImports with IPs, clusters and endpoints.
+
+With SERVICE, status shows that service (in -n or the context's namespace) as every member
+cluster sees it: the ServiceExport's conditions, the ServiceImport (type, IPs, ports, clusters),
+the imported endpoints by source cluster and readiness; then each cluster's record in the
+registry and how long ago the registry last accepted a write of it.`,
 		Example: `  kubectl clusterset status -A
-  kubectl clusterset status --context cls2 -n demo`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := flags.ToRESTConfig()
+  kubectl clusterset status nginx-hello -n demo --contexts cls1,cls2`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, err := f.namespace()
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				if ns == "" {
+					return fmt.Errorf("status SERVICE needs one namespace (-n), not -A")
+				}
+				key := types.NamespacedName{Namespace: ns, Name: args[0]}
+				clusters, err := f.read(cmd.Context(), cmd.ErrOrStderr(), inspect.ReadOptions{Namespace: ns, Registry: true})
+				if err != nil {
+					return err
+				}
+				d := inspect.Describe(clusters, key, inspect.ReadRegistry(cmd.Context(), clusters, key))
+				return printDescribe(cmd.OutOrStdout(), f.output, d, time.Now())
+			}
+			cfg, err := f.config.ToRESTConfig()
 			if err != nil {
 				return err
 			}
@@ -39,17 +63,10 @@ func newStatusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns := ""
-			if !allNamespaces {
-				if ns, _, err = flags.ToRawKubeConfigLoader().Namespace(); err != nil {
-					return err
-				}
-			}
 			return printStatus(cmd.Context(), cmd.OutOrStdout(), c, ns)
 		},
 	}
-	flags.AddFlags(cmd.Flags())
-	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "show every namespace")
+	f = addClustersFlags(cmd, true)
 	return cmd
 }
 

@@ -1,0 +1,125 @@
+package inspect
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+// healthy is a member that passes every per-member check.
+func healthy(ctx, id string) *Cluster {
+	return &Cluster{
+		Context: ctx, ClusterID: id, ClusterSetID: "set",
+		Controller: &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(2))}, Status: appsv1.DeploymentStatus{AvailableReplicas: 2}},
+		Lease: &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("pod-a"), LeaseDurationSeconds: ptr.To(int32(15)),
+			RenewTime: ptr.To(metav1.NewMicroTime(now.Add(-time.Second)))}},
+		Registry:  "hub",
+		Corefile:  ".:53 {\n    kubernetes cluster.local clusterset.local {\n        multicluster clusterset.local\n    }\n}\n",
+		HubConfig: nil,
+	}
+}
+
+func healthyHub(clusters ...*Cluster) HubHealth {
+	h := HubHealth{Access: map[string]HubAccess{}}
+	for _, cl := range clusters {
+		h.Access[cl.Context] = HubAccess{WriteOwn: true}
+		h.Heartbeats = append(h.Heartbeats, hub.Heartbeat{ClusterID: cl.ClusterID, RenewTime: now.Add(-5 * time.Second), LeaseDuration: time.Minute})
+	}
+	return h
+}
+
+// verdict finds the verdict and message of one check.
+func verdict(checks []Check, name, cluster string) (Verdict, string) {
+	for _, c := range checks {
+		if c.Name == name && c.Cluster == cluster {
+			return c.Verdict, c.Message
+		}
+	}
+	return "", "no such check"
+}
+
+// Each case breaks one thing of a healthy clusterset of two; that check,
+// and only that one, must turn to the verdict, with a message that names the
+// problem and a fix.
+func TestDoctorJudgesEachProblem(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		breakIt        func(a, b *Cluster, h *HubHealth)
+		check, cluster string
+		want           Verdict
+		msg            string
+	}{
+		{"no controller replica available", func(a, _ *Cluster, _ *HubHealth) { a.Controller.Status.AvailableReplicas = 0 }, "controller", "a", Fail, "0/2 replicas available"},
+		{"no controller installed", func(a, _ *Cluster, _ *HubHealth) { a.Controller = nil }, "controller", "a", Fail, "no Deployment"},
+		{"no leader", func(a, _ *Cluster, _ *HubHealth) { a.Lease.Spec.HolderIdentity = nil }, "controller", "a", Fail, "no leader"},
+		{"leader stopped renewing", func(a, _ *Cluster, _ *HubHealth) {
+			a.Lease.Spec.RenewTime = ptr.To(metav1.NewMicroTime(now.Add(-time.Minute)))
+		}, "controller", "a", Fail, "last renewed its Lease 60s ago"},
+		{"clock ahead", func(a, _ *Cluster, _ *HubHealth) { a.ClockOffset = 5 * time.Minute }, "clock", "a", Fail, "5m0s off"},
+		{"clock behind", func(a, _ *Cluster, _ *HubHealth) { a.ClockOffset = -11 * time.Second }, "clock", "a", Fail, "-11s off"},
+		{"cluster ID not a DNS label", func(a, _ *Cluster, _ *HubHealth) { a.ClusterID = "Not_A_Label" }, "identity", "Not_A_Label", Fail, "not a DNS label"},
+		{"no identity", func(a, _ *Cluster, _ *HubHealth) {
+			a.ClusterID, a.IdentityProblem = "", "ClusterProperty cluster.clusterset.k8s.io does not exist"
+		}, "identity", "[a]", Fail, "does not exist"},
+		{"different clustersets", func(_, b *Cluster, _ *HubHealth) { b.ClusterSetID = "other" }, "identity", "", Fail, "different clustersets: other (b); set (a)"},
+		{"CoreDNS plugin commented out", func(a, _ *Cluster, _ *HubHealth) {
+			a.Corefile = strings.Replace(a.Corefile, "multicluster", "# multicluster", 1)
+		}, "coredns", "a", Fail, "no multicluster plugin"},
+		{"CoreDNS may not watch ServiceImports", func(a, _ *Cluster, _ *HubHealth) {
+			a.CoreDNSDenied = []string{"watch serviceimports.multicluster.x-k8s.io"}
+		}, "coredns", "a", Fail, "may not watch serviceimports"},
+		{"member may write another member's records", func(_, _ *Cluster, h *HubHealth) {
+			h.Access["a"] = HubAccess{WriteOwn: true, WriteOther: true}
+		}, "registry", "a", Fail, "more than write its own records"},
+		{"member may read Secrets in the hub", func(_, _ *Cluster, h *HubHealth) {
+			h.Access["a"] = HubAccess{WriteOwn: true, ReadSecrets: true}
+		}, "registry", "a", Fail, "more than write its own records"},
+		{"member may not write its records", func(_, _ *Cluster, h *HubHealth) { h.Access["a"] = HubAccess{} }, "registry", "a", Fail, "may not write its own records"},
+		{"hub refuses the credentials", func(_, _ *Cluster, h *HubHealth) {
+			h.Access["a"] = HubAccess{Problem: "Unauthorized"}
+		}, "registry", "a", Fail, "Unauthorized"},
+		{"hub unreachable from here", func(_, _ *Cluster, h *HubHealth) {
+			h.Access["a"] = HubAccess{Problem: "dial tcp: network is unreachable", Unreachable: true}
+		}, "registry", "a", Warn, "cannot be reached from this machine"},
+		{"Cloud Map", func(a, _ *Cluster, _ *HubHealth) { a.Registry = "cloudmap" }, "registry", "a", Warn, "Cloud Map: not checked"},
+		{"heartbeat missing", func(_, _ *Cluster, h *HubHealth) { h.Heartbeats = h.Heartbeats[1:] }, "heartbeat", "a", Fail, "no heartbeat"},
+		{"heartbeat older than its lease", func(_, _ *Cluster, h *HubHealth) {
+			h.Heartbeats[0].RenewTime = now.Add(-61 * time.Second)
+		}, "heartbeat", "a", Fail, "silent: last heartbeat 61s ago (lease 1m0s)"},
+		{"heartbeat without lease uses the default", func(_, _ *Cluster, h *HubHealth) {
+			h.Heartbeats[0].LeaseDuration, h.Heartbeats[0].RenewTime = 0, now.Add(-30*time.Second)
+		}, "heartbeat", "a", OK, "fresh (lease 1m0s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := healthy("a", "a"), healthy("b", "b")
+			h := healthyHub(a, b)
+			before := Doctor([]*Cluster{a, b}, h, now)
+			if Failed(before) {
+				t.Fatalf("the healthy clusterset fails: %+v", before)
+			}
+			tc.breakIt(a, b, &h)
+			after := Doctor([]*Cluster{a, b}, h, now)
+			v, msg := verdict(after, tc.check, tc.cluster)
+			if v != tc.want || !strings.Contains(msg, tc.msg) {
+				t.Errorf("%s %s = %s %q, want %s containing %q", tc.cluster, tc.check, v, msg, tc.want, tc.msg)
+			}
+			for _, c := range after {
+				if c.Verdict != OK && c.Fix == "" {
+					t.Errorf("%s %s is %s without a fix", c.Cluster, c.Name, c.Verdict)
+				}
+			}
+			if Failed(after) != (tc.want == Fail) {
+				t.Errorf("Failed = %v, want %v", Failed(after), tc.want == Fail)
+			}
+		})
+	}
+}
