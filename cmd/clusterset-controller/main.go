@@ -27,6 +27,7 @@ import (
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
+	"github.com/clusterset/clusterset/pkg/registry/registrymetrics"
 )
 
 type flags struct {
@@ -106,9 +107,16 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return fmt.Errorf("member cluster config: %w", err)
 	}
-	factory, err := registryFactory(f)
+	backend, err := registryFactory(f)
 	if err != nil {
 		return err
+	}
+	factory := func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
+		r, err := backend(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return registrymetrics.Wrap(f.registry, r), nil
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.Scheme,

@@ -6,10 +6,15 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/clusterset/clusterset/pkg/cli"
+	"github.com/clusterset/clusterset/pkg/inspect"
 	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
 )
 
@@ -48,6 +53,15 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 		t.Errorf("doctor warns on a healthy installation:\n%s", out)
 	}
 	t.Logf("doctor:\n%s", out)
+	for _, c := range env.Clusters() {
+		// Every replica judges liveness; each sees both clusters alive.
+		if alive := controllerMetric(t, env, c, "clusterset_members", `state="alive"`); alive < float64(len(env.Clusters())) {
+			t.Errorf("%s: clusterset_members{state=alive} = %v, want at least %d", c, alive, len(env.Clusters()))
+		}
+		if stale := controllerMetric(t, env, c, "clusterset_members", `state="stale"`); stale != 0 {
+			t.Errorf("%s: clusterset_members{state=stale} = %v, want 0", c, stale)
+		}
+	}
 
 	out, err = run("list", "-n", wt.Namespace)
 	if err != nil {
@@ -66,4 +80,47 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 	if n := strings.Count(out, fmt.Sprintf("Endpoints from cls1: %d ready of %d", wt.Replicas, wt.Replicas)); n != len(env.Clusters()) {
 		t.Errorf("status: %d clusters show all %d endpoints from cls1, want %d:\n%s", n, wt.Replicas, len(env.Clusters()), out)
 	}
+}
+
+// controllerMetric sums one metric's samples whose labels include every
+// label="value" pair of labels, over every clusterset-controller pod of
+// cluster, read from each pod's /metrics through the API server's pod proxy.
+func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ...string) float64 {
+	t.Helper()
+	cfg, err := env.Sandbox.RESTConfig(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := cs.CoreV1().Pods(inspect.ControllerNamespace).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + inspect.ControllerName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) == 0 {
+		t.Fatalf("%s: no clusterset-controller pod", cluster)
+	}
+	var sum float64
+	for _, p := range pods.Items {
+		raw, err := cs.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, "8080", "/metrics", nil).DoRaw(t.Context())
+		if err != nil {
+			t.Fatalf("%s: /metrics of %s: %v", cluster, p.Name, err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			series, value, ok := strings.Cut(line, " ")
+			if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+				continue
+			}
+			matches := true
+			for _, l := range labels {
+				matches = matches && strings.Contains(series, l)
+			}
+			if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); matches && err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }

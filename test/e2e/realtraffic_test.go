@@ -204,6 +204,15 @@ func testLocalAndClustersetNames(t *testing.T, env *wt.Env) {
 func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 	ctx := t.Context()
 	host := wt.FQDN(wt.Service, wt.Namespace)
+	// The registry metrics of the exporter's controller (scraped from its
+	// pods) count each publish the scaling causes.
+	published := func() float64 {
+		return controllerMetric(t, env, wt.Exporter, "clusterset_registry_calls_total", `backend="`+env.Sandbox.Registry+`"`, `operation="publish"`, `result="ok"`)
+	}
+	publishedBefore := published()
+	if publishedBefore < 1 {
+		t.Errorf("the exporter's controller counted %v publishes after exporting %s, want at least 1", publishedBefore, wt.Service)
+	}
 	if err := env.Scale(ctx, wt.Exporter, wt.Namespace, wt.Service, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -232,6 +241,10 @@ func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 	waitFor(t, "every cluster to import the 3 new pods", propagation,
 		allOf(importedEverywhere(env, wt.Service, []string{wt.Exporter}, wt.Replicas), endpointCount(env, wt.Service, wt.Replicas)))
 	expectAnsweredBy(t, env, wt.Importer, host, wt.Port, readyPodNames(t, env, wt.Exporter, wt.Service))
+	// 3 → 0 → 3 is at least two records: none, then the new pods.
+	if after := published(); after < publishedBefore+2 {
+		t.Errorf("clusterset_registry_calls_total{operation=publish} went from %v to %v over 3→0→3, want at least 2 more", publishedBefore, after)
+	}
 }
 
 // testHeadlessFromPods exports a headless Service of a StatefulSet from cls1;

@@ -279,7 +279,6 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 		return nil
 	}
 	err := reg.Publish(ctx, rec)
-	countWrite("publish", err)
 	if err != nil {
 		return err
 	}
@@ -329,7 +328,6 @@ func (c *Controller) withdrawIfPublished(ctx context.Context, key registry.Servi
 		return nil
 	}
 	err = reg.Withdraw(ctx, key)
-	countWrite("withdraw", err)
 	if err != nil {
 		return err
 	}

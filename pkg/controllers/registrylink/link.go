@@ -247,11 +247,15 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 	// but no heartbeat at all, such as one run by the AWS Cloud Map MCS
 	// controller sharing the registry, counts for as long as its records exist.
 	dead := map[string]bool{}
+	heartbeatAge.Reset()
 	for cluster, at := range seen {
 		if cluster != id.ClusterID && now.Sub(at) > l.opts.GracePeriod {
 			dead[cluster] = true
 		}
+		heartbeatAge.WithLabelValues(cluster).Set(now.Sub(at).Seconds())
 	}
+	members.WithLabelValues("alive").Set(float64(len(seen) - len(dead)))
+	members.WithLabelValues("stale").Set(float64(len(dead)))
 	l.mu.Lock()
 	changed := !maps.Equal(l.dead, dead)
 	l.dead = dead

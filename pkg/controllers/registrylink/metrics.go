@@ -1,0 +1,25 @@
+package registrylink
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// members counts the clusters with a heartbeat in the registry by
+	// liveness state, as this cluster judges them.
+	members = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "clusterset_members",
+		Help: "Clusters of the clusterset with a heartbeat in the registry, by state: alive, or stale (no heartbeat for longer than --liveness-grace-period; their endpoints are withdrawn from imports).",
+	}, []string{"state"})
+	// heartbeatAge is, per cluster, how old its last heartbeat was when
+	// this cluster last looked.
+	heartbeatAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "clusterset_member_heartbeat_age_seconds",
+		Help: "Age in seconds of each cluster's last heartbeat in the registry, as of this cluster's last liveness check (every --heartbeat-interval).",
+	}, []string{"cluster"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(members, heartbeatAge)
+}
