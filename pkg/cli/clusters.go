@@ -74,17 +74,67 @@ func (f *clustersFlags) members() (ms []inspect.Member, guessed bool, err error)
 	if len(names) == 0 {
 		return nil, false, fmt.Errorf("the kubeconfig has no contexts; pass --kubeconfig or --contexts")
 	}
+	overrides, err := f.overrides(len(names))
+	if err != nil {
+		return nil, false, err
+	}
 	for _, name := range names {
 		if _, ok := raw.Contexts[name]; !ok {
 			return nil, false, fmt.Errorf("context %q is not in the kubeconfig", name)
 		}
-		cfg, err := clientcmd.NewNonInteractiveClientConfig(raw, name, &clientcmd.ConfigOverrides{}, nil).ClientConfig()
+		cfg, err := clientcmd.NewNonInteractiveClientConfig(raw, name, overrides, nil).ClientConfig()
 		if err != nil {
 			return nil, false, fmt.Errorf("context %s: %w", name, err)
 		}
 		ms = append(ms, inspect.Member{Context: name, Config: cfg})
 	}
 	return ms, guessed, nil
+}
+
+// overrides carries kubectl's flags that apply to every context (the user
+// to act as, a token, timeouts, TLS verification). Flags that pick one
+// server, cluster or user make no sense with several contexts.
+func (f *clustersFlags) overrides(contexts int) (*clientcmd.ConfigOverrides, error) {
+	o := &clientcmd.ConfigOverrides{}
+	c := f.config
+	if contexts > 1 {
+		for flag, v := range map[string]*string{"--server": c.APIServer, "--cluster": c.ClusterName, "--user": c.AuthInfoName} {
+			if v != nil && *v != "" {
+				return nil, fmt.Errorf("%s picks one cluster or user; it cannot apply to %d contexts (set it in each context instead)", flag, contexts)
+			}
+		}
+	}
+	if c.APIServer != nil {
+		o.ClusterInfo.Server = *c.APIServer
+	}
+	if c.ClusterName != nil {
+		o.Context.Cluster = *c.ClusterName
+	}
+	if c.AuthInfoName != nil {
+		o.Context.AuthInfo = *c.AuthInfoName
+	}
+	if c.Insecure != nil && *c.Insecure {
+		o.ClusterInfo.InsecureSkipTLSVerify = true
+	}
+	if c.TLSServerName != nil {
+		o.ClusterInfo.TLSServerName = *c.TLSServerName
+	}
+	if c.BearerToken != nil {
+		o.AuthInfo.Token = *c.BearerToken
+	}
+	if c.Impersonate != nil {
+		o.AuthInfo.Impersonate = *c.Impersonate
+	}
+	if c.ImpersonateUID != nil {
+		o.AuthInfo.ImpersonateUID = *c.ImpersonateUID
+	}
+	if c.ImpersonateGroup != nil {
+		o.AuthInfo.ImpersonateGroups = *c.ImpersonateGroup
+	}
+	if c.Timeout != nil {
+		o.Timeout = *c.Timeout
+	}
+	return o, nil
 }
 
 // read reads the members; when they were guessed from the kubeconfig, it
@@ -95,6 +145,20 @@ func (f *clustersFlags) read(ctx context.Context, errOut io.Writer, o inspect.Re
 		return nil, err
 	}
 	clusters := inspect.Read(ctx, ms, o)
+	// Two contexts of one cluster (an admin and a user context, say) are
+	// one member.
+	byUID := map[string]string{}
+	clusters = slices.DeleteFunc(clusters, func(cl *inspect.Cluster) bool {
+		if cl.UID == "" {
+			return false
+		}
+		if first, ok := byUID[cl.UID]; ok {
+			fmt.Fprintf(errOut, "left out context %s: it reaches the same cluster as context %s\n", cl.Context, first)
+			return true
+		}
+		byUID[cl.UID] = cl.Context
+		return false
+	})
 	if o.Registry || o.Health {
 		inspect.PreferReachableHub(ctx, clusters, f.servers())
 	}

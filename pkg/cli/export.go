@@ -78,6 +78,10 @@ func export(ctx context.Context, out io.Writer, c client.Client, key client.Obje
 	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 	switch err := c.Create(ctx, se); {
 	case apierrors.IsAlreadyExists(err):
+		var cur mcsv1beta1.ServiceExport
+		if err := c.Get(ctx, key, &cur); err == nil && cur.DeletionTimestamp != nil {
+			return fmt.Errorf("serviceexport %s is being deleted (its record is being withdrawn); export it again once it is gone", key)
+		}
 		fmt.Fprintf(out, "serviceexport %s already exists\n", key)
 	case err != nil:
 		return fmt.Errorf("creating ServiceExport %s: %w", key, err)
@@ -93,6 +97,9 @@ func export(ctx context.Context, out io.Writer, c client.Client, key client.Obje
 		if err := c.Get(ctx, key, &last); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
+		if last.DeletionTimestamp != nil {
+			return false, fmt.Errorf("serviceexport %s is being deleted", key)
+		}
 		if meta.IsStatusConditionTrue(last.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)) {
 			return true, nil
 		}
@@ -100,7 +107,7 @@ func export(ctx context.Context, out io.Writer, c client.Client, key client.Obje
 	})
 	printConditions(out, last.Status.Conditions)
 	switch {
-	case meta.IsStatusConditionTrue(last.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)):
+	case err == nil && meta.IsStatusConditionTrue(last.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)):
 		fmt.Fprintf(out, "%s is exported: `kubectl clusterset status %s -n %s` shows it in every cluster\n", key, key.Name, key.Namespace)
 		return nil
 	case errors.Is(err, context.DeadlineExceeded) || wait.Interrupted(err):
@@ -156,6 +163,9 @@ func unexport(ctx context.Context, out io.Writer, c client.Client, key client.Ob
 		}
 		return false, err
 	})
+	if err != nil && !wait.Interrupted(err) {
+		return fmt.Errorf("waiting for %s to be withdrawn: %w", key, err)
+	}
 	if err != nil {
 		printConditions(out, last.Status.Conditions)
 		return fmt.Errorf("%s is still being withdrawn after %s (finalizers %v): is the registry reachable? (`kubectl clusterset doctor`)", key, timeout, last.Finalizers)

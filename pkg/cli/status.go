@@ -55,6 +55,9 @@ registry and how long ago the registry last accepted a write of it.`,
 				d := inspect.Describe(clusters, key, inspect.ReadRegistry(cmd.Context(), clusters, key))
 				return printDescribe(cmd.OutOrStdout(), f.output, d, time.Now())
 			}
+			if f.output != "table" || len(f.contexts) > 0 {
+				return fmt.Errorf("-o and --contexts need SERVICE; without it status shows the cluster of --context as a table")
+			}
 			cfg, err := f.config.ToRESTConfig()
 			if err != nil {
 				return err

@@ -48,9 +48,12 @@ const (
 	defaultLease = hub.DefaultLeaseDuration
 )
 
-// multiclusterPlugin finds the multicluster plugin serving clusterset.local
-// in a Corefile (config/coredns/Corefile).
-var multiclusterPlugin = regexp.MustCompile(`(?m)^\s*multicluster\s+(\S+\s+)*clusterset\.local\.?(\s|$)`)
+// multiclusterPlugin finds, on one line of a Corefile without comments, the
+// multicluster plugin serving clusterset.local (config/coredns/Corefile).
+var multiclusterPlugin = regexp.MustCompile(`(?m)^[ \t]*multicluster([ \t]+\S+)*[ \t]+clusterset\.local\.?[ \t]*(\{|$)`)
+
+// comment is a Corefile comment, to the end of its line.
+var comment = regexp.MustCompile(`#[^\n]*`)
 
 // Doctor judges what was read: per member, then across the clusterset.
 // now is the time heartbeats are judged at.
@@ -84,7 +87,7 @@ func member(cl *Cluster, ids map[string][]string, h HubHealth, now time.Time) []
 		return Check{Name: n, Cluster: name, Verdict: v, Message: msg, Fix: fix}
 	}
 	if cl.Problem != "" {
-		return []Check{check("reachable", Fail, cl.Problem, "check the context "+cl.Context+" with `kubectl --context "+cl.Context+" get --raw /version`")}
+		return []Check{check("reachable", Fail, cl.Problem, "check the context with `kubectl --context "+cl.Context+" get --raw /version`, and that its user may list ServiceExports, ServiceImports and EndpointSlices")}
 	}
 	var out []Check
 	if len(cl.MissingAPIs) > 0 {
@@ -122,6 +125,9 @@ func member(cl *Cluster, ids map[string][]string, h HubHealth, now time.Time) []
 }
 
 func controllerCheck(cl *Cluster, now time.Time, check func(string, Verdict, string, string) Check) Check {
+	if why := cl.Unchecked["controller"]; why != "" {
+		return check("controller", Warn, "not checked: "+why, "doctor needs get on Deployments and Leases in "+ControllerNamespace)
+	}
 	const install = "install clusterset-controller: `helm install clusterset charts/clusterset -n " + ControllerNamespace + " --create-namespace` (docs/install.md)"
 	d := cl.Controller
 	if d == nil {
@@ -151,9 +157,11 @@ func controllerCheck(cl *Cluster, now time.Time, check func(string, Verdict, str
 func coreDNSCheck(cl *Cluster, check func(string, Verdict, string, string) Check) Check {
 	const patch = "add `multicluster clusterset.local` to the kubernetes block and clusterset.local to its zones: `kubectl -n kube-system patch configmap coredns --patch-file config/coredns/corefile-patch.yaml` (docs/install.md)"
 	switch {
+	case cl.Unchecked["coredns"] != "":
+		return check("coredns", Warn, "not checked: "+cl.Unchecked["coredns"], "doctor needs get on ConfigMaps in "+CoreDNSNamespace+" and create on SubjectAccessReviews")
 	case cl.CoreDNSProblem != "":
 		return check("coredns", Fail, cl.CoreDNSProblem, patch)
-	case !multiclusterPlugin.MatchString(cl.Corefile):
+	case !multiclusterPlugin.MatchString(comment.ReplaceAllString(cl.Corefile, "")):
 		return check("coredns", Fail, "the Corefile has no multicluster plugin for clusterset.local: <service>.<namespace>.svc.clusterset.local does not resolve", patch)
 	case len(cl.CoreDNSDenied) > 0:
 		return check("coredns", Fail, "CoreDNS's ServiceAccount "+CoreDNSNamespace+"/"+CoreDNSAccount+" may not "+strings.Join(cl.CoreDNSDenied, ", "),

@@ -1,12 +1,19 @@
 package inspect
 
 import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -121,5 +128,73 @@ func TestDoctorJudgesEachProblem(t *testing.T) {
 				t.Errorf("Failed = %v, want %v", Failed(after), tc.want == Fail)
 			}
 		})
+	}
+}
+
+// The plugin must serve clusterset.local on a line of its own that is not
+// a comment; a mention elsewhere does not count.
+func TestCorefileCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name, corefile string
+		want           Verdict
+	}{
+		{"shipped", healthy("a", "a").Corefile, OK},
+		{"with more zones", "kubernetes cluster.local clusterset.local {\n  multicluster example.org clusterset.local\n}\n", OK},
+		{"with a block", "  multicluster clusterset.local {\n  }\n", OK},
+		{"trailing dot", "  multicluster clusterset.local.\n", OK},
+		{"zone only in a comment", "  multicluster cluster.local # TODO clusterset.local\n", Fail},
+		{"commented out", "  # multicluster clusterset.local\n", Fail},
+		{"zone on a later line", "  multicluster example.org\n}\nclusterset.local {\n  forward . 1.1.1.1\n}\n", Fail},
+		{"another zone that starts alike", "  multicluster clusterset.localdomain\n", Fail},
+		{"no plugin", ".:53 {\n  kubernetes cluster.local\n}\n", Fail},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := healthy("a", "a")
+			a.Corefile = tc.corefile
+			if v, msg := verdict(Doctor([]*Cluster{a}, healthyHub(a), now), "coredns", "a"); v != tc.want {
+				t.Errorf("coredns = %s (%s), want %s for\n%s", v, msg, tc.want, tc.corefile)
+			}
+		})
+	}
+}
+
+// A read that was refused leaves its check unjudged (WARN, not an install
+// or patch advice).
+func TestDoctorUncheckedIsAWarning(t *testing.T) {
+	a := healthy("a", "a")
+	a.Controller, a.Lease, a.Corefile = nil, nil, ""
+	a.unchecked("controller", `deployments.apps "clusterset-controller" is forbidden`)
+	a.unchecked("coredns", `configmaps "coredns" is forbidden`)
+	checks := Doctor([]*Cluster{a}, healthyHub(a), now)
+	for _, name := range []string{"controller", "coredns"} {
+		if v, msg := verdict(checks, name, "a"); v != Warn || !strings.Contains(msg, "forbidden") {
+			t.Errorf("%s = %s %q, want WARN saying forbidden", name, v, msg)
+		}
+	}
+	if Failed(checks) {
+		t.Errorf("doctor fails on what it could not read: %+v", checks)
+	}
+}
+
+// Only not reaching the hub at all is "unreachable"; a TLS failure or an
+// answer says something about the hub or the credentials.
+func TestUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no route", &url.Error{Op: "Get", URL: "https://172.16.1.10", Err: &net.OpError{Op: "dial", Err: syscall.EHOSTUNREACH}}, true},
+		{"refused", &url.Error{Op: "Get", URL: "https://127.0.0.1:1", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}, true},
+		{"no such host", &url.Error{Op: "Get", URL: "https://hub", Err: &net.DNSError{Err: "no such host", Name: "hub"}}, true},
+		{"timeout", fmt.Errorf("wrapped: %w", context.DeadlineExceeded), true},
+		{"unknown CA", &url.Error{Op: "Get", URL: "https://hub", Err: x509.UnknownAuthorityError{}}, false},
+		{"wrong host in certificate", &url.Error{Op: "Get", URL: "https://hub", Err: x509.HostnameError{Host: "hub", Certificate: &x509.Certificate{}}}, false},
+		{"unauthorized", apierrors.NewUnauthorized("token expired"), false},
+		{"connection reset while reading", &url.Error{Op: "Get", URL: "https://hub", Err: &net.OpError{Op: "read", Err: syscall.ECONNRESET}}, false},
+	} {
+		if got := unreachable(tc.err); got != tc.want {
+			t.Errorf("%s: unreachable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }

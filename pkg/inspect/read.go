@@ -7,8 +7,8 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,6 +21,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -66,6 +67,9 @@ type Member struct {
 type Cluster struct {
 	Context string
 	Problem string
+	// UID is the kube-system namespace's UID: two contexts with the same
+	// UID reach the same cluster.
+	UID string
 
 	// MissingAPIs are the resources of APIs the member does not serve, as
 	// "resource.group/version".
@@ -107,6 +111,11 @@ type Cluster struct {
 	// context).
 	sharedID bool
 
+	// Unchecked holds, by check name (controller, coredns), why what the
+	// check needs could not be read (a read that was refused, say): the
+	// check is then not judged.
+	Unchecked map[string]string
+
 	// ClockOffset is the member API server's clock minus this machine's,
 	// to about a second (HTTP Date headers have whole seconds).
 	ClockOffset time.Duration
@@ -137,14 +146,19 @@ func Read(ctx context.Context, members []Member, o ReadOptions) []*Cluster {
 		}()
 	}
 	wg.Wait()
-	ids := map[string]int{}
+	// Clusters (by kube-system UID, else by context) per cluster ID.
+	ids := map[string]map[string]bool{}
 	for _, cl := range out {
-		if cl.ClusterID != "" {
-			ids[cl.ClusterID]++
+		if cl.ClusterID == "" {
+			continue
 		}
+		if ids[cl.ClusterID] == nil {
+			ids[cl.ClusterID] = map[string]bool{}
+		}
+		ids[cl.ClusterID][cmp.Or(cl.UID, "context:"+cl.Context)] = true
 	}
 	for _, cl := range out {
-		cl.sharedID = ids[cl.ClusterID] > 1
+		cl.sharedID = len(ids[cl.ClusterID]) > 1
 	}
 	return out
 }
@@ -184,6 +198,10 @@ func read(ctx context.Context, m Member, o ReadOptions) *Cluster {
 	if err != nil {
 		cl.Problem = err.Error()
 		return cl
+	}
+	var sys corev1.Namespace
+	if err := c.Get(ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, &sys); err == nil {
+		cl.UID = string(sys.UID)
 	}
 	readIdentity(ctx, c, cl)
 	ns := client.InNamespace(o.Namespace)
@@ -240,9 +258,12 @@ func readIdentity(ctx context.Context, c client.Client, cl *Cluster) {
 // uses Cloud Map, the member's hub credentials.
 func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, cl *Cluster) {
 	var d appsv1.Deployment
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: ControllerName}, &d); err == nil {
+	switch err := c.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: ControllerName}, &d); {
+	case err == nil:
 		cl.Controller = &d
 		cl.Registry = registryOf(&d)
+	case !apierrors.IsNotFound(err):
+		cl.unchecked("controller", "reading Deployment "+ControllerNamespace+"/"+ControllerName+": "+err.Error())
 	}
 	if cl.Registry == "" || cl.Registry == "hub" {
 		var s corev1.Secret
@@ -268,15 +289,18 @@ func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, 
 // Corefile and what CoreDNS's ServiceAccount may do.
 func readHealth(ctx context.Context, c client.Client, cl *Cluster) {
 	var l coordinationv1.Lease
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: ControllerName}, &l); err == nil {
+	switch err := c.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: ControllerName}, &l); {
+	case err == nil:
 		cl.Lease = &l
+	case !apierrors.IsNotFound(err):
+		cl.unchecked("controller", "reading Lease "+ControllerNamespace+"/"+ControllerName+": "+err.Error())
 	}
 	var cm corev1.ConfigMap
 	switch err := c.Get(ctx, client.ObjectKey{Namespace: CoreDNSNamespace, Name: CoreDNSConfigMap}, &cm); {
 	case apierrors.IsNotFound(err):
 		cl.CoreDNSProblem = "ConfigMap " + CoreDNSNamespace + "/" + CoreDNSConfigMap + " does not exist"
 	case err != nil:
-		cl.CoreDNSProblem = "reading ConfigMap " + CoreDNSNamespace + "/" + CoreDNSConfigMap + ": " + err.Error()
+		cl.unchecked("coredns", "reading ConfigMap "+CoreDNSNamespace+"/"+CoreDNSConfigMap+": "+err.Error())
 	default:
 		cl.Corefile = cm.Data["Corefile"]
 	}
@@ -290,8 +314,8 @@ func readHealth(ctx context.Context, c client.Client, cl *Cluster) {
 			},
 		}}
 		if err := c.Create(ctx, sar); err != nil {
-			cl.CoreDNSDenied = append(cl.CoreDNSDenied, fmt.Sprintf("%s %s.%s (not checked: %v)", need.verb, need.resource, need.group, err))
-			continue
+			cl.unchecked("coredns", "asking what CoreDNS may do (SubjectAccessReview): "+err.Error())
+			return
 		}
 		if !sar.Status.Allowed {
 			cl.CoreDNSDenied = append(cl.CoreDNSDenied, need.verb+" "+need.resource+"."+need.group)
@@ -322,6 +346,15 @@ func registryOf(d *appsv1.Deployment) string {
 		}
 	}
 	return "hub"
+}
+
+func (cl *Cluster) unchecked(check, why string) {
+	if cl.Unchecked == nil {
+		cl.Unchecked = map[string]string{}
+	}
+	if cl.Unchecked[check] == "" {
+		cl.Unchecked[check] = why
+	}
 }
 
 func joinProblem(a, b string) string {

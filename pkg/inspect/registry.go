@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -128,13 +128,31 @@ type HubHealth struct {
 // ReadHub checks each member's hub credentials and reads the heartbeats.
 func ReadHub(ctx context.Context, clusters []*Cluster) HubHealth {
 	h := HubHealth{Access: map[string]HubAccess{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, cl := range clusters {
 		if cl.HubConfig == nil || cl.ClusterSetID == "" || cl.ClusterID == "" {
 			continue
 		}
-		h.Access[cl.Context] = hubAccess(ctx, cl)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := hubAccess(ctx, cl)
+			mu.Lock()
+			h.Access[cl.Context] = a
+			mu.Unlock()
+		}()
 	}
-	if cl := hubReader(clusters); cl == nil {
+	wg.Wait()
+	// Heartbeats are read with credentials that just worked, when any did.
+	cl := hubReader(clusters)
+	for _, c := range clusters {
+		if a, ok := h.Access[c.Context]; ok && a.Problem == "" {
+			cl = c
+			break
+		}
+	}
+	if cl == nil {
 		h.HeartbeatProblem = registryUnread(clusters)
 	} else if hbs, err := hub.ReadHeartbeats(ctx, cl.HubConfig, cl.ClusterSetID); err != nil {
 		h.HeartbeatProblem = "read with " + cl.Name() + "'s hub credentials: " + err.Error()
@@ -185,12 +203,20 @@ func hubAccess(ctx context.Context, cl *Cluster) HubAccess {
 	return a
 }
 
-// unreachable reports whether err is a network failure rather than an
-// answer of the hub.
+// unreachable reports whether err means the hub could not be reached at
+// all (no route, refused, DNS, time-out), as opposed to an answer or a TLS
+// failure, which say something about the credentials or the hub itself.
 func unreachable(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
 	var ne net.Error
-	var status apierrors.APIStatus
-	return !errors.As(err, &status) && (errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded))
+	switch {
+	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &dns):
+		return true
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
 }
 
 // Server is an API server address of the kubeconfig and the CA it is
@@ -206,27 +232,33 @@ type Server struct {
 // same API server as the kubeconfig reaches it), the member's credentials
 // are used at that address instead. HubVia then says so.
 func PreferReachableHub(ctx context.Context, clusters []*Cluster, servers []Server) {
+	var wg sync.WaitGroup
 	for _, cl := range clusters {
 		if cl.HubConfig == nil || len(cl.HubConfig.CAData) == 0 {
 			continue
 		}
-		err := probe(ctx, cl.HubConfig)
-		if err == nil || !unreachable(err) {
-			continue
-		}
-		for _, s := range servers {
-			if s.URL == cl.HubConfig.Host || !bytes.Equal(s.CAData, cl.HubConfig.CAData) {
-				continue
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := probe(ctx, cl.HubConfig)
+			if err == nil || !unreachable(err) {
+				return
 			}
-			alt := rest.CopyConfig(cl.HubConfig)
-			alt.Host = s.URL
-			if probe(ctx, alt) == nil {
-				cl.HubVia = fmt.Sprintf("the hub's address in the Secret, %s, is not reachable from here; reached the same API server at %s", cl.HubConfig.Host, s.URL)
-				cl.HubConfig = alt
-				break
+			for _, s := range servers {
+				if s.URL == cl.HubConfig.Host || !bytes.Equal(s.CAData, cl.HubConfig.CAData) {
+					continue
+				}
+				alt := rest.CopyConfig(cl.HubConfig)
+				alt.Host = s.URL
+				if probe(ctx, alt) == nil {
+					cl.HubVia = fmt.Sprintf("the hub's address in the Secret, %s, is not reachable from here; reached the same API server at %s", cl.HubConfig.Host, s.URL)
+					cl.HubConfig = alt
+					return
+				}
 			}
-		}
+		}()
 	}
+	wg.Wait()
 }
 
 // probe asks the API server of cfg for its version.

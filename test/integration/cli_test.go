@@ -77,7 +77,9 @@ func TestCLI(t *testing.T) {
 	}
 	cls1, cls2, cls3 := members[0], members[1], members[2]
 	bare := testenv.StartWithoutCRDs(t)
-	kubeconfig := writeKubeconfig(t, map[string]*rest.Config{"cls1": cls1.cp.Config, "cls2": cls2.cp.Config, "cls3": cls3.cp.Config, "bare": bare.Config})
+	// cls1-alias is a second context of cls1, as an admin often has: the
+	// commands count it once.
+	kubeconfig := writeKubeconfig(t, map[string]*rest.Config{"cls1": cls1.cp.Config, "cls1-alias": cls1.cp.Config, "cls2": cls2.cp.Config, "cls3": cls3.cp.Config, "bare": bare.Config})
 	run := func(args ...string) (string, error) {
 		t.Helper()
 		return runCLI(kubeconfig, args...)
@@ -149,6 +151,21 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		compareGolden(t, "list-yaml", out)
+	})
+
+	t.Run("FlagMistakes", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"status", "-o", "json"},
+			{"status", "--contexts", "cls1,cls2"},
+			{"list", "-o", "wide"},
+			{"doctor", "--contexts", "cls1,nope"},
+			{"doctor", "--contexts", "cls1,cls2", "--server", "https://127.0.0.1:1"},
+			{"status", "nginx-hello", "-A"},
+		} {
+			if out, err := run(args...); err == nil {
+				t.Errorf("%v succeeded, want an error:\n%s", args, out)
+			}
+		}
 	})
 
 	t.Run("StatusService", func(t *testing.T) {
