@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/clusterset/clusterset/pkg/inspect"
@@ -48,16 +49,11 @@ func (f *clustersFlags) namespace() (string, error) {
 	return ns, err
 }
 
-// members returns the member clusters to read. Without --contexts and
+// members returns the member clusters of raw to read. Without --contexts and
 // --context it takes every context of the kubeconfig and, once read, keeps
-// those that serve the ServiceExport API (see keep).
-func (f *clustersFlags) members() (ms []inspect.Member, guessed bool, err error) {
+// those that serve the ServiceExport API (see read).
+func (f *clustersFlags) members(raw clientcmdapi.Config) (ms []inspect.Member, guessed bool, err error) {
 	if err := validOutput(f.output); err != nil {
-		return nil, false, err
-	}
-	loader := f.config.ToRawKubeConfigLoader()
-	raw, err := loader.RawConfig()
-	if err != nil {
 		return nil, false, err
 	}
 	names := f.contexts
@@ -140,7 +136,11 @@ func (f *clustersFlags) overrides(contexts int) (*clientcmd.ConfigOverrides, err
 // read reads the members; when they were guessed from the kubeconfig, it
 // keeps those that serve the ServiceExport API and says which it left out.
 func (f *clustersFlags) read(ctx context.Context, errOut io.Writer, o inspect.ReadOptions) ([]*inspect.Cluster, error) {
-	ms, guessed, err := f.members()
+	raw, err := f.config.ToRawKubeConfigLoader().RawConfig()
+	if err != nil {
+		return nil, err
+	}
+	ms, guessed, err := f.members(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func (f *clustersFlags) read(ctx context.Context, errOut io.Writer, o inspect.Re
 		return false
 	})
 	if o.Registry || o.Health {
-		inspect.PreferReachableHub(ctx, clusters, f.servers())
+		inspect.PreferReachableHub(ctx, clusters, servers(raw))
 	}
 	if !guessed {
 		return clusters, nil
@@ -184,11 +184,7 @@ func (f *clustersFlags) read(ctx context.Context, errOut io.Writer, o inspect.Re
 }
 
 // servers lists the API servers of the kubeconfig with their CAs.
-func (f *clustersFlags) servers() []inspect.Server {
-	raw, err := f.config.ToRawKubeConfigLoader().RawConfig()
-	if err != nil {
-		return nil
-	}
+func servers(raw clientcmdapi.Config) []inspect.Server {
 	var out []inspect.Server
 	for _, name := range slices.Sorted(maps.Keys(raw.Clusters)) {
 		c := raw.Clusters[name]

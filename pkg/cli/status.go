@@ -101,16 +101,7 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 	if err := c.List(ctx, &slices, client.InNamespace(namespace), client.HasLabels{mcsv1beta1.LabelServiceName}); err != nil {
 		return fmt.Errorf("listing imported EndpointSlices: %w", err)
 	}
-	ready, total := map[string]int{}, map[string]int{}
-	for _, s := range slices.Items {
-		key := s.Namespace + "/" + s.Labels[mcsv1beta1.LabelServiceName]
-		for _, ep := range s.Endpoints {
-			total[key]++
-			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
-				ready[key]++
-			}
-		}
-	}
+	counts := inspect.EndpointCounts(slices.Items)
 	fmt.Fprintf(out, "\nSERVICE IMPORTS (%d)\n", len(imports.Items))
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAMESPACE\tNAME\tTYPE\tIPS\tPORTS\tCLUSTERS\tENDPOINTS (READY/ALL)")
@@ -123,9 +114,9 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 			clusters = append(clusters, cl.Cluster)
 		}
 		sort.Strings(clusters)
-		key := i.Namespace + "/" + i.Name
+		ready, total := inspect.Sum(counts[types.NamespacedName{Namespace: i.Namespace, Name: i.Name}])
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", i.Namespace, i.Name, i.Spec.Type, orNone(strings.Join(i.Spec.IPs, ",")),
-			orNone(strings.Join(ports, ",")), orNone(strings.Join(clusters, ",")), ready[key], total[key])
+			orNone(strings.Join(ports, ",")), orNone(strings.Join(clusters, ",")), ready, total)
 	}
 	return w.Flush()
 }

@@ -89,7 +89,7 @@ func Describe(clusters []*Cluster, key types.NamespacedName, reg RegistryState) 
 			if imp.Namespace != key.Namespace || imp.Name != key.Name {
 				continue
 			}
-			id := &ImportDetail{Type: string(imp.Spec.Type), IPs: imp.Spec.IPs, Endpoints: endpointCounts(cl.ImportedSlices)[key]}
+			id := &ImportDetail{Type: string(imp.Spec.Type), IPs: imp.Spec.IPs, Endpoints: EndpointCounts(cl.ImportedSlices)[key]}
 			if id.Endpoints == nil {
 				id.Endpoints = []SourceCounts{}
 			}

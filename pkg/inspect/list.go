@@ -70,16 +70,12 @@ func List(clusters []*Cluster) []Service {
 				r.Conflicts = append(r.Conflicts, ExportState{Cluster: cl.Name(), Ready: st.Ready, Reason: c.Reason, Message: c.Message})
 			}
 		}
-		counts := endpointCounts(cl.ImportedSlices)
+		counts := EndpointCounts(cl.ImportedSlices)
 		for i := range cl.Imports {
 			imp := &cl.Imports[i]
 			r := row(imp.Namespace, imp.Name)
-			var ic ImportCounts
-			for _, c := range counts[types.NamespacedName{Namespace: imp.Namespace, Name: imp.Name}] {
-				ic.Ready += c.Ready
-				ic.Total += c.Total
-			}
-			ic.Cluster = cl.Name()
+			ic := ImportCounts{Cluster: cl.Name()}
+			ic.Ready, ic.Total = Sum(counts[types.NamespacedName{Namespace: imp.Namespace, Name: imp.Name}])
 			r.ImportedIn = append(r.ImportedIn, ic)
 			switch t := string(imp.Spec.Type); {
 			case r.Type == "":
@@ -145,11 +141,20 @@ type SourceCounts struct {
 	Total  int    `json:"endpoints"`
 }
 
-// endpointCounts counts imported endpoints by service and source cluster
+// Sum adds up counts of all sources: ready and total endpoints.
+func Sum(counts []SourceCounts) (ready, total int) {
+	for _, c := range counts {
+		ready += c.Ready
+		total += c.Total
+	}
+	return ready, total
+}
+
+// EndpointCounts counts imported endpoints by service and source cluster
 // (multicluster.kubernetes.io/source-cluster), sources sorted. An endpoint
 // counts as ready unless its ready condition is false (EndpointSlice API:
 // nil means unknown, to be read as ready).
-func endpointCounts(eps []discoveryv1.EndpointSlice) map[types.NamespacedName][]SourceCounts {
+func EndpointCounts(eps []discoveryv1.EndpointSlice) map[types.NamespacedName][]SourceCounts {
 	bySource := map[types.NamespacedName]map[string]*SourceCounts{}
 	for _, s := range eps {
 		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[mcsv1beta1.LabelServiceName]}

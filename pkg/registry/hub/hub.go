@@ -379,9 +379,22 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 // heartbeats once Run has synced them, and lists them from the hub before
 // that.
 func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
-	if objs, ok := r.view.objects(); ok {
-		return r.liveness(objs), nil
+	objs, ok := r.view.objects()
+	if !ok {
+		var err error
+		if objs, err = r.listHeartbeats(ctx); err != nil {
+			return nil, err
+		}
 	}
+	out := map[string]time.Time{}
+	for _, hb := range r.heartbeats(objs) {
+		out[hb.ClusterID] = hb.RenewTime
+	}
+	return out, nil
+}
+
+// listHeartbeats lists the clusterset's heartbeat objects from the hub.
+func (r *Registry) listHeartbeats(ctx context.Context) ([]*hubv1alpha1.ClusterSetRecord, error) {
 	sel := labels.SelectorFromSet(labels.Set{LabelClusterSet: r.setLabel, LabelKind: KindHeartbeat}).String()
 	list, err := r.client.list(ctx, metav1.NamespaceAll, sel)
 	if err != nil {
@@ -391,18 +404,26 @@ func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
 	for i := range list.Items {
 		objs[i] = &list.Items[i]
 	}
-	return r.liveness(objs), nil
+	return objs, nil
 }
 
-func (r *Registry) liveness(objs []*hubv1alpha1.ClusterSetRecord) map[string]time.Time {
-	out := map[string]time.Time{}
+// heartbeats returns the heartbeats among objs that are in the namespace of
+// the cluster they name, in the order of objs.
+func (r *Registry) heartbeats(objs []*hubv1alpha1.ClusterSetRecord) []Heartbeat {
+	var out []Heartbeat
 	for _, obj := range objs {
 		if obj.Name != HeartbeatName || obj.Spec.Type != hubv1alpha1.Heartbeat || obj.Spec.RenewTime == nil {
 			continue
 		}
-		if cluster, ok := r.owner(obj); ok {
-			out[cluster] = obj.Spec.RenewTime.Time
+		cluster, ok := r.owner(obj)
+		if !ok {
+			continue
 		}
+		hb := Heartbeat{ClusterID: cluster, RenewTime: obj.Spec.RenewTime.Time}
+		if d := obj.Spec.LeaseDurationSeconds; d != nil {
+			hb.LeaseDuration = time.Duration(*d) * time.Second
+		}
+		out = append(out, hb)
 	}
 	return out
 }

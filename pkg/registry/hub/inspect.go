@@ -91,24 +91,11 @@ func ReadHeartbeats(ctx context.Context, cfg *rest.Config, clusterSetID string) 
 	if err != nil {
 		return nil, err
 	}
-	sel := labels.SelectorFromSet(labels.Set{LabelClusterSet: r.setLabel, LabelKind: KindHeartbeat}).String()
-	list, err := r.client.list(ctx, "", sel)
+	objs, err := r.listHeartbeats(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing heartbeats from the hub: %w", err)
+		return nil, err
 	}
-	var out []Heartbeat
-	for i := range list.Items {
-		obj := &list.Items[i]
-		cluster, ok := r.owner(obj)
-		if !ok || obj.Name != HeartbeatName || obj.Spec.Type != hubv1alpha1.Heartbeat || obj.Spec.RenewTime == nil {
-			continue
-		}
-		hb := Heartbeat{ClusterID: cluster, RenewTime: obj.Spec.RenewTime.Time}
-		if d := obj.Spec.LeaseDurationSeconds; d != nil {
-			hb.LeaseDuration = time.Duration(*d) * time.Second
-		}
-		out = append(out, hb)
-	}
+	out := r.heartbeats(objs)
 	slices.SortFunc(out, func(a, b Heartbeat) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out, nil
 }
