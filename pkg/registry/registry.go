@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"reflect"
 	"slices"
 	"time"
 
@@ -41,6 +42,28 @@ type Record struct {
 	Name         string
 	Spec         ServiceSpec
 	Endpoints    []Endpoint
+	// Changed is when the change this version of the record carries
+	// happened in the exporting cluster, by that cluster's clock: the
+	// newest endpoints.kubernetes.io/last-change-trigger-time of its
+	// EndpointSlices, else when the exporter saw the change. Importers
+	// measure propagation lag from it. It is not part of the record's
+	// content: a Publish that differs from the stored record only in
+	// Changed is no change and keeps the stored time, so republishing after
+	// a restart does not make an old change look new. Backends keep at least
+	// millisecond precision; zero means unknown (records written by the AWS
+	// Cloud Map MCS controller, or by older clusterset versions).
+	Changed time.Time
+}
+
+// SameContent reports whether a and b say the same thing about the service:
+// equal in every field but Changed.
+func SameContent(a, b *Record) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	x, y := *a, *b
+	x.Changed, y.Changed = time.Time{}, time.Time{}
+	return reflect.DeepEqual(&x, &y)
 }
 
 // Key returns the service the record is about.
@@ -100,6 +123,8 @@ type EndpointPort struct {
 type Registry interface {
 	// Publish makes rec (whose ClusterID and ClusterSetID must be this
 	// cluster's) the current record of rec's service, replacing any earlier one.
+	// When the stored record has the same content (SameContent), Publish
+	// writes nothing and the stored Changed stays.
 	Publish(ctx context.Context, rec *Record) error
 	// Withdraw removes this cluster's record of key. Withdrawing a record that
 	// does not exist is not an error.

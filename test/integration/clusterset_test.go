@@ -41,6 +41,7 @@ func TestClusterset(t *testing.T) {
 		ns := "demo"
 		mustCreate(t, cls1.admin, namespace(ns))
 		mustCreate(t, cls2.admin, namespace(ns))
+		lagBefore, _ := lagSamples(t, "cls1")
 		mustCreate(t, cls1.admin, service(ns, "nginx-hello", tcpPort("http", 80)),
 			endpointSlice(ns, "nginx-hello", "nginx-hello-abcde", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.86.76", "10.10.86.77", "10.10.86.78"),
 			serviceExport(ns, "nginx-hello"))
@@ -54,6 +55,31 @@ func TestClusterset(t *testing.T) {
 		for _, m := range []*member{cls2, cls1} {
 			eventually(t, wait, m.name+" import", func() error { return checkSeedImport(m, ns) })
 		}
+		// What happened, told in events and measured.
+		eventually(t, wait, "Exported event", eventSeen(cls1.admin, ns, "ServiceExport", "nginx-hello", "Exported", "with 3 endpoints (3 ready)"))
+		eventually(t, wait, "Imported event", eventSeen(cls2.admin, ns, "ServiceImport", "nginx-hello", "Imported", "imported as ClusterSetIP, exported by cls1"))
+		// cls1 and cls2 reflected cls1's record: one sample each at least,
+		// all well below the wait (the same process: one clock).
+		if n, sum := lagSamples(t, "cls1"); n < lagBefore+2 || sum/float64(n) > wait.Seconds() {
+			t.Fatalf("propagation lag from cls1: %d samples (before: %d) averaging %.3fs, want at least 2 more, each below %v", n, lagBefore, sum/float64(n), wait)
+		}
+		// The imported slices carry the exporter's change time, from which
+		// kube-proxy measures its network programming latency.
+		if err := func() error {
+			sl, err := importedSlices(cls2.admin, ns, "nginx-hello")
+			if err != nil {
+				return err
+			}
+			for _, s := range sl["cls1"] {
+				if _, err := time.Parse(time.RFC3339Nano, s.Annotations[corev1.EndpointsLastChangeTriggerTime]); err != nil {
+					return fmt.Errorf("slice %s: %s: %v", s.Name, corev1.EndpointsLastChangeTriggerTime, err)
+				}
+			}
+			return nil
+		}(); err != nil {
+			t.Fatal(err)
+		}
+
 		// I1: cls3 has no namespace demo: nothing is created there, not even the namespace.
 		var nsObj corev1.Namespace
 		if err := cls3.admin.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); !apierrors.IsNotFound(err) {
@@ -80,6 +106,7 @@ func TestClusterset(t *testing.T) {
 		for _, m := range cs.members {
 			eventually(t, wait, m.name+" import removed", importGone(m.admin, ns, "nginx-hello"))
 		}
+		eventually(t, wait, "Removed event", eventSeen(cls2.admin, ns, "ServiceImport", "nginx-hello", "Removed", "no cluster exports the service"))
 		eventually(t, wait, "ServiceExport deleted (finalizer released)", func() error {
 			err := cls1.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "nginx-hello"}, &mcsv1beta1.ServiceExport{})
 			if !apierrors.IsNotFound(err) {
@@ -97,6 +124,7 @@ func TestClusterset(t *testing.T) {
 		// E2: no Service: NoService, nothing published; valid when it appears.
 		mustCreate(t, cls2.admin, serviceExport(ns, "late"))
 		eventually(t, wait, "E2 NoService", exportCondition(cls2.admin, ns, "late", "Valid", metav1.ConditionFalse, "NoService"))
+		eventually(t, wait, "E2 NoService event", eventSeen(cls2.admin, ns, "ServiceExport", "late", "NoService", "does not exist; not exported"))
 		consistently(t, 2*time.Second, "E2 nothing published", func() error { return noHubRecords(cls1, ns, "late") })
 		if _, err := getImport(cls1.admin, ns, "late"); !apierrors.IsNotFound(err) {
 			t.Fatalf("E2: an invalid export was imported: %v", err)
@@ -263,6 +291,13 @@ func TestClusterset(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, wait, "E6 conflict cleared on cls1", exportCondition(cls1.admin, ns, "web", "Conflict", metav1.ConditionFalse, "NoConflicts"))
+		eventually(t, wait, "E6 conflict raised, then resolved, in events", func() error {
+			if err := eventSeen(cls1.admin, ns, "ServiceExport", "web", "ConflictResolved", "agree again")(); err != nil {
+				return err
+			}
+			return eventSeen(cls2.admin, ns, "ServiceExport", "web", "SessionAffinityConflict", "in cluster cls1, whose ServiceExport is the oldest")()
+		})
+		eventually(t, wait, "the import says who exports it now", eventSeen(cls3.admin, ns, "ServiceImport", "web", "ClustersChanged", "exported by cls1 (was cls1, cls2)"))
 	})
 
 	// E6 I4: under a port conflict, endpoints are imported only under ports
@@ -404,11 +439,13 @@ func TestClusterset(t *testing.T) {
 		eventually(t, wait, "cls2 imported", func() error { return sliceAddresses(cls2, ns, "db", "cls3", "10.10.3.1") })
 		cls3.stopController()
 		eventually(t, wait, "R1 endpoints of the silent cluster withdrawn", func() error { return sliceAddresses(cls2, ns, "db", "cls3", "") })
+		eventually(t, wait, "R1 ClusterStale event", eventSeen(cls2.admin, ns, "ServiceImport", "db", "ClusterStale", "cluster cls3 sends no heartbeat"))
 		if _, err := getImport(cls2.admin, ns, "db"); err != nil {
 			t.Fatalf("R1: the import itself stays while the record exists: %v", err)
 		}
 		cls3.start(t, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second})
 		eventually(t, wait, "R1 endpoints return with the cluster", func() error { return sliceAddresses(cls2, ns, "db", "cls3", "10.10.3.1") })
+		eventually(t, wait, "R1 ClusterReturned event", eventSeen(cls2.admin, ns, "ServiceImport", "db", "ClusterReturned", "cluster cls3 sends heartbeats again"))
 	})
 
 	// R3: a restart converges: an export deleted while its controller was

@@ -9,12 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
@@ -147,4 +149,50 @@ func importGone(c client.Client, ns, name string) func() error {
 		}
 		return nil
 	}
+}
+
+// eventSeen returns a check that an event of reason about kind/name exists in
+// ns, and that its note contains noteHas.
+func eventSeen(c client.Client, ns, kind, name, reason, noteHas string) func() error {
+	return func() error {
+		var events eventsv1.EventList
+		if err := c.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var seen []string
+		for _, e := range events.Items {
+			if e.Regarding.Kind == kind && e.Regarding.Name == name {
+				if e.Reason == reason && strings.Contains(e.Note, noteHas) {
+					return nil
+				}
+				seen = append(seen, e.Reason+": "+e.Note)
+			}
+		}
+		return fmt.Errorf("no %s event containing %q on %s %s/%s; its events: %q", reason, noteHas, kind, ns, name, seen)
+	}
+}
+
+// lagSamples returns how many propagation lag samples of the source cluster
+// the controllers of this process observed (they share one registry), and
+// their sum in seconds.
+func lagSamples(t *testing.T, cluster string) (count uint64, sum float64) {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "clusterset_propagation_lag_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source_cluster" && l.GetValue() == cluster {
+					count += m.GetHistogram().GetSampleCount()
+					sum += m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return count, sum
 }

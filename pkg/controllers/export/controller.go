@@ -49,6 +49,10 @@ const (
 	// reasonRegistryNotReady is set on Ready while the identity or the
 	// registry is not usable yet; its message says which.
 	reasonRegistryNotReady = "RegistryNotReady"
+
+	// reasonConflictResolved is the reason of the event that says a
+	// conflict this export had is gone.
+	reasonConflictResolved = "ConflictResolved"
 )
 
 // Controller reconciles ServiceExports of this cluster.
@@ -65,6 +69,8 @@ type Controller struct {
 	// empty after a restart, which republishes every export once (R3).
 	mu        sync.Mutex
 	published map[registry.ServiceKey]publishedRecord
+
+	stats exportStats
 }
 
 type publishedRecord struct {
@@ -158,13 +164,13 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	switch {
 	case apierrors.IsNotFound(err):
 		// E2/E4: no Service, nothing to export; withdraw what was published.
-		c.setValid(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonNoService, fmt.Sprintf("Service %s/%s does not exist", key.Namespace, key.Name))
+		c.refuse(export, mcsv1beta1.ServiceExportReasonNoService, fmt.Sprintf("Service %s/%s does not exist", key.Namespace, key.Name))
 		return c.notExported(ctx, export)
 	case err != nil:
 		return reconcile.Result{}, err
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
 		// E3: an ExternalName Service has no endpoints to export.
-		c.setValid(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonInvalidServiceType, "Service type ExternalName cannot be exported")
+		c.refuse(export, mcsv1beta1.ServiceExportReasonInvalidServiceType, "Service type ExternalName cannot be exported")
 		return c.notExported(ctx, export)
 	}
 	c.setValid(export, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonValid, "Service is valid for export")
@@ -194,7 +200,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		}
 	}
 	rec := buildRecord(id, export, &svc, own)
-	if err := c.publish(ctx, reg, rec); err != nil {
+	if err := c.publish(ctx, reg, rec, lastChangeTrigger(own)); err != nil {
 		// R2: the registry is unreachable or refused the record.
 		c.setReady(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonFailed, "publishing to the registry: "+err.Error())
 		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "PublishFailed", "Publish", "publishing to the registry: %v", err)
@@ -206,8 +212,10 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 			ready++
 		}
 	}
-	c.setReady(export, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported,
-		fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints (%d ready)", id.ClusterSetID, id.ClusterID, len(rec.Endpoints), ready))
+	msg := fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints (%d ready)", id.ClusterSetID, id.ClusterID, len(rec.Endpoints), ready)
+	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported, msg) {
+		c.recorder.Eventf(export, nil, corev1.EventTypeNormal, string(mcsv1beta1.ServiceExportReasonExported), "Publish", "%s", msg)
+	}
 	var result reconcile.Result
 	if !c.viewHasOwn(reg, key, id.ClusterID) {
 		// Look again once the view has had time to show the write; if the
@@ -229,10 +237,18 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	if conflict.Conflicting {
 		status = metav1.ConditionTrue
 	}
-	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionConflict), status, conflict.Reason, conflict.Message) && conflict.Conflicting {
-		logger.Info("export conflicts with the clusterset", "reason", conflict.Reason, "message", conflict.Message)
-		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, string(conflict.Reason), "Merge", "%s", conflict.Message)
+	wasConflicting := meta.IsStatusConditionTrue(export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionConflict))
+	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionConflict), status, conflict.Reason, conflict.Message) {
+		switch {
+		case conflict.Conflicting:
+			logger.Info("export conflicts with the clusterset", "reason", conflict.Reason, "message", conflict.Message)
+			c.recorder.Eventf(export, nil, corev1.EventTypeWarning, string(conflict.Reason), "Merge", "%s", conflict.Message)
+		case wasConflicting:
+			logger.Info("export no longer conflicts with the clusterset")
+			c.recorder.Eventf(export, nil, corev1.EventTypeNormal, reasonConflictResolved, "Merge", "the exports of this service across the clusterset agree again")
+		}
 	}
+	c.stats.setConflict(key, conflict.Reason, conflict.Conflicting)
 	return result, nil
 }
 
@@ -240,6 +256,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 // it not ready. The ServiceExport itself stays (E4).
 func (c *Controller) notExported(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
 	meta.RemoveStatusCondition(&export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionConflict))
+	c.stats.setConflict(client.ObjectKeyFromObject(export), "", false)
 	if err := c.withdrawIfPublished(ctx, client.ObjectKeyFromObject(export)); err != nil {
 		if errors.Is(err, registrylink.ErrNotReady) {
 			c.setReady(export, metav1.ConditionFalse, reasonRegistryNotReady, err.Error())
@@ -264,17 +281,26 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 		}
 		return reconcile.Result{}, err
 	}
+	c.stats.setConflict(client.ObjectKeyFromObject(export), "", false)
 	controllerutil.RemoveFinalizer(export, Finalizer)
 	return reconcile.Result{}, c.client.Update(ctx, export)
 }
 
-// publish writes rec unless it is what this controller last wrote.
-func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *registry.Record) error {
+// publish writes rec unless it is what this controller last wrote. It sets
+// rec.Changed: the previous version's time when the content is the same,
+// else trigger (the EndpointSlices' last change) when that is newer than
+// the previous version, else now.
+func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *registry.Record, trigger time.Time) error {
 	key := rec.Key()
 	c.mu.Lock()
 	last, ok := c.published[key]
 	c.mu.Unlock()
-	if ok && reflect.DeepEqual(last.rec, rec) && (time.Since(last.at) < viewGrace || c.viewHasOwn(reg, key, rec.ClusterID)) {
+	prev := last.rec
+	if !ok {
+		prev = c.ownInView(reg, key, rec.ClusterID) // after a restart
+	}
+	rec.Changed = changeTime(prev, rec, trigger, time.Now())
+	if ok && registry.SameContent(last.rec, rec) && (time.Since(last.at) < viewGrace || c.viewHasOwn(reg, key, rec.ClusterID)) {
 		publishSkipped.Inc()
 		return nil
 	}
@@ -285,7 +311,23 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 	c.mu.Lock()
 	c.published[key] = publishedRecord{rec: rec, at: time.Now()}
 	c.mu.Unlock()
+	c.stats.setExported(key, rec)
 	log.FromContext(ctx).V(1).Info("published record", "cluster", rec.ClusterID, "endpoints", len(rec.Endpoints))
+	return nil
+}
+
+// ownInView returns this cluster's record of key in the registry's view, or
+// nil.
+func (c *Controller) ownInView(reg registry.Registry, key registry.ServiceKey, cluster string) *registry.Record {
+	recs, err := reg.Records(key)
+	if err != nil {
+		return nil
+	}
+	for i := range recs {
+		if recs[i].ClusterID == cluster {
+			return &recs[i]
+		}
+	}
 	return nil
 }
 
@@ -334,12 +376,20 @@ func (c *Controller) withdrawIfPublished(ctx context.Context, key registry.Servi
 	c.mu.Lock()
 	delete(c.published, key)
 	c.mu.Unlock()
+	c.stats.setExported(key, nil)
 	log.FromContext(ctx).Info("withdrew record", "cluster", id.ClusterID)
 	return nil
 }
 
 func (c *Controller) setValid(export *mcsv1beta1.ServiceExport, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason, msg string) {
 	c.setCondition(export, string(mcsv1beta1.ServiceExportConditionValid), status, reason, msg)
+}
+
+// refuse sets Valid=False and, when that is news, says so in a Warning event.
+func (c *Controller) refuse(export *mcsv1beta1.ServiceExport, reason mcsv1beta1.ServiceExportConditionReason, msg string) {
+	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionValid), metav1.ConditionFalse, reason, msg) {
+		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, string(reason), "Export", "%s; not exported", msg)
+	}
 }
 
 func (c *Controller) setReady(export *mcsv1beta1.ServiceExport, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason, msg string) {

@@ -3,6 +3,7 @@ package export
 import (
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -124,4 +125,39 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// lastChangeTrigger returns the newest endpoints.kubernetes.io/last-change-trigger-time
+// of slices: when the EndpointSlice controller last saw a Pod change that
+// moved them (the start of Kubernetes' network programming latency SLI).
+// Slices written by others (selector-less Services) rarely carry it; zero
+// then.
+func lastChangeTrigger(slices []discoveryv1.EndpointSlice) time.Time {
+	var newest time.Time
+	for i := range slices {
+		v, ok := slices[i].Annotations[corev1.EndpointsLastChangeTriggerTime]
+		if !ok {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err == nil && t.After(newest) {
+			newest = t
+		}
+	}
+	return newest
+}
+
+// changeTime returns the registry.Record.Changed of rec, the version about to
+// be published after prev (nil when there is none): prev's time when the
+// content is the same; else trigger when it is newer than prev's time (the
+// Pod change that caused this version); else now (a change with no trigger:
+// the Service or ServiceExport changed, or slices without the annotation).
+func changeTime(prev, rec *registry.Record, trigger, now time.Time) time.Time {
+	if prev != nil && registry.SameContent(prev, rec) && !prev.Changed.IsZero() {
+		return prev.Changed
+	}
+	if prev != nil && !trigger.IsZero() && trigger.After(prev.Changed) && !trigger.After(now) {
+		return trigger
+	}
+	return now
 }

@@ -68,3 +68,60 @@ func TestBuildRecord(t *testing.T) {
 		t.Fatalf("fd00::1 = %+v", e)
 	}
 }
+
+// The record's Changed: the time of the change it carries, for the
+// propagation lag importers measure.
+func TestChangeTime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0.Add(time.Hour)
+	rec := func(addrs ...string) *registry.Record {
+		r := &registry.Record{ClusterID: "a", Namespace: "n", Name: "s"}
+		for _, a := range addrs {
+			r.Endpoints = append(r.Endpoints, registry.Endpoint{Address: a, Ready: true})
+		}
+		return r
+	}
+	withTime := func(r *registry.Record, at time.Time) *registry.Record { r.Changed = at; return r }
+	cases := []struct {
+		name    string
+		prev    *registry.Record
+		rec     *registry.Record
+		trigger time.Time
+		want    time.Time
+	}{
+		{"first export: now, whatever the slices say", nil, rec("10.0.0.1"), t0.Add(-24 * time.Hour), now},
+		{"same content keeps the previous time", withTime(rec("10.0.0.1"), t0), rec("10.0.0.1"), t0.Add(time.Minute), t0},
+		{"same content without a previous time: now", withTime(rec("10.0.0.1"), time.Time{}), rec("10.0.0.1"), time.Time{}, now},
+		{"an endpoint change takes the Pod change's time", withTime(rec("10.0.0.1"), t0), rec("10.0.0.1", "10.0.0.2"), t0.Add(time.Minute), t0.Add(time.Minute)},
+		{"a trigger older than the previous version is another change's: now", withTime(rec("10.0.0.1"), t0), rec("10.0.0.2"), t0.Add(-time.Minute), now},
+		{"no trigger: now", withTime(rec("10.0.0.1"), t0), rec(), time.Time{}, now},
+		{"a trigger in the future is not believed", withTime(rec("10.0.0.1"), t0), rec("10.0.0.2"), now.Add(time.Second), now},
+		{"a previous record of an older version (no time) and a trigger", withTime(rec("10.0.0.1"), time.Time{}), rec("10.0.0.2"), t0, t0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := changeTime(tc.prev, tc.rec, tc.trigger, now); !got.Equal(tc.want) {
+				t.Fatalf("changeTime = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLastChangeTrigger(t *testing.T) {
+	slice := func(v string) discoveryv1.EndpointSlice {
+		s := discoveryv1.EndpointSlice{}
+		if v != "" {
+			s.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: v}
+		}
+		return s
+	}
+	got := lastChangeTrigger([]discoveryv1.EndpointSlice{
+		slice("2026-01-01T00:00:01.5Z"), slice(""), slice("not a time"), slice("2026-01-01T00:00:03.25Z"), slice("2026-01-01T00:00:02Z"),
+	})
+	if want := time.Date(2026, 1, 1, 0, 0, 3, 250_000_000, time.UTC); !got.Equal(want) {
+		t.Fatalf("lastChangeTrigger = %v, want the newest parseable annotation %v", got, want)
+	}
+	if got := lastChangeTrigger([]discoveryv1.EndpointSlice{slice("")}); !got.IsZero() {
+		t.Fatalf("lastChangeTrigger without annotations = %v, want zero", got)
+	}
+}

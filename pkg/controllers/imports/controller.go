@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +55,7 @@ type Controller struct {
 	recorder recorder.EventRecorder
 	link     *registrylink.Link
 	excluded namespaces.Exclusions
+	observer *observer
 	// Workers is how many services are reconciled at once (default 1).
 	Workers int
 }
@@ -60,7 +63,7 @@ type Controller struct {
 // NewController returns the import controller. Nothing is imported into
 // excluded namespaces, and imports of ours found there are removed.
 func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link, excluded namespaces.Exclusions) *Controller {
-	return &Controller{client: c, recorder: rec, link: link, excluded: excluded}
+	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, observer: newObserver(rec, time.Now())}
 }
 
 // Name is used in logs and metrics.
@@ -176,7 +179,11 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := c.applySlices(ctx, req.NamespacedName, slices); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{}, c.updateStatus(ctx, imp, &res, len(slices))
+	if err := c.updateStatus(ctx, imp, &res, len(slices)); err != nil {
+		return reconcile.Result{}, err
+	}
+	c.observer.reflected(imp, ns.CreationTimestamp.Time, records, c.link.Alive, slices, time.Now())
+	return reconcile.Result{}, nil
 }
 
 // ensureServiceImport creates or updates the ServiceImport's spec (without
@@ -209,6 +216,7 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 			return nil, err
 		}
 		log.FromContext(ctx).Info("created ServiceImport", "type", desired.Spec.Type)
+		c.recorder.Eventf(desired, nil, corev1.EventTypeNormal, reasonImported, "Import", "imported as %s, exported by %s", desired.Spec.Type, strings.Join(res.Clusters, ", "))
 		return desired, nil
 	}
 	if equality.Semantic.DeepEqual(imp.Spec, desired.Spec) && equality.Semantic.DeepEqual(imp.Labels, desired.Labels) &&
@@ -347,6 +355,9 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 		case !equality.Semantic.DeepEqual(cur.Endpoints, want.Endpoints) || !equality.Semantic.DeepEqual(cur.Ports, want.Ports) ||
 			!equality.Semantic.DeepEqual(cur.Labels, want.Labels) || !equality.Semantic.DeepEqual(cur.OwnerReferences, want.OwnerReferences):
 			cur.Endpoints, cur.Ports, cur.Labels, cur.OwnerReferences = want.Endpoints, want.Ports, want.Labels, want.OwnerReferences
+			// The trigger time changes with the content only: a record
+			// change that leaves this slice alone does not rewrite it.
+			setTriggerTime(cur, want.Annotations[corev1.EndpointsLastChangeTriggerTime])
 			if err := c.client.Update(ctx, cur); err != nil {
 				return err
 			}
@@ -362,28 +373,40 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 	return nil
 }
 
-// updateStatus records the exporting clusters and the Ready condition (I5).
-func (c *Controller) updateStatus(ctx context.Context, imp *mcsv1beta1.ServiceImport, res *merge.Result, slices int) error {
+// updateStatus records the exporting clusters and the Ready condition (I5),
+// and says in an event when the exporting clusters changed.
+func (c *Controller) updateStatus(ctx context.Context, imp *mcsv1beta1.ServiceImport, res *merge.Result, sliceCount int) error {
 	before := imp.Status.DeepCopy()
+	var was []string
+	for _, cl := range before.Clusters {
+		was = append(was, cl.Cluster)
+	}
 	imp.Status.Clusters = nil
 	for _, cl := range res.Clusters {
 		imp.Status.Clusters = append(imp.Status.Clusters, mcsv1beta1.ClusterStatus{Cluster: cl})
 	}
 	imp.Status.EndpointSliceObjects = mcsv1beta1.EndpointSliceObjectsAbsent
-	if slices > 0 {
+	if sliceCount > 0 {
 		imp.Status.EndpointSliceObjects = mcsv1beta1.EndpointSliceObjectsPresent
 	}
 	meta.SetStatusCondition(&imp.Status.Conditions, metav1.Condition{
 		Type:               string(mcsv1beta1.ServiceImportConditionReady),
 		Status:             metav1.ConditionTrue,
 		Reason:             string(mcsv1beta1.ServiceImportReasonReady),
-		Message:            fmt.Sprintf("imported from %d cluster(s) with %d EndpointSlice(s)", len(res.Clusters), slices),
+		Message:            fmt.Sprintf("imported from %d cluster(s) with %d EndpointSlice(s)", len(res.Clusters), sliceCount),
 		ObservedGeneration: imp.Generation,
 	})
 	if equality.Semantic.DeepEqual(before, &imp.Status) {
 		return nil
 	}
-	return c.client.Status().Update(ctx, imp)
+	if err := c.client.Status().Update(ctx, imp); err != nil {
+		return err
+	}
+	if len(was) > 0 && !slices.Equal(was, res.Clusters) {
+		c.recorder.Eventf(imp, nil, corev1.EventTypeNormal, reasonClustersChanged, "Import", "exported by %s (was %s)",
+			strings.Join(res.Clusters, ", "), strings.Join(was, ", "))
+	}
+	return nil
 }
 
 // setNotReady reports why the import could not be completed, then returns
@@ -433,6 +456,8 @@ func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 			return err
 		}
 		log.FromContext(ctx).Info("deleted ServiceImport: no cluster exports the service any more")
+		c.recorder.Eventf(&imp, nil, corev1.EventTypeNormal, reasonRemoved, "Import", "removed: no cluster exports the service any more, or its namespace is excluded")
 	}
+	c.observer.removed(key)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -69,10 +70,18 @@ func desiredSlices(namespace, service, derived, managedBy string, records []regi
 			sort.Slice(eps, func(i, j int) bool { return eps[i].Address < eps[j].Address })
 			for n := 0; n*maxEndpointsPerSlice < len(eps); n++ {
 				chunk := eps[n*maxEndpointsPerSlice : min(len(eps), (n+1)*maxEndpointsPerSlice)]
+				var annotations map[string]string
+				if !rec.Changed.IsZero() {
+					// kube-proxy measures its network programming latency
+					// from this annotation: with the source cluster's change
+					// time, that spans the clusterset.
+					annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: rec.Changed.UTC().Format(time.RFC3339Nano)}
+				}
 				out = append(out, discoveryv1.EndpointSlice{
 					ObjectMeta: metav1.ObjectMeta{
-						Namespace: namespace,
-						Name:      sliceName(derived, g, n),
+						Namespace:   namespace,
+						Name:        sliceName(derived, g, n),
+						Annotations: annotations,
 						Labels: map[string]string{
 							mcsv1beta1.LabelServiceName:   service,
 							mcsv1beta1.LabelSourceCluster: rec.ClusterID,
@@ -159,4 +168,17 @@ func toPorts(ports []registry.EndpointPort) []discoveryv1.EndpointPort {
 		out = append(out, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Protocol: ptr.To(p.Protocol), Port: ptr.To(p.Port)})
 	}
 	return out
+}
+
+// setTriggerTime sets or (v empty) removes slice's
+// endpoints.kubernetes.io/last-change-trigger-time annotation.
+func setTriggerTime(slice *discoveryv1.EndpointSlice, v string) {
+	if v == "" {
+		delete(slice.Annotations, corev1.EndpointsLastChangeTriggerTime)
+		return
+	}
+	if slice.Annotations == nil {
+		slice.Annotations = map[string]string{}
+	}
+	slice.Annotations[corev1.EndpointsLastChangeTriggerTime] = v
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -577,6 +578,13 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 			dereg = append(dereg, id)
 		}
 	}
+	mid := markerID(rec.ClusterSetID, rec.ClusterID)
+	if len(reg) == 1 && len(dereg) == 0 && reg[0].ID == mid && onlyChangedTimeDiffers(cur[mid].Attrs, reg[0].Attrs) {
+		// Same content, newer Changed (a republish after a restart): the
+		// record did not change, so neither does its time (registry.Record).
+		desired[mid] = cur[mid]
+		reg = nil
+	}
 	done := func() {
 		r.mu.Lock()
 		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: desired, at: time.Now()}
@@ -605,7 +613,6 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	}
 	// Register first, then deregister, so that an endpoint that is only
 	// renamed never disappears in between.
-	mid := markerID(rec.ClusterSetID, rec.ClusterID)
 	markerDropped := false
 	var dmu sync.Mutex
 	err = r.parallel(ctx, len(reg), func(ctx context.Context, i int) error {
@@ -930,6 +937,18 @@ func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
 		}
 	}
 	return out, nil
+}
+
+// onlyChangedTimeDiffers reports whether two markers differ in
+// RECORD_CHANGED only.
+func onlyChangedTimeDiffers(a, b map[string]string) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	x, y := maps.Clone(a), maps.Clone(b)
+	delete(x, attrRecordChanged)
+	delete(y, attrRecordChanged)
+	return sameAttrs(x, y)
 }
 
 func sameAttrs(a, b map[string]string) bool {

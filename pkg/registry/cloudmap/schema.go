@@ -58,6 +58,10 @@ const (
 	attrServicePorts    = "SERVICE_PORTS"            // marker only: compact JSON list of ports
 	attrRecordKind      = "CLUSTERSET_INSTANCE_KIND" // "service" on markers, "heartbeat" on heartbeats
 	attrHeartbeat       = "HEARTBEAT_TIMESTAMP"      // heartbeat only: ms since epoch
+	// attrRecordChanged is registry.Record.Changed in ms since the epoch,
+	// on the marker only: an endpoint change then rewrites the marker and
+	// the changed instances, never every instance of the record.
+	attrRecordChanged = "RECORD_CHANGED"
 
 	// attrOwnerClusterSetID replaces CLUSTERSET_ID on the instances the AWS
 	// controller cannot parse: markers and endpoints without ports. It
@@ -185,6 +189,9 @@ func encodeRecord(rec *registry.Record, ours map[string]string, other map[string
 	marker[attrRecordKind] = kindService
 	marker[attrReady] = "false"
 	marker[attrServicePorts] = string(portsJSON)
+	if !rec.Changed.IsZero() {
+		marker[attrRecordChanged] = strconv.FormatInt(rec.Changed.UnixMilli(), 10)
+	}
 	hideFromAWSController(marker)
 	mid := markerID(rec.ClusterSetID, rec.ClusterID)
 	out[mid] = instance{ID: mid, Attrs: marker}
@@ -505,6 +512,9 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 				spec.Ports = append(spec.Ports, registry.Port{Name: p.Name, Protocol: corev1.Protocol(p.Protocol), AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: p.TargetPort})
 			}
 			rec.Spec = spec
+			if ms, err := strconv.ParseInt(c.marker[attrRecordChanged], 10, 64); err == nil && ms > 0 {
+				rec.Changed = time.UnixMilli(ms).UTC()
+			} // absent or garbage: unknown, which only costs a lag sample
 		case c.first != nil:
 			// Written by the AWS controller (or a marker we could not
 			// write): the service-level spec comes from the endpoints.

@@ -32,6 +32,11 @@ type wireHead struct {
 	Digest  string   `json:"digest"`
 	Chunks  int      `json:"chunks"`
 	Spec    wireSpec `json:"spec"`
+	// Changed is registry.Record.Changed (RFC 3339, nanoseconds). The
+	// digest leaves it out: it is not content, so a republish with the same
+	// content matches the head and writes nothing. Readers of an older
+	// version ignore the field.
+	Changed time.Time `json:"changed,omitzero"`
 }
 
 type wireSpec struct {
@@ -125,7 +130,7 @@ func encode(rec *registry.Record, chunkSize int) (*encoded, error) {
 	digest := hex.EncodeToString(h.Sum(nil))[:12]
 
 	out := &encoded{digest: digest}
-	out.head, err = json.Marshal(wireHead{Version: wireVersion, Digest: digest, Chunks: len(chunks), Spec: spec})
+	out.head, err = json.Marshal(wireHead{Version: wireVersion, Digest: digest, Chunks: len(chunks), Spec: spec, Changed: rec.Changed.UTC()})
 	if err != nil {
 		return nil, err
 	}

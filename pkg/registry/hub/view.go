@@ -177,6 +177,7 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 		Name:         key.Name,
 		Spec:         fromWireSpec(&h.Spec),
 		Endpoints:    eps,
+		Changed:      h.Changed,
 	}
 	if err := rec.Spec.ValidatePorts(); err != nil {
 		logger.Error(err, "Keeping the last record: the record's service ports cannot be imported")

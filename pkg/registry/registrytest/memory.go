@@ -83,7 +83,12 @@ func (r *memRegistry) Publish(_ context.Context, rec *registry.Record) error {
 		s.mu.Unlock()
 		return ErrOutage
 	}
-	s.records[memKey{r.set, r.cluster, rec.Key()}] = *rec.DeepCopy()
+	k := memKey{r.set, r.cluster, rec.Key()}
+	if old, ok := s.records[k]; ok && registry.SameContent(&old, rec) {
+		s.mu.Unlock()
+		return nil // same content: the stored Changed stays
+	}
+	s.records[k] = *rec.DeepCopy()
 	s.mu.Unlock()
 	s.notify()
 	return nil

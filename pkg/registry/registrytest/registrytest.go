@@ -112,6 +112,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"PublishThenReadFromAnotherCluster", testPublishRead},
 		{"ZeroEndpointsRoundTrip", testZeroEndpoints},
 		{"UpdatesAreSeen", testUpdates},
+		{"ChangedTimeFollowsContent", testChangedTime},
 		{"WithdrawIsSeenAndIdempotent", testWithdraw},
 		{"PublishRejectsAnotherClustersRecord", testPublishForeign},
 		{"ClusterSetIsolation", testClusterSetIsolation},
@@ -892,6 +893,7 @@ func fullRecord(setID, clusterID string, key registry.ServiceKey, cluster int) r
 			// Sub-millisecond digits: backends keep at least milliseconds.
 			ExportCreated: time.Date(2025, 3, 14, 15, 9, 26, 535_897_932, time.UTC).Add(time.Duration(cluster) * time.Second),
 		},
+		Changed: time.Date(2025, 3, 15, 1, 2, 3, 456_789_000, time.UTC).Add(time.Duration(cluster) * time.Second),
 	}
 	rec.Endpoints = []registry.Endpoint{
 		endpoint(cluster, 1, ports, false),
@@ -961,6 +963,7 @@ func canonical(r registry.Record) registry.Record {
 		panic(err)
 	}
 	c.Spec.ExportCreated = r.Spec.ExportCreated.UTC().Truncate(time.Millisecond)
+	c.Changed = r.Changed.UTC().Truncate(time.Millisecond)
 	if len(c.Spec.Ports) == 0 {
 		c.Spec.Ports = nil
 	}
