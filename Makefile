@@ -16,12 +16,16 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: sandbox-binaries moto ## build missing test binaries, then run unit and integration tests (with -race)
+test: sandbox-binaries test-tools moto ## build missing test binaries, then run unit and integration tests (with -race)
 	hack/go-test.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: envtest-binaries
 envtest-binaries: ## build kube-apiserver and etcd into .cache (once)
 	hack/build-binaries.sh envtest
+
+.PHONY: test-tools
+test-tools: ## build promtool (checks and unit-tests config/monitoring) into .cache (once)
+	hack/build-binaries.sh tools
 
 .PHONY: moto
 moto: ## install moto's server (the Cloud Map of the tests) from PyPI, once
@@ -88,6 +92,11 @@ crds: ## regenerate config/crd (pinned mcs-api module, ClusterProperty type), it
 	rm -rf charts/clusterset/crds && mkdir -p charts/clusterset/crds
 	cp $$(sed -n 's/^  - \(.*\.yaml\)$$/config\/crd\/\1/p' config/crd/kustomization.yaml) charts/clusterset/crds/
 
+.PHONY: monitoring
+monitoring: ## copy config/monitoring's alert rules and dashboard into the chart (charts/clusterset/files)
+	mkdir -p charts/clusterset/files
+	cp config/monitoring/prometheus-rules.yaml config/monitoring/grafana-dashboard.json charts/clusterset/files/
+
 .PHONY: verify
 verify: ## gofmt, go vet and generated files up to date
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
@@ -97,6 +106,7 @@ verify: ## gofmt, go vet and generated files up to date
 	$(MAKE) --no-print-directory crds
 	@test -z "$$(git status --porcelain -- charts/clusterset/crds)" || { git status --short -- charts/clusterset/crds; echo "charts/clusterset/crds differs from config/crd: run make crds and commit"; exit 1; }
 	@git diff --exit-code -- config/crd charts/clusterset/crds pkg/apis config/hub/crd pkg/registry/hub/api || { echo "generated CRDs or deepcopy files are stale: run make crds and commit"; exit 1; }
+	@for f in prometheus-rules.yaml grafana-dashboard.json; do cmp -s config/monitoring/$$f charts/clusterset/files/$$f || { echo "charts/clusterset/files/$$f differs from config/monitoring: run make monitoring and commit"; exit 1; }; done
 
 .PHONY: clean
 clean: ## remove built binaries (keeps the component cache)

@@ -7,10 +7,11 @@
 #   .cache/envtest/                 symlinks for KUBEBUILDER_ASSETS (kube-apiserver, etcd)
 #   .cache/sandbox/                 symlinks for the sandbox (all of them)
 #   .cache/node/                    symlinks for real nodes (kubelet, kube-proxy, CNI plugins)
+#   .cache/tools/                   symlinks for test tools (promtool)
 #
-# Usage: hack/build-binaries.sh [envtest|sandbox|node|NAME...]
+# Usage: hack/build-binaries.sh [envtest|sandbox|node|tools|NAME...]
 #   NAME is one of kube-apiserver kube-controller-manager kube-scheduler etcd kwok coredns
-#   kubelet kube-proxy cni-plugins. cni-plugins is a directory (bridge, host-local,
+#   kubelet kube-proxy cni-plugins promtool. cni-plugins is a directory (bridge, host-local,
 #   loopback, portmap from github.com/containernetworking/plugins).
 # A binary that is already in the cache is not rebuilt, so a warm run takes seconds.
 set -euo pipefail
@@ -32,6 +33,7 @@ version_of() {
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;;
+    promtool) echo "$PROMETHEUS_VERSION" ;;
     *) echo "unknown binary: $1" >&2; return 1 ;;
   esac
 }
@@ -70,6 +72,11 @@ build_one() {
           "github.com/containernetworking/plugins/plugins/$plugin@$CNI_PLUGINS_VERSION"
       done
       ;;
+    promtool)
+      local gobin; gobin=$(mktemp -d)
+      GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+      mv "$gobin/promtool" "$tmp"; rmdir "$gobin"
+      ;;
     coredns)
       local gobin; gobin=$(mktemp -d)
       GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
@@ -92,6 +99,7 @@ link_set() {
 envtest=(kube-apiserver etcd)
 sandbox=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok coredns)
 node=(kubelet kube-proxy cni-plugins)
+tools=(promtool)
 
 targets=()
 [[ $# -gt 0 ]] || set -- envtest
@@ -100,6 +108,7 @@ for arg in "$@"; do
     envtest) targets+=("${envtest[@]}") ;;
     sandbox) targets+=("${sandbox[@]}") ;;
     node) targets+=("${node[@]}") ;;
+    tools) targets+=("${tools[@]}") ;;
     *) version_of "$arg" >/dev/null; targets+=("$arg") ;;
   esac
 done
@@ -113,4 +122,5 @@ have_all() { local n; for n in "$@"; do [[ -x "$bin/$n@$(version_of "$n")" ]] ||
 if have_all "${envtest[@]}"; then link_set "$cache/envtest" "${envtest[@]}"; fi
 if have_all "${sandbox[@]}"; then link_set "$cache/sandbox" "${sandbox[@]}"; fi
 if have_all "${node[@]}"; then link_set "$cache/node" "${node[@]}"; fi
+if have_all "${tools[@]}"; then link_set "$cache/tools" "${tools[@]}"; fi
 say "ready: ${targets[*]}"

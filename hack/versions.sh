@@ -6,3 +6,4 @@ ETCD_VERSION=v3.7.0
 KWOK_VERSION=v0.8.0
 COREDNS_VERSION=v1.15.0
 CNI_PLUGINS_VERSION=v1.10.0
+PROMETHEUS_VERSION=v0.316.0 # promtool checks and unit-tests config/monitoring

@@ -8,6 +8,7 @@ package install
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -303,6 +304,29 @@ func TestChartValues(t *testing.T) {
 			t.Errorf("ServiceAccount annotations %v, want the IRSA role", sa.Annotations)
 		}
 		find[unstructured.Unstructured](t, objs, "ServiceMonitor", "clusterset-controller")
+	})
+
+	t.Run("alert rules and dashboard", func(t *testing.T) {
+		objs := render(t, map[string]any{"metrics": map[string]any{
+			"prometheusRule":   map[string]any{"enabled": true, "labels": map[string]any{"release": "kube-prometheus"}},
+			"grafanaDashboard": map[string]any{"enabled": true},
+		}})
+		rule := find[unstructured.Unstructured](t, objs, "PrometheusRule", "clusterset-controller")
+		if rule.GetLabels()["release"] != "kube-prometheus" {
+			t.Errorf("PrometheusRule labels %v, want release=kube-prometheus", rule.GetLabels())
+		}
+		want := readYAML[map[string]any](t, "config/monitoring/prometheus-rules.yaml")
+		if got, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups"); !reflect.DeepEqual(got, (*want)["groups"]) {
+			t.Errorf("PrometheusRule groups differ from config/monitoring/prometheus-rules.yaml:\n%v", got)
+		}
+		cm := find[corev1.ConfigMap](t, objs, "ConfigMap", "clusterset-controller-dashboard")
+		dash, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config/monitoring/grafana-dashboard.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Labels["grafana_dashboard"] != "1" || strings.TrimSpace(cm.Data["clusterset.json"]) != strings.TrimSpace(string(dash)) {
+			t.Errorf("dashboard ConfigMap labels %v, data differs from config/monitoring/grafana-dashboard.json: %v", cm.Labels, cm.Data["clusterset.json"] != string(dash))
+		}
 	})
 
 	t.Run("optional parts off", func(t *testing.T) {
