@@ -213,6 +213,16 @@ func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 	if publishedBefore < 1 {
 		t.Errorf("the exporter's controller counted %v publishes after exporting %s, want at least 1", publishedBefore, wt.Service)
 	}
+	// The importer's controller measures how long each of cls1's changes
+	// took to reach its import: the export itself, then each scaling step
+	// (from the EndpointSlice controller's last-change-trigger-time).
+	lag := func(suffix string) float64 {
+		return controllerMetric(t, env, wt.Importer, "clusterset_propagation_lag_seconds_"+suffix, `source_cluster="`+wt.Exporter+`"`)
+	}
+	lagBefore := lag("count")
+	if lagBefore < 1 {
+		t.Errorf("%s's controller observed %v propagation lag samples from %s after the export, want at least 1", wt.Importer, lagBefore, wt.Exporter)
+	}
 	if err := env.Scale(ctx, wt.Exporter, wt.Namespace, wt.Service, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +255,14 @@ func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 	if after := published(); after < publishedBefore+2 {
 		t.Errorf("clusterset_registry_calls_total{operation=publish} went from %v to %v over 3→0→3, want at least 2 more", publishedBefore, after)
 	}
+	count, sum := lag("count"), lag("sum")
+	if count < lagBefore+2 {
+		t.Errorf("clusterset_propagation_lag_seconds_count{source_cluster=%q} in %s went from %v to %v over 3→0→3, want at least 2 more", wt.Exporter, wt.Importer, lagBefore, count)
+	}
+	if mean := sum / count; count > 0 && (mean <= 0 || mean > propagation.Seconds()) {
+		t.Errorf("mean propagation lag from %s to %s: %.3fs over %v samples, want between 0 and %v", wt.Exporter, wt.Importer, mean, count, propagation)
+	}
+	t.Logf("propagation lag %s → %s: %v samples, mean %.3fs", wt.Exporter, wt.Importer, count, sum/max(count, 1))
 }
 
 // testHeadlessFromPods exports a headless Service of a StatefulSet from cls1;
