@@ -34,7 +34,8 @@ the condition that needs attention, and its ServiceImports with IPs, clusters an
 With SERVICE, status shows that service (in -n or the context's namespace) as every member
 cluster sees it: the ServiceExport's conditions, the ServiceImport (type, IPs, ports, clusters),
 the imported endpoints by source cluster and readiness; then each cluster's record in the
-registry and how long ago the registry last accepted a write of it.`,
+registry and how long ago its content last changed (the exporting cluster's time of the change
+it carries, the start of the propagation lag).`,
 		Example: `  kubectl clusterset status -A
   kubectl clusterset status nginx-hello -n demo --contexts cls1,cls2`,
 		Args: cobra.MaximumNArgs(1),

@@ -67,8 +67,9 @@ type RegistryRecord struct {
 	Total   int      `json:"endpoints"`
 	Type    string   `json:"type,omitempty"`
 	Ports   []string `json:"ports,omitempty"`
-	// Changed is when the registry last accepted a write of the record;
-	// nil when the registry does not say.
+	// Changed is when the record's content last changed (its own time, by
+	// the exporting cluster's clock, else when the registry last accepted a
+	// write of it); nil when neither is known.
 	Changed *time.Time `json:"changed,omitempty"`
 	Problem string     `json:"problem,omitempty"`
 }

@@ -24,8 +24,10 @@ type StoredRecord struct {
 	// says why: a missing chunk, an undecodable head).
 	Record  *registry.Record
 	Problem string
-	// Changed is when the hub last accepted a write of the record's head:
-	// the newest time in its managedFields (zero when the hub keeps none).
+	// Changed is when the record's content last changed: the record's own
+	// time (registry.Record.Changed, by the exporting cluster's clock), else,
+	// for records without one, when the hub last accepted a write of its
+	// head (the newest time in its managedFields; zero when it keeps none).
 	Changed time.Time
 }
 
@@ -77,6 +79,9 @@ func ReadService(ctx context.Context, cfg *rest.Config, clusterSetID string, key
 		s := StoredRecord{ClusterID: cluster, Changed: at, Problem: sink.problem}
 		if rec, ok := r.view.records[key][cluster]; ok {
 			s.Record = rec.DeepCopy()
+			if !rec.Changed.IsZero() {
+				s.Changed = rec.Changed
+			}
 		}
 		out = append(out, s)
 	}
