@@ -76,6 +76,9 @@ type Controller struct {
 type publishedRecord struct {
 	rec *registry.Record
 	at  time.Time
+	// trigger is the newest EndpointSlice last-change-trigger-time seen at
+	// the last reconcile, published or not.
+	trigger time.Time
 }
 
 // viewGrace is how long the registry view may take to show a record this
@@ -128,6 +131,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		// after its finalizer was removed by hand while we were down. Until
 		// the registry is ready there is nothing to check; its first sync
 		// notifies every key again.
+		c.stats.setConflict(req.NamespacedName, "", false)
 		if _, _, rerr := c.link.Registry(); rerr != nil {
 			return reconcile.Result{}, nil
 		}
@@ -200,6 +204,13 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		}
 	}
 	rec := buildRecord(id, export, &svc, own)
+	// Ready went False only because this process started before its
+	// registry view was ready, and the record was there all along: the
+	// export did not change, so there is no Exported event to give again.
+	restarted := false
+	if r := meta.FindStatusCondition(export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)); r != nil && r.Reason == reasonRegistryNotReady {
+		restarted = c.ownInView(reg, key, id.ClusterID) != nil
+	}
 	if err := c.publish(ctx, reg, rec, lastChangeTrigger(own)); err != nil {
 		// R2: the registry is unreachable or refused the record.
 		c.setReady(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonFailed, "publishing to the registry: "+err.Error())
@@ -213,7 +224,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		}
 	}
 	msg := fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints (%d ready)", id.ClusterSetID, id.ClusterID, len(rec.Endpoints), ready)
-	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported, msg) {
+	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported, msg) && !restarted {
 		c.recorder.Eventf(export, nil, corev1.EventTypeNormal, string(mcsv1beta1.ServiceExportReasonExported), "Publish", "%s", msg)
 	}
 	var result reconcile.Result
@@ -299,8 +310,20 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 	if !ok {
 		prev = c.ownInView(reg, key, rec.ClusterID) // after a restart
 	}
-	rec.Changed = changeTime(prev, rec, trigger, time.Now())
+	changeTrigger := trigger
+	if ok && !trigger.After(last.trigger) {
+		// Seen at an earlier reconcile: it caused an earlier version, or
+		// a slice change that changed no record. Either way not this change.
+		changeTrigger = time.Time{}
+	}
+	rec.Changed = changeTime(prev, rec, changeTrigger, time.Now())
 	if ok && registry.SameContent(last.rec, rec) && (time.Since(last.at) < viewGrace || c.viewHasOwn(reg, key, rec.ClusterID)) {
+		c.mu.Lock()
+		if cur, still := c.published[key]; still {
+			cur.trigger = trigger
+			c.published[key] = cur
+		}
+		c.mu.Unlock()
 		publishSkipped.Inc()
 		return nil
 	}
@@ -309,7 +332,7 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 		return err
 	}
 	c.mu.Lock()
-	c.published[key] = publishedRecord{rec: rec, at: time.Now()}
+	c.published[key] = publishedRecord{rec: rec, at: time.Now(), trigger: trigger}
 	c.mu.Unlock()
 	c.stats.setExported(key, rec)
 	log.FromContext(ctx).V(1).Info("published record", "cluster", rec.ClusterID, "endpoints", len(rec.Endpoints))

@@ -21,7 +21,7 @@ var (
 	})
 	exportedServices = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "clusterset_exported_services",
-		Help: "Services this cluster has a record of in the registry (published by this process since it started).",
+		Help: "Services this cluster has a record of in the registry, as counted by the replica that leads (a standby reports 0).",
 	})
 	exportedEndpoints = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "clusterset_exported_endpoints",

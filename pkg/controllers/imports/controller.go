@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -63,7 +64,7 @@ type Controller struct {
 // NewController returns the import controller. Nothing is imported into
 // excluded namespaces, and imports of ours found there are removed.
 func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link, excluded namespaces.Exclusions) *Controller {
-	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, observer: newObserver(rec, time.Now())}
+	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, observer: newObserver(rec)}
 }
 
 // Name is used in logs and metrics.
@@ -83,6 +84,15 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 			}
 			return nil
 		})
+	}
+	// A runnable without NeedLeaderElection starts once this replica leads,
+	// like the controller itself: the propagation lag is measured from then.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		c.observer.lead(time.Now())
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(c.Name()).
@@ -145,9 +155,13 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := c.client.Get(ctx, client.ObjectKey{Name: req.Namespace}, &ns); err != nil {
 		// I1: namespaces are never created; one that appears later is
 		// reconciled through the namespace watch.
+		if apierrors.IsNotFound(err) {
+			c.observer.removed(req.NamespacedName) // the import went with its namespace
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ns.DeletionTimestamp.IsZero() {
+		c.observer.removed(req.NamespacedName)
 		return reconcile.Result{}, nil
 	}
 

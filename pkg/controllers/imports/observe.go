@@ -27,9 +27,11 @@ const (
 // observer remembers, per imported service, what this process last saw:
 // each source record's Changed time (for the propagation lag), the clusters
 // judged stale (for events) and the endpoint counts (for the gauges). It is
-// empty after a restart: changes older than the start are not measured.
+// empty after a restart, and so is a standby's until it leads: changes older
+// than its first reconcile are not measured, and what it first sees of a
+// service (stale clusters included) is taken as known, without events.
 type observer struct {
-	started time.Time
+	started time.Time // when this replica began to lead (else its first reflected call)
 	rec     events.EventRecorder
 
 	mu    sync.Mutex
@@ -42,8 +44,16 @@ type observed struct {
 	endpoints map[[2]string]int    // (source cluster, ready) → endpoints
 }
 
-func newObserver(rec events.EventRecorder, started time.Time) *observer {
-	return &observer{started: started, rec: rec, byKey: map[registry.ServiceKey]*observed{}}
+func newObserver(rec events.EventRecorder) *observer {
+	return &observer{rec: rec, byKey: map[registry.ServiceKey]*observed{}}
+}
+
+// lead marks now as the start of this replica's lead: changes before it are
+// not measured. The manager calls it once elected (see Register).
+func (o *observer) lead(now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.started = now
 }
 
 // reflected is called once imp and its slices reflect records. It observes
@@ -56,36 +66,50 @@ func (o *observer) reflected(imp *mcsv1beta1.ServiceImport, nsCreated time.Time,
 	key := registry.ServiceKey{Namespace: imp.Namespace, Name: imp.Name}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	st := o.byKey[key]
-	if st == nil {
+	if o.started.IsZero() {
+		o.started = now
+	}
+	st, known := o.byKey[key]
+	if !known {
 		st = &observed{changed: map[string]time.Time{}, stale: map[string]bool{}, endpoints: map[[2]string]int{}}
 		o.byKey[key] = st
 		importedServices.Inc()
 	}
 	stale := map[string]bool{}
+	present := map[string]bool{}
 	for _, r := range records {
-		if !alive(r.ClusterID) {
-			stale[r.ClusterID] = true
-			continue
-		}
-		if r.Changed.IsZero() || st.changed[r.ClusterID].Equal(r.Changed) {
+		present[r.ClusterID] = true
+		// Only a newer time is a new version: an eventually consistent read
+		// may show an older one again, which was measured already.
+		if r.Changed.IsZero() || !r.Changed.After(st.changed[r.ClusterID]) {
+			if !alive(r.ClusterID) {
+				stale[r.ClusterID] = true
+			}
 			continue
 		}
 		st.changed[r.ClusterID] = r.Changed
+		if !alive(r.ClusterID) {
+			// Not reflected (its endpoints are left out), and not measured
+			// when the cluster returns: that would time the outage.
+			stale[r.ClusterID] = true
+			continue
+		}
 		if r.Changed.After(o.started) && !nsCreated.After(r.Changed) {
 			propagationLag.WithLabelValues(r.ClusterID).Observe(max(now.Sub(r.Changed), 0).Seconds())
 		}
 	}
-	for _, c := range slicesSorted(stale) {
-		if !st.stale[c] {
-			o.rec.Eventf(imp, nil, corev1.EventTypeWarning, reasonClusterStale, "Import",
-				"cluster %s sends no heartbeat: its endpoints are left out of this import until it does", c)
+	if known {
+		for _, c := range slicesSorted(stale) {
+			if !st.stale[c] {
+				o.rec.Eventf(imp, nil, corev1.EventTypeWarning, reasonClusterStale, "Import",
+					"cluster %s sends no heartbeat: its endpoints are left out of this import until it does", c)
+			}
 		}
-	}
-	for _, c := range slicesSorted(st.stale) {
-		if !stale[c] {
-			o.rec.Eventf(imp, nil, corev1.EventTypeNormal, reasonClusterReturned, "Import",
-				"cluster %s sends heartbeats again: its endpoints are imported", c)
+		for _, c := range slicesSorted(st.stale) {
+			if !stale[c] && present[c] {
+				o.rec.Eventf(imp, nil, corev1.EventTypeNormal, reasonClusterReturned, "Import",
+					"cluster %s sends heartbeats again: its endpoints are imported", c)
+			}
 		}
 	}
 	st.stale = stale

@@ -1,6 +1,7 @@
 package imports
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
 func TestObserverLagEventsAndGauges(t *testing.T) {
 	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	rec := events.NewFakeRecorder(10)
-	o := newObserver(rec, start)
+	o := newObserver(rec)
 	imp := &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "lag", Name: "web"}}
 	nsCreated := start.Add(-time.Hour)
 	record := func(cluster string, changed time.Time) registry.Record {
@@ -58,8 +59,9 @@ func TestObserverLagEventsAndGauges(t *testing.T) {
 	isAlive := func(c string) bool { return alive[c] }
 	services0 := gaugeValue(t, importedServices)
 
-	// A change older than the process is not measured.
-	o.reflected(imp, nsCreated, []registry.Record{record("lag-old", start.Add(-time.Minute))}, isAlive, nil, start.Add(time.Second))
+	// A change older than the first reconcile (a restart, a standby that
+	// took over) is not measured.
+	o.reflected(imp, nsCreated, []registry.Record{record("lag-old", start.Add(-time.Minute))}, isAlive, nil, start)
 	if n, _ := lagSamples(t, "lag-old"); n != 0 {
 		t.Fatalf("a change made before the process started was measured (%d samples)", n)
 	}
@@ -87,6 +89,14 @@ func TestObserverLagEventsAndGauges(t *testing.T) {
 		t.Fatalf("not ready endpoints of lag-a: %v, want 1", notReady)
 	}
 
+	// An older version read again (an eventually consistent read), then the
+	// newer one: nothing new to measure.
+	o.reflected(imp, nsCreated, []registry.Record{record("lag-a", changed.Add(-time.Second))}, isAlive, eps, changed.Add(5*time.Second))
+	o.reflected(imp, nsCreated, recs, isAlive, eps, changed.Add(6*time.Second))
+	if n, _ := lagSamples(t, "lag-a"); n != 1 {
+		t.Fatalf("lag of lag-a after re-reading older and newer versions: %d samples, want still 1", n)
+	}
+
 	// A clock behind the exporter's gives no negative lag.
 	ahead := start.Add(time.Minute)
 	o.reflected(imp, nsCreated, []registry.Record{record("lag-a", ahead)}, isAlive, eps, ahead.Add(-time.Second))
@@ -102,12 +112,26 @@ func TestObserverLagEventsAndGauges(t *testing.T) {
 		t.Fatalf("a change made before its namespace existed was measured")
 	}
 
-	// Stale, then back: one event each.
+	// Stale, then back: one event each. A change made while stale is not
+	// measured on return (that would time the outage).
 	alive["lag-a"] = false
 	o.reflected(imp, nsCreated, recs, isAlive, nil, start.Add(2*time.Minute))
+	recs = []registry.Record{record("lag-a", start.Add(150*time.Second)), record("lag-b", time.Time{})}
 	o.reflected(imp, nsCreated, recs, isAlive, nil, start.Add(3*time.Minute))
 	alive["lag-a"] = true
 	o.reflected(imp, nsCreated, recs, isAlive, eps, start.Add(4*time.Minute))
+	if n, _ := lagSamples(t, "lag-a"); n != 2 {
+		t.Fatalf("lag of lag-a after a change made while it was stale: %d samples, want still 2", n)
+	}
+	// lag-b goes stale, then withdraws its record: it did not come back.
+	alive["lag-b"] = false
+	o.reflected(imp, nsCreated, recs, isAlive, eps, start.Add(5*time.Minute))
+	o.reflected(imp, nsCreated, recs[:1], isAlive, eps, start.Add(6*time.Minute))
+	// What a new leader sees first is known: no event for a cluster
+	// already stale.
+	other := &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "lag", Name: "other"}}
+	o.reflected(other, nsCreated, []registry.Record{record("lag-b", time.Time{})}, isAlive, nil, start.Add(7*time.Minute))
+	o.removed(registry.ServiceKey{Namespace: "lag", Name: "other"})
 	var got []string
 	for len(rec.Events) > 0 {
 		got = append(got, <-rec.Events)
@@ -115,8 +139,9 @@ func TestObserverLagEventsAndGauges(t *testing.T) {
 	want := []string{
 		"Warning ClusterStale cluster lag-a sends no heartbeat: its endpoints are left out of this import until it does",
 		"Normal ClusterReturned cluster lag-a sends heartbeats again: its endpoints are imported",
+		"Warning ClusterStale cluster lag-b sends no heartbeat: its endpoints are left out of this import until it does",
 	}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+	if !slices.Equal(got, want) {
 		t.Fatalf("events:\n%q\nwant\n%q", got, want)
 	}
 

@@ -81,6 +81,7 @@ func New(ids *identity.Store, factory Factory, opts Options) *Link {
 	if opts.HeartbeatInterval <= 0 {
 		opts.HeartbeatInterval = 10 * time.Second
 	}
+	gracePeriod.Set(max(opts.GracePeriod, 0).Seconds())
 	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}}
 }
 

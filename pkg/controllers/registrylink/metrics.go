@@ -18,8 +18,14 @@ var (
 		Name: "clusterset_member_heartbeat_age_seconds",
 		Help: "Age in seconds of each cluster's last heartbeat in the registry, as of this cluster's last liveness check (every --heartbeat-interval).",
 	}, []string{"cluster"})
+	// gracePeriod is --liveness-grace-period, so that alerts compare
+	// heartbeat ages with the setting in force.
+	gracePeriod = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "clusterset_liveness_grace_period_seconds",
+		Help: "--liveness-grace-period in seconds: how long a cluster may miss heartbeats before its endpoints leave imports; 0 when the check is off.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(members, heartbeatAge)
+	metrics.Registry.MustRegister(members, heartbeatAge, gracePeriod)
 }

@@ -582,8 +582,13 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	if len(reg) == 1 && len(dereg) == 0 && reg[0].ID == mid && onlyChangedTimeDiffers(cur[mid].Attrs, reg[0].Attrs) {
 		// Same content, newer Changed (a republish after a restart): the
 		// record did not change, so neither does its time (registry.Record).
+		// What is remembered as published keeps the held time too, so that
+		// a later repair does not write a new one.
 		desired[mid] = cur[mid]
 		reg = nil
+		kept := *rec
+		kept.Changed = recordChanged(cur[mid].Attrs)
+		rec = &kept
 	}
 	done := func() {
 		r.mu.Lock()

@@ -373,6 +373,15 @@ func serviceAttrs(rec *registry.Record) (map[string]string, error) {
 	return a, nil
 }
 
+// recordChanged returns a marker's RECORD_CHANGED; zero when it is absent
+// or garbage (unknown, which only costs a lag sample).
+func recordChanged(marker map[string]string) time.Time {
+	if ms, err := strconv.ParseInt(marker[attrRecordChanged], 10, 64); err == nil && ms > 0 {
+		return time.UnixMilli(ms).UTC()
+	}
+	return time.Time{}
+}
+
 // hideFromAWSController moves an instance's CLUSTERSET_ID to
 // OWNER_CLUSTERSET_ID, so that the AWS controller's filtered reads skip it.
 func hideFromAWSController(a map[string]string) {
@@ -512,9 +521,7 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 				spec.Ports = append(spec.Ports, registry.Port{Name: p.Name, Protocol: corev1.Protocol(p.Protocol), AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: p.TargetPort})
 			}
 			rec.Spec = spec
-			if ms, err := strconv.ParseInt(c.marker[attrRecordChanged], 10, 64); err == nil && ms > 0 {
-				rec.Changed = time.UnixMilli(ms).UTC()
-			} // absent or garbage: unknown, which only costs a lag sample
+			rec.Changed = recordChanged(c.marker)
 		case c.first != nil:
 			// Written by the AWS controller (or a marker we could not
 			// write): the service-level spec comes from the endpoints.
