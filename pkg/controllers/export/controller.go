@@ -209,7 +209,8 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	// export did not change, so there is no Exported event to give again.
 	restarted := false
 	if r := meta.FindStatusCondition(export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)); r != nil && r.Reason == reasonRegistryNotReady {
-		restarted = c.ownInView(reg, key, id.ClusterID) != nil
+		held, _ := ownInView(reg, key, id.ClusterID)
+		restarted = held != nil
 	}
 	if err := c.publish(ctx, reg, rec, lastChangeTrigger(own)); err != nil {
 		// R2: the registry is unreachable or refused the record.
@@ -217,12 +218,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "PublishFailed", "Publish", "publishing to the registry: %v", err)
 		return reconcile.Result{}, err
 	}
-	ready := 0
-	for _, ep := range rec.Endpoints {
-		if ep.Ready {
-			ready++
-		}
-	}
+	ready := readyEndpoints(rec.Endpoints)
 	msg := fmt.Sprintf("exported to clusterset %s as cluster %s with %d endpoints (%d ready)", id.ClusterSetID, id.ClusterID, len(rec.Endpoints), ready)
 	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported, msg) && !restarted {
 		c.recorder.Eventf(export, nil, corev1.EventTypeNormal, string(mcsv1beta1.ServiceExportReasonExported), "Publish", "%s", msg)
@@ -308,7 +304,7 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 	c.mu.Unlock()
 	prev := last.rec
 	if !ok {
-		prev = c.ownInView(reg, key, rec.ClusterID) // after a restart
+		prev, _ = ownInView(reg, key, rec.ClusterID) // after a restart; none without a view
 	}
 	changeTrigger := trigger
 	if ok && !trigger.After(last.trigger) {
@@ -339,35 +335,27 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 	return nil
 }
 
-// ownInView returns this cluster's record of key in the registry's view, or
-// nil.
-func (c *Controller) ownInView(reg registry.Registry, key registry.ServiceKey, cluster string) *registry.Record {
+// ownInView returns this cluster's record of key in the registry's view,
+// nil when the view has none, or the view's error (not synced).
+func ownInView(reg registry.Registry, key registry.ServiceKey, cluster string) (*registry.Record, error) {
 	recs, err := reg.Records(key)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	for i := range recs {
 		if recs[i].ClusterID == cluster {
-			return &recs[i]
+			return &recs[i], nil
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // viewHasOwn reports whether the registry still holds this cluster's record
 // of key. A record that was deleted behind the controller's back (by hand,
 // or lost by the registry) is then written again.
 func (c *Controller) viewHasOwn(reg registry.Registry, key registry.ServiceKey, cluster string) bool {
-	recs, err := reg.Records(key)
-	if err != nil {
-		return true // no view to judge by: trust the last write
-	}
-	for _, r := range recs {
-		if r.ClusterID == cluster {
-			return true
-		}
-	}
-	return false
+	own, err := ownInView(reg, key, cluster)
+	return err != nil || own != nil // no view to judge by: trust the last write
 }
 
 // withdrawIfPublished removes this cluster's record of key when the registry
@@ -381,13 +369,11 @@ func (c *Controller) withdrawIfPublished(ctx context.Context, key registry.Servi
 	_, wrote := c.published[key]
 	c.mu.Unlock()
 	if !wrote {
-		recs, err := reg.Records(key)
+		own, err := ownInView(reg, key, id.ClusterID)
 		if err != nil {
 			return err
 		}
-		for _, r := range recs {
-			wrote = wrote || r.ClusterID == id.ClusterID
-		}
+		wrote = own != nil
 	}
 	if !wrote {
 		return nil

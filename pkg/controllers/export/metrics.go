@@ -57,13 +57,8 @@ func (s *exportStats) setExported(key registry.ServiceKey, rec *registry.Record)
 	old, had := s.exported[key]
 	var now [2]int
 	if rec != nil {
-		for _, ep := range rec.Endpoints {
-			if ep.Ready {
-				now[0]++
-			} else {
-				now[1]++
-			}
-		}
+		ready := readyEndpoints(rec.Endpoints)
+		now = [2]int{ready, len(rec.Endpoints) - ready}
 		s.exported[key] = now
 	} else {
 		delete(s.exported, key)

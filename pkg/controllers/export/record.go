@@ -113,6 +113,17 @@ func endpointsOf(slices []discoveryv1.EndpointSlice) []registry.Endpoint {
 	return out
 }
 
+// readyEndpoints counts the Ready endpoints of eps.
+func readyEndpoints(eps []registry.Endpoint) int {
+	n := 0
+	for _, ep := range eps {
+		if ep.Ready {
+			n++
+		}
+	}
+	return n
+}
+
 func protocolOrTCP(p corev1.Protocol) corev1.Protocol {
 	if p == "" {
 		return corev1.ProtocolTCP
