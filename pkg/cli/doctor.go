@@ -20,8 +20,13 @@ func newDoctorCommand() *cobra.Command {
 ClusterProperty APIs are served; the cluster's identity is set, valid and unique across the
 contexts; clusterset-controller is available and has a leader; CoreDNS serves clusterset.local
 with the multicluster plugin and may read what it needs; the member's hub credentials reach the
-hub and may write its own records and nothing else; its clock is close to this machine's. Then,
-for the clusterset: one clusterset ID, every member's heartbeat fresh, no export in conflict.
+hub and may write its own records and nothing else (Cloud Map: the registry is readable with
+this machine's AWS credentials); its clock is close to this machine's. Then, for the clusterset:
+one clusterset ID, every member's heartbeat fresh, no export in conflict.
+
+Cloud Map is read with this machine's AWS credentials (AWS_PROFILE, AWS_* variables, ~/.aws),
+which need only servicediscovery:DiscoverInstances (config/iam/cloudmap-readonly-policy.json), in
+the controller's AWS_REGION.
 
 Each failed check says how to fix it (docs/troubleshooting.md has more). doctor exits 1 when a
 check fails; warnings do not fail it.`,
@@ -33,7 +38,7 @@ check fails; warnings do not fail it.`,
 			if err != nil {
 				return err
 			}
-			h := inspect.ReadHub(cmd.Context(), clusters)
+			h := inspect.ReadRegistryHealth(cmd.Context(), clusters)
 			checks := inspect.Doctor(clusters, h, time.Now())
 			if err := printDoctor(cmd.OutOrStdout(), f.output, checks); err != nil {
 				return err

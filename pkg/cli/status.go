@@ -35,7 +35,9 @@ With SERVICE, status shows that service (in -n or the context's namespace) as ev
 cluster sees it: the ServiceExport's conditions, the ServiceImport (type, IPs, ports, clusters),
 the imported endpoints by source cluster and readiness; then each cluster's record in the
 registry and how long ago its content last changed (the exporting cluster's time of the change
-it carries, the start of the propagation lag).`,
+it carries, the start of the propagation lag). A hub is read with the first member's own hub
+credentials; Cloud Map with this machine's AWS credentials (AWS_PROFILE, AWS_* variables,
+~/.aws; servicediscovery:DiscoverInstances is enough) in the controller's AWS_REGION.`,
 		Example: `  kubectl clusterset status -A
   kubectl clusterset status nginx-hello -n demo --contexts cls1,cls2`,
 		Args: cobra.MaximumNArgs(1),

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 )
 
@@ -44,8 +45,8 @@ const (
 	// written by one member's clock, with another member's clock.
 	MaxClockOffset = 10 * time.Second
 	// defaultLease is how long a heartbeat lasts when it does not say
-	// (hub.DefaultLeaseDuration).
-	defaultLease = hub.DefaultLeaseDuration
+	// (the backends' default).
+	defaultLease = registry.DefaultLeaseDuration
 )
 
 // multiclusterPlugin finds, on one line of a Corefile without comments, the
@@ -57,7 +58,7 @@ var comment = regexp.MustCompile(`#[^\n]*`)
 
 // Doctor judges what was read: per member, then across the clusterset.
 // now is the time heartbeats are judged at.
-func Doctor(clusters []*Cluster, h HubHealth, now time.Time) []Check {
+func Doctor(clusters []*Cluster, h RegistryHealth, now time.Time) []Check {
 	var out []Check
 	ids := map[string][]string{}
 	sets := map[string][]string{}
@@ -81,7 +82,7 @@ func Failed(checks []Check) bool {
 	return slices.ContainsFunc(checks, func(c Check) bool { return c.Verdict == Fail })
 }
 
-func member(cl *Cluster, ids map[string][]string, h HubHealth, now time.Time) []Check {
+func member(cl *Cluster, ids map[string][]string, h RegistryHealth, now time.Time) []Check {
 	name := cl.Name()
 	check := func(n string, v Verdict, msg, fix string) Check {
 		return Check{Name: n, Cluster: name, Verdict: v, Message: msg, Fix: fix}
@@ -170,10 +171,9 @@ func coreDNSCheck(cl *Cluster, check func(string, Verdict, string, string) Check
 	return check("coredns", OK, "the multicluster plugin serves clusterset.local and may read ServiceImports and EndpointSlices", "")
 }
 
-func registryCheck(cl *Cluster, h HubHealth, check func(string, Verdict, string, string) Check) Check {
+func registryCheck(cl *Cluster, h RegistryHealth, check func(string, Verdict, string, string) Check) Check {
 	if cl.Registry == "cloudmap" {
-		return check("registry", Warn, "Cloud Map: not checked by this command (it holds your credentials, not the controller's)",
-			"see the controller's readiness (`kubectl -n "+ControllerNamespace+" get pods`) and clusterset_cloudmap_requests_total{result!=\"ok\"} (docs/metrics.md)")
+		return cloudMapCheck(h, check)
 	}
 	const rejoin = "re-run `kubectl clusterset join` for this member with the hub's admin context: it writes new credentials"
 	if cl.HubProblem != "" {
@@ -201,7 +201,23 @@ func registryCheck(cl *Cluster, h HubHealth, check func(string, Verdict, string,
 	return check("registry", OK, msg, "")
 }
 
-func clustersetChecks(clusters []*Cluster, sets map[string][]string, h HubHealth, now time.Time) []Check {
+// cloudMapCheck judges what this machine could read of Cloud Map. The
+// controller writes with its own IAM role, which this command does not
+// hold: its heartbeat (the heartbeat check) shows that it writes, and Cloud
+// Map cannot limit it to its own records (docs/security.md).
+func cloudMapCheck(h RegistryHealth, check func(string, Verdict, string, string) Check) Check {
+	const readOnly = "give this machine's AWS identity servicediscovery:DiscoverInstances (config/iam/cloudmap-readonly-policy.json), through AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; the region is the controller's AWS_REGION, else AWS_REGION here"
+	switch {
+	case h.HeartbeatUnreachable:
+		return check("registry", Warn, "Cloud Map cannot be reached from this machine ("+h.HeartbeatProblem+"); the member's pods may still reach it",
+			"run doctor where the Cloud Map endpoint is reachable (AWS_ENDPOINT_URL sets another)")
+	case h.HeartbeatProblem != "":
+		return check("registry", Warn, "Cloud Map not read: "+h.HeartbeatProblem, readOnly)
+	}
+	return check("registry", OK, "Cloud Map read with "+h.Read+"; the controller writes with its own IAM role (its heartbeat shows it does)", "")
+}
+
+func clustersetChecks(clusters []*Cluster, sets map[string][]string, h RegistryHealth, now time.Time) []Check {
 	var out []Check
 	if len(sets) > 1 {
 		var parts []string
@@ -213,11 +229,12 @@ func clustersetChecks(clusters []*Cluster, sets map[string][]string, h HubHealth
 	}
 
 	switch {
-	case backendOf(clusters) == "cloudmap":
-		out = append(out, Check{Name: "heartbeat", Verdict: Warn, Message: "Cloud Map heartbeats are not read by this command", Fix: "see the ServiceImports' clusters and the controller's logs for members marked stale"})
 	case h.HeartbeatUnreachable:
-		out = append(out, Check{Name: "heartbeat", Verdict: Warn, Message: "not read: the hub cannot be reached from this machine (" + h.HeartbeatProblem + ")",
-			Fix: "run doctor where the hub's address (in Secret " + ControllerNamespace + "/clusterset-hub-kubeconfig) is reachable"})
+		out = append(out, Check{Name: "heartbeat", Verdict: Warn, Message: "not read: the registry cannot be reached from this machine (" + h.HeartbeatProblem + ")",
+			Fix: "run doctor where the registry is reachable (see the registry check)"})
+	case h.HeartbeatProblem != "" && h.Backend == "cloudmap":
+		// This machine's AWS credentials, not the members', failed.
+		out = append(out, Check{Name: "heartbeat", Verdict: Warn, Message: "not read: " + h.HeartbeatProblem, Fix: "see the registry check"})
 	case h.HeartbeatProblem != "":
 		out = append(out, Check{Name: "heartbeat", Verdict: Fail, Message: h.HeartbeatProblem, Fix: "fix the registry check first"})
 	default:
@@ -232,7 +249,7 @@ func clustersetChecks(clusters []*Cluster, sets map[string][]string, h HubHealth
 			if age > lease {
 				out = append(out, Check{Name: "heartbeat", Cluster: hb.ClusterID, Verdict: Fail,
 					Message: fmt.Sprintf("silent: last heartbeat %s ago (lease %s); its endpoints are withdrawn from imports after the liveness grace period", duration.HumanDuration(age), lease),
-					Fix:     "check that member's clusterset-controller (`kubectl clusterset doctor --contexts` with its context) and its path to the hub"})
+					Fix:     "check that member's clusterset-controller (`kubectl clusterset doctor --contexts` with its context) and its path to the registry"})
 			} else {
 				out = append(out, Check{Name: "heartbeat", Cluster: hb.ClusterID, Verdict: OK, Message: fmt.Sprintf("fresh (lease %s)", lease)})
 			}

@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/clusterset/clusterset/pkg/registry/hub"
+	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
@@ -35,13 +35,19 @@ func healthy(ctx, id string) *Cluster {
 	}
 }
 
-func healthyHub(clusters ...*Cluster) HubHealth {
-	h := HubHealth{Access: map[string]HubAccess{}}
+func healthyHub(clusters ...*Cluster) RegistryHealth {
+	h := RegistryHealth{Access: map[string]HubAccess{}}
 	for _, cl := range clusters {
 		h.Access[cl.Context] = HubAccess{WriteOwn: true}
-		h.Heartbeats = append(h.Heartbeats, hub.Heartbeat{ClusterID: cl.ClusterID, RenewTime: now.Add(-5 * time.Second), LeaseDuration: time.Minute})
+		h.Heartbeats = append(h.Heartbeats, registry.Heartbeat{ClusterID: cl.ClusterID, RenewTime: now.Add(-5 * time.Second), LeaseDuration: time.Minute})
 	}
 	return h
+}
+
+// onCloudMap turns a healthy hub clusterset into a healthy Cloud Map one.
+func onCloudMap(a, b *Cluster, h *RegistryHealth) {
+	a.Registry, b.Registry = "cloudmap", "cloudmap"
+	h.Backend, h.Access, h.Read = "cloudmap", map[string]HubAccess{}, "this machine's AWS credentials (region eu-west-1)"
 }
 
 // verdict finds the verdict and message of one check.
@@ -60,49 +66,61 @@ func verdict(checks []Check, name, cluster string) (Verdict, string) {
 func TestDoctorJudgesEachProblem(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
-		breakIt        func(a, b *Cluster, h *HubHealth)
+		breakIt        func(a, b *Cluster, h *RegistryHealth)
 		check, cluster string
 		want           Verdict
 		msg            string
 	}{
-		{"no controller replica available", func(a, _ *Cluster, _ *HubHealth) { a.Controller.Status.AvailableReplicas = 0 }, "controller", "a", Fail, "0/2 replicas available"},
-		{"no controller installed", func(a, _ *Cluster, _ *HubHealth) { a.Controller = nil }, "controller", "a", Fail, "no Deployment"},
-		{"no leader", func(a, _ *Cluster, _ *HubHealth) { a.Lease.Spec.HolderIdentity = nil }, "controller", "a", Fail, "no leader"},
-		{"leader stopped renewing", func(a, _ *Cluster, _ *HubHealth) {
+		{"no controller replica available", func(a, _ *Cluster, _ *RegistryHealth) { a.Controller.Status.AvailableReplicas = 0 }, "controller", "a", Fail, "0/2 replicas available"},
+		{"no controller installed", func(a, _ *Cluster, _ *RegistryHealth) { a.Controller = nil }, "controller", "a", Fail, "no Deployment"},
+		{"no leader", func(a, _ *Cluster, _ *RegistryHealth) { a.Lease.Spec.HolderIdentity = nil }, "controller", "a", Fail, "no leader"},
+		{"leader stopped renewing", func(a, _ *Cluster, _ *RegistryHealth) {
 			a.Lease.Spec.RenewTime = ptr.To(metav1.NewMicroTime(now.Add(-time.Minute)))
 		}, "controller", "a", Fail, "last renewed its Lease 60s ago"},
-		{"clock ahead", func(a, _ *Cluster, _ *HubHealth) { a.ClockOffset = 5 * time.Minute }, "clock", "a", Fail, "5m0s off"},
-		{"clock behind", func(a, _ *Cluster, _ *HubHealth) { a.ClockOffset = -11 * time.Second }, "clock", "a", Fail, "-11s off"},
-		{"cluster ID not a DNS label", func(a, _ *Cluster, _ *HubHealth) { a.ClusterID = "Not_A_Label" }, "identity", "Not_A_Label", Fail, "not a DNS label"},
-		{"no identity", func(a, _ *Cluster, _ *HubHealth) {
+		{"clock ahead", func(a, _ *Cluster, _ *RegistryHealth) { a.ClockOffset = 5 * time.Minute }, "clock", "a", Fail, "5m0s off"},
+		{"clock behind", func(a, _ *Cluster, _ *RegistryHealth) { a.ClockOffset = -11 * time.Second }, "clock", "a", Fail, "-11s off"},
+		{"cluster ID not a DNS label", func(a, _ *Cluster, _ *RegistryHealth) { a.ClusterID = "Not_A_Label" }, "identity", "Not_A_Label", Fail, "not a DNS label"},
+		{"no identity", func(a, _ *Cluster, _ *RegistryHealth) {
 			a.ClusterID, a.IdentityProblem = "", "ClusterProperty cluster.clusterset.k8s.io does not exist"
 		}, "identity", "[a]", Fail, "does not exist"},
-		{"different clustersets", func(_, b *Cluster, _ *HubHealth) { b.ClusterSetID = "other" }, "identity", "", Fail, "different clustersets: other (b); set (a)"},
-		{"CoreDNS plugin commented out", func(a, _ *Cluster, _ *HubHealth) {
+		{"different clustersets", func(_, b *Cluster, _ *RegistryHealth) { b.ClusterSetID = "other" }, "identity", "", Fail, "different clustersets: other (b); set (a)"},
+		{"CoreDNS plugin commented out", func(a, _ *Cluster, _ *RegistryHealth) {
 			a.Corefile = strings.Replace(a.Corefile, "multicluster", "# multicluster", 1)
 		}, "coredns", "a", Fail, "no multicluster plugin"},
-		{"CoreDNS may not watch ServiceImports", func(a, _ *Cluster, _ *HubHealth) {
+		{"CoreDNS may not watch ServiceImports", func(a, _ *Cluster, _ *RegistryHealth) {
 			a.CoreDNSDenied = []string{"watch serviceimports.multicluster.x-k8s.io"}
 		}, "coredns", "a", Fail, "may not watch serviceimports"},
-		{"member may write another member's records", func(_, _ *Cluster, h *HubHealth) {
+		{"member may write another member's records", func(_, _ *Cluster, h *RegistryHealth) {
 			h.Access["a"] = HubAccess{WriteOwn: true, WriteOther: true}
 		}, "registry", "a", Fail, "more than write its own records"},
-		{"member may read Secrets in the hub", func(_, _ *Cluster, h *HubHealth) {
+		{"member may read Secrets in the hub", func(_, _ *Cluster, h *RegistryHealth) {
 			h.Access["a"] = HubAccess{WriteOwn: true, ReadSecrets: true}
 		}, "registry", "a", Fail, "more than write its own records"},
-		{"member may not write its records", func(_, _ *Cluster, h *HubHealth) { h.Access["a"] = HubAccess{} }, "registry", "a", Fail, "may not write its own records"},
-		{"hub refuses the credentials", func(_, _ *Cluster, h *HubHealth) {
+		{"member may not write its records", func(_, _ *Cluster, h *RegistryHealth) { h.Access["a"] = HubAccess{} }, "registry", "a", Fail, "may not write its own records"},
+		{"hub refuses the credentials", func(_, _ *Cluster, h *RegistryHealth) {
 			h.Access["a"] = HubAccess{Problem: "Unauthorized"}
 		}, "registry", "a", Fail, "Unauthorized"},
-		{"hub unreachable from here", func(_, _ *Cluster, h *HubHealth) {
+		{"hub unreachable from here", func(_, _ *Cluster, h *RegistryHealth) {
 			h.Access["a"] = HubAccess{Problem: "dial tcp: network is unreachable", Unreachable: true}
 		}, "registry", "a", Warn, "cannot be reached from this machine"},
-		{"Cloud Map", func(a, _ *Cluster, _ *HubHealth) { a.Registry = "cloudmap" }, "registry", "a", Warn, "Cloud Map: not checked"},
-		{"heartbeat missing", func(_, _ *Cluster, h *HubHealth) { h.Heartbeats = h.Heartbeats[1:] }, "heartbeat", "a", Fail, "no heartbeat"},
-		{"heartbeat older than its lease", func(_, _ *Cluster, h *HubHealth) {
+		{"Cloud Map readable", func(a, b *Cluster, h *RegistryHealth) { onCloudMap(a, b, h) }, "registry", "a", OK, "Cloud Map read with this machine's AWS credentials (region eu-west-1)"},
+		{"Cloud Map unreachable from here", func(a, b *Cluster, h *RegistryHealth) {
+			onCloudMap(a, b, h)
+			h.Heartbeats, h.HeartbeatProblem, h.HeartbeatUnreachable = nil, "dial tcp: i/o timeout", true
+		}, "registry", "a", Warn, "Cloud Map cannot be reached from this machine"},
+		{"Cloud Map refuses this machine's credentials", func(a, b *Cluster, h *RegistryHealth) {
+			onCloudMap(a, b, h)
+			h.Heartbeats, h.HeartbeatProblem = nil, "AccessDeniedException"
+		}, "heartbeat", "", Warn, "not read: AccessDeniedException"},
+		{"Cloud Map member silent", func(a, b *Cluster, h *RegistryHealth) {
+			onCloudMap(a, b, h)
+			h.Heartbeats[0].RenewTime = now.Add(-2 * time.Minute)
+		}, "heartbeat", "a", Fail, "silent: last heartbeat 2m ago"},
+		{"heartbeat missing", func(_, _ *Cluster, h *RegistryHealth) { h.Heartbeats = h.Heartbeats[1:] }, "heartbeat", "a", Fail, "no heartbeat"},
+		{"heartbeat older than its lease", func(_, _ *Cluster, h *RegistryHealth) {
 			h.Heartbeats[0].RenewTime = now.Add(-61 * time.Second)
 		}, "heartbeat", "a", Fail, "silent: last heartbeat 61s ago (lease 1m0s)"},
-		{"heartbeat without lease uses the default", func(_, _ *Cluster, h *HubHealth) {
+		{"heartbeat without lease uses the default", func(_, _ *Cluster, h *RegistryHealth) {
 			h.Heartbeats[0].LeaseDuration, h.Heartbeats[0].RenewTime = 0, now.Add(-30*time.Second)
 		}, "heartbeat", "a", OK, "fresh (lease 1m0s)"},
 	} {

@@ -91,6 +91,10 @@ type Cluster struct {
 	Lease      *coordinationv1.Lease
 	// Registry is the controller's --registry ("hub" unless set).
 	Registry string
+	// AWSRegion is the controller's AWS_REGION (Cloud Map only), from its
+	// container's env or the ConfigMaps it takes env from; "" when it
+	// cannot be found.
+	AWSRegion string
 	// HubConfig reaches the hub with this member's own credentials (the
 	// Secret that join writes); nil when the Secret is absent, and
 	// HubProblem then says why.
@@ -262,6 +266,12 @@ func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, 
 	case err == nil:
 		cl.Controller = &d
 		cl.Registry = registryOf(&d)
+		if cl.Registry == "cloudmap" {
+			cl.AWSRegion = envOf(ctx, c, &d, "AWS_REGION")
+			if cl.AWSRegion == "" {
+				cl.AWSRegion = envOf(ctx, c, &d, "AWS_DEFAULT_REGION")
+			}
+		}
 	case !apierrors.IsNotFound(err):
 		cl.unchecked("controller", "reading Deployment "+ControllerNamespace+"/"+ControllerName+": "+err.Error())
 	}
@@ -329,6 +339,41 @@ var coreDNSNeeds = []struct{ verb, group, resource string }{
 	{"watch", mcsv1beta1.GroupVersion.Group, "serviceimports"},
 	{"list", discoveryv1.GroupName, "endpointslices"},
 	{"watch", discoveryv1.GroupName, "endpointslices"},
+}
+
+// envOf is the value of the environment variable name in d's containers:
+// set directly, from a ConfigMap key, or from a ConfigMap of envFrom (the
+// kustomize overlay's). "" when none sets it or the ConfigMap cannot be
+// read. Secrets are not read.
+func envOf(ctx context.Context, c client.Client, d *appsv1.Deployment, name string) string {
+	configMap := func(cmName string) map[string]string {
+		var cm corev1.ConfigMap
+		if c.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: cmName}, &cm) != nil {
+			return nil
+		}
+		return cm.Data
+	}
+	for _, ctr := range d.Spec.Template.Spec.Containers {
+		// Later entries win, and env wins over envFrom (the kubelet's rule).
+		for i := len(ctr.Env) - 1; i >= 0; i-- {
+			e := ctr.Env[i]
+			switch {
+			case e.Name != name:
+			case e.ValueFrom == nil:
+				return e.Value
+			case e.ValueFrom.ConfigMapKeyRef != nil:
+				return configMap(e.ValueFrom.ConfigMapKeyRef.Name)[e.ValueFrom.ConfigMapKeyRef.Key]
+			}
+		}
+		for i := len(ctr.EnvFrom) - 1; i >= 0; i-- {
+			if ref := ctr.EnvFrom[i].ConfigMapRef; ref != nil {
+				if v, ok := configMap(ref.Name)[strings.TrimPrefix(name, ctr.EnvFrom[i].Prefix)]; ok && strings.HasPrefix(name, ctr.EnvFrom[i].Prefix) {
+					return v
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // registryOf is the --registry flag of the controller container ("hub" by

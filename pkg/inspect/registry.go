@@ -2,12 +2,14 @@ package inspect
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,29 +17,29 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
 	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
-// cloudMapNotRead is why Cloud Map records are not shown: the CLI holds the
-// operator's credentials, not the controller's, and reads only a hub.
-const cloudMapNotRead = "this command reads only a hub registry; for Cloud Map use `aws servicediscovery discover-instances --namespace-name NAMESPACE --service-name SERVICE`"
-
-// ReadRegistry reads every cluster's record of key from the registry of
-// clusters: a hub, read with the first member's own hub credentials (the
-// Secret that join wrote), since any member may read every record. It needs
-// clusters read with ReadOptions.Health.
+// ReadRegistry reads every cluster's record of key from the clusters'
+// registry (readerOf says with which credentials). It needs clusters read
+// with ReadOptions.Registry or Health.
 func ReadRegistry(ctx context.Context, clusters []*Cluster, key types.NamespacedName) RegistryState {
-	cl := hubReader(clusters)
-	if cl == nil {
-		return RegistryState{Backend: backendOf(clusters), Problem: registryUnread(clusters)}
+	rd, via, problem := readerOf(ctx, clusters, nil)
+	st := RegistryState{Backend: backendOf(clusters)}
+	if rd == nil {
+		st.Problem = problem
+		return st
 	}
-	recs, err := hub.ReadService(ctx, cl.HubConfig, cl.ClusterSetID, key)
+	recs, err := rd.ReadService(ctx, key)
 	if err != nil {
-		return RegistryState{Backend: "hub", Problem: "read with " + cl.Name() + "'s hub credentials: " + err.Error()}
+		st.Problem = "read with " + via + ": " + err.Error()
+		return st
 	}
-	st := RegistryState{Backend: "hub", Records: []RegistryRecord{}}
+	st.Records = []RegistryRecord{}
 	for _, r := range recs {
 		rr := RegistryRecord{Cluster: r.ClusterID, Problem: r.Problem}
 		if !r.Changed.IsZero() {
@@ -50,6 +52,66 @@ func ReadRegistry(ctx context.Context, clusters []*Cluster, key types.Namespaced
 		st.Records = append(st.Records, rr)
 	}
 	return st
+}
+
+// readerOf returns a reader of the clusters' registry, what it reads with
+// (for messages), or why there is none:
+//   - hub: the first member's own hub credentials (the Secret that join
+//     wrote; any member may read every record), preferring the member
+//     prefer says;
+//   - Cloud Map: the AWS credentials of this machine (AWS_PROFILE, AWS_*
+//     variables, ~/.aws; config.LoadDefaultConfig), in the controller's
+//     region (its AWS_REGION) when known, else this machine's. They need
+//     only servicediscovery:DiscoverInstances
+//     (config/iam/cloudmap-readonly-policy.json).
+func readerOf(ctx context.Context, clusters []*Cluster, prefer func(*Cluster) bool) (registry.Reader, string, string) {
+	if backendOf(clusters) == "cloudmap" {
+		return cloudMapReader(ctx, clusters)
+	}
+	cl := hubReader(clusters)
+	for _, c := range clusters {
+		if prefer != nil && prefer(c) {
+			cl = c
+			break
+		}
+	}
+	if cl == nil {
+		return nil, "", registryUnread(clusters)
+	}
+	via := cl.Name() + "'s hub credentials"
+	rd, err := hub.NewReader(cl.HubConfig, cl.ClusterSetID)
+	if err != nil {
+		return nil, via, via + ": " + err.Error()
+	}
+	return rd, via, ""
+}
+
+func cloudMapReader(ctx context.Context, clusters []*Cluster) (registry.Reader, string, string) {
+	var setID, region string
+	for _, cl := range clusters {
+		setID = cmp.Or(setID, cl.ClusterSetID)
+		region = cmp.Or(region, cl.AWSRegion)
+	}
+	if setID == "" {
+		return nil, "", "the clusterset ID is unknown: no member has ClusterProperty " + aboutv1alpha1.ClusterSetIDName
+	}
+	var opts []func(*awsconfig.LoadOptions) error
+	if region != "" {
+		opts = append(opts, awsconfig.WithRegion(region))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, "", "loading this machine's AWS configuration: " + err.Error()
+	}
+	if cfg.Region == "" {
+		return nil, "", "no AWS region: the controller's AWS_REGION was not found and AWS_REGION is not set here"
+	}
+	via := "this machine's AWS credentials (region " + cfg.Region + ")"
+	rd, err := cloudmap.NewReader(cfg, cloudmap.ReaderOptions{ClusterSetID: setID})
+	if err != nil {
+		return nil, via, via + ": " + err.Error()
+	}
+	return rd, via, ""
 }
 
 func summarise(rr *RegistryRecord, rec *registry.Record) {
@@ -86,9 +148,6 @@ func backendOf(clusters []*Cluster) string {
 }
 
 func registryUnread(clusters []*Cluster) string {
-	if backendOf(clusters) == "cloudmap" {
-		return cloudMapNotRead
-	}
 	for _, cl := range clusters {
 		if cl.HubProblem != "" {
 			return "no member's hub credentials are readable (" + cl.Name() + ": " + cl.HubProblem + ")"
@@ -112,50 +171,56 @@ type HubAccess struct {
 	WriteOther, ReadSecrets bool
 }
 
-// HubHealth is what doctor learns from a hub.
-type HubHealth struct {
-	// Access is by member context.
+// RegistryHealth is what doctor learns from the registry.
+type RegistryHealth struct {
+	// Backend is the members' registry: hub or cloudmap.
+	Backend string
+	// Access is, by member context, what its hub credentials may do (hub
+	// only).
 	Access map[string]HubAccess
-	// Heartbeats are every member's, read with the first readable
-	// member's credentials; HeartbeatProblem says why they were not.
-	Heartbeats       []hub.Heartbeat
+	// Read says which credentials the heartbeats were read with.
+	Read string
+	// Heartbeats are every member's; HeartbeatProblem says why they were
+	// not read.
+	Heartbeats       []registry.Heartbeat
 	HeartbeatProblem string
-	// HeartbeatUnreachable: the hub could not be reached from this machine
-	// (the members may still reach it).
+	// HeartbeatUnreachable: the registry could not be reached from this
+	// machine (the members may still reach it).
 	HeartbeatUnreachable bool
 }
 
-// ReadHub checks each member's hub credentials and reads the heartbeats.
-func ReadHub(ctx context.Context, clusters []*Cluster) HubHealth {
-	h := HubHealth{Access: map[string]HubAccess{}}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, cl := range clusters {
-		if cl.HubConfig == nil || cl.ClusterSetID == "" || cl.ClusterID == "" {
-			continue
+// ReadRegistryHealth checks each member's hub credentials (hub) and reads
+// the heartbeats, with credentials that just passed their check when any
+// did.
+func ReadRegistryHealth(ctx context.Context, clusters []*Cluster) RegistryHealth {
+	h := RegistryHealth{Backend: backendOf(clusters), Access: map[string]HubAccess{}}
+	if h.Backend != "cloudmap" {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, cl := range clusters {
+			if cl.HubConfig == nil || cl.ClusterSetID == "" || cl.ClusterID == "" {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a := hubAccess(ctx, cl)
+				mu.Lock()
+				h.Access[cl.Context] = a
+				mu.Unlock()
+			}()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a := hubAccess(ctx, cl)
-			mu.Lock()
-			h.Access[cl.Context] = a
-			mu.Unlock()
-		}()
+		wg.Wait()
 	}
-	wg.Wait()
-	// Heartbeats are read with credentials that just worked, when any did.
-	cl := hubReader(clusters)
-	for _, c := range clusters {
-		if a, ok := h.Access[c.Context]; ok && a.Problem == "" {
-			cl = c
-			break
-		}
-	}
-	if cl == nil {
-		h.HeartbeatProblem = registryUnread(clusters)
-	} else if hbs, err := hub.ReadHeartbeats(ctx, cl.HubConfig, cl.ClusterSetID); err != nil {
-		h.HeartbeatProblem = "read with " + cl.Name() + "'s hub credentials: " + err.Error()
+	rd, via, problem := readerOf(ctx, clusters, func(c *Cluster) bool {
+		a, ok := h.Access[c.Context]
+		return ok && a.Problem == ""
+	})
+	h.Read = via
+	if rd == nil {
+		h.HeartbeatProblem = problem
+	} else if hbs, err := rd.ReadHeartbeats(ctx); err != nil {
+		h.HeartbeatProblem = "read with " + via + ": " + err.Error()
 		h.HeartbeatUnreachable = unreachable(err)
 	} else {
 		h.Heartbeats = hbs
@@ -203,8 +268,8 @@ func hubAccess(ctx context.Context, cl *Cluster) HubAccess {
 	return a
 }
 
-// unreachable reports whether err means the hub could not be reached at
-// all (no route, refused, DNS, time-out), as opposed to an answer or a TLS
+// unreachable reports whether err means the registry could not be reached
+// at all (no route, refused, DNS, time-out), as opposed to an answer or a TLS
 // failure, which say something about the credentials or the hub itself.
 func unreachable(err error) bool {
 	var op *net.OpError

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -80,11 +81,17 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 	if n := strings.Count(out, fmt.Sprintf("Endpoints from cls1: %d ready of %d", wt.Replicas, wt.Replicas)); n != len(env.Clusters()) {
 		t.Errorf("status: %d clusters show all %d endpoints from cls1, want %d:\n%s", n, wt.Replicas, len(env.Clusters()), out)
 	}
+	// The registry's record of cls1, read from the hub or Cloud Map.
+	record := regexp.MustCompile(`(?m)^Registry \(` + env.Sandbox.Registry + `\)\n.*\n\s+cls1\s+ClusterSetIP\s.*\s` + all + `\s.* ago$`)
+	if !record.MatchString(out) {
+		t.Errorf("status: no registry record of cls1 with %s endpoints:\n%s", all, out)
+	}
 }
 
 // controllerMetric sums one metric's samples whose labels include every
-// label="value" pair of labels, over every clusterset-controller pod of
-// cluster, read from each pod's /metrics through the API server's pod proxy.
+// label="value" pair of labels, over every running clusterset-controller
+// pod of cluster that is not being deleted, read from each pod's /metrics
+// through the API server's pod proxy.
 func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ...string) float64 {
 	t.Helper()
 	cfg, err := env.Sandbox.RESTConfig(cluster)
@@ -103,11 +110,18 @@ func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ..
 		t.Fatalf("%s: no clusterset-controller pod", cluster)
 	}
 	var sum float64
+	read := 0
 	for _, p := range pods.Items {
+		// A pod a rollout is replacing may still be listed; its counts
+		// leave with it.
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
 		raw, err := cs.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, "8080", "/metrics", nil).DoRaw(t.Context())
 		if err != nil {
 			t.Fatalf("%s: /metrics of %s: %v", cluster, p.Name, err)
 		}
+		read++
 		for _, line := range strings.Split(string(raw), "\n") {
 			series, value, ok := strings.Cut(line, " ")
 			if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
@@ -121,6 +135,9 @@ func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ..
 				sum += v
 			}
 		}
+	}
+	if read == 0 {
+		t.Fatalf("%s: no running clusterset-controller pod", cluster)
 	}
 	return sum
 }

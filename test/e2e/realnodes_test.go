@@ -145,6 +145,15 @@ func TestRealNodesCloudMap(t *testing.T) {
 	env := startSandboxNodes(t, sandbox.RegistryCloudMap, sandbox.NodesReal, func(o *sandbox.Options) { o.Install = sandbox.InstallHelm })
 	walkthroughWithClients(t, env)
 	t.Run("ControllersInCluster", func(t *testing.T) { testControllersInCluster(t, env) })
+	t.Run("OperatorCommands", func(t *testing.T) {
+		// status and doctor read Cloud Map with this machine's AWS
+		// settings: the sandbox's (`kubectl clusterset sandbox env`).
+		for _, kv := range env.Sandbox.AWSEnv() {
+			k, v, _ := strings.Cut(kv, "=")
+			t.Setenv(k, v)
+		}
+		testOperatorCommands(t, env)
+	})
 	t.Run("TrafficFromEveryCluster", func(t *testing.T) { testTraffic(t, env) })
 	t.Run("ScaleFollowedByTraffic", func(t *testing.T) { testScaleFollowedByTraffic(t, env) })
 	t.Run("HelmUpgrade", func(t *testing.T) { testHelmUpgrade(t, env) })

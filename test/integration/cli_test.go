@@ -281,9 +281,10 @@ func memberHubConfig(t *testing.T, m *member) *rest.Config {
 }
 
 // installAround creates in m what an install puts around the controller:
-// its Deployment (2 replicas, available) and leader Lease, CoreDNS's RBAC
-// from config/coredns and the Corefile of config/coredns/corefile-patch.yaml.
-func installAround(t *testing.T, m *member) {
+// its Deployment (2 replicas, available; changed by each of deployment) and
+// leader Lease, CoreDNS's RBAC from config/coredns and the Corefile of
+// config/coredns/corefile-patch.yaml.
+func installAround(t *testing.T, m *member, deployment ...func(*appsv1.Deployment)) {
 	t.Helper()
 	labels := map[string]string{"app.kubernetes.io/name": inspect.ControllerName}
 	dep := &appsv1.Deployment{
@@ -299,6 +300,9 @@ func installAround(t *testing.T, m *member) {
 				}}},
 			},
 		},
+	}
+	for _, f := range deployment {
+		f(dep)
 	}
 	mustCreate(t, m.admin, dep)
 	dep.Status = appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2, UpdatedReplicas: 2}

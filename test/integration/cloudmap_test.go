@@ -93,6 +93,14 @@ func TestPortConflictCloudMap(t *testing.T) {
 // (moto at endpoint) as the registry. maxInstancesPerService is the Cloud
 // Map quota the controllers assume; 0 is the default.
 func startCloudMapMembers(t *testing.T, endpoint string, maxInstancesPerService int) []*member {
+	return startCloudMapMembersWith(t, endpoint,
+		registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 30 * time.Second},
+		func(o *cloudmap.Options) { o.MaxInstancesPerService = maxInstancesPerService })
+}
+
+// startCloudMapMembersWith is startCloudMapMembers with the link's options
+// and the Cloud Map options as options changes them.
+func startCloudMapMembersWith(t *testing.T, endpoint string, link registrylink.Options, options func(*cloudmap.Options)) []*member {
 	var members []*member
 	for _, name := range []string{"cls1", "cls2"} {
 		cp := testenv.Start(t)
@@ -100,14 +108,15 @@ func startCloudMapMembers(t *testing.T, endpoint string, maxInstancesPerService 
 		m.defaults = identity.Identity{ClusterID: name, ClusterSetID: clusterSet}
 		m.excluded = defaultExcluded(t)
 		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return cloudmap.New(cloudmaptest.Config(), cloudmap.Options{
+			o := cloudmap.Options{
 				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,
 				PollInterval: 500 * time.Millisecond, MotoWorkarounds: true,
-				MaxInstancesPerService: maxInstancesPerService,
-			})
+			}
+			options(&o)
+			return cloudmap.New(cloudmaptest.Config(), o)
 		}
 		installControllerRBAC(t, m)
-		m.start(t, registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 30 * time.Second})
+		m.start(t, link)
 		members = append(members, m)
 	}
 	return members

@@ -25,15 +25,26 @@ import (
 // controller (docs/cloudmap.md#iam-least-privilege).
 const policyPath = "../../../config/iam/cloudmap-policy.json"
 
+// readOnlyPolicyPath is the policy of people who read the registry with
+// `kubectl clusterset status` and `doctor` (NewReader).
+const readOnlyPolicyPath = "../../../config/iam/cloudmap-readonly-policy.json"
+
 // leftOutOfPolicy are Cloud Map calls in the code that the policy leaves out
 // on purpose: DeleteNamespace only drops a duplicate namespace, which moto
 // allows and real Cloud Map refuses.
 var leftOutOfPolicy = []string{"DeleteNamespace"}
 
-// policyActions returns the servicediscovery actions of the policy, sorted.
+// policyActions returns the servicediscovery actions of the controller's
+// policy, sorted.
 func policyActions(t *testing.T) []string {
+	return policyFileActions(t, policyPath)
+}
+
+// policyFileActions returns the servicediscovery actions of the policy at
+// path, sorted.
+func policyFileActions(t *testing.T, path string) []string {
 	t.Helper()
-	b, err := os.ReadFile(policyPath)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,6 +85,11 @@ type Options struct {
 	// default, "clusterset.system", cannot be a Kubernetes namespace name, so
 	// no MCS controller imports it. Default "clusterset.system".
 	SystemNamespace string
+	// LeaseDuration is written into the heartbeat (HEARTBEAT_LEASE_SECONDS)
+	// for tools: how long this cluster means one renewal to last. Readers
+	// of the registry judge liveness by the renew time and their own grace
+	// period. Default registry.DefaultLeaseDuration.
+	LeaseDuration time.Duration
 	// MaxInstancesPerService and MaxInstancesPerNamespace are the account's
 	// Cloud Map quotas. Defaults 1000 and 2000 (the AWS defaults).
 	MaxInstancesPerService   int
@@ -132,6 +137,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.SystemNamespace == "" {
 		o.SystemNamespace = "clusterset.system"
+	}
+	if o.LeaseDuration <= 0 {
+		o.LeaseDuration = registry.DefaultLeaseDuration
 	}
 	if o.MaxInstancesPerService <= 0 {
 		o.MaxInstancesPerService = 1000
@@ -880,11 +888,12 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 	return r.registerSystem(ctx, heartbeatService, instance{
 		ID: heartbeatID(r.opts.ClusterSetID, r.opts.ClusterID),
 		Attrs: map[string]string{
-			attrClusterSetID: r.opts.ClusterSetID,
-			attrClusterID:    r.opts.ClusterID,
-			attrController:   controllerName,
-			attrRecordKind:   kindHeartbeat,
-			attrHeartbeat:    strconv.FormatInt(time.Now().UnixMilli(), 10),
+			attrClusterSetID:   r.opts.ClusterSetID,
+			attrClusterID:      r.opts.ClusterID,
+			attrController:     controllerName,
+			attrRecordKind:     kindHeartbeat,
+			attrHeartbeat:      strconv.FormatInt(time.Now().UnixMilli(), 10),
+			attrHeartbeatLease: strconv.FormatInt(int64(r.opts.LeaseDuration/time.Second), 10),
 		},
 	})
 }
@@ -918,28 +927,13 @@ func (r *Registry) registerSystem(ctx context.Context, service string, in instan
 // that has one. Clusters run by the AWS controller have none: callers must
 // treat a missing entry as unknown, not as dead.
 func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	insts, _, err := r.api.discover(ctx, r.opts.SystemNamespace, heartbeatService, r.opts.ClusterSetID)
-	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
-		return out, nil
-	}
+	hbs, err := readHeartbeats(ctx, r.api, r.opts.SystemNamespace, r.opts.ClusterSetID)
 	if err != nil {
 		return nil, err
 	}
-	insts, _ = dedupe(insts)
-	for _, in := range insts {
-		a := in.Attrs
-		if a[attrRecordKind] != kindHeartbeat || a[attrClusterSetID] != r.opts.ClusterSetID || a[attrClusterID] == "" {
-			continue
-		}
-		ms, err := strconv.ParseInt(a[attrHeartbeat], 10, 64)
-		if err != nil {
-			continue
-		}
-		t := time.UnixMilli(ms).UTC()
-		if t.After(out[a[attrClusterID]]) {
-			out[a[attrClusterID]] = t
-		}
+	out := make(map[string]time.Time, len(hbs))
+	for _, hb := range hbs {
+		out[hb.ClusterID] = hb.RenewTime
 	}
 	return out, nil
 }

@@ -65,7 +65,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultChunkSize     = 1000
-	DefaultLeaseDuration = 60 * time.Second
+	DefaultLeaseDuration = registry.DefaultLeaseDuration
 	// DefaultQPS and DefaultBurst limit one member's requests to the hub:
 	// one write per exported service, so a burst of 1,000 exports takes
 	// about 10 s; the hub's API Priority and Fairness shares it beyond that.
@@ -409,8 +409,8 @@ func (r *Registry) listHeartbeats(ctx context.Context) ([]*hubv1alpha1.ClusterSe
 
 // heartbeats returns the heartbeats among objs that are in the namespace of
 // the cluster they name, in the order of objs.
-func (r *Registry) heartbeats(objs []*hubv1alpha1.ClusterSetRecord) []Heartbeat {
-	var out []Heartbeat
+func (r *Registry) heartbeats(objs []*hubv1alpha1.ClusterSetRecord) []registry.Heartbeat {
+	var out []registry.Heartbeat
 	for _, obj := range objs {
 		if obj.Name != HeartbeatName || obj.Spec.Type != hubv1alpha1.Heartbeat || obj.Spec.RenewTime == nil {
 			continue
@@ -419,7 +419,7 @@ func (r *Registry) heartbeats(objs []*hubv1alpha1.ClusterSetRecord) []Heartbeat 
 		if !ok {
 			continue
 		}
-		hb := Heartbeat{ClusterID: cluster, RenewTime: obj.Spec.RenewTime.Time}
+		hb := registry.Heartbeat{ClusterID: cluster, RenewTime: obj.Spec.RenewTime.Time}
 		if d := obj.Spec.LeaseDurationSeconds; d != nil {
 			hb.LeaseDuration = time.Duration(*d) * time.Second
 		}

@@ -16,39 +16,29 @@ import (
 	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
-// StoredRecord is one member's record of a service as the hub holds it, for
-// tools such as `kubectl clusterset status`.
-type StoredRecord struct {
-	ClusterID string
-	// Record is the assembled record; nil when it cannot be read (Problem
-	// says why: a missing chunk, an undecodable head).
-	Record  *registry.Record
-	Problem string
-	// Changed is when the record's content last changed: the record's own
-	// time (registry.Record.Changed, by the exporting cluster's clock), else,
-	// for records without one, when the hub last accepted a write of its
-	// head (the newest time in its managedFields; zero when it keeps none).
-	Changed time.Time
-}
-
-// Heartbeat is one member's liveness record as the hub holds it.
-type Heartbeat struct {
-	ClusterID string
-	RenewTime time.Time
-	// LeaseDuration is how long the member means a renewal to last (its
-	// --liveness lease); 0 when it did not say.
-	LeaseDuration time.Duration
-}
-
-// ReadService lists every member's record of key in clusterSetID from the
-// hub with cfg (any member's credentials may read every record), sorted by
-// cluster ID. It reads once and starts no watch. Objects outside the
-// namespace of the cluster they name are ignored, as the controllers do.
-func ReadService(ctx context.Context, cfg *rest.Config, clusterSetID string, key registry.ServiceKey) ([]StoredRecord, error) {
-	r, err := inspector(cfg, clusterSetID)
+// NewReader returns a registry.Reader of clusterSetID's records on the hub
+// that cfg reaches (any member's credentials may read every record).
+// Objects outside the namespace of the cluster they name are ignored, as the
+// controllers do.
+func NewReader(cfg *rest.Config, clusterSetID string) (registry.Reader, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "kubectl-clusterset"
+	// It is never run and writes nothing, so its own cluster ID does not
+	// matter.
+	r, err := New(Options{ClusterSetID: clusterSetID, ClusterID: "-", Config: cfg})
 	if err != nil {
 		return nil, err
 	}
+	return reader{r}, nil
+}
+
+type reader struct{ r *Registry }
+
+// ReadService implements registry.Reader. A record without its own change
+// time gets the hub's last accepted write of its head (the newest time in
+// its managedFields).
+func (rd reader) ReadService(ctx context.Context, key registry.ServiceKey) ([]registry.StoredRecord, error) {
+	r := rd.r
 	sel := labels.SelectorFromSet(labels.Set{LabelClusterSet: r.setLabel, LabelRecord: recordLabel(key)}).String()
 	list, err := r.client.list(ctx, "", sel)
 	if err != nil {
@@ -72,11 +62,11 @@ func ReadService(ctx context.Context, cfg *rest.Config, clusterSetID string, key
 			}
 		}
 	}
-	var out []StoredRecord
+	var out []registry.StoredRecord
 	for cluster, at := range changed {
 		sink := &problemSink{}
 		r.view.assemble(logr.New(sink), store, cluster, key)
-		s := StoredRecord{ClusterID: cluster, Changed: at, Problem: sink.problem}
+		s := registry.StoredRecord{ClusterID: cluster, Changed: at, Problem: sink.problem}
 		if rec, ok := r.view.records[key][cluster]; ok {
 			s.Record = rec.DeepCopy()
 			if !rec.Changed.IsZero() {
@@ -85,32 +75,20 @@ func ReadService(ctx context.Context, cfg *rest.Config, clusterSetID string, key
 		}
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b StoredRecord) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	slices.SortFunc(out, func(a, b registry.StoredRecord) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out, nil
 }
 
-// ReadHeartbeats lists every member's heartbeat in clusterSetID from the hub
-// with cfg, sorted by cluster ID.
-func ReadHeartbeats(ctx context.Context, cfg *rest.Config, clusterSetID string) ([]Heartbeat, error) {
-	r, err := inspector(cfg, clusterSetID)
-	if err != nil {
-		return nil, err
-	}
+// ReadHeartbeats implements registry.Reader.
+func (rd reader) ReadHeartbeats(ctx context.Context) ([]registry.Heartbeat, error) {
+	r := rd.r
 	objs, err := r.listHeartbeats(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := r.heartbeats(objs)
-	slices.SortFunc(out, func(a, b Heartbeat) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	slices.SortFunc(out, func(a, b registry.Heartbeat) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out, nil
-}
-
-// inspector is a read-only Registry: it is never run and writes nothing, so
-// its own cluster ID does not matter.
-func inspector(cfg *rest.Config, clusterSetID string) (*Registry, error) {
-	cfg = rest.CopyConfig(cfg)
-	cfg.UserAgent = "kubectl-clusterset"
-	return New(Options{ClusterSetID: clusterSetID, ClusterID: "-", Config: cfg})
 }
 
 // problemSink keeps the first error message assemble logs: why a record

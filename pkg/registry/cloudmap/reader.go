@@ -1,0 +1,139 @@
+package cloudmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// ReaderOptions configures NewReader.
+type ReaderOptions struct {
+	// ClusterSetID is the clusterset whose records are read (required).
+	ClusterSetID string
+	// Endpoint and SystemNamespace are as in Options, with the same
+	// defaults.
+	Endpoint        string
+	SystemNamespace string
+}
+
+// NewReader returns a registry.Reader of clusterSetID's records in Cloud Map
+// with cfg (credentials and region; config.LoadDefaultConfig). It calls
+// only DiscoverInstances, which config/iam/cloudmap-readonly-policy.json
+// allows.
+func NewReader(cfg aws.Config, o ReaderOptions) (registry.Reader, error) {
+	if o.ClusterSetID == "" {
+		return nil, errors.New("cloudmap: ClusterSetID is required")
+	}
+	opts := Options{ClusterSetID: o.ClusterSetID, Endpoint: o.Endpoint, SystemNamespace: o.SystemNamespace}
+	opts.setDefaults()
+	// A tool waits for one answer, not for ten attempts over minutes.
+	opts.MaxAttempts = 3
+	calls := &callCounter{}
+	return reader{opts: opts, api: api{c: newClient(cfg, &opts, calls)}, calls: calls}, nil
+}
+
+type reader struct {
+	opts  Options
+	api   api
+	calls *callCounter
+}
+
+// ReadService implements registry.Reader with one DiscoverInstances of the
+// Cloud Map service key.Name in the namespace key.Namespace. Records of the
+// AWS Cloud Map MCS controller are read too (they have no change time).
+// Instances that do not decode give their cluster's StoredRecord a Problem;
+// those naming no cluster are reported under ClusterID "".
+func (rd reader) ReadService(ctx context.Context, key registry.ServiceKey) ([]registry.StoredRecord, error) {
+	// Unfiltered, as the view reads: markers carry OWNER_CLUSTERSET_ID, not
+	// CLUSTERSET_ID (hideFromAWSController). decodeInstances keeps only
+	// this clusterset's instances.
+	insts, _, err := rd.api.discover(ctx, key.Namespace, key.Name, "")
+	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("DiscoverInstances %s: %w", key, err)
+	}
+	insts, _ = dedupe(insts)
+	// decodeInstances names a bad instance by its ID, or a bad record by
+	// its cluster's marker ID, which may be hashed (boundedID).
+	clusterOf := map[string]string{}
+	for _, in := range insts {
+		c := in.Attrs[attrClusterID]
+		clusterOf[in.ID] = c
+		if c != "" {
+			clusterOf[markerID(rd.opts.ClusterSetID, c)] = c
+		}
+	}
+	problems := map[string]string{}
+	recs := decodeInstances(rd.opts.ClusterSetID, key.Namespace, key.Name, insts, func(id string, err error) {
+		c := clusterOf[id]
+		if problems[c] == "" {
+			problems[c] = "instance " + id + ": " + err.Error()
+		}
+	})
+	var out []registry.StoredRecord
+	for i := range recs {
+		c := recs[i].ClusterID
+		out = append(out, registry.StoredRecord{ClusterID: c, Record: &recs[i], Changed: recs[i].Changed, Problem: problems[c]})
+		delete(problems, c)
+	}
+	for c, p := range problems {
+		out = append(out, registry.StoredRecord{ClusterID: c, Problem: p})
+	}
+	slices.SortFunc(out, func(a, b registry.StoredRecord) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	return out, nil
+}
+
+// ReadHeartbeats implements registry.Reader: the heartbeat instances in
+// SystemNamespace. Clusters run by the AWS controller have none.
+func (rd reader) ReadHeartbeats(ctx context.Context) ([]registry.Heartbeat, error) {
+	out, err := readHeartbeats(ctx, rd.api, rd.opts.SystemNamespace, rd.opts.ClusterSetID)
+	slices.SortFunc(out, func(a, b registry.Heartbeat) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	return out, err
+}
+
+// readHeartbeats returns the newest heartbeat of every cluster of
+// clusterSetID, in no order; none when the heartbeat service does not
+// exist yet.
+func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID string) ([]registry.Heartbeat, error) {
+	insts, _, err := a.discover(ctx, systemNamespace, heartbeatService, clusterSetID)
+	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	insts, _ = dedupe(insts)
+	newest := map[string]registry.Heartbeat{}
+	for _, in := range insts {
+		a := in.Attrs
+		if a[attrRecordKind] != kindHeartbeat || a[attrClusterSetID] != clusterSetID || a[attrClusterID] == "" {
+			continue
+		}
+		ms, err := strconv.ParseInt(a[attrHeartbeat], 10, 64)
+		if err != nil {
+			continue
+		}
+		hb := registry.Heartbeat{ClusterID: a[attrClusterID], RenewTime: time.UnixMilli(ms).UTC()}
+		if s, err := strconv.ParseInt(a[attrHeartbeatLease], 10, 64); err == nil && s > 0 {
+			hb.LeaseDuration = time.Duration(s) * time.Second
+		}
+		if hb.RenewTime.After(newest[hb.ClusterID].RenewTime) {
+			newest[hb.ClusterID] = hb
+		}
+	}
+	out := make([]registry.Heartbeat, 0, len(newest))
+	for _, hb := range newest {
+		out = append(out, hb)
+	}
+	return out, nil
+}
