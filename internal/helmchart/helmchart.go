@@ -45,6 +45,23 @@ func Load(repoDir string) (*chartv2.Chart, error) {
 // a Kubernetes version such as "v1.33.0". Invalid values fail with the error
 // of values.schema.json or of the templates.
 func Render(ch *chartv2.Chart, namespace, kubeVersion string, values map[string]any) ([]*unstructured.Unstructured, error) {
+	r, err := dryRun(ch, namespace, kubeVersion, values)
+	if err != nil {
+		return nil, err
+	}
+	return decode(r.Manifest)
+}
+
+// Notes renders the chart's NOTES.txt as `helm install` prints it.
+func Notes(ch *chartv2.Chart, namespace, kubeVersion string, values map[string]any) (string, error) {
+	r, err := dryRun(ch, namespace, kubeVersion, values)
+	if err != nil {
+		return "", err
+	}
+	return r.Info.Notes, nil
+}
+
+func dryRun(ch *chartv2.Chart, namespace, kubeVersion string, values map[string]any) (*releasev1.Release, error) {
 	kv, err := common.ParseKubeVersion(kubeVersion)
 	if err != nil {
 		return nil, err
@@ -65,7 +82,7 @@ func Render(ch *chartv2.Chart, namespace, kubeVersion string, values map[string]
 	if !ok {
 		return nil, fmt.Errorf("helm returned a release of type %T", rel)
 	}
-	return decode(r.Manifest)
+	return r, nil
 }
 
 // decode splits a multi-document YAML stream into objects, skipping empty

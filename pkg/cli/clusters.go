@@ -23,10 +23,11 @@ import (
 // clusters at once: kubectl's own (--kubeconfig, --context, -n, ...),
 // --contexts, -A and -o.
 type clustersFlags struct {
-	config        *genericclioptions.ConfigFlags
-	contexts      []string
-	allNamespaces bool
-	output        string
+	config              *genericclioptions.ConfigFlags
+	contexts            []string
+	allNamespaces       bool
+	output              string
+	controllerNamespace string
 }
 
 func addClustersFlags(cmd *cobra.Command, namespaced bool) *clustersFlags {
@@ -38,6 +39,12 @@ func addClustersFlags(cmd *cobra.Command, namespaced bool) *clustersFlags {
 	}
 	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table, json or yaml")
 	return f
+}
+
+// addControllerNamespace adds --controller-namespace, for the commands that
+// read the controller's installation (status SERVICE, doctor).
+func (f *clustersFlags) addControllerNamespace(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.controllerNamespace, "controller-namespace", "", "namespace of clusterset-controller in every member (default: where a Deployment labelled "+inspect.ControllerLabel+"="+inspect.ControllerName+" is, else "+inspect.ControllerNamespace+")")
 }
 
 // namespace is -n, the context's namespace, or "" with -A.
@@ -144,6 +151,7 @@ func (f *clustersFlags) read(ctx context.Context, errOut io.Writer, o inspect.Re
 	if err != nil {
 		return nil, err
 	}
+	o.ControllerNamespace = f.controllerNamespace
 	clusters := inspect.Read(ctx, ms, o)
 	// Two contexts of one cluster (an admin and a user context, say) are
 	// one member.

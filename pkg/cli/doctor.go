@@ -50,6 +50,7 @@ check fails; warnings do not fail it.`,
 		},
 	}
 	f = addClustersFlags(cmd, false)
+	f.addControllerNamespace(cmd)
 	return cmd
 }
 

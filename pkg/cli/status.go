@@ -73,6 +73,7 @@ credentials; Cloud Map with this machine's AWS credentials (AWS_PROFILE, AWS_* v
 		},
 	}
 	f = addClustersFlags(cmd, true)
+	f.addControllerNamespace(cmd)
 	return cmd
 }
 

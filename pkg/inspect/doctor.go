@@ -127,12 +127,19 @@ func member(cl *Cluster, ids map[string][]string, h RegistryHealth, now time.Tim
 
 func controllerCheck(cl *Cluster, now time.Time, check func(string, Verdict, string, string) Check) Check {
 	if why := cl.Unchecked["controller"]; why != "" {
-		return check("controller", Warn, "not checked: "+why, "doctor needs get on Deployments and Leases in "+ControllerNamespace)
+		return check("controller", Warn, "not checked: "+why, "doctor needs get on Deployments and Leases in "+cl.ControllerNamespace)
 	}
-	const install = "install clusterset-controller: `helm install clusterset charts/clusterset -n " + ControllerNamespace + " --create-namespace` (docs/install.md)"
+	ns := cl.ControllerNamespace
 	d := cl.Controller
 	if d == nil {
-		return check("controller", Fail, "no Deployment "+ControllerNamespace+"/"+ControllerName, install)
+		return check("controller", Fail, "no Deployment "+ns+"/"+ControllerName+" (nor one labelled "+ControllerLabel+"="+ControllerName+" elsewhere)",
+			"install clusterset-controller: `helm install clusterset charts/clusterset -n "+ControllerNamespace+" --create-namespace` (docs/install.md); "+
+				"if it runs under another name, pass its namespace with --controller-namespace")
+	}
+	if len(cl.OtherControllers) > 0 {
+		return check("controller", Fail, fmt.Sprintf("%d clusterset-controller Deployments: %s/%s and %s; each would write this cluster's records",
+			1+len(cl.OtherControllers), d.Namespace, d.Name, strings.Join(cl.OtherControllers, ", ")),
+			"uninstall all but one (`helm uninstall -n NAMESPACE RELEASE` or `kubectl delete -k` of the overlay)")
 	}
 	want := int32(1)
 	if d.Spec.Replicas != nil {
@@ -140,12 +147,12 @@ func controllerCheck(cl *Cluster, now time.Time, check func(string, Verdict, str
 	}
 	ready := fmt.Sprintf("%d/%d replicas available", d.Status.AvailableReplicas, want)
 	if d.Status.AvailableReplicas == 0 {
-		return check("controller", Fail, ready, "see `kubectl -n "+ControllerNamespace+" describe deployment "+ControllerName+"` and the pods' logs")
+		return check("controller", Fail, ready, "see `kubectl -n "+ns+" describe deployment "+d.Name+"` and the pods' logs")
 	}
 	l := cl.Lease
 	if l == nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
-		return check("controller", Fail, ready+", no leader (Lease "+ControllerNamespace+"/"+ControllerName+" has no holder)",
-			"see the pods' logs for leader election errors; the controller needs --leader-elect and RBAC for Leases in "+ControllerNamespace)
+		return check("controller", Fail, ready+", no leader (Lease "+ns+"/"+ControllerName+" has no holder)",
+			"see the pods' logs for leader election errors; the controller needs --leader-elect and RBAC for Leases in "+ns)
 	}
 	if l.Spec.RenewTime != nil && l.Spec.LeaseDurationSeconds != nil &&
 		now.Sub(l.Spec.RenewTime.Time) > time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second+MaxClockOffset {
@@ -185,7 +192,7 @@ func registryCheck(cl *Cluster, h RegistryHealth, check func(string, Verdict, st
 		return check("registry", Fail, "the identity is unknown, so the hub namespace cannot be checked", "fix the identity first")
 	case a.Unreachable:
 		return check("registry", Warn, "the hub cannot be reached from this machine ("+a.Problem+"); the member's pods may still reach it",
-			"run doctor where the hub's address (in Secret "+ControllerNamespace+"/clusterset-hub-kubeconfig) is reachable")
+			"run doctor where the hub's address (in Secret "+cl.HubSecret+") is reachable")
 	case a.Problem != "":
 		return check("registry", Fail, a.Problem, rejoin)
 	case !a.WriteOwn:

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,13 +35,16 @@ import (
 )
 
 // Where clusterset-controller and CoreDNS live when installed from config/
-// or the chart.
+// or the chart with its defaults.
 const (
 	ControllerNamespace = membership.HubSecretNamespace
 	ControllerName      = "clusterset-controller" // Deployment and leader election Lease
-	CoreDNSNamespace    = "kube-system"
-	CoreDNSConfigMap    = "coredns"
-	CoreDNSAccount      = "coredns" // its ServiceAccount
+	// ControllerLabel is the label config/ and the chart put on the
+	// controller's Deployment, with the value ControllerName.
+	ControllerLabel  = "app.kubernetes.io/name"
+	CoreDNSNamespace = "kube-system"
+	CoreDNSConfigMap = "coredns"
+	CoreDNSAccount   = "coredns" // its ServiceAccount
 )
 
 // APIs lists the API groups and versions a member must serve, by what needs
@@ -85,19 +89,29 @@ type Cluster struct {
 	// multicluster.kubernetes.io/service-name).
 	ImportedSlices []discoveryv1.EndpointSlice
 
+	// ControllerNamespace is where the controller was found (or looked
+	// for, when absent).
+	ControllerNamespace string
 	// Controller is the controller's Deployment, nil when absent; Lease
-	// its leader election Lease, nil when absent.
-	Controller *appsv1.Deployment
-	Lease      *coordinationv1.Lease
+	// its leader election Lease, nil when absent. OtherControllers are
+	// further clusterset-controller Deployments of the cluster
+	// ("namespace/name"): two controllers would write the same records.
+	Controller       *appsv1.Deployment
+	OtherControllers []string
+	Lease            *coordinationv1.Lease
 	// Registry is the controller's --registry ("hub" unless set).
 	Registry string
 	// AWSRegion is the controller's AWS_REGION (Cloud Map only), from its
 	// container's env or the ConfigMaps it takes env from; "" when it
 	// cannot be found.
 	AWSRegion string
-	// HubConfig reaches the hub with this member's own credentials (the
-	// Secret that join writes); nil when the Secret is absent, and
-	// HubProblem then says why.
+	// HubSecret is the Secret ("namespace/name") holding the member's hub
+	// credentials: the one the controller's Deployment mounts, else the
+	// default that join writes.
+	HubSecret string
+	// HubConfig reaches the hub with this member's own credentials (from
+	// HubSecret); nil when the Secret is absent, and HubProblem then says
+	// why.
 	HubConfig  *rest.Config
 	HubProblem string
 	// HubVia says when HubConfig's address was replaced by one this
@@ -135,6 +149,10 @@ type ReadOptions struct {
 	// Health reads what Registry reads, the leader election Lease, CoreDNS's
 	// Corefile and what its ServiceAccount may do (doctor).
 	Health bool
+	// ControllerNamespace is where clusterset-controller runs; "" finds it:
+	// the namespace of the Deployment labelled ControllerLabel=ControllerName
+	// (ControllerNamespace when there is none or it may not be listed).
+	ControllerNamespace string
 }
 
 // Read reads every member at once. A member that cannot be read gets a
@@ -230,7 +248,7 @@ func read(ctx context.Context, m Member, o ReadOptions) *Cluster {
 	}
 	cl.ImportedSlices = slices.Items
 	if o.Registry || o.Health {
-		readRegistryAccess(ctx, c, cfg, cl)
+		readRegistryAccess(ctx, c, cfg, cl, o)
 	}
 	if o.Health {
 		readHealth(ctx, c, cl)
@@ -260,50 +278,117 @@ func readIdentity(ctx context.Context, c client.Client, cl *Cluster) {
 
 // readRegistryAccess reads the controller's Deployment and, unless it
 // uses Cloud Map, the member's hub credentials.
-func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, cl *Cluster) {
+func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, cl *Cluster, o ReadOptions) {
+	readController(ctx, c, cl, o.ControllerNamespace)
+	if d := cl.Controller; d != nil {
+		cl.Registry = registryOf(d)
+		if cl.Registry == "cloudmap" {
+			cl.AWSRegion = envOf(ctx, c, d, "AWS_REGION")
+			if cl.AWSRegion == "" {
+				cl.AWSRegion = envOf(ctx, c, d, "AWS_DEFAULT_REGION")
+			}
+		}
+	}
+	if cl.Registry != "" && cl.Registry != "hub" {
+		return
+	}
+	key := client.ObjectKey{Namespace: cl.ControllerNamespace, Name: membership.HubSecretName}
+	dataKey := membership.HubSecretKey
+	if cl.Controller != nil {
+		if name, k, ok := hubSecretOf(cl.Controller); ok {
+			key.Name, dataKey = name, k
+		}
+	}
+	cl.HubSecret = key.String()
+	var s corev1.Secret
+	switch err := c.Get(ctx, key, &s); {
+	case apierrors.IsNotFound(err):
+		cl.HubProblem = "Secret " + key.String() + " does not exist"
+	case err != nil:
+		cl.HubProblem = "reading Secret " + key.String() + ": " + err.Error()
+	default:
+		hubCfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data[dataKey])
+		if err != nil {
+			cl.HubProblem = "Secret " + key.String() + " holds no usable kubeconfig under " + dataKey + ": " + err.Error()
+		} else {
+			hubCfg.Timeout = cfg.Timeout
+			cl.HubConfig = hubCfg
+		}
+	}
+}
+
+// readController finds the controller's Deployment: in namespace when it is
+// set, else wherever one is labelled as the controller.
+func readController(ctx context.Context, c client.Client, cl *Cluster, namespace string) {
+	cl.ControllerNamespace = cmp.Or(namespace, ControllerNamespace)
+	if namespace == "" {
+		var list appsv1.DeploymentList
+		if err := c.List(ctx, &list, client.MatchingLabels{ControllerLabel: ControllerName}); err == nil && len(list.Items) > 0 {
+			// The default namespace first, then by namespace.
+			slices.SortFunc(list.Items, func(a, b appsv1.Deployment) int {
+				return cmp.Or(-cmp.Compare(boolInt(a.Namespace == ControllerNamespace), boolInt(b.Namespace == ControllerNamespace)),
+					cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+			})
+			cl.Controller = &list.Items[0]
+			cl.ControllerNamespace = cl.Controller.Namespace
+			for _, d := range list.Items[1:] {
+				cl.OtherControllers = append(cl.OtherControllers, d.Namespace+"/"+d.Name)
+			}
+			return
+		}
+		// None labelled, or Deployments may not be listed cluster-wide:
+		// look where the default install puts it.
+	}
 	var d appsv1.Deployment
-	switch err := c.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: ControllerName}, &d); {
+	switch err := c.Get(ctx, client.ObjectKey{Namespace: cl.ControllerNamespace, Name: ControllerName}, &d); {
 	case err == nil:
 		cl.Controller = &d
-		cl.Registry = registryOf(&d)
-		if cl.Registry == "cloudmap" {
-			cl.AWSRegion = envOf(ctx, c, &d, "AWS_REGION")
-			if cl.AWSRegion == "" {
-				cl.AWSRegion = envOf(ctx, c, &d, "AWS_DEFAULT_REGION")
-			}
-		}
 	case !apierrors.IsNotFound(err):
-		cl.unchecked("controller", "reading Deployment "+ControllerNamespace+"/"+ControllerName+": "+err.Error())
+		cl.unchecked("controller", "reading Deployment "+cl.ControllerNamespace+"/"+ControllerName+": "+err.Error())
 	}
-	if cl.Registry == "" || cl.Registry == "hub" {
-		var s corev1.Secret
-		key := client.ObjectKey{Namespace: membership.HubSecretNamespace, Name: membership.HubSecretName}
-		switch err := c.Get(ctx, key, &s); {
-		case apierrors.IsNotFound(err):
-			cl.HubProblem = "Secret " + key.String() + " does not exist"
-		case err != nil:
-			cl.HubProblem = "reading Secret " + key.String() + ": " + err.Error()
-		default:
-			hubCfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data[membership.HubSecretKey])
-			if err != nil {
-				cl.HubProblem = "Secret " + key.String() + " holds no usable kubeconfig: " + err.Error()
-			} else {
-				hubCfg.Timeout = cfg.Timeout
-				cl.HubConfig = hubCfg
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// hubSecretOf finds the Secret and key the controller reads its hub
+// kubeconfig from: the Secret volume mounted where its --hub-kubeconfig
+// points.
+func hubSecretOf(d *appsv1.Deployment) (name, key string, ok bool) {
+	spec := d.Spec.Template.Spec
+	for _, c := range spec.Containers {
+		path := flagOf(c, "hub-kubeconfig")
+		if path == "" {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			rel, found := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+			if !found {
+				continue
+			}
+			for _, v := range spec.Volumes {
+				if v.Name == m.Name && v.Secret != nil {
+					return v.Secret.SecretName, rel, true
+				}
 			}
 		}
 	}
+	return "", "", false
 }
 
 // readHealth reads the controller's leader election Lease, CoreDNS's
 // Corefile and what CoreDNS's ServiceAccount may do.
 func readHealth(ctx context.Context, c client.Client, cl *Cluster) {
 	var l coordinationv1.Lease
-	switch err := c.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: ControllerName}, &l); {
+	switch err := c.Get(ctx, client.ObjectKey{Namespace: cl.ControllerNamespace, Name: ControllerName}, &l); {
 	case err == nil:
 		cl.Lease = &l
 	case !apierrors.IsNotFound(err):
-		cl.unchecked("controller", "reading Lease "+ControllerNamespace+"/"+ControllerName+": "+err.Error())
+		cl.unchecked("controller", "reading Lease "+cl.ControllerNamespace+"/"+ControllerName+": "+err.Error())
 	}
 	var cm corev1.ConfigMap
 	switch err := c.Get(ctx, client.ObjectKey{Namespace: CoreDNSNamespace, Name: CoreDNSConfigMap}, &cm); {
@@ -380,17 +465,26 @@ func envOf(ctx context.Context, c client.Client, d *appsv1.Deployment, name stri
 // default, as in the controller).
 func registryOf(d *appsv1.Deployment) string {
 	for _, c := range d.Spec.Template.Spec.Containers {
-		args := append(append([]string{}, c.Command...), c.Args...)
-		for i, a := range args {
-			if v, ok := strings.CutPrefix(a, "--registry="); ok {
-				return v
-			}
-			if a == "--registry" && i+1 < len(args) {
-				return args[i+1]
-			}
+		if v := flagOf(c, "registry"); v != "" {
+			return v
 		}
 	}
 	return "hub"
+}
+
+// flagOf is the value of the flag --name in c's command and args ("--name=v"
+// or "--name v"); "" when it is not there.
+func flagOf(c corev1.Container, name string) string {
+	args := append(slices.Clone(c.Command), c.Args...)
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v
+		}
+		if a == "--"+name && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 func (cl *Cluster) unchecked(check, why string) {

@@ -3,6 +3,7 @@
 package membership
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -42,16 +43,22 @@ type Options struct {
 	HubServer string
 	// TokenTTL is how long the member's hub token is valid.
 	TokenTTL time.Duration
+	// SecretNamespace and SecretName say where in the member the hub
+	// credentials go: the controller's namespace and the chart's
+	// registry.hub.secretName. Defaults HubSecretNamespace, HubSecretName.
+	SecretNamespace, SecretName string
 }
 
 // Join does the work of `kubectl clusterset join`: on the hub (hubCfg, admin
 // rights) the member's namespace, RBAC, ServiceAccount and CRD (hub.Join);
-// in the member (memberCfg) the Secret HubSecretNamespace/HubSecretName with a
+// in the member (memberCfg) the Secret o.SecretNamespace/o.SecretName with a
 // kubeconfig for the hub and the identity ClusterProperties when absent. It
 // checks the member's identity before touching the hub, so a refused join
 // leaves nothing behind; it reports each step to out. Running it again
 // rotates the token.
 func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o Options) error {
+	o.SecretNamespace = cmp.Or(o.SecretNamespace, HubSecretNamespace)
+	o.SecretName = cmp.Or(o.SecretName, HubSecretName)
 	c, err := client.New(memberCfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return err
@@ -85,18 +92,18 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 	if err != nil {
 		return err
 	}
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HubSecretNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("member: namespace %s: %w", HubSecretNamespace, err)
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.SecretNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("member: namespace %s: %w", o.SecretNamespace, err)
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: HubSecretNamespace, Name: HubSecretName}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.SecretNamespace, Name: o.SecretName}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, secret, func() error {
 		secret.Type = corev1.SecretTypeOpaque
 		secret.Data = map[string][]byte{HubSecretKey: kubeconfig}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("member: secret %s/%s: %w", HubSecretNamespace, HubSecretName, err)
+		return fmt.Errorf("member: secret %s/%s: %w", o.SecretNamespace, o.SecretName, err)
 	}
-	fmt.Fprintf(out, "member: secret %s/%s holds the hub credentials (token valid %s)\n", HubSecretNamespace, HubSecretName, o.TokenTTL)
+	fmt.Fprintf(out, "member: secret %s/%s holds the hub credentials (token valid %s)\n", o.SecretNamespace, o.SecretName, o.TokenTTL)
 
 	for _, name := range missing {
 		p := aboutv1alpha1.ClusterProperty{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: aboutv1alpha1.ClusterPropertySpec{Value: identity[name]}}

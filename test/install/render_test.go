@@ -430,3 +430,28 @@ func noArgPrefix(t *testing.T, args []string, prefixes ...string) {
 		}
 	}
 }
+
+// The chart's notes tell how to write the hub Secret where this release
+// reads it: `join` with the release's namespace and Secret name when they
+// are not join's defaults.
+func TestChartNotes(t *testing.T) {
+	for _, tc := range []struct {
+		namespace string
+		values    map[string]any
+		want      string
+		wantNot   string
+	}{
+		{helmchart.Namespace, nil, "`kubectl clusterset join` writes it.", "--controller-namespace"},
+		{"platform", map[string]any{"registry": map[string]any{"hub": map[string]any{"secretName": "hub-creds"}}},
+			"when given --controller-namespace platform --hub-secret-name hub-creds.", ""},
+		{helmchart.Namespace, map[string]any{"registry": map[string]any{"type": "cloudmap", "cloudMap": map[string]any{"region": "eu-west-1"}}}, "cloudmap registry", "join"},
+	} {
+		notes, err := helmchart.Notes(loadChart(t), tc.namespace, oldestKubernetes, tc.values)
+		if err != nil {
+			t.Fatalf("%s %v: %v", tc.namespace, tc.values, err)
+		}
+		if !strings.Contains(notes, tc.want) || (tc.wantNot != "" && strings.Contains(notes, tc.wantNot)) {
+			t.Errorf("notes in %s with %v: want %q and not %q:\n%s", tc.namespace, tc.values, tc.want, tc.wantNot, notes)
+		}
+	}
+}

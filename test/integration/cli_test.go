@@ -240,6 +240,47 @@ func TestCLI(t *testing.T) {
 		doctor(t, "doctor-silent-member", true, "--contexts", "cls1,cls2,cls3")
 	})
 
+	// An installation outside clusterset-system with another Secret name
+	// (the chart's -n and registry.hub.secretName): doctor finds the
+	// controller by its label and the Secret through the Deployment's
+	// volume; join writes the Secret there. Two controllers in one cluster
+	// fail the controller check.
+	t.Run("DoctorControllerElsewhere", func(t *testing.T) {
+		mustCreate(t, cls3.admin, namespace("platform"))
+		out, err := run("join", "--context", "cls3", "--hub-kubeconfig", kubeconfig, "--hub-context", "cls1", "--cluster-id", "cls3", "--clusterset-id", clusterSet,
+			"--controller-namespace", "platform", "--hub-secret-name", "hub-creds")
+		if err != nil || !strings.Contains(out, "secret platform/hub-creds holds the hub credentials") {
+			t.Fatalf("join into platform/hub-creds: %v\n%s", err, out)
+		}
+		installDeployment(t, cls3, "platform", func(d *appsv1.Deployment) {
+			c := &d.Spec.Template.Spec.Containers[0]
+			c.Args = append(c.Args, "--hub-kubeconfig=/etc/clusterset/hub/kubeconfig")
+			c.VolumeMounts = []corev1.VolumeMount{{Name: "hub", MountPath: "/etc/clusterset/hub/", ReadOnly: true}}
+			d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "hub", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "hub-creds"}}}}
+		})
+		row := func(out, verdict, check, msg string) bool {
+			return regexp.MustCompile(`(?m)^` + verdict + `\s+cls3\s+` + check + `\s+` + regexp.QuoteMeta(msg)).MatchString(out)
+		}
+		out, _ = run("doctor", "--contexts", "cls1,cls2,cls3")
+		if !row(out, "FAIL", "controller", "2 clusterset-controller Deployments: "+inspect.ControllerNamespace+"/"+inspect.ControllerName+" and platform/"+inspect.ControllerName) {
+			t.Errorf("doctor with two controllers in cls3: no FAIL naming both:\n%s", out)
+		}
+		if err := cls3.admin.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: inspect.ControllerNamespace, Name: inspect.ControllerName}}); err != nil {
+			t.Fatal(err)
+		}
+		out, _ = run("doctor", "--contexts", "cls1,cls2,cls3")
+		for _, want := range [][2]string{{"controller", "2/2 replicas available, leader"}, {"registry", "hub reachable; the member may write its own records and nothing else"}} {
+			if !row(out, "OK", want[0], want[1]) {
+				t.Errorf("doctor with cls3's controller in platform: %s is not OK %q:\n%s", want[0], want[1], out)
+			}
+		}
+		// Told where to look, doctor looks only there.
+		out, _ = run("doctor", "--contexts", "cls3", "--controller-namespace", "elsewhere")
+		if !row(out, "FAIL", "controller", "no Deployment elsewhere/"+inspect.ControllerName) || !row(out, "FAIL", "registry", "Secret elsewhere/clusterset-hub-kubeconfig does not exist") {
+			t.Errorf("doctor --controller-namespace elsewhere:\n%s", out)
+		}
+	})
+
 	t.Run("Unexport", func(t *testing.T) {
 		out, err := run("unexport", "nginx-hello", "-n", "demo", "--context", "cls2")
 		if err != nil {
@@ -280,15 +321,14 @@ func memberHubConfig(t *testing.T, m *member) *rest.Config {
 	return cfg
 }
 
-// installAround creates in m what an install puts around the controller:
-// its Deployment (2 replicas, available; changed by each of deployment) and
-// leader Lease, CoreDNS's RBAC from config/coredns and the Corefile of
-// config/coredns/corefile-patch.yaml.
-func installAround(t *testing.T, m *member, deployment ...func(*appsv1.Deployment)) {
+// installDeployment creates in m's namespace ns the controller's Deployment
+// (2 replicas, available, labelled as config/ and the chart label it;
+// changed by each of deployment) and its leader Lease.
+func installDeployment(t *testing.T, m *member, ns string, deployment ...func(*appsv1.Deployment)) {
 	t.Helper()
 	labels := map[string]string{"app.kubernetes.io/name": inspect.ControllerName}
 	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: inspect.ControllerNamespace, Name: inspect.ControllerName},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: inspect.ControllerName, Labels: map[string]string{inspect.ControllerLabel: inspect.ControllerName}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(int32(2)),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -310,7 +350,7 @@ func installAround(t *testing.T, m *member, deployment ...func(*appsv1.Deploymen
 		t.Fatal(err)
 	}
 	mustCreate(t, m.admin, &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: inspect.ControllerNamespace, Name: inspect.ControllerName},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: inspect.ControllerName},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To("clusterset-controller-5d8f7-x2x9q_0b1c"),
 			LeaseDurationSeconds: ptr.To(int32(3600)),
@@ -318,6 +358,15 @@ func installAround(t *testing.T, m *member, deployment ...func(*appsv1.Deploymen
 		},
 	})
 
+}
+
+// installAround creates in m what an install puts around the controller:
+// its Deployment and Lease in clusterset-system (installDeployment),
+// CoreDNS's RBAC from config/coredns and the Corefile of
+// config/coredns/corefile-patch.yaml.
+func installAround(t *testing.T, m *member, deployment ...func(*appsv1.Deployment)) {
+	t.Helper()
+	installDeployment(t, m, inspect.ControllerNamespace, deployment...)
 	dir := filepath.Join(testenv.RepoRoot(), "config", "coredns")
 	var role rbacv1.ClusterRole
 	var binding rbacv1.ClusterRoleBinding
