@@ -90,8 +90,15 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAMESPACE\tNAME\tVALID\tREADY\tCONFLICT\tMESSAGE")
 	for _, e := range exports.Items {
-		valid, ready, conflict := condition(e.Status.Conditions, "Valid"), condition(e.Status.Conditions, "Ready"), condition(e.Status.Conditions, "Conflict")
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, valid.short(), ready.short(), conflict.short(), firstProblem(valid, ready, conflict))
+		conds := e.Status.Conditions
+		msg := ""
+		if st := inspect.ExportStateOf("", conds); st.Reason != "" {
+			msg = st.Reason + ": " + st.Message
+		} else if ready := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionReady)); ready != nil {
+			msg = ready.Message
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, conditionStatus(conds, mcsv1beta1.ServiceExportConditionValid),
+			conditionStatus(conds, mcsv1beta1.ServiceExportConditionReady), conditionStatus(conds, mcsv1beta1.ServiceExportConditionConflict), msg)
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -125,37 +132,12 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 	return w.Flush()
 }
 
-type cond struct {
-	status, reason, message string
-}
-
-func condition(conds []metav1.Condition, typ string) cond {
-	c := meta.FindStatusCondition(conds, typ)
-	if c == nil {
-		return cond{}
+// conditionStatus is the status of the condition typ, "-" when absent.
+func conditionStatus(conds []metav1.Condition, typ mcsv1beta1.ServiceExportConditionType) string {
+	if c := meta.FindStatusCondition(conds, string(typ)); c != nil {
+		return string(c.Status)
 	}
-	return cond{status: string(c.Status), reason: c.Reason, message: c.Message}
-}
-
-func (c cond) short() string {
-	if c.status == "" {
-		return "-"
-	}
-	return c.status
-}
-
-// firstProblem is the message a user needs: the first condition that is not
-// as it should be, else the Ready message.
-func firstProblem(valid, ready, conflict cond) string {
-	switch {
-	case valid.status != "True" && valid.status != "":
-		return valid.reason + ": " + valid.message
-	case ready.status != "True" && ready.status != "":
-		return ready.reason + ": " + ready.message
-	case conflict.status == "True":
-		return conflict.reason + ": " + conflict.message
-	}
-	return ready.message
+	return "-"
 }
 
 func property(ctx context.Context, c client.Client, name string) string {

@@ -39,6 +39,17 @@ func TestStatus(t *testing.T) {
 	if err := c.Status().Update(ctx, export); err != nil {
 		t.Fatal(err)
 	}
+	// One the controller has not reported on, and one that is exported.
+	create(&mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "new"}})
+	ok := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"}}
+	create(ok)
+	ok.Status.Conditions = []metav1.Condition{
+		{Type: "Valid", Status: metav1.ConditionTrue, Reason: "Valid", Message: "Service is valid for export", LastTransitionTime: metav1.Now()},
+		{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Exported", Message: "exported with 2 endpoints", LastTransitionTime: metav1.Now()},
+	}
+	if err := c.Status().Update(ctx, ok); err != nil {
+		t.Fatal(err)
+	}
 	imp := &mcsv1beta1.ServiceImport{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "nginx-hello"},
 		Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP, IPs: []string{"10.96.0.20"},
@@ -66,8 +77,10 @@ func TestStatus(t *testing.T) {
 	for _, want := range []string{
 		"cluster ID:     cls2",
 		"clusterset ID:  <unset: ClusterProperty clusterset.k8s.io not readable",
-		"SERVICE EXPORTS (1)",
+		"SERVICE EXPORTS (3)",
 		"NoService: Service demo/late does not exist",
+		"new   -      -      -         NoStatus: the controller has not reported on this export",
+		"web   True   True   -         exported with 2 endpoints",
 		"SERVICE IMPORTS (1)",
 		"10.96.0.20",
 		"80/TCP",

@@ -64,7 +64,7 @@ func List(clusters []*Cluster) []Service {
 		for i := range cl.Exports {
 			e := &cl.Exports[i]
 			r := row(e.Namespace, e.Name)
-			st := exportState(cl.Name(), e.Status.Conditions)
+			st := ExportStateOf(cl.Name(), e.Status.Conditions)
 			r.ExportedBy = append(r.ExportedBy, st)
 			if c := meta.FindStatusCondition(e.Status.Conditions, string(mcsv1beta1.ServiceExportConditionConflict)); c != nil && c.Status == metav1.ConditionTrue {
 				r.Conflicts = append(r.Conflicts, ExportState{Cluster: cl.Name(), Ready: st.Ready, Reason: c.Reason, Message: c.Message})
@@ -112,7 +112,10 @@ func (cl *Cluster) Name() string {
 }
 
 // exportState judges one ServiceExport from its KEP-1645 conditions.
-func exportState(cluster string, conds []metav1.Condition) ExportState {
+// ExportStateOf judges one ServiceExport of cluster by its conditions
+// (KEP-1645 Valid, Ready, Conflict): Ready, and the first condition that
+// needs attention in that order.
+func ExportStateOf(cluster string, conds []metav1.Condition) ExportState {
 	st := ExportState{Cluster: cluster}
 	valid := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionValid))
 	ready := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionReady))
