@@ -98,7 +98,7 @@ monitoring: ## copy config/monitoring's alert rules and dashboard into the chart
 	cp config/monitoring/prometheus-rules.yaml config/monitoring/grafana-dashboard.json charts/clusterset/files/
 
 .PHONY: verify
-verify: ## gofmt, go vet and generated files up to date
+verify: ## gofmt, go vet, generated files up to date, no hand-written file over 600 lines
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	go vet ./...
 	go vet -tags e2e ./test/...
@@ -107,6 +107,7 @@ verify: ## gofmt, go vet and generated files up to date
 	@test -z "$$(git status --porcelain -- charts/clusterset/crds)" || { git status --short -- charts/clusterset/crds; echo "charts/clusterset/crds differs from config/crd: run make crds and commit"; exit 1; }
 	@git diff --exit-code -- config/crd charts/clusterset/crds pkg/apis config/hub/crd pkg/registry/hub/api || { echo "generated CRDs or deepcopy files are stale: run make crds and commit"; exit 1; }
 	@for f in prometheus-rules.yaml grafana-dashboard.json; do cmp -s config/monitoring/$$f charts/clusterset/files/$$f || { echo "charts/clusterset/files/$$f differs from config/monitoring: run make monitoring and commit"; exit 1; }; done
+	@long=$$(git ls-files '*.go' ':!:*_test.go' ':!:**/zz_generated*' | xargs wc -l | awk '$$2 != "total" && $$1 > 600'); test -z "$$long" || { echo "$$long"; echo "files over 600 lines: split them along their seams (docs/architecture.md)"; exit 1; }
 
 .PHONY: clean
 clean: ## remove built binaries (keeps the component cache)

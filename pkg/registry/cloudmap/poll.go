@@ -1,0 +1,596 @@
+package cloudmap
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// Run polls Cloud Map every PollInterval (and right after this registry's
+// own writes) until ctx ends. See docs/cloudmap.md for the call-rate model.
+func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	t := time.NewTicker(r.opts.PollInterval)
+	defer t.Stop()
+	for {
+		if err := r.poll(ctx, onChange); err != nil && ctx.Err() == nil {
+			viewErrorsTotal.Inc()
+			r.log.Error(err, "Cloud Map poll failed; keeping the last records read")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-r.poke:
+		}
+	}
+}
+
+type target struct {
+	key registry.ServiceKey
+	id  string
+}
+
+// pollState is what the poll loop keeps between polls.
+type pollState struct {
+	beaconKnown bool
+	beaconRev   int64
+	beaconGen   map[string]beaconSeen // beacon InstanceId -> writer and generation seen
+	// beaconRecheck reads the beacons at the next poll even if the
+	// revision did not move.
+	beaconRecheck bool
+	pendingNS     map[string]bool          // namespaces to check in full (a beacon moved)
+	hot           map[string]*hotNamespace // namespaces checked again, less and less often
+	announced     map[registry.ServiceKey]*announcement
+	listNS        map[string]bool              // namespaces to list for the IDs of announced services
+	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
+	lastSweep     time.Time                    // last sweep of every service
+	lastFull      time.Time                    // last sweep that read every service in full
+	lastForeign   time.Time                    // last foreignCheck
+	polls         int64                        // counters for tests
+	sweeps        int64
+	foreign       int64
+}
+
+func (ps *pollState) init() {
+	ps.beaconGen = map[string]beaconSeen{}
+	ps.pendingNS = map[string]bool{}
+	ps.hot = map[string]*hotNamespace{}
+	ps.announced = map[registry.ServiceKey]*announcement{}
+	ps.listNS = map[string]bool{}
+	ps.retry = map[registry.ServiceKey]bool{}
+}
+
+// hotNamespace is a namespace whose beacon moved without saying which
+// services changed: every service is checked at once, and again after
+// 1, 2, 4, … PollIntervals until RepairDelay has passed, since the beacon
+// may become visible before the writes it announces.
+type hotNamespace struct {
+	until, next time.Time
+	every       time.Duration
+}
+
+// heat queues ns for a check of every service now and keeps it hot.
+func (ps *pollState) heat(ns string, now, until time.Time, poll time.Duration) {
+	ps.pendingNS[ns] = true
+	ps.hot[ns] = &hotNamespace{until: until, next: now.Add(poll), every: 2 * poll}
+}
+
+// announcement is a change of a service that change beacons announced: the
+// digest each writer announced, until when to wait for it, and whether the
+// service was read in full since.
+type announcement struct {
+	want  map[string]string // CLUSTER_ID -> digest
+	until time.Time
+	read  bool
+}
+
+// addAnnounced returns the announced services, and marks in force those
+// not read in full since their announcement.
+func (ps *pollState) addAnnounced(force map[registry.ServiceKey]bool) map[registry.ServiceKey]bool {
+	keys := make(map[registry.ServiceKey]bool, len(ps.announced))
+	for k, a := range ps.announced {
+		keys[k] = true
+		force[k] = force[k] || !a.read
+	}
+	return keys
+}
+
+// announce records that cluster's beacon announced a change of key with
+// digest. The service is read at the next poll, and checked at every poll
+// after until it shows digest or until passes.
+func (ps *pollState) announce(key registry.ServiceKey, cluster, digest string, until time.Time) {
+	a := ps.announced[key]
+	if a == nil {
+		a = &announcement{want: map[string]string{}}
+		ps.announced[key] = a
+	}
+	a.want[cluster] = digest
+	a.until = until
+	a.read = false
+}
+
+// poll refreshes the view. See docs/cloudmap.md for the call-rate model.
+//
+//   - Always: one DiscoverInstancesRevision of the change beacons, and when
+//     it moved one DiscoverInstances of them (checkBeacons).
+//   - Every ForeignSweepPeriod, and every FullResyncPeriod with full reads: a
+//     sweep of every service of the account (sweep).
+//   - In a mixed clusterset, every ForeignPollInterval: a check of the
+//     namespaces holding another controller's records and of new services
+//     (foreignCheck).
+//   - Otherwise only the services this cluster wrote and those of the
+//     namespaces whose beacon moved (refreshChanged).
+func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
+	ps := &r.ps
+	ps.polls++
+	r.flushBeacons(ctx) // this cluster's beacons whose write failed
+	now := time.Now()
+	if err := r.checkBeacons(ctx, now); err != nil {
+		return err
+	}
+	for ns, h := range ps.hot {
+		switch {
+		case !now.Before(h.until):
+			// One last check: a write may have landed since the last one.
+			delete(ps.hot, ns)
+			ps.pendingNS[ns] = true
+		case !now.Add(r.opts.PollInterval / 2).Before(h.next): // polls drift by a round trip
+			ps.pendingNS[ns] = true
+			h.next = now.Add(h.every)
+			h.every *= 2
+		}
+	}
+	for k, a := range ps.announced {
+		if !now.Before(a.until) {
+			// Never showed the announced digest: one last read, then the
+			// full resync is what is left.
+			delete(ps.announced, k)
+			ps.retry[k] = true
+		}
+	}
+	r.view.mu.RLock()
+	synced := r.view.synced
+	r.view.mu.RUnlock()
+	full := !synced || now.Sub(ps.lastFull) >= r.opts.FullResyncPeriod
+	if full || r.opts.ForeignSweepPeriod > 0 && now.Sub(ps.lastSweep) >= r.opts.ForeignSweepPeriod {
+		ps.sweeps++
+		ps.lastForeign = now
+		return r.sweep(ctx, onChange, now, full)
+	}
+	var foreignErr error
+	// Polls come every PollInterval give or take a round trip; half a poll
+	// of tolerance keeps an interval equal to PollInterval from skipping
+	// every other poll.
+	if mixed := r.view.mixedNamespaces(); len(mixed) > 0 && r.opts.ForeignPollInterval > 0 &&
+		now.Sub(ps.lastForeign) >= r.opts.ForeignPollInterval-r.opts.PollInterval/2 {
+		ps.foreign++
+		foreignErr = r.foreignCheck(ctx, onChange, now, mixed)
+	}
+	return errors.Join(foreignErr, r.refreshChanged(ctx, onChange))
+}
+
+// foreignCheck finds the writes of controllers that bump no change beacon
+// (the AWS Cloud Map MCS controller) in a mixed clusterset sooner than the
+// sweep: ListNamespaces and ListServices of the account, then the usual
+// revision check of every service of the mixed namespaces and of every
+// service not in the view yet (a new export, in any namespace). Not found
+// here, only at the sweep: another controller's first write into a service
+// that exists already, in a namespace without its records.
+func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, mixed map[string]bool) error {
+	ps := &r.ps
+	ps.lastForeign = now
+	order, err := r.listAccount(ctx, onChange)
+	if err != nil {
+		return err
+	}
+	r.view.mu.RLock()
+	var check []target
+	for _, tg := range order {
+		if ps.pendingNS[tg.key.Namespace] {
+			continue // refreshChanged lists and checks it in this poll
+		}
+		if _, known := r.view.services[tg.key]; mixed[tg.key.Namespace] || !known {
+			check = append(check, tg)
+		}
+	}
+	r.view.mu.RUnlock()
+	_, err = r.refreshAll(ctx, onChange, check, func(registry.ServiceKey) bool { return false })
+	return err
+}
+
+// listTargets returns the services of the namespaces named in nsByID (all of
+// the account when namespaceID is empty, else of that namespace). The first
+// service of a name wins, as in moto's DiscoverInstances.
+func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID map[string]string) ([]target, error) {
+	svcs, err := r.api.listServices(ctx, namespaceID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[registry.ServiceKey]bool{}
+	var out []target
+	for _, s := range svcs {
+		nsID, err := r.namespaceOf(ctx, s.ID)
+		if err != nil {
+			if isCode(err, "ServiceNotFound") {
+				continue
+			}
+			// Without every service's namespace we cannot tell removed
+			// services from unknown ones: keep the view as it is.
+			return nil, err
+		}
+		name, ok := nsByID[nsID]
+		if !ok {
+			continue
+		}
+		key := registry.ServiceKey{Namespace: name, Name: s.Name}
+		if seen[key] {
+			continue // moto duplicate: DiscoverInstances reads the first
+		}
+		seen[key] = true
+		out = append(out, target{key: key, id: s.ID})
+	}
+	return out, nil
+}
+
+// listAccount lists every service of the account's namespaces but the
+// system one (ListNamespaces and ListServices, one paged call each, and
+// GetService once per new service ID) and drops from the view the services
+// the listing no longer shows. On error the view is kept as it is.
+func (r *Registry) listAccount(ctx context.Context, onChange func(registry.ServiceKey)) ([]target, error) {
+	nss, err := r.refreshNamespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nsByID := map[string]string{}
+	for _, n := range nss {
+		if n.Name != r.opts.SystemNamespace {
+			nsByID[n.ID] = n.Name
+		}
+	}
+	order, err := r.listTargets(ctx, "", nsByID)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		listed[tg.key] = true
+	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
+	return order, nil
+}
+
+// sweep lists the services of the clusterset's namespaces and checks them:
+//   - ListNamespaces and ListServices, one paged call each for the account;
+//   - GetService once per new service ID (ServiceSummary lacks the namespace);
+//   - per service checked, DiscoverInstancesRevision, and DiscoverInstances
+//     only when the revision moved, the service is new or written by us, or
+//     its last full read is older than FullResyncPeriod; with full,
+//     DiscoverInstances of every service (an equal revision is not a proof:
+//     moto's can repeat after a deregistration).
+//
+// A full sweep, and a sweep in a mixed clusterset (the view holds a record
+// of another controller), check every service. Otherwise (every writer
+// seen so far bumps change beacons) only the services new to the view and
+// those the poll had queued: so the idle cost of a clusterset run only by
+// clusterset grows with its namespaces, not with its services, and another
+// controller's first write is found at the sweep when it creates a service
+// and at the full resync when it writes into one that exists.
+func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
+	ps := &r.ps
+	order, err := r.listAccount(ctx, onChange)
+	if err != nil {
+		return err
+	}
+
+	r.view.mu.Lock()
+	dirty := r.view.dirty
+	r.view.dirty = map[registry.ServiceKey]bool{}
+	r.view.mu.Unlock()
+	for k, force := range ps.retry {
+		dirty[k] = dirty[k] || force
+	}
+	checked := ps.addAnnounced(dirty)
+	ps.retry = map[registry.ServiceKey]bool{}
+	if !full && len(r.view.mixedNamespaces()) == 0 {
+		order = slices.DeleteFunc(order, func(tg target) bool {
+			k := tg.key
+			return !dirty[k] && !checked[k] && !ps.pendingNS[k.Namespace] && r.view.has(k)
+		})
+	}
+	ps.pendingNS = map[string]bool{} // every namespace that needs it is checked now
+	ps.listNS = map[string]bool{}
+
+	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
+	r.settleAnnounced(checked)
+	ps.lastSweep = now
+	if full {
+		ps.lastFull = now
+	}
+	if failed == 0 {
+		r.view.mu.Lock()
+		r.view.synced = true
+		r.view.mu.Unlock()
+	}
+	return err
+}
+
+// refreshChanged checks the services this cluster wrote (or whose last check
+// failed), the services change beacons announced, and every service of the
+// namespaces whose beacon moved without saying which services changed.
+func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) error {
+	ps := &r.ps
+	r.view.mu.Lock()
+	force := r.view.dirty
+	r.view.dirty = map[registry.ServiceKey]bool{}
+	r.view.mu.Unlock()
+	for k, f := range ps.retry {
+		force[k] = force[k] || f
+	}
+	ps.retry = map[registry.ServiceKey]bool{}
+	// An announced service is read in full once (the beacon says it
+	// changed: a revision check first would be one more call), then
+	// revision-checked until it shows what was announced.
+	check := ps.addAnnounced(force)
+	for k := range force {
+		check[k] = true
+	}
+
+	// Single services first; those whose ID is unknown or that are gone
+	// send their namespace through a listing, which is authoritative.
+	var order []target
+	for k := range check {
+		if ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
+			continue // the listing below checks it
+		}
+		if id := r.serviceID(k); id != "" {
+			order = append(order, target{key: k, id: id})
+		} else {
+			ps.listNS[k.Namespace] = true
+		}
+	}
+	_, firstErr := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
+
+	nss := map[string]bool{}
+	for ns := range ps.pendingNS {
+		nss[ns] = true
+	}
+	for ns := range ps.listNS {
+		nss[ns] = true
+	}
+	for _, ns := range slices.Sorted(maps.Keys(nss)) {
+		only := func(registry.ServiceKey) bool { return true } // the whole namespace
+		if !ps.pendingNS[ns] {
+			// Only to find the IDs of announced services: check those and
+			// the services new to the view.
+			only = func(k registry.ServiceKey) bool { return check[k] || !r.view.has(k) }
+		}
+		listed, err := r.refreshNamespace(ctx, onChange, ns, force, only)
+		if listed {
+			// Services whose check failed are retried one by one.
+			delete(ps.pendingNS, ns)
+			delete(ps.listNS, ns)
+		} else {
+			// The services waiting for this listing wait for the next one.
+			for k := range check {
+				if k.Namespace == ns {
+					ps.retry[k] = ps.retry[k] || force[k]
+				}
+			}
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	r.settleAnnounced(check)
+	return firstErr
+}
+
+// settleAnnounced marks the announced services among checked as read
+// unless their check failed, and forgets the announcements the view now
+// shows.
+func (r *Registry) settleAnnounced(checked map[registry.ServiceKey]bool) {
+	ps := &r.ps
+	r.view.mu.RLock()
+	defer r.view.mu.RUnlock()
+	for k, a := range ps.announced {
+		if !checked[k] || ps.retry[k] || ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
+			continue
+		}
+		a.read = true
+		st := r.view.services[k]
+		for cluster, d := range a.want {
+			if d != unknownDigest && st.digest(cluster) == d {
+				delete(a.want, cluster)
+			}
+		}
+		if len(a.want) == 0 {
+			delete(ps.announced, k)
+		}
+	}
+}
+
+// refreshNamespace lists the services of one namespace and checks those for
+// which only is true. It reports whether the listing succeeded.
+func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool, only func(registry.ServiceKey) bool) (bool, error) {
+	var order []target
+	ns, ok, err := r.namespace(ctx, name, false)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		order, err = r.listTargets(ctx, ns.ID, map[string]string{ns.ID: name})
+		if err != nil {
+			return false, err
+		}
+	}
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		listed[tg.key] = true
+	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
+	order = slices.DeleteFunc(order, func(tg target) bool { return !only(tg.key) })
+	// A failed check of this poll is settled here: the service is gone, or
+	// checked again below (a failure queues it again).
+	for k := range r.ps.retry {
+		if k.Namespace == name && (!listed[k] || only(k)) {
+			delete(r.ps.retry, k)
+		}
+	}
+	_, err = r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
+	return true, err
+}
+
+// serviceID returns the Cloud Map service ID of key as last seen, or "".
+func (r *Registry) serviceID(key registry.ServiceKey) string {
+	r.mu.Lock()
+	if ns, ok := r.namespaces[key.Namespace]; ok {
+		if s, ok := r.services[[2]string{ns.ID, key.Name}]; ok {
+			r.mu.Unlock()
+			return s.ID
+		}
+	}
+	r.mu.Unlock()
+	r.view.mu.RLock()
+	defer r.view.mu.RUnlock()
+	if s := r.view.services[key]; s != nil {
+		return s.id
+	}
+	return ""
+}
+
+// dropGone removes the services for which gone is true from the view (a
+// listing no longer shows them).
+func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(registry.ServiceKey) bool) {
+	var removed []registry.ServiceKey
+	r.view.mu.Lock()
+	for key, s := range r.view.services {
+		if gone(key) {
+			delete(r.view.services, key)
+			if len(s.records) > 0 {
+				removed = append(removed, key)
+			}
+		}
+	}
+	r.view.mu.Unlock()
+	for _, k := range removed {
+		onChange(k)
+	}
+}
+
+// refreshAll checks the services of order in parallel. A service whose check
+// fails keeps its records and is retried at the next poll; one that is gone
+// (ServiceNotFound) sends its namespace to a listing at the next poll, which
+// drops it or finds its new ID.
+func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
+	ps := &r.ps
+	var mu sync.Mutex
+	var failed int
+	var firstErr error
+	var changed []registry.ServiceKey
+	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
+		tg := order[i]
+		f := force(tg.key)
+		ch, err := r.refreshService(ctx, tg, f)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+			if isCode(err, "ServiceNotFound", "NamespaceNotFound") {
+				// A listing tells whether it is gone or has a new ID.
+				ps.listNS[tg.key.Namespace] = true
+			}
+			ps.retry[tg.key] = ps.retry[tg.key] || f
+			return nil // other services still refresh
+		}
+		if ch {
+			changed = append(changed, tg.key)
+		}
+		return nil
+	})
+	for _, k := range changed {
+		onChange(k)
+	}
+	return failed, firstErr
+}
+
+// refreshService updates one service of the view and reports whether its
+// records changed.
+func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (bool, error) {
+	r.view.mu.RLock()
+	old := r.view.services[tg.key]
+	r.view.mu.RUnlock()
+
+	now := time.Now()
+	fresh := old != nil && old.id == tg.id && old.loaded && now.Sub(old.lastFull) < r.opts.FullResyncPeriod
+	if fresh && !dirty {
+		// The revision tells whether a read is needed. A service to be
+		// read anyway skips it: DiscoverInstances returns it too.
+		rev, err := r.api.revision(ctx, tg.key.Namespace, tg.key.Name)
+		if err != nil {
+			return false, err
+		}
+		if rev == old.revision {
+			return false, nil
+		}
+	}
+	readStart := time.Now()
+	// Unfiltered: markers carry no CLUSTERSET_ID (hideFromAWSController).
+	insts, rev, err := r.api.discover(ctx, tg.key.Namespace, tg.key.Name, "")
+	if err != nil {
+		return false, err
+	}
+	insts, _ = dedupe(insts)
+	owners := map[string]string{}
+	byCluster := map[string]map[string]instance{}
+	foreign := false
+	for _, in := range insts {
+		if clusterSetOf(in.Attrs) == r.opts.ClusterSetID {
+			cl := in.Attrs[attrClusterID]
+			owners[in.ID] = cl
+			if byCluster[cl] == nil {
+				byCluster[cl] = map[string]instance{}
+			}
+			byCluster[cl][in.ID] = in
+			foreign = foreign || in.Attrs[attrController] != controllerName
+		}
+	}
+	digests := make(map[string]string, len(byCluster))
+	for cl, m := range byCluster {
+		digests[cl] = instanceDigest(m)
+	}
+	recs := decodeInstances(r.opts.ClusterSetID, tg.key.Namespace, tg.key.Name, insts, func(id string, err error) {
+		r.log.V(1).Info("skipping Cloud Map instance", "namespace", tg.key.Namespace, "service", tg.key.Name, "instance", id, "reason", err.Error())
+	})
+	mine := map[string]instance{}
+	for _, in := range insts {
+		if r.ours(in.Attrs) {
+			mine[in.ID] = in
+		}
+	}
+	r.repair(ctx, tg.key, mine, readStart)
+	st := &svcState{id: tg.id, revision: rev, loaded: true, lastFull: now, records: recs, owners: owners, foreign: foreign, digests: digests}
+	r.view.mu.Lock()
+	r.view.services[tg.key] = st
+	r.view.mu.Unlock()
+	return old == nil && len(recs) > 0 || old != nil && !reflect.DeepEqual(old.records, recs), nil
+}
+
+func corev1Protocol(s string) corev1.Protocol {
+	if s == "" {
+		return corev1.ProtocolTCP
+	}
+	return corev1.Protocol(s)
+}
