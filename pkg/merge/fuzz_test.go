@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/merge/mergetest"
@@ -17,22 +18,8 @@ import (
 // deepCopyRecords copies records so that a mutation by Merge would show.
 func deepCopyRecords(recs []registry.Record) []registry.Record {
 	out := make([]registry.Record, len(recs))
-	for i, r := range recs {
-		r.Spec.Ports = slices.Clone(r.Spec.Ports)
-		for j := range r.Spec.Ports {
-			r.Spec.Ports[j].AppProtocol = clonePtr(r.Spec.Ports[j].AppProtocol)
-		}
-		r.Spec.SessionAffinityConfig = r.Spec.SessionAffinityConfig.DeepCopy()
-		r.Spec.IPFamilies = slices.Clone(r.Spec.IPFamilies)
-		r.Spec.InternalTrafficPolicy = clonePtr(r.Spec.InternalTrafficPolicy)
-		r.Spec.TrafficDistribution = clonePtr(r.Spec.TrafficDistribution)
-		r.Spec.ExportedLabels = maps.Clone(r.Spec.ExportedLabels)
-		r.Spec.ExportedAnnotations = maps.Clone(r.Spec.ExportedAnnotations)
-		r.Endpoints = slices.Clone(r.Endpoints)
-		for j := range r.Endpoints {
-			r.Endpoints[j].Ports = slices.Clone(r.Endpoints[j].Ports)
-		}
-		out[i] = r
+	for i := range recs {
+		out[i] = *recs[i].DeepCopy()
 	}
 	return out
 }
@@ -118,11 +105,11 @@ func FuzzMerge(f *testing.F) {
 			}
 			names[p.Name] = true
 			pps[protoPort{p.Protocol, p.Port}] = true
-			merged[portID{p.Name, p.Protocol, p.Port, deref(p.AppProtocol)}] = true
+			merged[portID{p.Name, p.Protocol, p.Port, ptr.Deref(p.AppProtocol, "")}] = true
 		}
 		if len(ws.Ports) > 0 {
 			if len(res.Spec.Ports) == 0 || idOf(&ws.Ports[0]) != (portID{
-				res.Spec.Ports[0].Name, res.Spec.Ports[0].Protocol, res.Spec.Ports[0].Port, deref(res.Spec.Ports[0].AppProtocol),
+				res.Spec.Ports[0].Name, res.Spec.Ports[0].Protocol, res.Spec.Ports[0].Port, ptr.Deref(res.Spec.Ports[0].AppProtocol, ""),
 			}) {
 				t.Errorf("the winner's first port %+v is not the import's first port: %s", ws.Ports[0], show(res.Spec.Ports))
 			}

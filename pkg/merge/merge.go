@@ -115,6 +115,7 @@ import (
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/registry"
@@ -342,9 +343,9 @@ var properties = []*property{
 		name:   "trafficDistribution",
 		reason: mcsv1beta1.ServiceExportReasonTrafficDistributionConflict,
 		equal: func(a, b *registry.ServiceSpec) bool {
-			return deref(a.TrafficDistribution) == deref(b.TrafficDistribution)
+			return ptr.Deref(a.TrafficDistribution, "") == ptr.Deref(b.TrafficDistribution, "")
 		},
-		show: func(s *registry.ServiceSpec) string { return quote(deref(s.TrafficDistribution)) },
+		show: func(s *registry.ServiceSpec) string { return quote(ptr.Deref(s.TrafficDistribution, "")) },
 	},
 	{
 		name:   "exportedLabels",
@@ -386,13 +387,6 @@ func trafficPolicy(s *registry.ServiceSpec) corev1.ServiceInternalTrafficPolicy 
 		return corev1.ServiceInternalTrafficPolicyCluster
 	}
 	return *s.InternalTrafficPolicy
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 const (
@@ -453,7 +447,7 @@ func idOf(p *registry.Port) portID {
 	if proto == "" {
 		proto = corev1.ProtocolTCP
 	}
-	return portID{name: p.Name, protocol: proto, port: p.Port, appProtocol: deref(p.AppProtocol)}
+	return portID{name: p.Name, protocol: proto, port: p.Port, appProtocol: ptr.Deref(p.AppProtocol, "")}
 }
 
 // mergedPort is a port of the import and the port it was taken from.
@@ -552,31 +546,26 @@ func servedPorts(r *registry.Record, merged []mergedPort) []string {
 	return names
 }
 
+// importSpec is the ServiceImport spec of the winning spec w with the merged
+// ports; it shares no memory with the records.
 func importSpec(w *registry.ServiceSpec, ports []mergedPort) mcsv1beta1.ServiceImportSpec {
+	c := w.DeepCopy()
 	spec := mcsv1beta1.ServiceImportSpec{
-		Type:                  mcsv1beta1.ServiceImportType(w.Type),
+		Type:                  mcsv1beta1.ServiceImportType(c.Type),
 		Ports:                 make([]mcsv1beta1.ServicePort, 0, len(ports)),
-		SessionAffinity:       w.SessionAffinity,
-		SessionAffinityConfig: w.SessionAffinityConfig.DeepCopy(),
-		IPFamilies:            slices.Clone(w.IPFamilies),
+		SessionAffinity:       c.SessionAffinity,
+		SessionAffinityConfig: c.SessionAffinityConfig,
+		IPFamilies:            c.IPFamilies,
+		InternalTrafficPolicy: c.InternalTrafficPolicy,
+		TrafficDistribution:   c.TrafficDistribution,
 	}
 	for _, m := range ports {
 		spec.Ports = append(spec.Ports, mcsv1beta1.ServicePort{
 			Name:        m.id.name,
 			Protocol:    m.id.protocol,
-			AppProtocol: clonePtr(m.source.AppProtocol),
+			AppProtocol: m.source.DeepCopy().AppProtocol,
 			Port:        m.id.port,
 		})
 	}
-	spec.InternalTrafficPolicy = clonePtr(w.InternalTrafficPolicy)
-	spec.TrafficDistribution = clonePtr(w.TrafficDistribution)
 	return spec
-}
-
-func clonePtr[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }

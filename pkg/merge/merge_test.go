@@ -10,14 +10,13 @@ import (
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-func ptr[T any](v T) *T { return &v }
 
 // rec returns cluster's record of default/web, exported age seconds after
 // t0, with a plain ClusterSetIP spec changed by the mutators.
@@ -32,7 +31,7 @@ func rec(cluster string, age int, mutate ...func(*registry.ServiceSpec)) registr
 			Ports:                 []registry.Port{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: "8080"}},
 			SessionAffinity:       corev1.ServiceAffinityNone,
 			IPFamilies:            []corev1.IPFamily{corev1.IPv4Protocol},
-			InternalTrafficPolicy: ptr(corev1.ServiceInternalTrafficPolicyCluster),
+			InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyCluster),
 			ExportCreated:         t0.Add(time.Duration(age) * time.Second),
 		},
 	}
@@ -151,10 +150,10 @@ func TestMergeNoRecords(t *testing.T) {
 func TestMergeSingleExportI6(t *testing.T) {
 	r := rec("cls1", 0,
 		withType(registry.Headless),
-		withPorts(appPort("grpc", 9000, ptr("kubernetes.io/h2c")), port("dns", corev1.ProtocolUDP, 53), port("raw", "", 7000)),
-		withAffinity(corev1.ServiceAffinityClientIP, ptr(int32(300))),
-		withITP(ptr(corev1.ServiceInternalTrafficPolicyLocal)),
-		withTD(ptr(corev1.ServiceTrafficDistributionPreferClose)),
+		withPorts(appPort("grpc", 9000, ptr.To("kubernetes.io/h2c")), port("dns", corev1.ProtocolUDP, 53), port("raw", "", 7000)),
+		withAffinity(corev1.ServiceAffinityClientIP, ptr.To(int32(300))),
+		withITP(ptr.To(corev1.ServiceInternalTrafficPolicyLocal)),
+		withTD(ptr.To(corev1.ServiceTrafficDistributionPreferClose)),
 		withFamilies(corev1.IPv6Protocol, corev1.IPv4Protocol),
 		withLabels(map[string]string{"team": "a"}),
 		withAnnotations(map[string]string{"note": "x"}),
@@ -167,15 +166,15 @@ func TestMergeSingleExportI6(t *testing.T) {
 	wantSpec := mcsv1beta1.ServiceImportSpec{
 		Type: mcsv1beta1.Headless,
 		Ports: []mcsv1beta1.ServicePort{
-			{Name: "grpc", Protocol: corev1.ProtocolTCP, AppProtocol: ptr("kubernetes.io/h2c"), Port: 9000},
+			{Name: "grpc", Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("kubernetes.io/h2c"), Port: 9000},
 			importPort("dns", corev1.ProtocolUDP, 53),
 			importPort("raw", corev1.ProtocolTCP, 7000), // empty protocol written out as TCP
 		},
 		SessionAffinity:       corev1.ServiceAffinityClientIP,
-		SessionAffinityConfig: &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr(int32(300))}},
+		SessionAffinityConfig: &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(300))}},
 		IPFamilies:            []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol},
-		InternalTrafficPolicy: ptr(corev1.ServiceInternalTrafficPolicyLocal),
-		TrafficDistribution:   ptr(corev1.ServiceTrafficDistributionPreferClose),
+		InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyLocal),
+		TrafficDistribution:   ptr.To(corev1.ServiceTrafficDistributionPreferClose),
 	}
 	if !reflect.DeepEqual(res.Spec, wantSpec) {
 		t.Errorf("Spec =\n%s\nwant\n%s", show(res.Spec), show(wantSpec))
@@ -336,8 +335,8 @@ func TestMergePropertyConflictsE6(t *testing.T) {
 		},
 		{
 			name:     "E6 I6 sessionAffinityConfig",
-			winner:   []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr(int32(60)))},
-			loser:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr(int32(120)))},
+			winner:   []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr.To(int32(60)))},
+			loser:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr.To(int32(120)))},
 			reason:   affCfgC,
 			loserMsg: "sessionAffinityConfig is clientIP.timeoutSeconds=120 here but clientIP.timeoutSeconds=60 in cluster a",
 			check: func(r Result) bool {
@@ -348,15 +347,15 @@ func TestMergePropertyConflictsE6(t *testing.T) {
 		{
 			name:     "E6 sessionAffinityConfig: nil is the default timeout, not any timeout",
 			winner:   []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, nil)},
-			loser:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr(int32(60)))},
+			loser:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr.To(int32(60)))},
 			reason:   affCfgC,
 			loserMsg: "clientIP.timeoutSeconds=60 here but clientIP.timeoutSeconds=10800 in cluster a",
 			check:    func(r Result) bool { return r.Spec.SessionAffinityConfig == nil },
 		},
 		{
 			name:     "E6 I6 internalTrafficPolicy",
-			winner:   []func(*registry.ServiceSpec){withITP(ptr(corev1.ServiceInternalTrafficPolicyLocal))},
-			loser:    []func(*registry.ServiceSpec){withITP(ptr(corev1.ServiceInternalTrafficPolicyCluster))},
+			winner:   []func(*registry.ServiceSpec){withITP(ptr.To(corev1.ServiceInternalTrafficPolicyLocal))},
+			loser:    []func(*registry.ServiceSpec){withITP(ptr.To(corev1.ServiceInternalTrafficPolicyCluster))},
 			reason:   itpC,
 			loserMsg: `internalTrafficPolicy is "Cluster" here but "Local" in cluster a`,
 			check: func(r Result) bool {
@@ -366,14 +365,14 @@ func TestMergePropertyConflictsE6(t *testing.T) {
 		{
 			name:     "E6 internalTrafficPolicy: nil is Cluster, not Local",
 			winner:   []func(*registry.ServiceSpec){withITP(nil)},
-			loser:    []func(*registry.ServiceSpec){withITP(ptr(corev1.ServiceInternalTrafficPolicyLocal))},
+			loser:    []func(*registry.ServiceSpec){withITP(ptr.To(corev1.ServiceInternalTrafficPolicyLocal))},
 			reason:   itpC,
 			loserMsg: `internalTrafficPolicy is "Local" here but "Cluster" in cluster a`,
 			check:    func(r Result) bool { return r.Spec.InternalTrafficPolicy == nil },
 		},
 		{
 			name:     "E6 I6 trafficDistribution",
-			winner:   []func(*registry.ServiceSpec){withTD(ptr(corev1.ServiceTrafficDistributionPreferClose))},
+			winner:   []func(*registry.ServiceSpec){withTD(ptr.To(corev1.ServiceTrafficDistributionPreferClose))},
 			loser:    []func(*registry.ServiceSpec){withTD(nil)},
 			reason:   tdC,
 			loserMsg: `trafficDistribution is "" here but "PreferClose" in cluster a`,
@@ -482,7 +481,7 @@ func TestMergeSemanticEqualityE6(t *testing.T) {
 		{
 			name: "E6 nil sessionAffinityConfig is the default ClientIP timeout",
 			a:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, nil)},
-			b:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr(corev1.DefaultClientIPServiceAffinitySeconds))},
+			b:    []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr.To(corev1.DefaultClientIPServiceAffinitySeconds))},
 		},
 		{
 			name: "E6 sessionAffinityConfig without clientIP is the default",
@@ -490,22 +489,22 @@ func TestMergeSemanticEqualityE6(t *testing.T) {
 				s.SessionAffinity = corev1.ServiceAffinityClientIP
 				s.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{}}
 			}},
-			b: []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr(int32(10800)))},
+			b: []func(*registry.ServiceSpec){withAffinity(corev1.ServiceAffinityClientIP, ptr.To(int32(10800)))},
 		},
 		{
 			name: "E6 nil internalTrafficPolicy is Cluster",
 			a:    []func(*registry.ServiceSpec){withITP(nil)},
-			b:    []func(*registry.ServiceSpec){withITP(ptr(corev1.ServiceInternalTrafficPolicyCluster))},
+			b:    []func(*registry.ServiceSpec){withITP(ptr.To(corev1.ServiceInternalTrafficPolicyCluster))},
 		},
 		{
 			name: "E6 nil and empty trafficDistribution",
-			a:    []func(*registry.ServiceSpec){withTD(ptr(""))},
+			a:    []func(*registry.ServiceSpec){withTD(ptr.To(""))},
 			b:    []func(*registry.ServiceSpec){withTD(nil)},
 		},
 		{
 			name: "E6 empty port protocol is TCP, nil appProtocol is empty",
 			a:    []func(*registry.ServiceSpec){withPorts(registry.Port{Name: "http", Port: 80})},
-			b:    []func(*registry.ServiceSpec){withPorts(appPort("http", 80, ptr("")))},
+			b:    []func(*registry.ServiceSpec){withPorts(appPort("http", 80, ptr.To("")))},
 		},
 		{
 			name: "E6 same ports in another order",
@@ -535,7 +534,7 @@ func TestMergeSemanticEqualityE6(t *testing.T) {
 func TestMergeReasonPriorityE6(t *testing.T) {
 	res, _ := Merge([]registry.Record{
 		rec("a", 0),
-		rec("b", 1, withLabels(map[string]string{"x": "1"}), withType(registry.Headless), withTD(ptr("PreferClose"))),
+		rec("b", 1, withLabels(map[string]string{"x": "1"}), withType(registry.Headless), withTD(ptr.To("PreferClose"))),
 		rec("c", 2, withAnnotations(map[string]string{"y": "2"}), withPorts(port("http", "TCP", 8080))),
 		rec("d", 3, withAnnotations(map[string]string{"y": "2"}), withFamilies(corev1.IPv6Protocol)),
 		rec("e", 4),
@@ -685,10 +684,10 @@ func TestMergePortsE6(t *testing.T) {
 		{
 			name: "E6 I6 appProtocol: winner's value",
 			recs: []registry.Record{
-				rec("a", 0, withPorts(appPort("grpc", 9000, ptr("kubernetes.io/h2c")))),
+				rec("a", 0, withPorts(appPort("grpc", 9000, ptr.To("kubernetes.io/h2c")))),
 				rec("b", 1, withPorts(appPort("grpc", 9000, nil))),
 			},
-			ports: []mcsv1beta1.ServicePort{{Name: "grpc", Protocol: "TCP", Port: 9000, AppProtocol: ptr("kubernetes.io/h2c")}},
+			ports: []mcsv1beta1.ServicePort{{Name: "grpc", Protocol: "TCP", Port: 9000, AppProtocol: ptr.To("kubernetes.io/h2c")}},
 			wants: map[string]want{
 				"a": {conflicting: true, reason: portC},
 				"b": {conflicting: true, reason: portC, differs: true, msg: []string{
@@ -791,7 +790,7 @@ func TestMergeServedPortsE6(t *testing.T) {
 				name: "appProtocol differs: still routable",
 				recs: []registry.Record{
 					rec("cls1", 0, withPorts(port("http", "TCP", 80))),
-					rec("cls2", 1, withPorts(registry.Port{Name: "http", Protocol: "TCP", Port: 80, AppProtocol: ptr("h2c")})),
+					rec("cls2", 1, withPorts(registry.Port{Name: "http", Protocol: "TCP", Port: 80, AppProtocol: ptr.To("h2c")})),
 				},
 				served: map[string][]string{"cls1": {"http"}, "cls2": {"http"}},
 			},
@@ -836,7 +835,7 @@ func TestMergeResultE6I6(t *testing.T) {
 			Ports:                 []mcsv1beta1.ServicePort{importPort("http", "TCP", 80)},
 			SessionAffinity:       corev1.ServiceAffinityNone,
 			IPFamilies:            []corev1.IPFamily{corev1.IPv4Protocol},
-			InternalTrafficPolicy: ptr(corev1.ServiceInternalTrafficPolicyCluster),
+			InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyCluster),
 		},
 		Labels:      map[string]string{"app": "hello"},
 		Annotations: map[string]string{"a": "b"},

@@ -155,22 +155,37 @@ var ErrNotSynced = errors.New("registry view has not synced yet")
 // backend can keep records while callers change what they got.
 func (r *Record) DeepCopy() *Record {
 	out := *r
-	sp := &out.Spec
-	sp.Ports = slices.Clone(r.Spec.Ports)
-	for i := range sp.Ports {
-		sp.Ports[i].AppProtocol = clonePtr(sp.Ports[i].AppProtocol)
-	}
-	sp.SessionAffinityConfig = r.Spec.SessionAffinityConfig.DeepCopy()
-	sp.IPFamilies = slices.Clone(r.Spec.IPFamilies)
-	sp.InternalTrafficPolicy = clonePtr(r.Spec.InternalTrafficPolicy)
-	sp.TrafficDistribution = clonePtr(r.Spec.TrafficDistribution)
-	sp.ExportedLabels = maps.Clone(r.Spec.ExportedLabels)
-	sp.ExportedAnnotations = maps.Clone(r.Spec.ExportedAnnotations)
+	out.Spec = r.Spec.DeepCopy()
 	out.Endpoints = slices.Clone(r.Endpoints)
 	for i := range out.Endpoints {
 		out.Endpoints[i].Ports = slices.Clone(out.Endpoints[i].Ports)
 	}
 	return &out
+}
+
+// DeepCopy returns a copy of s that shares no memory with it.
+func (s ServiceSpec) DeepCopy() ServiceSpec {
+	out := s
+	out.Ports = make([]Port, len(s.Ports))
+	for i, p := range s.Ports {
+		out.Ports[i] = p.DeepCopy()
+	}
+	if s.Ports == nil {
+		out.Ports = nil
+	}
+	out.SessionAffinityConfig = s.SessionAffinityConfig.DeepCopy()
+	out.IPFamilies = slices.Clone(s.IPFamilies)
+	out.InternalTrafficPolicy = clonePtr(s.InternalTrafficPolicy)
+	out.TrafficDistribution = clonePtr(s.TrafficDistribution)
+	out.ExportedLabels = maps.Clone(s.ExportedLabels)
+	out.ExportedAnnotations = maps.Clone(s.ExportedAnnotations)
+	return out
+}
+
+// DeepCopy returns a copy of p that shares no memory with it.
+func (p Port) DeepCopy() Port {
+	p.AppProtocol = clonePtr(p.AppProtocol)
+	return p
 }
 
 func clonePtr[T any](p *T) *T {

@@ -17,8 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/internal/helmchart"
-	"github.com/clusterset/clusterset/pkg/controllers/export"
-	"github.com/clusterset/clusterset/pkg/controllers/imports"
+	"github.com/clusterset/clusterset/pkg/names"
 	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
 )
 
@@ -133,8 +132,8 @@ func testHelmUninstall(t *testing.T, env *wt.Env) {
 				for _, o := range list.Items {
 					l := o.GetLabels()
 					ours := helmchart.OfRelease(l) ||
-						l[discoveryv1.LabelManagedBy] == export.ManagedByValue ||
-						l[imports.LabelManagedBy] == export.ManagedByValue
+						l[discoveryv1.LabelManagedBy] == names.ManagedBy ||
+						l[names.LabelManagedBy] == names.ManagedBy
 					if ours {
 						left = append(left, c+":"+strings.TrimSuffix(gvk.Kind, "List")+"/"+o.GetName())
 					}

@@ -19,9 +19,9 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
@@ -519,7 +519,7 @@ func checkSeedImport(m *member, ns string) error {
 	want := map[string]string{
 		mcsv1beta1.LabelServiceName:   "nginx-hello",
 		mcsv1beta1.LabelSourceCluster: "cls1",
-		discoveryv1.LabelManagedBy:    export.ManagedByValue,
+		discoveryv1.LabelManagedBy:    names.ManagedBy,
 		discoveryv1.LabelServiceName:  derived.Name,
 	}
 	for k, v := range want {

@@ -15,6 +15,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
+	"github.com/clusterset/clusterset/pkg/names"
 )
 
 // checkForeignObjectsLeftAlone: objects clusterset did not create are never
@@ -46,7 +47,7 @@ func checkForeignObjectsLeftAlone(t *testing.T, exporter, importer, blocked *mem
 		if err != nil {
 			return err
 		}
-		if si.Labels[imports.LabelManagedBy] != "" || len(si.Spec.Ports) != 1 || si.Spec.Ports[0].Port != 9999 ||
+		if si.Labels[names.LabelManagedBy] != "" || len(si.Spec.Ports) != 1 || si.Spec.Ports[0].Port != 9999 ||
 			len(si.Spec.IPs) != 1 || si.Spec.IPs[0] != "10.96.7.7" {
 			return fmt.Errorf("the foreign ServiceImport was changed: labels %v, spec %+v", si.Labels, si.Spec)
 		}
@@ -57,7 +58,7 @@ func checkForeignObjectsLeftAlone(t *testing.T, exporter, importer, blocked *mem
 		if err := blocked.admin.Get(ctx, client.ObjectKeyFromObject(userService), &svc); err != nil {
 			return err
 		}
-		if svc.Labels[imports.LabelManagedBy] != "" || svc.Labels["owner"] != "a-user" || len(svc.OwnerReferences) != 0 ||
+		if svc.Labels[names.LabelManagedBy] != "" || svc.Labels["owner"] != "a-user" || len(svc.OwnerReferences) != 0 ||
 			len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 7777 {
 			return fmt.Errorf("the user's Service was changed: labels %v, owners %v, ports %+v", svc.Labels, svc.OwnerReferences, svc.Spec.Ports)
 		}
@@ -115,7 +116,7 @@ func checkForeignObjectsLeftAlone(t *testing.T, exporter, importer, blocked *mem
 			if err != nil {
 				return err
 			}
-			if si.Labels[imports.LabelManagedBy] == "" || len(si.Spec.IPs) != 1 || !meta.IsStatusConditionTrue(si.Status.Conditions, string(mcsv1beta1.ServiceImportConditionReady)) {
+			if si.Labels[names.LabelManagedBy] == "" || len(si.Spec.IPs) != 1 || !meta.IsStatusConditionTrue(si.Status.Conditions, string(mcsv1beta1.ServiceImportConditionReady)) {
 				return fmt.Errorf("labels %v, IPs %v, conditions %+v", si.Labels, si.Spec.IPs, si.Status.Conditions)
 			}
 			return sliceAddresses(m, ns, name, exporter.name, "10.10.9.1")

@@ -31,17 +31,12 @@ import (
 
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 const (
-	// Finalizer keeps a ServiceExport until its record is withdrawn.
-	Finalizer = "multicluster.clusterset.dev/export"
-	// ManagedByValue marks the EndpointSlices that clusterset's importer
-	// writes; the exporter must never re-export them.
-	ManagedByValue = "clusterset-controller.clusterset.dev"
-
 	// reasonNamespaceExcluded is set on Valid for a ServiceExport in a
 	// namespace excluded from the clusterset (--excluded-namespaces).
 	reasonNamespaceExcluded = "NamespaceExcluded"
@@ -99,7 +94,7 @@ func (c *Controller) Name() string { return "export" }
 // and registry changes (for conflicts) to the controller.
 func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	notOurSlices := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[discoveryv1.LabelManagedBy] != ManagedByValue
+		return o.GetLabels()[discoveryv1.LabelManagedBy] != names.ManagedBy
 	})
 	sliceToService := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		name := o.GetLabels()[discoveryv1.LabelServiceName]
@@ -187,7 +182,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	}
 	// The finalizer goes on before the first registry write, so that a
 	// deletion can never leak the record.
-	if controllerutil.AddFinalizer(export, Finalizer) {
+	if controllerutil.AddFinalizer(export, names.ExportFinalizer) {
 		if err := c.client.Update(ctx, export); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -199,7 +194,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	}
 	own := slices.Items[:0]
 	for _, s := range slices.Items {
-		if s.Labels[discoveryv1.LabelManagedBy] != ManagedByValue {
+		if s.Labels[discoveryv1.LabelManagedBy] != names.ManagedBy {
 			own = append(own, s)
 		}
 	}
@@ -279,7 +274,7 @@ func (c *Controller) notExported(ctx context.Context, export *mcsv1beta1.Service
 // finalize withdraws the record of a deleted ServiceExport (E5), then lets
 // the deletion finish.
 func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
-	if !controllerutil.ContainsFinalizer(export, Finalizer) {
+	if !controllerutil.ContainsFinalizer(export, names.ExportFinalizer) {
 		return reconcile.Result{}, nil
 	}
 	if err := c.withdrawIfPublished(ctx, client.ObjectKeyFromObject(export)); err != nil {
@@ -289,7 +284,7 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 		return reconcile.Result{}, err
 	}
 	c.stats.setConflict(client.ObjectKeyFromObject(export), "", false)
-	controllerutil.RemoveFinalizer(export, Finalizer)
+	controllerutil.RemoveFinalizer(export, names.ExportFinalizer)
 	return reconcile.Result{}, c.client.Update(ctx, export)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
@@ -94,9 +95,9 @@ func endpointsOf(slices []discoveryv1.EndpointSlice) []registry.Endpoint {
 					Ready:       ready,
 					Serving:     serving,
 					Terminating: terminating,
-					Hostname:    deref(e.Hostname),
-					NodeName:    deref(e.NodeName),
-					Zone:        deref(e.Zone),
+					Hostname:    ptr.Deref(e.Hostname, ""),
+					NodeName:    ptr.Deref(e.NodeName, ""),
+					Zone:        ptr.Deref(e.Zone, ""),
 				}
 				if old, seen := byAddr[addr]; seen && (old.Ready || !ep.Ready) {
 					continue
@@ -129,13 +130,6 @@ func protocolOrTCP(p corev1.Protocol) corev1.Protocol {
 		return corev1.ProtocolTCP
 	}
 	return corev1.Protocol(strings.ToUpper(string(p)))
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // lastChangeTrigger returns the newest endpoints.kubernetes.io/last-change-trigger-time

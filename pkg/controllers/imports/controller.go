@@ -34,20 +34,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 const (
-	// LabelManagedBy marks the ServiceImports and derived Services that this
-	// controller owns; only those are ever deleted.
-	LabelManagedBy = "multicluster.clusterset.dev/managed-by"
 	// LabelServiceImport names the ServiceImport a derived Service belongs to.
 	LabelServiceImport = "multicluster.clusterset.dev/service-import"
-	managedByValue     = export.ManagedByValue
 )
 
 // Controller reconciles one imported service per request (namespace/name).
@@ -73,9 +69,9 @@ func (c *Controller) Name() string { return "imports" }
 // Register wires registry changes, the objects the controller writes and
 // namespace creation to the controller.
 func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
-	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[LabelManagedBy] == managedByValue })
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[names.LabelManagedBy] == names.ManagedBy })
 	oursSlice := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[discoveryv1.LabelManagedBy] == managedByValue
+		return o.GetLabels()[discoveryv1.LabelManagedBy] == names.ManagedBy
 	})
 	byLabel := func(label string) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
@@ -184,7 +180,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return reconcile.Result{}, err
 		}
 	}
-	slices := desiredSlices(req.Namespace, req.Name, DerivedServiceName(req.Name), managedByValue, records, &res, c.link.Alive)
+	slices := desiredSlices(req.Namespace, req.Name, DerivedServiceName(req.Name), names.ManagedBy, records, &res, c.link.Alive)
 	for i := range slices {
 		if err := controllerutil.SetControllerReference(imp, &slices[i], c.client.Scheme()); err != nil {
 			return reconcile.Result{}, err
@@ -209,7 +205,7 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 		return nil, err
 	}
 	exists := err == nil
-	if exists && imp.Labels[LabelManagedBy] != managedByValue {
+	if exists && imp.Labels[names.LabelManagedBy] != names.ManagedBy {
 		return nil, reconcile.TerminalError(fmt.Errorf("ServiceImport %s exists and is not managed by clusterset; not touching it", key))
 	}
 	desired := imp.DeepCopy()
@@ -218,7 +214,7 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 	if desired.Labels == nil {
 		desired.Labels = map[string]string{}
 	}
-	desired.Labels[LabelManagedBy] = managedByValue
+	desired.Labels[names.LabelManagedBy] = names.ManagedBy
 	desired.Annotations = res.Annotations
 	ips := imp.Spec.IPs
 	desired.Spec = *res.Spec.DeepCopy()
@@ -253,7 +249,7 @@ func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.S
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: imp.Namespace,
 			Name:      name,
-			Labels:    map[string]string{LabelManagedBy: managedByValue, LabelServiceImport: imp.Name},
+			Labels:    map[string]string{names.LabelManagedBy: names.ManagedBy, LabelServiceImport: imp.Name},
 		},
 		Spec: corev1.ServiceSpec{
 			Type:                  corev1.ServiceTypeClusterIP,
@@ -302,7 +298,7 @@ func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.S
 	if err != nil {
 		return nil, err
 	}
-	if svc.Labels[LabelManagedBy] != managedByValue {
+	if svc.Labels[names.LabelManagedBy] != names.ManagedBy {
 		// The name is derived from the import's, so a user's Service can
 		// hold it; taking it over would rewrite (or later delete) theirs.
 		return nil, fmt.Errorf("Service %s/%s exists and is not managed by clusterset; not touching it", svc.Namespace, name)
@@ -340,7 +336,7 @@ func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.S
 func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desired []discoveryv1.EndpointSlice) error {
 	var existing discoveryv1.EndpointSliceList
 	if err := c.client.List(ctx, &existing, client.InNamespace(key.Namespace),
-		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: managedByValue}); err != nil {
+		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: names.ManagedBy}); err != nil {
 		return err
 	}
 	have := map[string]*discoveryv1.EndpointSlice{}
@@ -443,7 +439,7 @@ func (c *Controller) setNotReady(ctx context.Context, imp *mcsv1beta1.ServiceImp
 func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 	var imp mcsv1beta1.ServiceImport
 	if err := c.client.Get(ctx, key, &imp); err == nil {
-		if imp.Labels[LabelManagedBy] != managedByValue {
+		if imp.Labels[names.LabelManagedBy] != names.ManagedBy {
 			return nil
 		}
 	} else if !apierrors.IsNotFound(err) {
@@ -452,13 +448,13 @@ func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 	// Owner references would let the garbage collector do this, but the
 	// collector may be slow or absent; deleting explicitly leaves nothing.
 	if err := c.client.DeleteAllOf(ctx, &discoveryv1.EndpointSlice{}, client.InNamespace(key.Namespace),
-		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: managedByValue}); err != nil {
+		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: names.ManagedBy}); err != nil {
 		return err
 	}
 	var svc corev1.Service
 	err := c.client.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: DerivedServiceName(key.Name)}, &svc)
 	switch {
-	case err == nil && svc.Labels[LabelManagedBy] == managedByValue:
+	case err == nil && svc.Labels[names.LabelManagedBy] == names.ManagedBy:
 		if err := c.client.Delete(ctx, &svc); client.IgnoreNotFound(err) != nil {
 			return err
 		}

@@ -1,9 +1,9 @@
 package imports
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"strconv"
+
+	"github.com/clusterset/clusterset/pkg/names"
 )
 
 // DerivedServiceName is the name of the Service that holds an import's local
@@ -11,17 +11,12 @@ import (
 // restart finds the same one, and it fits in 63 characters whatever the name
 // (I2): "derived-" and 16 hex digits of the name's SHA-256.
 func DerivedServiceName(service string) string {
-	return "derived-" + shortHash(service, 16)
+	return "derived-" + names.ShortHash(service, 16)
 }
 
 // sliceName names the n-th EndpointSlice of one source cluster, address type
 // and port set of an import. The group is hashed so that cluster IDs of any
 // length give a valid name.
 func sliceName(derived, group string, n int) string {
-	return derived + "-" + shortHash(group, 10) + "-" + strconv.Itoa(n)
-}
-
-func shortHash(s string, n int) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])[:n]
+	return derived + "-" + names.ShortHash(group, 10) + "-" + strconv.Itoa(n)
 }

@@ -1,13 +1,12 @@
 package hub
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
 
+	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -50,7 +49,7 @@ func clusterSetLabel(setID string) string {
 	if setID != "" && len(content.IsLabelValue(setID)) == 0 {
 		return setID
 	}
-	return "h-" + shortHash(setID, 32)
+	return "h-" + names.ShortHash(setID, 32)
 }
 
 // NamespaceName is the hub namespace that holds the records and the heartbeat of
@@ -61,7 +60,7 @@ func clusterSetLabel(setID string) string {
 // is the one of the namespace it is in, since that namespace is the only one
 // whose writes RBAC restricts to that cluster.
 func NamespaceName(clusterSetID, clusterID string) string {
-	h := shortHash(clusterSetID+"\x00"+clusterID, 10)
+	h := names.ShortHash(clusterSetID+"\x00"+clusterID, 10)
 	readable := sanitize(clusterSetID) + "-" + sanitize(clusterID)
 	const fixed = len("clusterset-") + 1 + 10
 	if max := content.DNS1123LabelMaxLength - fixed; len(readable) > max {
@@ -87,11 +86,6 @@ func sanitize(s string) string {
 	return strings.TrimRight(b.String(), "-")
 }
 
-func shortHash(s string, n int) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])[:n]
-}
-
 // headName is the name of a record's head ClusterSetRecord: "<namespace>.<name>", a
 // DNS-1123 subdomain since both parts are DNS labels.
 func headName(key registry.ServiceKey) string { return key.Namespace + "." + key.Name }
@@ -101,7 +95,9 @@ func chunkName(key registry.ServiceKey, digest string, index int) string {
 	return fmt.Sprintf("%s.%s.%d", headName(key), digest, index)
 }
 
-func recordLabel(key registry.ServiceKey) string { return shortHash(key.Namespace+"/"+key.Name, 32) }
+func recordLabel(key registry.ServiceKey) string {
+	return names.ShortHash(key.Namespace+"/"+key.Name, 32)
+}
 
 // validateIDs checks what the hub needs of the IDs: non-empty, and a service
 // key whose parts are DNS labels (as every Kubernetes namespace and Service

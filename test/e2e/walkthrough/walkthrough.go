@@ -30,8 +30,8 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/internal/scheme"
-	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
+	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/sandbox"
 )
 
@@ -59,7 +59,7 @@ const (
 	LabelApp = "app"
 	// ManagedBy is the endpointslice.kubernetes.io/managed-by value of
 	// imported EndpointSlices (I4).
-	ManagedBy = export.ManagedByValue
+	ManagedBy = names.ManagedBy
 )
 
 // FQDN is <svc>.<ns>.svc.clusterset.local.
