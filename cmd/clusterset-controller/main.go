@@ -155,6 +155,10 @@ func run(ctx context.Context, f flags) error {
 // registryFactory validates the backend flags now, so that a typo fails at
 // start, and builds the backend once the cluster's identity is known.
 func registryFactory(f flags) (registrylink.Factory, error) {
+	// The lease the heartbeat announces to tools (doctor): a renewal is
+	// late only after three missed intervals, never sooner than the
+	// default.
+	lease := max(registry.DefaultLeaseDuration, 3*f.heartbeatInterval)
 	switch f.registry {
 	case "hub":
 		if f.hubKubeconfig == "" {
@@ -165,7 +169,7 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			return nil, fmt.Errorf("hub config: %w", err)
 		}
 		return func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, LeaseDuration: lease})
 		}, nil
 	case "cloudmap":
 		foreignSweep := f.cloudMapForeignSweep
@@ -194,6 +198,7 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 				MotoWorkarounds:          f.cloudMapMotoWorkarounds,
 				MaxInstancesPerService:   f.cloudMapMaxPerService,
 				MaxInstancesPerNamespace: f.cloudMapMaxPerNamespace,
+				LeaseDuration:            lease,
 				Logger:                   ctrl.Log.WithName("cloudmap"),
 			})
 		}, nil

@@ -65,11 +65,19 @@ func printDescribe(out io.Writer, format string, d inspect.ServiceDetail, now ti
 		if r.Changed != nil {
 			changed = duration.HumanDuration(now.Sub(*r.Changed)) + " ago"
 		}
-		if r.Problem != "" {
+		if r.Problem != "" && r.Type == "" {
 			fmt.Fprintf(w, "  %s\t-\t-\t-\t%s (cannot be read: %s)\n", r.Cluster, changed, r.Problem)
 			continue
 		}
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%d/%d\t%s\n", r.Cluster, r.Type, orNone(strings.Join(r.Ports, ", ")), r.Ready, r.Total, changed)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, r := range d.Registry.Records {
+		if r.Problem != "" && r.Type != "" {
+			fmt.Fprintf(out, "  %s: read without what does not decode: %s\n", r.Cluster, r.Problem)
+		}
+	}
+	return nil
 }

@@ -25,8 +25,8 @@ func newJoinCommand() *cobra.Command {
 		Long: `join sets up a member cluster of a clusterset whose registry is a hub API server:
 on the hub, the member's namespace, RBAC, ServiceAccount and the ClusterSetRecord CRD; in the
 member (the current or --context cluster), the secret clusterset-system/clusterset-hub-kubeconfig
-that clusterset-controller reads (--controller-namespace and --hub-secret-name when the controller
-is installed elsewhere or with another registry.hub.secretName), and the identity
+that clusterset-controller reads (--controller-namespace, --hub-secret-name and --hub-secret-key
+when the controller is installed elsewhere or with other registry.hub values), and the identity
 ClusterProperties when they are absent.
 Run it again to rotate the member's token.`,
 		Example: `  kubectl clusterset join --context cls2 --hub-context cls1 --cluster-id cls2 --clusterset-id clusterset1`,
@@ -55,6 +55,7 @@ Run it again to rotate the member's token.`,
 	cmd.Flags().StringVar(&o.ClusterSetID, "clusterset-id", "", "the clusterset's ID (required)")
 	cmd.Flags().StringVar(&o.SecretNamespace, "controller-namespace", membership.HubSecretNamespace, "the member's namespace of clusterset-controller, where the hub credentials go")
 	cmd.Flags().StringVar(&o.SecretName, "hub-secret-name", membership.HubSecretName, "name of the Secret with the hub credentials (the chart's registry.hub.secretName)")
+	cmd.Flags().StringVar(&o.SecretKey, "hub-secret-key", membership.HubSecretKey, "key of the kubeconfig in that Secret (the chart's registry.hub.secretKey)")
 	cmd.Flags().DurationVar(&o.TokenTTL, "token-ttl", 365*24*time.Hour, "how long the member's hub token is valid; run join again before it expires")
 	for _, f := range []string{"hub-context", "cluster-id", "clusterset-id"} {
 		_ = cmd.MarkFlagRequired(f)

@@ -71,7 +71,9 @@ type RegistryRecord struct {
 	// the exporting cluster's clock, else when the registry last accepted a
 	// write of it); nil when neither is known.
 	Changed *time.Time `json:"changed,omitempty"`
-	Problem string     `json:"problem,omitempty"`
+	// Problem is why the record, or part of it, could not be read: with
+	// Type "" none of it was, else what does not decode was left out.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Describe returns key as seen by every member of clusters (in their order)

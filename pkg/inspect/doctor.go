@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"regexp"
@@ -132,7 +133,7 @@ func controllerCheck(cl *Cluster, now time.Time, check func(string, Verdict, str
 	ns := cl.ControllerNamespace
 	d := cl.Controller
 	if d == nil {
-		return check("controller", Fail, "no Deployment "+ns+"/"+ControllerName+" (nor one labelled "+ControllerLabel+"="+ControllerName+" elsewhere)",
+		return check("controller", Fail, "no clusterset-controller Deployment; looked for "+cmp.Or(cl.ControllerSearch, ns+"/"+ControllerName),
 			"install clusterset-controller: `helm install clusterset charts/clusterset -n "+ControllerNamespace+" --create-namespace` (docs/install.md); "+
 				"if it runs under another name, pass its namespace with --controller-namespace")
 	}

@@ -25,7 +25,7 @@ var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 // healthy is a member that passes every per-member check.
 func healthy(ctx, id string) *Cluster {
 	return &Cluster{
-		Context: ctx, ClusterID: id, ClusterSetID: "set",
+		Context: ctx, ClusterID: id, ClusterSetID: "set", ControllerNamespace: ControllerNamespace,
 		Controller: &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(2))}, Status: appsv1.DeploymentStatus{AvailableReplicas: 2}},
 		Lease: &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("pod-a"), LeaseDurationSeconds: ptr.To(int32(15)),
 			RenewTime: ptr.To(metav1.NewMicroTime(now.Add(-time.Second)))}},
@@ -72,7 +72,10 @@ func TestDoctorJudgesEachProblem(t *testing.T) {
 		msg            string
 	}{
 		{"no controller replica available", func(a, _ *Cluster, _ *RegistryHealth) { a.Controller.Status.AvailableReplicas = 0 }, "controller", "a", Fail, "0/2 replicas available"},
-		{"no controller installed", func(a, _ *Cluster, _ *RegistryHealth) { a.Controller = nil }, "controller", "a", Fail, "no Deployment"},
+		{"no controller installed", func(a, _ *Cluster, _ *RegistryHealth) { a.Controller = nil }, "controller", "a", Fail, "no clusterset-controller Deployment; looked for clusterset-system/clusterset-controller"},
+		{"a second controller", func(a, _ *Cluster, _ *RegistryHealth) {
+			a.Controller.Namespace, a.Controller.Name, a.OtherControllers = "clusterset-system", "clusterset-controller", []string{"platform/clusterset-controller"}
+		}, "controller", "a", Fail, "2 clusterset-controller Deployments: clusterset-system/clusterset-controller and platform/clusterset-controller"},
 		{"no leader", func(a, _ *Cluster, _ *RegistryHealth) { a.Lease.Spec.HolderIdentity = nil }, "controller", "a", Fail, "no leader"},
 		{"leader stopped renewing", func(a, _ *Cluster, _ *RegistryHealth) {
 			a.Lease.Spec.RenewTime = ptr.To(metav1.NewMicroTime(now.Add(-time.Minute)))

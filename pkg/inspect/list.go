@@ -111,7 +111,6 @@ func (cl *Cluster) Name() string {
 	return cl.ClusterID
 }
 
-// exportState judges one ServiceExport from its KEP-1645 conditions.
 // ExportStateOf judges one ServiceExport of cluster by its conditions
 // (KEP-1645 Valid, Ready, Conflict): Ready, and the first condition that
 // needs attention in that order.

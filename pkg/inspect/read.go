@@ -10,8 +10,6 @@ import (
 	"cmp"
 	"context"
 	"net/http"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +23,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -90,12 +87,14 @@ type Cluster struct {
 	ImportedSlices []discoveryv1.EndpointSlice
 
 	// ControllerNamespace is where the controller was found (or looked
-	// for, when absent).
+	// for, when absent); ControllerSearch says what was looked for.
 	ControllerNamespace string
+	ControllerSearch    string
 	// Controller is the controller's Deployment, nil when absent; Lease
 	// its leader election Lease, nil when absent. OtherControllers are
 	// further clusterset-controller Deployments of the cluster
-	// ("namespace/name"): two controllers would write the same records.
+	// ("namespace/name") that are not scaled to 0: two controllers would
+	// write the same records.
 	Controller       *appsv1.Deployment
 	OtherControllers []string
 	Lease            *coordinationv1.Lease
@@ -276,110 +275,6 @@ func readIdentity(ctx context.Context, c client.Client, cl *Cluster) {
 	}
 }
 
-// readRegistryAccess reads the controller's Deployment and, unless it
-// uses Cloud Map, the member's hub credentials.
-func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, cl *Cluster, o ReadOptions) {
-	readController(ctx, c, cl, o.ControllerNamespace)
-	if d := cl.Controller; d != nil {
-		cl.Registry = registryOf(d)
-		if cl.Registry == "cloudmap" {
-			cl.AWSRegion = envOf(ctx, c, d, "AWS_REGION")
-			if cl.AWSRegion == "" {
-				cl.AWSRegion = envOf(ctx, c, d, "AWS_DEFAULT_REGION")
-			}
-		}
-	}
-	if cl.Registry != "" && cl.Registry != "hub" {
-		return
-	}
-	key := client.ObjectKey{Namespace: cl.ControllerNamespace, Name: membership.HubSecretName}
-	dataKey := membership.HubSecretKey
-	if cl.Controller != nil {
-		if name, k, ok := hubSecretOf(cl.Controller); ok {
-			key.Name, dataKey = name, k
-		}
-	}
-	cl.HubSecret = key.String()
-	var s corev1.Secret
-	switch err := c.Get(ctx, key, &s); {
-	case apierrors.IsNotFound(err):
-		cl.HubProblem = "Secret " + key.String() + " does not exist"
-	case err != nil:
-		cl.HubProblem = "reading Secret " + key.String() + ": " + err.Error()
-	default:
-		hubCfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data[dataKey])
-		if err != nil {
-			cl.HubProblem = "Secret " + key.String() + " holds no usable kubeconfig under " + dataKey + ": " + err.Error()
-		} else {
-			hubCfg.Timeout = cfg.Timeout
-			cl.HubConfig = hubCfg
-		}
-	}
-}
-
-// readController finds the controller's Deployment: in namespace when it is
-// set, else wherever one is labelled as the controller.
-func readController(ctx context.Context, c client.Client, cl *Cluster, namespace string) {
-	cl.ControllerNamespace = cmp.Or(namespace, ControllerNamespace)
-	if namespace == "" {
-		var list appsv1.DeploymentList
-		if err := c.List(ctx, &list, client.MatchingLabels{ControllerLabel: ControllerName}); err == nil && len(list.Items) > 0 {
-			// The default namespace first, then by namespace.
-			slices.SortFunc(list.Items, func(a, b appsv1.Deployment) int {
-				return cmp.Or(-cmp.Compare(boolInt(a.Namespace == ControllerNamespace), boolInt(b.Namespace == ControllerNamespace)),
-					cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-			})
-			cl.Controller = &list.Items[0]
-			cl.ControllerNamespace = cl.Controller.Namespace
-			for _, d := range list.Items[1:] {
-				cl.OtherControllers = append(cl.OtherControllers, d.Namespace+"/"+d.Name)
-			}
-			return
-		}
-		// None labelled, or Deployments may not be listed cluster-wide:
-		// look where the default install puts it.
-	}
-	var d appsv1.Deployment
-	switch err := c.Get(ctx, client.ObjectKey{Namespace: cl.ControllerNamespace, Name: ControllerName}, &d); {
-	case err == nil:
-		cl.Controller = &d
-	case !apierrors.IsNotFound(err):
-		cl.unchecked("controller", "reading Deployment "+cl.ControllerNamespace+"/"+ControllerName+": "+err.Error())
-	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// hubSecretOf finds the Secret and key the controller reads its hub
-// kubeconfig from: the Secret volume mounted where its --hub-kubeconfig
-// points.
-func hubSecretOf(d *appsv1.Deployment) (name, key string, ok bool) {
-	spec := d.Spec.Template.Spec
-	for _, c := range spec.Containers {
-		path := flagOf(c, "hub-kubeconfig")
-		if path == "" {
-			continue
-		}
-		for _, m := range c.VolumeMounts {
-			rel, found := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
-			if !found {
-				continue
-			}
-			for _, v := range spec.Volumes {
-				if v.Name == m.Name && v.Secret != nil {
-					return v.Secret.SecretName, rel, true
-				}
-			}
-		}
-	}
-	return "", "", false
-}
-
 // readHealth reads the controller's leader election Lease, CoreDNS's
 // Corefile and what CoreDNS's ServiceAccount may do.
 func readHealth(ctx context.Context, c client.Client, cl *Cluster) {
@@ -424,67 +319,6 @@ var coreDNSNeeds = []struct{ verb, group, resource string }{
 	{"watch", mcsv1beta1.GroupVersion.Group, "serviceimports"},
 	{"list", discoveryv1.GroupName, "endpointslices"},
 	{"watch", discoveryv1.GroupName, "endpointslices"},
-}
-
-// envOf is the value of the environment variable name in d's containers:
-// set directly, from a ConfigMap key, or from a ConfigMap of envFrom (the
-// kustomize overlay's). "" when none sets it or the ConfigMap cannot be
-// read. Secrets are not read.
-func envOf(ctx context.Context, c client.Client, d *appsv1.Deployment, name string) string {
-	configMap := func(cmName string) map[string]string {
-		var cm corev1.ConfigMap
-		if c.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: cmName}, &cm) != nil {
-			return nil
-		}
-		return cm.Data
-	}
-	for _, ctr := range d.Spec.Template.Spec.Containers {
-		// Later entries win, and env wins over envFrom (the kubelet's rule).
-		for i := len(ctr.Env) - 1; i >= 0; i-- {
-			e := ctr.Env[i]
-			switch {
-			case e.Name != name:
-			case e.ValueFrom == nil:
-				return e.Value
-			case e.ValueFrom.ConfigMapKeyRef != nil:
-				return configMap(e.ValueFrom.ConfigMapKeyRef.Name)[e.ValueFrom.ConfigMapKeyRef.Key]
-			}
-		}
-		for i := len(ctr.EnvFrom) - 1; i >= 0; i-- {
-			if ref := ctr.EnvFrom[i].ConfigMapRef; ref != nil {
-				if v, ok := configMap(ref.Name)[strings.TrimPrefix(name, ctr.EnvFrom[i].Prefix)]; ok && strings.HasPrefix(name, ctr.EnvFrom[i].Prefix) {
-					return v
-				}
-			}
-		}
-	}
-	return ""
-}
-
-// registryOf is the --registry flag of the controller container ("hub" by
-// default, as in the controller).
-func registryOf(d *appsv1.Deployment) string {
-	for _, c := range d.Spec.Template.Spec.Containers {
-		if v := flagOf(c, "registry"); v != "" {
-			return v
-		}
-	}
-	return "hub"
-}
-
-// flagOf is the value of the flag --name in c's command and args ("--name=v"
-// or "--name v"); "" when it is not there.
-func flagOf(c corev1.Container, name string) string {
-	args := append(slices.Clone(c.Command), c.Args...)
-	for i, a := range args {
-		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
-			return v
-		}
-		if a == "--"+name && i+1 < len(args) {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 func (cl *Cluster) unchecked(check, why string) {

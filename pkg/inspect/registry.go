@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go/logging"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,7 +44,7 @@ func ReadRegistry(ctx context.Context, clusters []*Cluster, key types.Namespaced
 	}
 	st.Records = []RegistryRecord{}
 	for _, r := range recs {
-		rr := RegistryRecord{Cluster: r.ClusterID, Problem: r.Problem}
+		rr := RegistryRecord{Cluster: cmp.Or(r.ClusterID, "<no cluster ID>"), Problem: r.Problem}
 		if !r.Changed.IsZero() {
 			at := r.Changed
 			rr.Changed = &at
@@ -86,6 +89,11 @@ func readerOf(ctx context.Context, clusters []*Cluster, prefer func(*Cluster) bo
 	return rd, via, ""
 }
 
+// awsTimeout bounds each step of reading Cloud Map from this machine:
+// finding credentials (which may ask the EC2 instance metadata service) and
+// each HTTP request.
+const awsTimeout = 10 * time.Second
+
 func cloudMapReader(ctx context.Context, clusters []*Cluster) (registry.Reader, string, string) {
 	var setID, region string
 	for _, cl := range clusters {
@@ -95,7 +103,11 @@ func cloudMapReader(ctx context.Context, clusters []*Cluster) (registry.Reader, 
 	if setID == "" {
 		return nil, "", "the clusterset ID is unknown: no member has ClusterProperty " + aboutv1alpha1.ClusterSetIDName
 	}
-	var opts []func(*awsconfig.LoadOptions) error
+	opts := []func(*awsconfig.LoadOptions) error{
+		// The SDK's own warnings (IMDSv1 fallback) would garble the output.
+		awsconfig.WithLogger(logging.Nop{}),
+		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(awsTimeout)),
+	}
 	if region != "" {
 		opts = append(opts, awsconfig.WithRegion(region))
 	}
@@ -103,10 +115,22 @@ func cloudMapReader(ctx context.Context, clusters []*Cluster) (registry.Reader, 
 	if err != nil {
 		return nil, "", "loading this machine's AWS configuration: " + err.Error()
 	}
+	whose := "the controller's AWS_REGION"
+	if region == "" {
+		whose = "this machine's; the controller's AWS_REGION was not found"
+	}
 	if cfg.Region == "" {
 		return nil, "", "no AWS region: the controller's AWS_REGION was not found and AWS_REGION is not set here"
 	}
-	via := "this machine's AWS credentials (region " + cfg.Region + ")"
+	via := "this machine's AWS credentials (region " + cfg.Region + ", " + whose + ")"
+	if cfg.Credentials == nil {
+		return nil, via, "no AWS credentials on this machine (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws, an instance role)"
+	}
+	cctx, cancel := context.WithTimeout(ctx, awsTimeout)
+	defer cancel()
+	if _, err := cfg.Credentials.Retrieve(cctx); err != nil {
+		return nil, via, "no AWS credentials on this machine (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws, an instance role): " + err.Error()
+	}
 	rd, err := cloudmap.NewReader(cfg, cloudmap.ReaderOptions{ClusterSetID: setID})
 	if err != nil {
 		return nil, via, via + ": " + err.Error()

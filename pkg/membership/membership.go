@@ -43,10 +43,11 @@ type Options struct {
 	HubServer string
 	// TokenTTL is how long the member's hub token is valid.
 	TokenTTL time.Duration
-	// SecretNamespace and SecretName say where in the member the hub
-	// credentials go: the controller's namespace and the chart's
-	// registry.hub.secretName. Defaults HubSecretNamespace, HubSecretName.
-	SecretNamespace, SecretName string
+	// SecretNamespace, SecretName and SecretKey say where in the member the
+	// hub credentials go: the controller's namespace and the chart's
+	// registry.hub.secretName and .secretKey. Defaults HubSecretNamespace,
+	// HubSecretName, HubSecretKey.
+	SecretNamespace, SecretName, SecretKey string
 }
 
 // Join does the work of `kubectl clusterset join`: on the hub (hubCfg, admin
@@ -59,6 +60,7 @@ type Options struct {
 func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o Options) error {
 	o.SecretNamespace = cmp.Or(o.SecretNamespace, HubSecretNamespace)
 	o.SecretName = cmp.Or(o.SecretName, HubSecretName)
+	o.SecretKey = cmp.Or(o.SecretKey, HubSecretKey)
 	c, err := client.New(memberCfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return err
@@ -98,7 +100,7 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.SecretNamespace, Name: o.SecretName}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, secret, func() error {
 		secret.Type = corev1.SecretTypeOpaque
-		secret.Data = map[string][]byte{HubSecretKey: kubeconfig}
+		secret.Data = map[string][]byte{o.SecretKey: kubeconfig}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("member: secret %s/%s: %w", o.SecretNamespace, o.SecretName, err)

@@ -443,7 +443,9 @@ func TestChartNotes(t *testing.T) {
 	}{
 		{helmchart.Namespace, nil, "`kubectl clusterset join` writes it.", "--controller-namespace"},
 		{"platform", map[string]any{"registry": map[string]any{"hub": map[string]any{"secretName": "hub-creds"}}},
-			"when given --controller-namespace platform --hub-secret-name hub-creds.", ""},
+			"when given --controller-namespace platform --hub-secret-name hub-creds --hub-secret-key kubeconfig.", ""},
+		{helmchart.Namespace, map[string]any{"registry": map[string]any{"hub": map[string]any{"secretKey": "config"}}},
+			"--hub-secret-name clusterset-hub-kubeconfig --hub-secret-key config.", ""},
 		{helmchart.Namespace, map[string]any{"registry": map[string]any{"type": "cloudmap", "cloudMap": map[string]any{"region": "eu-west-1"}}}, "cloudmap registry", "join"},
 	} {
 		notes, err := helmchart.Notes(loadChart(t), tc.namespace, oldestKubernetes, tc.values)

@@ -6,11 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/pkg/cli"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
@@ -112,8 +115,56 @@ func TestCLICloudMap(t *testing.T) {
 			}
 		}
 		out, err = run("status", "nginx-hello", "-n", "demo")
-		if err != nil || !regexp.MustCompile(`not read: read with this machine's AWS credentials \(region `+cloudmaptest.Region+`\): DiscoverInstances demo/nginx-hello`).MatchString(out) {
+		if err != nil || !regexp.MustCompile(`not read: read with this machine's AWS credentials \(region `+cloudmaptest.Region+`, the controller's AWS_REGION\): DiscoverInstances demo/nginx-hello`).MatchString(out) {
 			t.Errorf("status with Cloud Map unreachable: %v, want the registry's problem:\n%s", err, out)
+		}
+	})
+
+	t.Run("DoctorNoCredentials", func(t *testing.T) {
+		t.Setenv("AWS_ACCESS_KEY_ID", "")
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+		out, err := run("doctor")
+		if err != nil {
+			t.Errorf("doctor failed when only this machine has no AWS credentials (a warning): %v\n%s", err, out)
+		}
+		if !regexp.MustCompile(`(?m)^WARN\s+cls1\s+registry\s+Cloud Map not read: no AWS credentials on this machine`).MatchString(out) {
+			t.Errorf("doctor without AWS credentials does not say so:\n%s", out)
+		}
+	})
+
+	t.Run("DoctorOtherRegion", func(t *testing.T) {
+		// The controllers' region cannot be found, and this machine's is
+		// one no member writes to: a warning that names the region read,
+		// not "every member is silent".
+		setRegion := func(region string) {
+			for _, m := range members {
+				cm := &corev1.ConfigMap{}
+				if err := m.admin.Get(ctx, client.ObjectKey{Namespace: inspect.ControllerNamespace, Name: "clusterset-controller-cloudmap"}, cm); err != nil {
+					t.Fatal(err)
+				}
+				cm.Data = map[string]string{"AWS_REGION": region}
+				if region == "" {
+					cm.Data = nil
+				}
+				if err := m.admin.Update(ctx, cm); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		setRegion("")
+		defer setRegion(cloudmaptest.Region)
+		t.Setenv("AWS_REGION", "eu-north-1")
+		out, err := run("doctor")
+		if err != nil {
+			t.Errorf("doctor reading a region without clusterset failed (a warning): %v\n%s", err, out)
+		}
+		for _, want := range []string{
+			`(?m)^WARN\s+cls1\s+registry\s+Cloud Map not read: .*region eu-north-1, this machine's; the controller's AWS_REGION was not found.*no clusterset controller has written to this account and region`,
+			`(?m)^WARN\s+-\s+heartbeat\s+not read: `,
+		} {
+			if !regexp.MustCompile(want).MatchString(out) {
+				t.Errorf("doctor's output does not match %s:\n%s", want, out)
+			}
 		}
 	})
 
@@ -126,5 +177,51 @@ func TestCLICloudMap(t *testing.T) {
 			t.Errorf("doctor with a silent member: err %v, want exit status 1", err)
 		}
 		compareGolden(t, "doctor-silent-member-cloudmap", out)
+	})
+
+	// Hand-written instances of a cluster cls9 (as another writer could
+	// leave): one endpoint that decodes, one whose address is not an IP.
+	// status shows cls9's record with what decodes and says what was left
+	// out.
+	t.Run("StatusWithUndecodableInstance", func(t *testing.T) {
+		c := sd.NewFromConfig(cloudmaptest.Config(), func(o *sd.Options) { o.BaseEndpoint = aws.String(endpoint) })
+		var serviceID string
+		p := sd.NewListServicesPaginator(c, &sd.ListServicesInput{})
+		for p.HasMorePages() && serviceID == "" {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, svc := range page.Services {
+				if aws.ToString(svc.Name) == "nginx-hello" {
+					serviceID = aws.ToString(svc.Id)
+				}
+			}
+		}
+		if serviceID == "" {
+			t.Fatal("no Cloud Map service nginx-hello")
+		}
+		inst := func(ip string) map[string]string {
+			return map[string]string{"CLUSTERSET_ID": clusterSet, "CLUSTER_ID": "cls9", "AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "8080",
+				"SERVICE_PORT": "80", "SERVICE_PROTOCOL": "TCP", "SERVICE_TYPE": "ClusterSetIP", "READY": "true"}
+		}
+		for id, attrs := range map[string]map[string]string{"tcp-10_19_0_1-8080": inst("10.19.0.1"), "bad-ip": inst("not-an-ip")} {
+			if _, err := c.RegisterInstance(ctx, &sd.RegisterInstanceInput{ServiceId: aws.String(serviceID), InstanceId: aws.String(id), Attributes: attrs}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := run("status", "nginx-hello", "-n", "demo")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, want := range []string{
+			`(?m)^  cls9\s+ClusterSetIP\s+80/TCP\s+1/1\s+unknown$`,
+			`(?m)^  cls9: read without what does not decode: instance bad-ip: .*not-an-ip`,
+			`(?m)^  cls1\s+ClusterSetIP\s+http 80/TCP\s+2/2\s`,
+		} {
+			if !regexp.MustCompile(want).MatchString(out) {
+				t.Errorf("status does not match %s:\n%s", want, out)
+			}
+		}
 	})
 }

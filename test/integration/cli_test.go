@@ -248,13 +248,13 @@ func TestCLI(t *testing.T) {
 	t.Run("DoctorControllerElsewhere", func(t *testing.T) {
 		mustCreate(t, cls3.admin, namespace("platform"))
 		out, err := run("join", "--context", "cls3", "--hub-kubeconfig", kubeconfig, "--hub-context", "cls1", "--cluster-id", "cls3", "--clusterset-id", clusterSet,
-			"--controller-namespace", "platform", "--hub-secret-name", "hub-creds")
+			"--controller-namespace", "platform", "--hub-secret-name", "hub-creds", "--hub-secret-key", "config")
 		if err != nil || !strings.Contains(out, "secret platform/hub-creds holds the hub credentials") {
 			t.Fatalf("join into platform/hub-creds: %v\n%s", err, out)
 		}
 		installDeployment(t, cls3, "platform", func(d *appsv1.Deployment) {
 			c := &d.Spec.Template.Spec.Containers[0]
-			c.Args = append(c.Args, "--hub-kubeconfig=/etc/clusterset/hub/kubeconfig")
+			c.Args = append(c.Args, "--hub-kubeconfig=/etc/clusterset/hub/config")
 			c.VolumeMounts = []corev1.VolumeMount{{Name: "hub", MountPath: "/etc/clusterset/hub/", ReadOnly: true}}
 			d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "hub", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "hub-creds"}}}}
 		})
@@ -276,7 +276,7 @@ func TestCLI(t *testing.T) {
 		}
 		// Told where to look, doctor looks only there.
 		out, _ = run("doctor", "--contexts", "cls3", "--controller-namespace", "elsewhere")
-		if !row(out, "FAIL", "controller", "no Deployment elsewhere/"+inspect.ControllerName) || !row(out, "FAIL", "registry", "Secret elsewhere/clusterset-hub-kubeconfig does not exist") {
+		if !row(out, "FAIL", "controller", "no clusterset-controller Deployment; looked for elsewhere/clusterset-controller (--controller-namespace)") || !row(out, "FAIL", "registry", "Secret elsewhere/clusterset-hub-kubeconfig does not exist") {
 			t.Errorf("doctor --controller-namespace elsewhere:\n%s", out)
 		}
 	})

@@ -54,6 +54,9 @@ func (r *Registry) registerSystem(ctx context.Context, service string, in instan
 // treat a missing entry as unknown, not as dead.
 func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
 	hbs, err := readHeartbeats(ctx, r.api, r.opts.SystemNamespace, r.opts.ClusterSetID)
+	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
+		return map[string]time.Time{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

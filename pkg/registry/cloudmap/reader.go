@@ -93,22 +93,32 @@ func (rd reader) ReadService(ctx context.Context, key registry.ServiceKey) ([]re
 	return out, nil
 }
 
+// ErrNoSystemNamespace is returned by a Reader's ReadHeartbeats when Cloud
+// Map has no SystemNamespace in the account and region read: no clusterset
+// controller ever wrote there, which usually means the wrong account or
+// region rather than silent members.
+var ErrNoSystemNamespace = errors.New("no clusterset controller has written to this account and region")
+
 // ReadHeartbeats implements registry.Reader: the heartbeat instances in
-// SystemNamespace. Clusters run by the AWS controller have none.
+// SystemNamespace. Clusters run by the AWS controller have none. Without
+// SystemNamespace it returns an error wrapping ErrNoSystemNamespace.
 func (rd reader) ReadHeartbeats(ctx context.Context) ([]registry.Heartbeat, error) {
 	out, err := readHeartbeats(ctx, rd.api, rd.opts.SystemNamespace, rd.opts.ClusterSetID)
+	if isCode(err, "NamespaceNotFound") {
+		return nil, fmt.Errorf("Cloud Map namespace %s not found: %w", rd.opts.SystemNamespace, ErrNoSystemNamespace)
+	}
+	if isCode(err, "ServiceNotFound") {
+		return nil, nil
+	}
 	slices.SortFunc(out, func(a, b registry.Heartbeat) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out, err
 }
 
 // readHeartbeats returns the newest heartbeat of every cluster of
-// clusterSetID, in no order; none when the heartbeat service does not
-// exist yet.
+// clusterSetID, in no order. Cloud Map's NamespaceNotFound and
+// ServiceNotFound are returned as they are.
 func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID string) ([]registry.Heartbeat, error) {
 	insts, _, err := a.discover(ctx, systemNamespace, heartbeatService, clusterSetID)
-	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
-		return nil, nil
-	}
 	if err != nil {
 		return nil, err
 	}

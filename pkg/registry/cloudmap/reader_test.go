@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -108,6 +109,16 @@ func TestReader(t *testing.T) {
 	}
 	if age := time.Since(hbs[0].RenewTime); age < 0 || age > time.Minute {
 		t.Errorf("cls-a renewed %s ago", age)
+	}
+
+	// Another account or region: no system namespace at all, which must
+	// not read as "every member is silent".
+	elsewhere, err := NewReader(cloudmaptest.Config(), ReaderOptions{ClusterSetID: "set1", Endpoint: url, SystemNamespace: "nobody.system"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hbs, err := elsewhere.ReadHeartbeats(ctx); !errors.Is(err, ErrNoSystemNamespace) {
+		t.Errorf("ReadHeartbeats without the system namespace = %v, %v; want ErrNoSystemNamespace", hbs, err)
 	}
 
 	calls := rd.(reader).calls.snapshot()
