@@ -8,12 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -138,7 +138,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 
 	before := export.Status.DeepCopy()
 	result, err := c.reconcileExport(ctx, &export)
-	if !reflect.DeepEqual(before, &export.Status) {
+	if !equality.Semantic.DeepEqual(before, &export.Status) {
 		if uerr := c.client.Status().Update(ctx, &export); uerr != nil {
 			return reconcile.Result{}, errors.Join(err, uerr)
 		}
@@ -182,10 +182,8 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	}
 	// The finalizer goes on before the first registry write, so that a
 	// deletion can never leak the record.
-	if controllerutil.AddFinalizer(export, names.ExportFinalizer) {
-		if err := c.client.Update(ctx, export); err != nil {
-			return reconcile.Result{}, err
-		}
+	if err := c.setFinalizer(ctx, export, true); err != nil {
+		return reconcile.Result{}, err
 	}
 
 	var slices discoveryv1.EndpointSliceList
@@ -284,8 +282,27 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 		return reconcile.Result{}, err
 	}
 	c.stats.setConflict(client.ObjectKeyFromObject(export), "", false)
-	controllerutil.RemoveFinalizer(export, names.ExportFinalizer)
-	return reconcile.Result{}, c.client.Update(ctx, export)
+	return reconcile.Result{}, c.setFinalizer(ctx, export, false)
+}
+
+// setFinalizer adds (on) or removes the export finalizer with a merge patch
+// of the finalizers only, under optimistic locking (the patch carries the
+// resourceVersion read): it never writes back fields this controller's
+// ServiceExport type does not know, and a concurrent change makes it fail
+// with a conflict, retried by the next reconcile. Nothing is sent when the
+// finalizer is already as wanted.
+func (c *Controller) setFinalizer(ctx context.Context, export *mcsv1beta1.ServiceExport, on bool) error {
+	orig := export.DeepCopy()
+	var changed bool
+	if on {
+		changed = controllerutil.AddFinalizer(export, names.ExportFinalizer)
+	} else {
+		changed = controllerutil.RemoveFinalizer(export, names.ExportFinalizer)
+	}
+	if !changed {
+		return nil
+	}
+	return c.client.Patch(ctx, export, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
 // publish writes rec unless it is what this controller last wrote. It sets
