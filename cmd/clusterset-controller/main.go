@@ -31,24 +31,18 @@ import (
 )
 
 type flags struct {
-	kubeconfig, context       string
-	clusterID, clusterSetID   string
-	registry                  string
-	hubKubeconfig, hubContext string
-	cloudMapPollInterval      time.Duration
-	cloudMapFullResync        time.Duration
-	cloudMapMotoWorkarounds   bool
-	cloudMapMaxPerService     int
-	cloudMapMaxPerNamespace   int
-	cloudMapForeignSweep      time.Duration
-	cloudMapForeignPoll       time.Duration
-	heartbeatInterval         time.Duration
-	gracePeriod               time.Duration
-	metricsAddr, probeAddr    string
-	leaderElect               bool
-	leaderElectionNamespace   string
-	excludedNamespaces        string
-	workers                   int
+	kubeconfig, context     string
+	clusterID, clusterSetID string
+	registry                string
+	hub                     hub.Flags
+	cloudMap                cloudmap.Flags
+	heartbeatInterval       time.Duration
+	gracePeriod             time.Duration
+	metricsAddr, probeAddr  string
+	leaderElect             bool
+	leaderElectionNamespace string
+	excludedNamespaces      string
+	workers                 int
 }
 
 // newFlagSet defines every flag of the command, filling f and zapOpts when
@@ -63,15 +57,8 @@ func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	fs.StringVar(&f.clusterID, "cluster-id", "", "creates ClusterProperty cluster.clusterset.k8s.io with this value when it is absent")
 	fs.StringVar(&f.clusterSetID, "clusterset-id", "", "creates ClusterProperty clusterset.k8s.io with this value when it is absent")
 	fs.StringVar(&f.registry, "registry", "hub", "registry backend: hub (a Kubernetes API server) or cloudmap (AWS Cloud Map)")
-	fs.StringVar(&f.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig with this member's credentials for the hub (--registry hub)")
-	fs.StringVar(&f.hubContext, "hub-context", "", "context of --hub-kubeconfig to use")
-	fs.DurationVar(&f.cloudMapPollInterval, "cloudmap-poll-interval", cloudmap.DefaultPollInterval, "how often Cloud Map is checked for changes: one DiscoverInstancesRevision per poll when nothing changed, so about 2.6 million calls a month per member at 1s (--registry cloudmap)")
-	fs.DurationVar(&f.cloudMapFullResync, "cloudmap-full-resync", cloudmap.DefaultFullResyncPeriod, "every Cloud Map service is read in full at least this often, the only idle cost that grows with the number of services (--registry cloudmap)")
-	fs.DurationVar(&f.cloudMapForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often the Cloud Map services are listed to find writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon: new services, and once such writes were seen, a revision check of every service; 0 disables (--registry cloudmap)")
-	fs.DurationVar(&f.cloudMapForeignPoll, "cloudmap-foreign-poll-interval", 10*time.Second, "once Cloud Map holds records written by another controller (a mixed clusterset with the AWS Cloud Map MCS controller), how often the namespaces holding them and new services are checked; a clusterset of clusterset-controllers only never pays for it; 0 disables, leaving the foreign sweep (--registry cloudmap)")
-	fs.IntVar(&f.cloudMapMaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service; exports that would exceed it are refused with a condition")
-	fs.IntVar(&f.cloudMapMaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace")
-	fs.BoolVar(&f.cloudMapMotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
+	f.hub.AddFlags(fs)
+	f.cloudMap.AddFlags(fs)
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this cluster renews its liveness record")
 	fs.IntVar(&f.workers, "workers", controllers.DefaultWorkers, "how many services the export and the import controller each reconcile at once")
 	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
@@ -161,10 +148,10 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 	lease := max(registry.DefaultLeaseDuration, 3*f.heartbeatInterval)
 	switch f.registry {
 	case "hub":
-		if f.hubKubeconfig == "" {
+		if f.hub.Kubeconfig == "" {
 			return nil, fmt.Errorf("--registry hub needs --hub-kubeconfig")
 		}
-		hubCfg, err := loadConfig(f.hubKubeconfig, f.hubContext)
+		hubCfg, err := loadConfig(f.hub.Kubeconfig, f.hub.Context)
 		if err != nil {
 			return nil, fmt.Errorf("hub config: %w", err)
 		}
@@ -172,14 +159,6 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, LeaseDuration: lease})
 		}, nil
 	case "cloudmap":
-		foreignSweep := f.cloudMapForeignSweep
-		if foreignSweep == 0 {
-			foreignSweep = -1 // cloudmap.Options: negative disables, 0 is the default
-		}
-		foreignPoll := f.cloudMapForeignPoll
-		if foreignPoll == 0 {
-			foreignPoll = -1
-		}
 		return func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
 			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 			if err != nil {
@@ -188,19 +167,10 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			if awsCfg.Region == "" {
 				return nil, fmt.Errorf("no AWS region: set AWS_REGION (chart value registry.cloudMap.region, AWS_REGION in config/overlays/cloudmap/cloudmap.env)")
 			}
-			return cloudmap.New(awsCfg, cloudmap.Options{
-				ClusterSetID:             id.ClusterSetID,
-				ClusterID:                id.ClusterID,
-				PollInterval:             f.cloudMapPollInterval,
-				FullResyncPeriod:         f.cloudMapFullResync,
-				ForeignSweepPeriod:       foreignSweep,
-				ForeignPollInterval:      foreignPoll,
-				MotoWorkarounds:          f.cloudMapMotoWorkarounds,
-				MaxInstancesPerService:   f.cloudMapMaxPerService,
-				MaxInstancesPerNamespace: f.cloudMapMaxPerNamespace,
-				LeaseDuration:            lease,
-				Logger:                   ctrl.Log.WithName("cloudmap"),
-			})
+			o := f.cloudMap.Options(id.ClusterSetID, id.ClusterID)
+			o.LeaseDuration = lease
+			o.Logger = ctrl.Log.WithName("cloudmap")
+			return cloudmap.New(awsCfg, o)
 		}, nil
 	default:
 		return nil, fmt.Errorf("--registry must be hub or cloudmap, not %q", f.registry)

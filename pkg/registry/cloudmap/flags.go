@@ -1,0 +1,49 @@
+package cloudmap
+
+import (
+	"flag"
+	"time"
+)
+
+// Flags are the clusterset-controller flags of the Cloud Map backend
+// (--registry cloudmap), documented in docs/configuration.md.
+type Flags struct {
+	PollInterval, FullResync, ForeignSweep, ForeignPoll time.Duration
+	MaxPerService, MaxPerNamespace                      int
+	MotoWorkarounds                                     bool
+}
+
+// AddFlags registers the flags on fs with the defaults of Options. A zero
+// sweep or foreign poll interval disables it.
+func (f *Flags) AddFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&f.PollInterval, "cloudmap-poll-interval", DefaultPollInterval, "how often Cloud Map is checked for changes: one DiscoverInstancesRevision per poll when nothing changed, so about 2.6 million calls a month per member at 1s (--registry cloudmap)")
+	fs.DurationVar(&f.FullResync, "cloudmap-full-resync", DefaultFullResyncPeriod, "every Cloud Map service is read in full at least this often, the only idle cost that grows with the number of services (--registry cloudmap)")
+	fs.DurationVar(&f.ForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often the Cloud Map services are listed to find writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon: new services, and once such writes were seen, a revision check of every service; 0 disables (--registry cloudmap)")
+	fs.DurationVar(&f.ForeignPoll, "cloudmap-foreign-poll-interval", 10*time.Second, "once Cloud Map holds records written by another controller (a mixed clusterset with the AWS Cloud Map MCS controller), how often the namespaces holding them and new services are checked; a clusterset of clusterset-controllers only never pays for it; 0 disables, leaving the foreign sweep (--registry cloudmap)")
+	fs.IntVar(&f.MaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service; exports that would exceed it are refused with a condition")
+	fs.IntVar(&f.MaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace")
+	fs.BoolVar(&f.MotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
+}
+
+// Options returns the Options the flags set, for the cluster clusterID of
+// clusterSetID. A flag's 0 that means "disabled" becomes the negative value
+// Options uses for that, since 0 in Options means the default.
+func (f *Flags) Options(clusterSetID, clusterID string) Options {
+	disabledIfZero := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d
+	}
+	return Options{
+		ClusterSetID:             clusterSetID,
+		ClusterID:                clusterID,
+		PollInterval:             f.PollInterval,
+		FullResyncPeriod:         f.FullResync,
+		ForeignSweepPeriod:       disabledIfZero(f.ForeignSweep),
+		ForeignPollInterval:      disabledIfZero(f.ForeignPoll),
+		MotoWorkarounds:          f.MotoWorkarounds,
+		MaxInstancesPerService:   f.MaxPerService,
+		MaxInstancesPerNamespace: f.MaxPerNamespace,
+	}
+}

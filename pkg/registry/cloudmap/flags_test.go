@@ -1,0 +1,35 @@
+package cloudmap
+
+import (
+	"flag"
+	"testing"
+	"time"
+)
+
+// The flags give Options their defaults, and a flag's 0 that disables a
+// sweep becomes Options' negative value (Options' 0 is the default).
+func TestFlagsOptions(t *testing.T) {
+	parse := func(args ...string) Options {
+		t.Helper()
+		var f Flags
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		f.AddFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f.Options("set", "cls")
+	}
+	o := parse()
+	if o.ClusterSetID != "set" || o.ClusterID != "cls" || o.PollInterval != DefaultPollInterval || o.FullResyncPeriod != DefaultFullResyncPeriod ||
+		o.ForeignSweepPeriod != time.Minute || o.ForeignPollInterval != 10*time.Second || o.MaxInstancesPerService != 1000 || o.MaxInstancesPerNamespace != 2000 || o.MotoWorkarounds {
+		t.Errorf("defaults: %+v", o)
+	}
+	o = parse("--cloudmap-foreign-sweep-period=0", "--cloudmap-foreign-poll-interval=0", "--cloudmap-poll-interval=3s", "--cloudmap-moto-workarounds")
+	if o.ForeignSweepPeriod >= 0 || o.ForeignPollInterval >= 0 || o.PollInterval != 3*time.Second || !o.MotoWorkarounds {
+		t.Errorf("0 must disable the sweeps, the rest pass through: %+v", o)
+	}
+	o.setDefaults()
+	if o.ForeignSweepPeriod >= 0 || o.ForeignPollInterval >= 0 {
+		t.Errorf("defaults turned a disabled sweep back on: %+v", o)
+	}
+}
