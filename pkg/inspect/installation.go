@@ -61,8 +61,9 @@ func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, 
 // set, else wherever one is labelled as the controller.
 func readController(ctx context.Context, c client.Client, cl *Cluster, namespace string) {
 	cl.ControllerNamespace = cmp.Or(namespace, ControllerNamespace)
-	cl.ControllerSearch = namespace + "/" + ControllerName + " (--controller-namespace)"
-	if namespace == "" {
+	if namespace != "" {
+		cl.ControllerSearch = namespace + "/" + ControllerName + " (--controller-namespace)"
+	} else {
 		var list appsv1.DeploymentList
 		err := c.List(ctx, &list, client.MatchingLabels{ControllerLabel: ControllerName})
 		if err == nil && len(list.Items) > 0 {

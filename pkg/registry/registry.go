@@ -166,12 +166,9 @@ func (r *Record) DeepCopy() *Record {
 // DeepCopy returns a copy of s that shares no memory with it.
 func (s ServiceSpec) DeepCopy() ServiceSpec {
 	out := s
-	out.Ports = make([]Port, len(s.Ports))
-	for i, p := range s.Ports {
-		out.Ports[i] = p.DeepCopy()
-	}
-	if s.Ports == nil {
-		out.Ports = nil
+	out.Ports = slices.Clone(s.Ports)
+	for i := range out.Ports {
+		out.Ports[i] = out.Ports[i].DeepCopy()
 	}
 	out.SessionAffinityConfig = s.SessionAffinityConfig.DeepCopy()
 	out.IPFamilies = slices.Clone(s.IPFamilies)
