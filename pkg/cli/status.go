@@ -11,7 +11,6 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/clusterset/clusterset/internal/scheme"
 	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+	"github.com/clusterset/clusterset/pkg/conditions"
 	"github.com/clusterset/clusterset/pkg/inspect"
 )
 
@@ -88,7 +88,13 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 	}
 	fmt.Fprintf(out, "\nSERVICE EXPORTS (%d)\n", len(exports.Items))
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAMESPACE\tNAME\tVALID\tREADY\tCONFLICT\tMESSAGE")
+	// One column per condition clusterset sets (conditions.Export), so a
+	// new condition shows up here without a change.
+	header := []string{"NAMESPACE", "NAME"}
+	for _, k := range conditions.Export {
+		header = append(header, strings.ToUpper(k.Type))
+	}
+	fmt.Fprintln(w, strings.Join(append(header, "MESSAGE"), "\t"))
 	for _, e := range exports.Items {
 		conds := e.Status.Conditions
 		msg := ""
@@ -97,8 +103,11 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 		} else if ready := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionReady)); ready != nil {
 			msg = ready.Message
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, conditionStatus(conds, mcsv1beta1.ServiceExportConditionValid),
-			conditionStatus(conds, mcsv1beta1.ServiceExportConditionReady), conditionStatus(conds, mcsv1beta1.ServiceExportConditionConflict), msg)
+		row := []string{e.Namespace, e.Name}
+		for _, k := range conditions.Export {
+			row = append(row, conditions.StatusOf(conds, k.Type))
+		}
+		fmt.Fprintln(w, strings.Join(append(row, msg), "\t"))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -130,14 +139,6 @@ func printStatus(ctx context.Context, out io.Writer, c client.Client, namespace 
 			orNone(strings.Join(ports, ",")), orNone(strings.Join(clusters, ",")), ready, total)
 	}
 	return w.Flush()
-}
-
-// conditionStatus is the status of the condition typ, "-" when absent.
-func conditionStatus(conds []metav1.Condition, typ mcsv1beta1.ServiceExportConditionType) string {
-	if c := meta.FindStatusCondition(conds, string(typ)); c != nil {
-		return string(c.Status)
-	}
-	return "-"
 }
 
 func property(ctx context.Context, c client.Client, name string) string {

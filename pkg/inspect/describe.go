@@ -1,11 +1,11 @@
 package inspect
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/clusterset/clusterset/pkg/conditions"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -110,25 +110,13 @@ func Describe(clusters []*Cluster, key types.NamespacedName, reg RegistryState) 
 	return d
 }
 
-// Conditions lists a ServiceExport's conditions in the order KEP-1645
-// explains them (Valid, Ready, Conflict), then any other by type.
+// Conditions lists a ServiceExport's conditions in the order readers show
+// them (conditions.Export: Valid, Ready, Conflict), then any other by type.
 func Conditions(conds []metav1.Condition) []Condition {
-	rank := map[string]int{"Valid": 0, "Ready": 1, "Conflict": 2}
 	out := make([]Condition, 0, len(conds))
-	for _, c := range conds {
+	for _, c := range conditions.Sorted(conds, conditions.Export) {
 		out = append(out, Condition{Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message})
 	}
-	slices.SortStableFunc(out, func(a, b Condition) int {
-		ra, oka := rank[a.Type]
-		rb, okb := rank[b.Type]
-		if !oka {
-			ra = len(rank)
-		}
-		if !okb {
-			rb = len(rank)
-		}
-		return cmp.Or(cmp.Compare(ra, rb), cmp.Compare(a.Type, b.Type))
-	})
 	return out
 }
 

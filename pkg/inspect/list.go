@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/clusterset/clusterset/pkg/conditions"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -112,27 +113,16 @@ func (cl *Cluster) Name() string {
 }
 
 // ExportStateOf judges one ServiceExport of cluster by its conditions
-// (KEP-1645 Valid, Ready, Conflict): Ready, and the first condition that
-// needs attention in that order.
+// (conditions.Export: Valid, Ready, Conflict of KEP-1645): Ready, and the
+// first condition that needs attention in that order.
 func ExportStateOf(cluster string, conds []metav1.Condition) ExportState {
-	st := ExportState{Cluster: cluster}
-	valid := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionValid))
-	ready := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionReady))
-	conflict := meta.FindStatusCondition(conds, string(mcsv1beta1.ServiceExportConditionConflict))
-	st.Ready = ready != nil && ready.Status == metav1.ConditionTrue
-	switch {
-	case valid == nil && ready == nil:
-		st.Reason, st.Message = "NoStatus", "the controller has not reported on this export"
-	case valid != nil && valid.Status != metav1.ConditionTrue:
-		st.Reason, st.Message = valid.Reason, valid.Message
-	case ready != nil && ready.Status != metav1.ConditionTrue:
-		st.Reason, st.Message = ready.Reason, ready.Message
-	case ready == nil:
-		st.Reason, st.Message = "NoReadyCondition", "the export has no Ready condition yet"
-	case conflict != nil && conflict.Status == metav1.ConditionTrue:
-		st.Reason, st.Message = conflict.Reason, conflict.Message
+	v := conditions.Judge(conds, conditions.Export, "export")
+	return ExportState{
+		Cluster: cluster,
+		Ready:   meta.IsStatusConditionTrue(conds, string(mcsv1beta1.ServiceExportConditionReady)),
+		Reason:  v.Reason,
+		Message: v.Message,
 	}
-	return st
 }
 
 // SourceCounts counts the endpoints one member imported from one source

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/pkg/conditions"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
 	"github.com/clusterset/clusterset/pkg/names"
@@ -417,18 +418,16 @@ func (c *Controller) setReady(export *mcsv1beta1.ServiceExport, status metav1.Co
 	c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), status, reason, msg)
 }
 
-// setCondition sets a condition and reports whether its status or reason changed.
+// setCondition sets a condition and reports whether its status or reason
+// changed (conditions.Set). The types are those of conditions.Export.
 func (c *Controller) setCondition(export *mcsv1beta1.ServiceExport, typ string, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason, msg string) bool {
-	old := meta.FindStatusCondition(export.Status.Conditions, typ)
-	changed := old == nil || old.Status != status || old.Reason != string(reason)
-	meta.SetStatusCondition(&export.Status.Conditions, metav1.Condition{
+	return conditions.Set(&export.Status.Conditions, metav1.Condition{
 		Type:               typ,
 		Status:             status,
 		Reason:             string(reason),
 		Message:            msg,
 		ObservedGeneration: export.Generation,
 	})
-	return changed
 }
 
 // withOwn returns records with this cluster's entry replaced by own.

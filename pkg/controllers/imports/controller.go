@@ -17,7 +17,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -34,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/pkg/conditions"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
 	"github.com/clusterset/clusterset/pkg/names"
@@ -399,7 +399,7 @@ func (c *Controller) updateStatus(ctx context.Context, imp *mcsv1beta1.ServiceIm
 	if sliceCount > 0 {
 		imp.Status.EndpointSliceObjects = mcsv1beta1.EndpointSliceObjectsPresent
 	}
-	meta.SetStatusCondition(&imp.Status.Conditions, metav1.Condition{
+	conditions.Set(&imp.Status.Conditions, metav1.Condition{
 		Type:               string(mcsv1beta1.ServiceImportConditionReady),
 		Status:             metav1.ConditionTrue,
 		Reason:             string(mcsv1beta1.ServiceImportReasonReady),
@@ -426,7 +426,7 @@ func (c *Controller) setNotReady(ctx context.Context, imp *mcsv1beta1.ServiceImp
 	if apierrors.IsInvalid(err) {
 		reason = mcsv1beta1.ServiceImportReasonIPFamilyNotSupported
 	}
-	meta.SetStatusCondition(&imp.Status.Conditions, metav1.Condition{
+	conditions.Set(&imp.Status.Conditions, metav1.Condition{
 		Type: string(mcsv1beta1.ServiceImportConditionReady), Status: metav1.ConditionFalse,
 		Reason: string(reason), Message: err.Error(), ObservedGeneration: imp.Generation,
 	})

@@ -9,6 +9,7 @@
 package walkthrough
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/internal/scheme"
+	"github.com/clusterset/clusterset/pkg/conditions"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/sandbox"
@@ -400,26 +402,21 @@ func ExportCondition(se *mcsv1beta1.ServiceExport, t mcsv1beta1.ServiceExportCon
 	return meta.FindStatusCondition(se.Status.Conditions, string(t))
 }
 
-// ExportReady tells whether a ServiceExport is Valid=True and Ready=True,
-// and if not, what it shows instead.
+// ExportReady tells whether a ServiceExport needs no attention by the rule
+// the CLI uses (conditions.Export: Valid=True, Ready=True, Conflict not
+// True), and if it does, what it shows instead.
 func ExportReady(se *mcsv1beta1.ServiceExport) (bool, string) {
 	if se == nil {
 		return false, "no ServiceExport"
 	}
-	var missing []string
-	for _, t := range []mcsv1beta1.ServiceExportConditionType{mcsv1beta1.ServiceExportConditionValid, mcsv1beta1.ServiceExportConditionReady} {
-		c := ExportCondition(se, t)
-		switch {
-		case c == nil:
-			missing = append(missing, string(t)+" not set")
-		case c.Status != metav1.ConditionTrue:
-			missing = append(missing, fmt.Sprintf("%s=%s (%s: %s)", t, c.Status, c.Reason, c.Message))
-		}
+	if v := conditions.Judge(se.Status.Conditions, conditions.Export, "export"); !v.Healthy {
+		return false, fmt.Sprintf("ServiceExport %s: %s: %s", cmp.Or(v.Type, "status"), v.Reason, v.Message)
 	}
-	if len(missing) > 0 {
-		return false, "ServiceExport " + strings.Join(missing, ", ")
+	var shown []string
+	for _, c := range conditions.Sorted(se.Status.Conditions, conditions.Export) {
+		shown = append(shown, c.Type+"="+string(c.Status))
 	}
-	return true, "ServiceExport Valid=True, Ready=True"
+	return true, "ServiceExport " + strings.Join(shown, ", ")
 }
 
 // ImportReady tells whether a cluster's import of a ClusterSetIP service
