@@ -59,9 +59,9 @@ func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	fs.StringVar(&f.registry, "registry", "hub", "registry backend: hub (a Kubernetes API server) or cloudmap (AWS Cloud Map)")
 	f.hub.AddFlags(fs)
 	f.cloudMap.AddFlags(fs)
-	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this cluster renews its liveness record")
+	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", registrylink.DefaultHeartbeatInterval, "how often this cluster renews its liveness record")
 	fs.IntVar(&f.workers, "workers", controllers.DefaultWorkers, "how many services the export and the import controller each reconcile at once")
-	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", 2*time.Minute, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
+	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", registrylink.DefaultGracePeriod, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	fs.StringVar(&f.excludedNamespaces, "excluded-namespaces", strings.Join(namespaces.DefaultExcluded, ","), "comma-separated namespaces that are neither exported from (their ServiceExports get Valid=False NamespaceExcluded) nor imported into; empty excludes none")
@@ -123,7 +123,7 @@ func run(ctx context.Context, f flags) error {
 	link, err := controllers.Register(ctx, mgr, controllers.Options{
 		Defaults: identity.Identity{ClusterID: f.clusterID, ClusterSetID: f.clusterSetID},
 		Registry: factory,
-		Link:     registrylink.Options{HeartbeatInterval: f.heartbeatInterval, GracePeriod: f.gracePeriod},
+		Link:     f.linkOptions(),
 		Excluded: excluded,
 		Workers:  f.workers,
 	})
@@ -192,4 +192,15 @@ func loadConfig(kubeconfig, context string) (*rest.Config, error) {
 		cfg.QPS = -1
 	}
 	return cfg, err
+}
+
+// linkOptions maps the liveness flags to registrylink.Options: a flag's 0
+// disables the grace period, which Options spells as a negative value (its
+// zero is the default).
+func (f *flags) linkOptions() registrylink.Options {
+	o := registrylink.Options{HeartbeatInterval: f.heartbeatInterval, GracePeriod: f.gracePeriod}
+	if o.GracePeriod <= 0 {
+		o.GracePeriod = -1
+	}
+	return o
 }

@@ -6,8 +6,10 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -120,14 +122,33 @@ type EndpointPort struct {
 // Registry is one cluster's handle on the shared registry. A Registry is bound
 // to one clusterset ID and one cluster ID at construction: it writes only that
 // cluster's records and reads records of that clusterset only.
+//
+// Every method is safe for concurrent use. Records given to and returned by a
+// Registry are never shared: Publish does not keep rec (the caller may change
+// it afterwards), and Records returns deep copies the caller may keep and
+// change.
 type Registry interface {
-	// Publish makes rec (whose ClusterID and ClusterSetID must be this
-	// cluster's) the current record of rec's service, replacing any earlier one.
+	// Publish makes rec the current record of rec's service for this
+	// cluster, replacing any earlier one. rec's ClusterSetID and ClusterID
+	// may be left empty: the backend writes its own (see Own). A record
+	// that names another cluster or clusterset is refused.
+	//
 	// When the stored record has the same content (SameContent), Publish
 	// writes nothing and the stored Changed stays.
+	//
+	// A published record is kept until Withdraw: when the registry loses
+	// it or someone else changes it (deleted by hand, an asynchronous write
+	// that failed), the backend writes it again once its view shows that.
+	// Callers need not check that their record is still there. The hub
+	// sees a loss on its watch and repairs it a second later (hub
+	// RepairDelay). Cloud Map sees it when it next reads the service: at
+	// once after a change beacon, else at its full resync
+	// (FullResyncPeriod, a hand edit bumps no beacon), and repairs no
+	// sooner than RepairDelay after its last write, since reads lag writes
+	// there.
 	Publish(ctx context.Context, rec *Record) error
-	// Withdraw removes this cluster's record of key. Withdrawing a record that
-	// does not exist is not an error.
+	// Withdraw removes this cluster's record of key and stops keeping it.
+	// Withdrawing a record that does not exist is not an error.
 	Withdraw(ctx context.Context, key ServiceKey) error
 	// Run keeps a view of every cluster's records current until ctx ends and
 	// calls onChange with the key of each service whose records may have
@@ -138,14 +159,40 @@ type Registry interface {
 	// HasSynced reports whether the view has been filled at least once.
 	HasSynced() bool
 	// Records returns every cluster's record of key from the view, sorted by
-	// ClusterID. It returns ErrNotSynced before the view was first filled.
+	// ClusterID; none (nil or empty) when no cluster exports key. It returns
+	// ErrNotSynced before the view was first filled.
 	Records(key ServiceKey) ([]Record, error)
-	// Keys returns every service that has at least one record in the view.
+	// Keys returns every service that has at least one record in the view,
+	// sorted by namespace, then name (CompareKeys). It returns ErrNotSynced
+	// before the view was first filled.
 	Keys() ([]ServiceKey, error)
 	// Heartbeat renews this cluster's liveness record.
 	Heartbeat(ctx context.Context) error
 	// Liveness returns the time of each cluster's last heartbeat, by cluster ID.
 	Liveness(ctx context.Context) (map[string]time.Time, error)
+}
+
+// Own returns rec as a record of clusterSetID and clusterID, the identity a
+// backend was built for: rec itself when it names them, else a shallow copy
+// with the empty IDs filled in. It returns an error when rec names another
+// cluster or clusterset. Backends call it first thing in Publish.
+func Own(rec *Record, clusterSetID, clusterID string) (*Record, error) {
+	if (rec.ClusterSetID != "" && rec.ClusterSetID != clusterSetID) || (rec.ClusterID != "" && rec.ClusterID != clusterID) {
+		return nil, fmt.Errorf("the registry of cluster %q in clusterset %q cannot publish a record of cluster %q in clusterset %q",
+			clusterID, clusterSetID, rec.ClusterID, rec.ClusterSetID)
+	}
+	if rec.ClusterSetID == clusterSetID && rec.ClusterID == clusterID {
+		return rec, nil
+	}
+	out := *rec
+	out.ClusterSetID, out.ClusterID = clusterSetID, clusterID
+	return &out, nil
+}
+
+// CompareKeys orders service keys by namespace, then name: the order of
+// Registry.Keys.
+func CompareKeys(a, b ServiceKey) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
 // ErrNotSynced is returned by reads before the view was first filled.

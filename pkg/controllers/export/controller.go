@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,11 +31,13 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/conditions"
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
 	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
 const (
@@ -51,18 +54,37 @@ const (
 	reasonConflictResolved = "ConflictResolved"
 )
 
+// Link is what the export controller needs of this cluster's link to the
+// registry; *registrylink.Link is the one cmd/ gives it.
+type Link interface {
+	// Registry returns the backend and this cluster's identity once both
+	// are usable, else an error (registrylink.ErrNotReady, or the
+	// identity's problem) that the Ready condition shows.
+	Registry() (registry.Registry, identity.Identity, error)
+	// ClusterID is this cluster's ID, "" while unknown; for logs.
+	ClusterID() string
+	// Source enqueues each service whose records may have changed in the
+	// registry (other clusters' exports decide conflicts).
+	Source() source.Source
+}
+
 // Controller reconciles ServiceExports of this cluster.
 type Controller struct {
 	client   client.Client
 	recorder recorder.EventRecorder
-	link     *registrylink.Link
+	link     Link
 	excluded namespaces.Exclusions
 	// Workers is how many services are reconciled at once (default 1).
 	Workers int
+	// Clock stamps records with the time of a change that carries no
+	// trigger time (registry.Record.Changed). Default the real clock.
+	Clock clock.PassiveClock
 
-	// published remembers the last record written per service and when, so
-	// that reconciles which change nothing cost no registry call. It is
-	// empty after a restart, which republishes every export once (R3).
+	// published remembers the last record written per service, so that
+	// reconciles which change nothing cost no registry call. Whether that
+	// record is still in the registry is the backend's concern: Publish
+	// keeps it there (registry.Registry). It is empty after a restart,
+	// which republishes every export once (R3).
 	mu        sync.Mutex
 	published map[registry.ServiceKey]publishedRecord
 
@@ -70,22 +92,19 @@ type Controller struct {
 }
 
 type publishedRecord struct {
+	// rec is the record as this controller built it, without the
+	// cluster's identity, which the backend fills in.
 	rec *registry.Record
-	at  time.Time
 	// trigger is the newest EndpointSlice last-change-trigger-time seen at
 	// the last reconcile, published or not.
 	trigger time.Time
 }
 
-// viewGrace is how long the registry view may take to show a record this
-// controller wrote before its absence means the record was lost.
-const viewGrace = 30 * time.Second
-
 // NewController returns the export controller.
 // ServiceExports in excluded namespaces are refused with Valid=False
 // (reasonNamespaceExcluded) and never published.
-func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link, excluded namespaces.Exclusions) *Controller {
-	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, published: map[registry.ServiceKey]publishedRecord{}}
+func NewController(c client.Client, rec recorder.EventRecorder, link Link, excluded namespaces.Exclusions) *Controller {
+	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, Clock: clock.RealClock{}, published: map[registry.ServiceKey]publishedRecord{}}
 }
 
 // Name is used in logs and metrics.
@@ -197,7 +216,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 			own = append(own, s)
 		}
 	}
-	rec := buildRecord(id, export, &svc, own)
+	rec := buildRecord(export, &svc, own)
 	// Ready went False only because this process started before its
 	// registry view was ready, and the record was there all along: the
 	// export did not change, so there is no Exported event to give again.
@@ -206,7 +225,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		held, _ := ownInView(reg, key, id.ClusterID)
 		restarted = held != nil
 	}
-	if err := c.publish(ctx, reg, rec, lastChangeTrigger(own)); err != nil {
+	if err := c.publish(ctx, reg, id.ClusterID, rec, lastChangeTrigger(own)); err != nil {
 		// R2: the registry is unreachable or refused the record.
 		c.setReady(export, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonFailed, "publishing to the registry: "+err.Error())
 		c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "PublishFailed", "Publish", "publishing to the registry: %v", err)
@@ -217,21 +236,14 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported, msg) && !restarted {
 		c.recorder.Eventf(export, nil, corev1.EventTypeNormal, string(mcsv1beta1.ServiceExportReasonExported), "Publish", "%s", msg)
 	}
-	var result reconcile.Result
-	if !c.viewHasOwn(reg, key, id.ClusterID) {
-		// Look again once the view has had time to show the write; if the
-		// record is still missing then, it was lost and is written again.
-		result.RequeueAfter = viewGrace
-	}
-
 	// E6: every cluster merges the same records the same way; this
 	// cluster's own record is the one just written, even if the view has not
 	// caught up with it yet.
-	records, err := c.link.Records(key)
+	records, err := reg.Records(key)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	records = withOwn(records, rec)
+	records = withOwn(records, rec, id.ClusterID)
 	res, _ := merge.Merge(records)
 	conflict := res.Conflicts[id.ClusterID]
 	status := metav1.ConditionFalse
@@ -250,7 +262,7 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 		}
 	}
 	c.stats.setConflict(key, conflict.Reason, conflict.Conflicting)
-	return result, nil
+	return reconcile.Result{}, nil
 }
 
 // notExported withdraws the record of an export that is not valid and marks
@@ -306,18 +318,19 @@ func (c *Controller) setFinalizer(ctx context.Context, export *mcsv1beta1.Servic
 	return c.client.Patch(ctx, export, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
-// publish writes rec unless it is what this controller last wrote. It sets
-// rec.Changed: the previous version's time when the content is the same,
-// else trigger (the EndpointSlices' last change) when that is newer than
-// the previous version, else now.
-func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *registry.Record, trigger time.Time) error {
+// publish writes rec (this cluster's record, without its identity) unless it
+// is what this controller last wrote. It sets rec.Changed: the previous
+// version's time when the content is the same, else trigger (the
+// EndpointSlices' last change) when that is newer than the previous version,
+// else now.
+func (c *Controller) publish(ctx context.Context, reg registry.Registry, cluster string, rec *registry.Record, trigger time.Time) error {
 	key := rec.Key()
 	c.mu.Lock()
 	last, ok := c.published[key]
 	c.mu.Unlock()
 	prev := last.rec
 	if !ok {
-		prev, _ = ownInView(reg, key, rec.ClusterID) // after a restart; none without a view
+		prev, _ = ownInView(reg, key, cluster) // after a restart; none without a view
 	}
 	changeTrigger := trigger
 	if ok && !trigger.After(last.trigger) {
@@ -325,8 +338,8 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 		// a slice change that changed no record. Either way not this change.
 		changeTrigger = time.Time{}
 	}
-	rec.Changed = changeTime(prev, rec, changeTrigger, time.Now())
-	if ok && registry.SameContent(last.rec, rec) && (time.Since(last.at) < viewGrace || c.viewHasOwn(reg, key, rec.ClusterID)) {
+	rec.Changed = changeTime(prev, rec, changeTrigger, c.Clock.Now())
+	if ok && registry.SameContent(last.rec, rec) {
 		c.mu.Lock()
 		if cur, still := c.published[key]; still {
 			cur.trigger = trigger
@@ -341,15 +354,16 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, rec *re
 		return err
 	}
 	c.mu.Lock()
-	c.published[key] = publishedRecord{rec: rec, at: time.Now(), trigger: trigger}
+	c.published[key] = publishedRecord{rec: rec, trigger: trigger}
 	c.mu.Unlock()
 	c.stats.setExported(key, rec)
-	log.FromContext(ctx).V(1).Info("published record", "cluster", rec.ClusterID, "endpoints", len(rec.Endpoints))
+	log.FromContext(ctx).V(1).Info("published record", "endpoints", len(rec.Endpoints))
 	return nil
 }
 
 // ownInView returns this cluster's record of key in the registry's view,
-// nil when the view has none, or the view's error (not synced).
+// without its identity (as this controller builds records); nil when the
+// view has none, or the view's error (not synced).
 func ownInView(reg registry.Registry, key registry.ServiceKey, cluster string) (*registry.Record, error) {
 	recs, err := reg.Records(key)
 	if err != nil {
@@ -357,18 +371,12 @@ func ownInView(reg registry.Registry, key registry.ServiceKey, cluster string) (
 	}
 	for i := range recs {
 		if recs[i].ClusterID == cluster {
-			return &recs[i], nil
+			own := recs[i]
+			own.ClusterSetID, own.ClusterID = "", ""
+			return &own, nil
 		}
 	}
 	return nil, nil
-}
-
-// viewHasOwn reports whether the registry still holds this cluster's record
-// of key. A record that was deleted behind the controller's back (by hand,
-// or lost by the registry) is then written again.
-func (c *Controller) viewHasOwn(reg registry.Registry, key registry.ServiceKey, cluster string) bool {
-	own, err := ownInView(reg, key, cluster)
-	return err != nil || own != nil // no view to judge by: trust the last write
 }
 
 // withdrawIfPublished removes this cluster's record of key when the registry
@@ -430,13 +438,16 @@ func (c *Controller) setCondition(export *mcsv1beta1.ServiceExport, typ string, 
 	})
 }
 
-// withOwn returns records with this cluster's entry replaced by own.
-func withOwn(records []registry.Record, own *registry.Record) []registry.Record {
+// withOwn returns records with cluster's entry replaced by own, named for
+// the merge.
+func withOwn(records []registry.Record, own *registry.Record, cluster string) []registry.Record {
 	out := make([]registry.Record, 0, len(records)+1)
 	for _, r := range records {
-		if r.ClusterID != own.ClusterID {
+		if r.ClusterID != cluster {
 			out = append(out, r)
 		}
 	}
-	return append(out, *own)
+	mine := *own
+	mine.ClusterID = cluster
+	return append(out, mine)
 }

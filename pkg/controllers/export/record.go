@@ -10,13 +10,13 @@ import (
 	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 // buildRecord describes an exported Service and its local endpoints as this
-// cluster's registry record.
-func buildRecord(id identity.Identity, export *mcsv1beta1.ServiceExport, svc *corev1.Service, slices []discoveryv1.EndpointSlice) *registry.Record {
+// cluster's registry record. The record names no cluster or clusterset: the
+// backend, built for this cluster, fills them in (registry.Registry.Publish).
+func buildRecord(export *mcsv1beta1.ServiceExport, svc *corev1.Service, slices []discoveryv1.EndpointSlice) *registry.Record {
 	spec := registry.ServiceSpec{
 		Type:                  registry.ClusterSetIP,
 		SessionAffinity:       svc.Spec.SessionAffinity,
@@ -46,12 +46,10 @@ func buildRecord(id identity.Identity, export *mcsv1beta1.ServiceExport, svc *co
 		})
 	}
 	return &registry.Record{
-		ClusterSetID: id.ClusterSetID,
-		ClusterID:    id.ClusterID,
-		Namespace:    svc.Namespace,
-		Name:         svc.Name,
-		Spec:         spec,
-		Endpoints:    endpointsOf(slices),
+		Namespace: svc.Namespace,
+		Name:      svc.Name,
+		Spec:      spec,
+		Endpoints: endpointsOf(slices),
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"k8s.io/utils/ptr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -45,7 +44,10 @@ func TestBuildRecord(t *testing.T) {
 			Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}}),
 		slice("d", discoveryv1.AddressTypeFQDN, discoveryv1.Endpoint{Addresses: []string{"example.com"}}),
 	}
-	rec := buildRecord(identity.Identity{ClusterID: "cls1", ClusterSetID: "set"}, export, svc, slices)
+	rec := buildRecord(export, svc, slices)
+	if rec.ClusterID != "" || rec.ClusterSetID != "" {
+		t.Errorf("the record names cluster %q of %q; the backend fills in its identity", rec.ClusterID, rec.ClusterSetID)
+	}
 
 	if rec.Spec.Type != registry.Headless || rec.Spec.SessionAffinity != "" || !rec.Spec.ExportCreated.Equal(created.Time) ||
 		rec.Spec.ExportedLabels["a"] != "b" || len(rec.Spec.Ports) != 1 || rec.Spec.Ports[0].Protocol != corev1.ProtocolTCP {

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,11 +35,13 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/conditions"
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
 	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
 const (
@@ -46,21 +49,42 @@ const (
 	LabelServiceImport = "multicluster.clusterset.dev/service-import"
 )
 
+// Link is what the import controller needs of this cluster's link to the
+// registry; *registrylink.Link is the one cmd/ gives it.
+type Link interface {
+	// Registry returns the backend once it is usable, else an error
+	// (registrylink.ErrNotReady, or the identity's problem).
+	Registry() (registry.Registry, identity.Identity, error)
+	// Records returns every cluster's record of key (registry.Registry's
+	// Records), or the error of Registry.
+	Records(key registry.ServiceKey) ([]registry.Record, error)
+	// Alive reports whether cluster's endpoints are used: its heartbeat is
+	// within the grace period (R1).
+	Alive(cluster string) bool
+	// ClusterID is this cluster's ID, "" while unknown; for logs.
+	ClusterID() string
+	// Source enqueues each service whose records may have changed.
+	Source() source.Source
+}
+
 // Controller reconciles one imported service per request (namespace/name).
 type Controller struct {
 	client   client.Client
 	recorder recorder.EventRecorder
-	link     *registrylink.Link
+	link     Link
 	excluded namespaces.Exclusions
 	observer *observer
 	// Workers is how many services are reconciled at once (default 1).
 	Workers int
+	// Clock times the propagation lag (clusterset_propagation_lag_seconds).
+	// Default the real clock.
+	Clock clock.PassiveClock
 }
 
 // NewController returns the import controller. Nothing is imported into
 // excluded namespaces, and imports of ours found there are removed.
-func NewController(c client.Client, rec recorder.EventRecorder, link *registrylink.Link, excluded namespaces.Exclusions) *Controller {
-	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, observer: newObserver(rec)}
+func NewController(c client.Client, rec recorder.EventRecorder, link Link, excluded namespaces.Exclusions) *Controller {
+	return &Controller{client: c, recorder: rec, link: link, excluded: excluded, observer: newObserver(rec), Clock: clock.RealClock{}}
 }
 
 // Name is used in logs and metrics.
@@ -84,7 +108,7 @@ func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
 	// A runnable without NeedLeaderElection starts once this replica leads,
 	// like the controller itself: the propagation lag is measured from then.
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		c.observer.lead(time.Now())
+		c.observer.lead(c.Clock.Now())
 		<-ctx.Done()
 		return nil
 	})); err != nil {
@@ -192,7 +216,7 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := c.updateStatus(ctx, imp, &res, len(slices)); err != nil {
 		return reconcile.Result{}, err
 	}
-	c.observer.reflected(imp, ns.CreationTimestamp.Time, records, c.link.Alive, slices, time.Now())
+	c.observer.reflected(imp, ns.CreationTimestamp.Time, records, c.link.Alive, slices, c.Clock.Now())
 	return reconcile.Result{}, nil
 }
 

@@ -29,13 +29,21 @@ import (
 // Factory builds the registry backend for an identity; cmd/ chooses it.
 type Factory func(ctx context.Context, id identity.Identity) (registry.Registry, error)
 
-// Options tune the link.
+// Defaults of Options, and of the controller's flags that set them.
+const (
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultGracePeriod       = 2 * time.Minute
+)
+
+// Options tune the link. As in every Options of this module, a zero duration
+// means its default and a negative one disables what can be disabled.
 type Options struct {
 	// HeartbeatInterval is how often this cluster renews its liveness record.
+	// Zero or negative: DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 	// GracePeriod is how long another cluster may miss heartbeats before its
-	// records are ignored (R1). Zero disables the check: records are then
-	// used for as long as they exist.
+	// endpoints are ignored (R1). Zero: DefaultGracePeriod. Negative disables
+	// the check: endpoints are then used for as long as they exist.
 	GracePeriod time.Duration
 	// Elected, when not nil, holds back heartbeats until it is closed: the
 	// replica has become the leader (manager.Elected). A standby keeps its
@@ -79,7 +87,10 @@ type Link struct {
 // New returns a Link that builds its backend with factory once ids is ready.
 func New(ids *identity.Store, factory Factory, opts Options) *Link {
 	if opts.HeartbeatInterval <= 0 {
-		opts.HeartbeatInterval = 10 * time.Second
+		opts.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if opts.GracePeriod == 0 {
+		opts.GracePeriod = DefaultGracePeriod
 	}
 	gracePeriod.Set(max(opts.GracePeriod, 0).Seconds())
 	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}}

@@ -20,9 +20,9 @@ import (
 // record with what this cluster has registered and only registers the
 // instances that are new or changed and deregisters the ones that are gone.
 func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
-	if rec.ClusterSetID != r.opts.ClusterSetID || rec.ClusterID != r.opts.ClusterID {
-		return fmt.Errorf("cloudmap: record of %s/%s published through the registry of %s/%s",
-			rec.ClusterSetID, rec.ClusterID, r.opts.ClusterSetID, r.opts.ClusterID)
+	rec, err := registry.Own(rec, r.opts.ClusterSetID, r.opts.ClusterID)
+	if err != nil {
+		return fmt.Errorf("cloudmap: %w", err)
 	}
 	if rec.Namespace == "" || rec.Name == "" {
 		return errors.New("cloudmap: record without namespace or name")
@@ -37,7 +37,7 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	if _, err := encodeRecord(rec, nil, nil); err != nil {
 		return err
 	}
-	err := r.publish(ctx, rec)
+	err = r.publish(ctx, rec)
 	if isCode(err, "ServiceNotFound", "NamespaceNotFound") {
 		// Another cluster deleted the service (or someone the namespace)
 		// after its last instance went: the caches were dropped, go again.

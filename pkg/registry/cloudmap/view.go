@@ -1,7 +1,7 @@
 package cloudmap
 
 import (
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,10 +110,8 @@ func (r *Registry) Records(key registry.ServiceKey) ([]registry.Record, error) {
 		return nil, nil
 	}
 	out := make([]registry.Record, len(s.records))
-	for i, rec := range s.records {
-		out[i] = rec
-		out[i].Endpoints = append([]registry.Endpoint(nil), rec.Endpoints...)
-		out[i].Spec.Ports = append([]registry.Port(nil), rec.Spec.Ports...)
+	for i := range s.records {
+		out[i] = *s.records[i].DeepCopy()
 	}
 	return out, nil
 }
@@ -131,12 +129,7 @@ func (r *Registry) Keys() ([]registry.ServiceKey, error) {
 			out = append(out, k)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Namespace != out[j].Namespace {
-			return out[i].Namespace < out[j].Namespace
-		}
-		return out[i].Name < out[j].Name
-	})
+	slices.SortFunc(out, registry.CompareKeys)
 	return out, nil
 }
 

@@ -107,6 +107,8 @@ type Registry struct {
 	// shows A).
 	writtenMu sync.Mutex
 	written   map[registry.ServiceKey]string
+
+	keeper *keeper
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -142,6 +144,7 @@ func New(opts Options) (*Registry, error) {
 		leaseDuration: opts.LeaseDuration,
 		client:        client,
 		written:       map[registry.ServiceKey]string{},
+		keeper:        newKeeper(),
 	}
 	if r.chunkSize <= 0 {
 		r.chunkSize = DefaultChunkSize
@@ -189,14 +192,25 @@ var kindLabel = map[hubv1alpha1.RecordType]string{
 // previous version's chunks. An unchanged record costs no call: the head is
 // read from the watch cache.
 func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
-	if rec.ClusterSetID != r.setID || rec.ClusterID != r.clusterID {
-		return fmt.Errorf("hub registry of cluster %q in clusterset %q cannot publish a record of cluster %q in clusterset %q",
-			r.clusterID, r.setID, rec.ClusterID, rec.ClusterSetID)
+	rec, err := registry.Own(rec, r.setID, r.clusterID)
+	if err != nil {
+		return fmt.Errorf("hub registry: %w", err)
 	}
 	key := rec.Key()
 	if err := validateKey(key); err != nil {
 		return err
 	}
+	if _, err := encode(rec, r.chunkSize); err != nil {
+		return fmt.Errorf("encoding record of %s: %w", key, err)
+	}
+	defer r.keeper.lock(key)()
+	r.keeper.keep(key, rec)
+	return r.publish(ctx, rec)
+}
+
+// publish writes rec; the caller holds rec's key lock.
+func (r *Registry) publish(ctx context.Context, rec *registry.Record) error {
+	key := rec.Key()
 	enc, err := encode(rec, r.chunkSize)
 	if err != nil {
 		return fmt.Errorf("encoding record of %s: %w", key, err)
@@ -328,6 +342,8 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 	if err := validateKey(key); err != nil {
 		return err
 	}
+	defer r.keeper.lock(key)()
+	r.keeper.keep(key, nil)
 	if err := r.client.delete(ctx, r.namespace, headName(key)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("withdrawing record of %s from the hub: %w", key, err)
 	}

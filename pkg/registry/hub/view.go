@@ -66,7 +66,10 @@ func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) 
 	v.informer.Store(&inf)
 
 	logger.V(1).Info("Watching the hub", "selector", r.selector())
+	repairsDone := make(chan struct{})
+	go func() { defer close(repairsDone); r.runRepairs(log.IntoContext(ctx, logger)) }()
 	inf.RunWithContext(ctx)
+	<-repairsDone
 	return nil
 }
 
@@ -119,6 +122,9 @@ func (v *view) handle(logger logr.Logger, store cache.Store, obj any, onChange f
 	}
 	if v.assemble(logger.WithValues("namespace", key.Namespace, "service", key.Name, "sourceCluster", cluster), store, cluster, key) {
 		onChange(key)
+	}
+	if cluster == v.r.clusterID && rec.Name == headName(key) {
+		v.r.headChanged(key)
 	}
 }
 
@@ -266,5 +272,6 @@ func (r *Registry) Keys() ([]registry.ServiceKey, error) {
 	for k := range r.view.records {
 		keys = append(keys, k)
 	}
+	slices.SortFunc(keys, registry.CompareKeys)
 	return keys, nil
 }

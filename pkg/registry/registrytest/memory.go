@@ -3,7 +3,6 @@ package registrytest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -58,9 +57,37 @@ func (s *MemoryStore) SetDown(down bool) {
 	}
 }
 
+// Lose deletes clusterID's record of key behind its registry's back, as a
+// person deleting it by hand would; a running registry that published it
+// writes it again (registry.Registry: Publish keeps the record).
+func (s *MemoryStore) Lose(clusterSetID, clusterID string, key registry.ServiceKey) {
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.records, memKey{clusterSetID, clusterID, key})
+	var ws []*memRegistry
+	for w := range s.watchers {
+		ws = append(ws, w)
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.resync()
+	}
+}
+
+// Holds reports whether the store holds clusterID's record of key.
+func (s *MemoryStore) Holds(clusterSetID, clusterID string, key registry.ServiceKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.records[memKey{clusterSetID, clusterID, key}]
+	return ok
+}
+
 // Registry returns the handle of clusterID in clusterSetID.
 func (s *MemoryStore) Registry(clusterSetID, clusterID string) registry.Registry {
-	return &memRegistry{store: s, set: clusterSetID, cluster: clusterID, kick: make(chan struct{}, 1)}
+	return &memRegistry{store: s, set: clusterSetID, cluster: clusterID, kick: make(chan struct{}, 1), kept: map[registry.ServiceKey]registry.Record{}}
 }
 
 type memRegistry struct {
@@ -68,14 +95,20 @@ type memRegistry struct {
 	set, cluster string
 	kick         chan struct{}
 
+	// kept is what this registry published and has not withdrawn; Run
+	// writes a kept record that the store lost again (registry.Registry:
+	// Publish keeps the record). Guarded by store.mu.
+	kept map[registry.ServiceKey]registry.Record
+
 	mu     sync.Mutex
 	synced bool
 	view   map[registry.ServiceKey]map[string]registry.Record // key → cluster → record
 }
 
 func (r *memRegistry) Publish(_ context.Context, rec *registry.Record) error {
-	if rec.ClusterID != r.cluster || rec.ClusterSetID != r.set {
-		return fmt.Errorf("record of cluster %q in clusterset %q cannot be published by cluster %q of %q", rec.ClusterID, rec.ClusterSetID, r.cluster, r.set)
+	rec, err := registry.Own(rec, r.set, r.cluster)
+	if err != nil {
+		return err
 	}
 	s := r.store
 	s.mu.Lock()
@@ -85,10 +118,12 @@ func (r *memRegistry) Publish(_ context.Context, rec *registry.Record) error {
 	}
 	k := memKey{r.set, r.cluster, rec.Key()}
 	if old, ok := s.records[k]; ok && registry.SameContent(&old, rec) {
+		r.kept[rec.Key()] = old
 		s.mu.Unlock()
 		return nil // same content: the stored Changed stays
 	}
 	s.records[k] = *rec.DeepCopy()
+	r.kept[rec.Key()] = *rec.DeepCopy()
 	s.mu.Unlock()
 	s.notify()
 	return nil
@@ -102,6 +137,7 @@ func (r *memRegistry) Withdraw(_ context.Context, key registry.ServiceKey) error
 		return ErrOutage
 	}
 	delete(s.records, memKey{r.set, r.cluster, key})
+	delete(r.kept, key)
 	s.mu.Unlock()
 	s.notify()
 	return nil
@@ -143,6 +179,14 @@ func (r *memRegistry) Run(ctx context.Context, onChange func(registry.ServiceKey
 		if s.down {
 			s.mu.Unlock()
 			continue
+		}
+		for key, rec := range r.kept {
+			if _, ok := s.records[memKey{r.set, r.cluster, key}]; !ok {
+				s.records[memKey{r.set, r.cluster, key}] = *rec.DeepCopy()
+				for w := range s.watchers {
+					w.resync()
+				}
+			}
 		}
 		next := map[registry.ServiceKey]map[string]registry.Record{}
 		for k, rec := range s.records {
@@ -205,6 +249,7 @@ func (r *memRegistry) Keys() ([]registry.ServiceKey, error) {
 	for k := range r.view {
 		keys = append(keys, k)
 	}
+	slices.SortFunc(keys, registry.CompareKeys)
 	return keys, nil
 }
 

@@ -22,6 +22,10 @@ func TestMemoryStore(t *testing.T) {
 				return func() { store.SetDown(false) }
 			},
 			OutageDuration: 500 * time.Millisecond,
+			Lose: func(_ *testing.T, clusterSetID, clusterID string, key registry.ServiceKey) func() (bool, error) {
+				store.Lose(clusterSetID, clusterID, key)
+				return func() (bool, error) { return store.Holds(clusterSetID, clusterID, key), nil }
+			},
 			Timeout:        10 * time.Second,
 		}
 	})

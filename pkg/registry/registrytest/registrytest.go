@@ -62,6 +62,11 @@ type Harness struct {
 	// OutageDuration is how long the outage test keeps the store unreachable
 	// before checking that the view was kept. 0 means DefaultOutage.
 	OutageDuration time.Duration
+	// Lose removes clusterID's stored record of key from the backing store
+	// behind the backend's back, the way a person deleting it by hand would,
+	// and returns a probe that reports whether the store holds that record
+	// again (read from the store, not through a Registry). Required.
+	Lose func(t *testing.T, clusterSetID, clusterID string, key registry.ServiceKey) (stored func() (bool, error))
 }
 
 func (h *Harness) defaults() {
@@ -113,11 +118,17 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"Liveness", testLiveness},
 		{"ConcurrentWritersFromThreeClusters", testConcurrentWriters},
 		{"OutageKeepsView", testOutage},
+		{"PublishFillsInOwnIdentity", testOwnIdentity},
+		{"RecordsAreCopiesAndKeysSorted", testCopies},
+		{"LostRecordIsWrittenAgain", testLostRecordIsKept},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.defaults()
+			if h.Lose == nil {
+				t.Fatal("the harness has no Lose: every backend must show that it keeps its records")
+			}
 			s := &suite{t: t, h: h, setID: "set-" + slug(tc.name) + "-" + randHex(3), ns: "ns-" + slug(tc.name) + "-" + randHex(3)}
 			start := time.Now()
 			tc.fn(s)
