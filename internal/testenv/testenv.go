@@ -4,11 +4,15 @@
 package testenv
 
 import (
-	"github.com/clusterset/clusterset/internal/scheme"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"sync"
 	"testing"
+
+	"github.com/clusterset/clusterset/internal/scheme"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -89,4 +93,56 @@ func start(t testing.TB, crdDirs []string) *Cluster {
 		t.Fatalf("client for envtest control plane: %v", err)
 	}
 	return &Cluster{Env: env, Config: cfg, Client: c}
+}
+
+// Shared is one control plane for all tests of a package, started by the
+// first test that asks for it and stopped by the package's TestMain:
+//
+//	var env testenv.Shared
+//	func TestMain(m *testing.M) { code := m.Run(); env.Stop(); os.Exit(code) }
+//	func TestX(t *testing.T) { c := env.Get(t) … }
+//
+// Tests that share it keep out of each other's way, with a namespace each.
+type Shared struct {
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// Get returns the shared control plane, starting it on first use. Missing
+// binaries skip the test (fail it under CI), as AssetsDir does.
+func (s *Shared) Get(t testing.TB) *Cluster {
+	t.Helper()
+	dir := AssetsDir(t)
+	s.once.Do(func() {
+		env := &envtest.Environment{
+			BinaryAssetsDirectory: dir,
+			CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd")},
+			ErrorIfCRDPathMissing: true,
+		}
+		cfg, err := env.Start()
+		if err != nil {
+			s.err = fmt.Errorf("starting envtest control plane: %w", err)
+			return
+		}
+		c, err := client.New(cfg, client.Options{Scheme: Scheme})
+		if err != nil {
+			s.err = errors.Join(err, env.Stop())
+			return
+		}
+		s.c = &Cluster{Env: env, Config: cfg, Client: c}
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.c
+}
+
+// Stop stops the control plane if a test started it.
+func (s *Shared) Stop() {
+	if s.c != nil {
+		if err := s.c.Env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping envtest control plane: %v\n", err)
+		}
+	}
 }

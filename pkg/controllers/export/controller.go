@@ -304,18 +304,27 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 // ServiceExport type does not know, and a concurrent change makes it fail
 // with a conflict, retried by the next reconcile. Nothing is sent when the
 // finalizer is already as wanted.
+//
+// The patch is sent from a copy: the server's answer carries the stored
+// status, which would overwrite the conditions this reconcile has set on
+// export but not written yet. Only the finalizers and the resourceVersion
+// are taken from it.
 func (c *Controller) setFinalizer(ctx context.Context, export *mcsv1beta1.ServiceExport, on bool) error {
-	orig := export.DeepCopy()
+	patched := export.DeepCopy()
 	var changed bool
 	if on {
-		changed = controllerutil.AddFinalizer(export, names.ExportFinalizer)
+		changed = controllerutil.AddFinalizer(patched, names.ExportFinalizer)
 	} else {
-		changed = controllerutil.RemoveFinalizer(export, names.ExportFinalizer)
+		changed = controllerutil.RemoveFinalizer(patched, names.ExportFinalizer)
 	}
 	if !changed {
 		return nil
 	}
-	return c.client.Patch(ctx, export, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	if err := c.client.Patch(ctx, patched, client.MergeFromWithOptions(export, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	export.Finalizers, export.ResourceVersion = patched.Finalizers, patched.ResourceVersion
+	return nil
 }
 
 // publish writes rec (this cluster's record, without its identity) unless it
