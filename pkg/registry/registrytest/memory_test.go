@@ -26,7 +26,7 @@ func TestMemoryStore(t *testing.T) {
 				store.Lose(clusterSetID, clusterID, key)
 				return func() (bool, error) { return store.Holds(clusterSetID, clusterID, key), nil }
 			},
-			Timeout:        10 * time.Second,
+			Timeout: 10 * time.Second,
 		}
 	})
 }
