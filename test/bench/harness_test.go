@@ -30,12 +30,11 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/internal/testcontrollers"
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/controllers"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
@@ -247,33 +246,12 @@ func cloudMapFactory(motoURL string, m *member) registrylink.Factory {
 // runs with the control plane's admin credentials: authorization is not
 // what is measured.
 func startController(b *testing.B, cfg *rest.Config, m *member, factory registrylink.Factory) {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testenv.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:                 ctrl.Log.WithValues("cluster", m.name),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	if _, err := controllers.Register(cctx, mgr, controllers.Options{
+	_, stop := testcontrollers.Run(b, cfg, m.name, controllers.Options{
 		Defaults: identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet},
 		Registry: factory,
 		Link:     registrylink.Options{HeartbeatInterval: 10 * time.Second, GracePeriod: 2 * time.Minute},
-	}); err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(cctx); err != nil {
-			b.Errorf("%s: manager: %v", m.name, err)
-		}
-	}()
-	b.Cleanup(func() { cancel(); <-done })
+	})
+	b.Cleanup(stop)
 }
 
 // watchImports keeps an informer on cls2's EndpointSlices in ns, the way a

@@ -17,14 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
+	"github.com/clusterset/clusterset/internal/testcontrollers"
 	"github.com/clusterset/clusterset/internal/testenv"
 	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
 	"github.com/clusterset/clusterset/pkg/controllers"
@@ -62,8 +60,7 @@ type member struct {
 	root *testing.T
 
 	mu     sync.Mutex
-	stop   context.CancelFunc
-	done   chan struct{}
+	stop   func()
 	linkFn func() *registrylink.Link
 }
 
@@ -174,17 +171,6 @@ func (m *member) controllerConfig() *rest.Config {
 // start runs the member's controller until stopController or the test's end.
 func (m *member) start(t *testing.T, opts registrylink.Options) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(m.controllerConfig(), ctrl.Options{
-		Scheme:                 testenv.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		// Several members' managers share this test process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:     ctrl.Log.WithValues("cluster", m.name),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	hubCfg := m.hubCfg
 	backend := m.backend
 	if backend == nil {
@@ -192,26 +178,14 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	link, err := controllers.Register(ctx, mgr, controllers.Options{
+	link, stop := testcontrollers.Run(m.root, m.controllerConfig(), m.name, controllers.Options{
 		Defaults: m.defaults,
 		Registry: backend,
 		Link:     opts,
 		Excluded: m.excluded,
 	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			m.root.Errorf("%s: manager: %v", m.name, err)
-		}
-	}()
 	m.mu.Lock()
-	m.stop, m.done, m.linkFn = cancel, done, func() *registrylink.Link { return link }
+	m.stop, m.linkFn = stop, func() *registrylink.Link { return link }
 	m.mu.Unlock()
 	m.root.Cleanup(m.stopController)
 }
@@ -219,12 +193,11 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 // stopController stops the member's controller and waits for it.
 func (m *member) stopController() {
 	m.mu.Lock()
-	stop, done := m.stop, m.done
+	stop := m.stop
 	m.stop = nil
 	m.mu.Unlock()
 	if stop != nil {
 		stop()
-		<-done
 	}
 }
 
