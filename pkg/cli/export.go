@@ -51,8 +51,7 @@ func (f *singleClusterFlags) client() (client.Client, string, error) {
 }
 
 func newExportCommand() *cobra.Command {
-	var f *singleClusterFlags
-	cmd := &cobra.Command{
+	return serviceCommand(&cobra.Command{
 		Use:   "export SERVICE",
 		Short: "Export a Service to the clusterset (create its ServiceExport) and report the export's conditions",
 		Long: `export creates the ServiceExport of SERVICE in -n (or the context's namespace), then waits up to
@@ -61,16 +60,23 @@ the reason. It prints the conditions (KEP-1645: Valid, Ready, Conflict) and exit
 export is Ready. Exporting a Service that is already exported only reports.`,
 		Example: `  kubectl clusterset export nginx-hello -n demo
   kubectl clusterset export nginx-hello -n demo --context east --wait 0`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ns, err := f.client()
-			if err != nil {
-				return err
-			}
-			return export(cmd.Context(), cmd.OutOrStdout(), c, client.ObjectKey{Namespace: ns, Name: args[0]}, f.wait)
-		},
+	}, "for the export to be Ready", export)
+}
+
+// serviceCommand completes cmd, a command on one SERVICE of one cluster:
+// its kubectl flags and --wait, and a RunE that calls run with the
+// context's client and the SERVICE's key in -n (or the context's
+// namespace).
+func serviceCommand(cmd *cobra.Command, waitFor string, run func(context.Context, io.Writer, client.Client, client.ObjectKey, time.Duration) error) *cobra.Command {
+	f := addSingleClusterFlags(cmd, waitFor)
+	cmd.Args = cobra.ExactArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, ns, err := f.client()
+		if err != nil {
+			return err
+		}
+		return run(cmd.Context(), cmd.OutOrStdout(), c, client.ObjectKey{Namespace: ns, Name: args[0]}, f.wait)
 	}
-	f = addSingleClusterFlags(cmd, "for the export to be Ready")
 	return cmd
 }
 
@@ -122,25 +128,14 @@ func export(ctx context.Context, out io.Writer, c client.Client, key client.Obje
 }
 
 func newUnexportCommand() *cobra.Command {
-	var f *singleClusterFlags
-	cmd := &cobra.Command{
+	return serviceCommand(&cobra.Command{
 		Use:   "unexport SERVICE",
 		Short: "Withdraw a Service from the clusterset (delete its ServiceExport) and wait until its record is gone",
 		Long: `unexport deletes the ServiceExport of SERVICE in -n (or the context's namespace). The controller
 withdraws this cluster's record from the registry before it lets the ServiceExport go, so unexport
 waits up to --wait for the object to disappear, and exits 1 when it does not.`,
 		Example: `  kubectl clusterset unexport nginx-hello -n demo`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ns, err := f.client()
-			if err != nil {
-				return err
-			}
-			return unexport(cmd.Context(), cmd.OutOrStdout(), c, client.ObjectKey{Namespace: ns, Name: args[0]}, f.wait)
-		},
-	}
-	f = addSingleClusterFlags(cmd, "for the record to be withdrawn")
-	return cmd
+	}, "for the record to be withdrawn", unexport)
 }
 
 func unexport(ctx context.Context, out io.Writer, c client.Client, key client.ObjectKey, timeout time.Duration) error {

@@ -41,29 +41,34 @@ func newKey() (*ecdsa.PrivateKey, []byte, error) {
 	return key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+// newCertificate returns a fresh key and a template for a certificate of
+// subject cn (and organisations orgs) valid from an hour ago for
+// certValidity, with a random serial number.
+func newCertificate(cn string, orgs []string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	key, keyPEM, err := newKey()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := time.Now()
+	return &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: cn, Organization: orgs},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(certValidity),
+	}, key, keyPEM, nil
 }
 
 func newCA(name string) (*keyPair, error) {
-	key, keyPEM, err := newKey()
+	tmpl, key, keyPEM, err := newCertificate(name, nil)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign
+	tmpl.BasicConstraintsValid, tmpl.IsCA = true, true
 	return sign(tmpl, tmpl, key, key, keyPEM)
 }
 
@@ -71,23 +76,12 @@ func newCA(name string) (*keyPair, error) {
 // those DNS names and IPs; with a common name and organisations it is a
 // client certificate whose CN is the Kubernetes user and O its groups.
 func (ca *keyPair) issue(cn string, orgs []string, hosts []string, server bool) (*keyPair, error) {
-	key, keyPEM, err := newKey()
+	tmpl, key, keyPEM, err := newCertificate(cn, orgs)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: cn, Organization: orgs},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(certValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	if server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 		for _, h := range hosts {

@@ -82,15 +82,6 @@ func (l *Link) Registry() (registry.Registry, identity.Identity, error) {
 	return l.reg, l.ID, nil
 }
 
-// Records returns the registry's records of key, or Registry's error.
-func (l *Link) Records(key registry.ServiceKey) ([]registry.Record, error) {
-	reg, _, err := l.Registry()
-	if err != nil {
-		return nil, err
-	}
-	return reg.Records(key)
-}
-
 // Alive is false only for clusters marked so by SetAlive.
 func (l *Link) Alive(cluster string) bool {
 	l.mu.Lock()

@@ -360,7 +360,8 @@ func TestConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	controllertest.Eventually(t, "cls-a's view to show cls-b's new ports", func() bool {
-		recs, _ := s.link.Records(registry.ServiceKey{Namespace: s.ns, Name: "web"})
+		reg, _, _ := s.link.Registry()
+		recs, _ := reg.Records(registry.ServiceKey{Namespace: s.ns, Name: "web"})
 		for _, r := range recs {
 			if r.ClusterID == "cls-b" {
 				return r.Spec.Ports[0].Port == 80

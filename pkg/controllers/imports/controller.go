@@ -55,9 +55,6 @@ type Link interface {
 	// Registry returns the backend once it is usable, else an error
 	// (registrylink.ErrNotReady, or the identity's problem).
 	Registry() (registry.Registry, identity.Identity, error)
-	// Records returns every cluster's record of key (registry.Registry's
-	// Records), or the error of Registry.
-	Records(key registry.ServiceKey) ([]registry.Record, error)
 	// Alive reports whether cluster's endpoints are used: its heartbeat is
 	// within the grace period (R1).
 	Alive(cluster string) bool
@@ -162,7 +159,11 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, c.remove(ctx, req.NamespacedName)
 	}
 
-	records, err := c.link.Records(req.NamespacedName)
+	reg, _, err := c.link.Registry()
+	var records []registry.Record
+	if err == nil {
+		records, err = reg.Records(req.NamespacedName)
+	}
 	if err != nil {
 		// R2: without a usable registry view nothing local is touched.
 		if errors.Is(err, registrylink.ErrNotReady) || errors.Is(err, registry.ErrNotSynced) {

@@ -110,7 +110,11 @@ func (s *suite) withdraw(cluster, name string) {
 func (s *suite) waitView(name string, ok func([]registry.Record) bool) {
 	s.t.Helper()
 	controllertest.Eventually(s.t, "cls-a's view of "+name, func() bool {
-		recs, err := s.link.Records(registry.ServiceKey{Namespace: s.ns, Name: name})
+		reg, _, err := s.link.Registry()
+		if err != nil {
+			return false
+		}
+		recs, err := reg.Records(registry.ServiceKey{Namespace: s.ns, Name: name})
 		return err == nil && ok(recs)
 	})
 }

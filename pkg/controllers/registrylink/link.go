@@ -326,10 +326,7 @@ func (s *subscriber) pump(ctx context.Context) {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		keys := make([]registry.ServiceKey, 0, len(s.pending))
-		for k := range s.pending {
-			keys = append(keys, k)
-		}
+		keys := slices.Collect(maps.Keys(s.pending))
 		clear(s.pending)
 		s.mu.Unlock()
 		for _, k := range keys {

@@ -1,6 +1,7 @@
 package cloudmap
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -125,14 +126,8 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 			for _, p := range c.ports {
 				spec.Ports = append(spec.Ports, p)
 			}
-			sort.Slice(spec.Ports, func(i, j int) bool {
-				if spec.Ports[i].Port != spec.Ports[j].Port {
-					return spec.Ports[i].Port < spec.Ports[j].Port
-				}
-				if spec.Ports[i].Protocol != spec.Ports[j].Protocol {
-					return spec.Ports[i].Protocol < spec.Ports[j].Protocol
-				}
-				return spec.Ports[i].Name < spec.Ports[j].Name
+			slices.SortFunc(spec.Ports, func(a, b registry.Port) int {
+				return comparePorts(a.Port, a.Protocol, a.Name, b.Port, b.Protocol, b.Name)
 			})
 			if spec.SessionAffinity == "" {
 				spec.SessionAffinity = corev1.ServiceAffinityNone
@@ -149,14 +144,8 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 			continue
 		}
 		for _, e := range c.endpoints {
-			sort.Slice(e.Ports, func(i, j int) bool {
-				if e.Ports[i].Port != e.Ports[j].Port {
-					return e.Ports[i].Port < e.Ports[j].Port
-				}
-				if e.Ports[i].Protocol != e.Ports[j].Protocol {
-					return e.Ports[i].Protocol < e.Ports[j].Protocol
-				}
-				return e.Ports[i].Name < e.Ports[j].Name
+			slices.SortFunc(e.Ports, func(a, b registry.EndpointPort) int {
+				return comparePorts(a.Port, a.Protocol, a.Name, b.Port, b.Protocol, b.Name)
 			})
 			rec.Endpoints = append(rec.Endpoints, *e)
 		}
@@ -334,4 +323,10 @@ func dedupe(in []instance) ([]instance, map[string]int) {
 		out = append(out, i)
 	}
 	return out, count
+}
+
+// comparePorts orders ports by number, then protocol, then name: the order
+// decoded records list service and endpoint ports in.
+func comparePorts(aPort int32, aProto corev1.Protocol, aName string, bPort int32, bProto corev1.Protocol, bName string) int {
+	return cmp.Or(cmp.Compare(aPort, bPort), cmp.Compare(aProto, bProto), cmp.Compare(aName, bName))
 }

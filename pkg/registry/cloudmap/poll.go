@@ -292,15 +292,8 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 		return err
 	}
 
-	r.view.mu.Lock()
-	dirty := r.view.dirty
-	r.view.dirty = map[registry.ServiceKey]bool{}
-	r.view.mu.Unlock()
-	for k, force := range ps.retry {
-		dirty[k] = dirty[k] || force
-	}
+	dirty := r.takeDirty()
 	checked := ps.addAnnounced(dirty)
-	ps.retry = map[registry.ServiceKey]bool{}
 	if !full && len(r.view.mixedNamespaces()) == 0 {
 		order = slices.DeleteFunc(order, func(tg target) bool {
 			k := tg.key
@@ -324,19 +317,27 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 	return err
 }
 
+// takeDirty returns the services this cluster wrote (view.dirty) and those
+// whose last check failed (ps.retry), true for those to read in full, and
+// clears both.
+func (r *Registry) takeDirty() map[registry.ServiceKey]bool {
+	r.view.mu.Lock()
+	dirty := r.view.dirty
+	r.view.dirty = map[registry.ServiceKey]bool{}
+	r.view.mu.Unlock()
+	for k, force := range r.ps.retry {
+		dirty[k] = dirty[k] || force
+	}
+	r.ps.retry = map[registry.ServiceKey]bool{}
+	return dirty
+}
+
 // refreshChanged checks the services this cluster wrote (or whose last check
 // failed), the services change beacons announced, and every service of the
 // namespaces whose beacon moved without saying which services changed.
 func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	ps := &r.ps
-	r.view.mu.Lock()
-	force := r.view.dirty
-	r.view.dirty = map[registry.ServiceKey]bool{}
-	r.view.mu.Unlock()
-	for k, f := range ps.retry {
-		force[k] = force[k] || f
-	}
-	ps.retry = map[registry.ServiceKey]bool{}
+	force := r.takeDirty()
 	// An announced service is read in full once (the beacon says it
 	// changed: a revision check first would be one more call), then
 	// revision-checked until it shows what was announced.

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -247,10 +248,7 @@ func (m *member) readLoop(ctx context.Context) {
 		case <-retry.C:
 		}
 		m.mu.Lock()
-		keys := make([]registry.ServiceKey, 0, len(m.pending))
-		for k := range m.pending {
-			keys = append(keys, k)
-		}
+		keys := slices.Collect(maps.Keys(m.pending))
 		clear(m.pending)
 		m.mu.Unlock()
 		for _, k := range keys {
