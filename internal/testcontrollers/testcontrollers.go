@@ -5,8 +5,8 @@ package testcontrollers
 
 import (
 	"context"
+	"fmt"
 	"sync"
-	"testing"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -20,12 +20,11 @@ import (
 )
 
 // Run starts the controllers of member cluster name on cfg with opts, and
-// returns its registry link and a stop function that stops the manager and
-// waits for it (safe to call more than once). A manager that fails reports
-// through t.Errorf. No metrics or probe listener is opened, and several
-// members may run in one process.
-func Run(t testing.TB, cfg *rest.Config, name string, opts controllers.Options) (*registrylink.Link, func()) {
-	t.Helper()
+// returns its registry link and a stop function that stops the manager,
+// waits for it and returns its error (safe to call more than once). No
+// metrics or probe listener is opened, and several members may run in one
+// process.
+func Run(cfg *rest.Config, name string, opts controllers.Options) (*registrylink.Link, func() error, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -35,21 +34,27 @@ func Run(t testing.TB, cfg *rest.Config, name string, opts controllers.Options) 
 		Logger:     ctrl.Log.WithValues("cluster", name),
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	link, err := controllers.Register(ctx, mgr, opts)
 	if err != nil {
 		cancel()
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("%s: manager: %v", name, err)
-		}
-	}()
-	var once sync.Once
-	return link, func() { once.Do(func() { cancel(); <-done }) }
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	var (
+		once    sync.Once
+		stopErr error
+	)
+	return link, func() error {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				stopErr = fmt.Errorf("%s: manager: %w", name, err)
+			}
+		})
+		return stopErr
+	}, nil
 }

@@ -19,12 +19,16 @@ import (
 type Kind struct {
 	// Type is the condition's type, e.g. "Ready".
 	Type string
-	// Healthy is the status that needs no attention: True for Valid and
-	// Ready, False for Conflict.
-	Healthy metav1.ConditionStatus
+	// Healthy are the statuses that need no attention: True for Valid and
+	// Ready; False or Unknown for Conflict (only a known conflict needs
+	// attention).
+	Healthy []metav1.ConditionStatus
 	// Required conditions are always set once the controller has looked at
 	// the object; their absence needs attention.
 	Required bool
+	// Reported conditions are the ones the controller sets on every object
+	// it looks at: when none is present, it has not reported at all.
+	Reported bool
 }
 
 // Export lists the ServiceExport conditions clusterset sets, in the order
@@ -33,9 +37,9 @@ type Kind struct {
 // exports disagree). Readers judge an export by the first one in this order
 // that is not Healthy.
 var Export = []Kind{
-	{Type: string(mcsv1beta1.ServiceExportConditionValid), Healthy: metav1.ConditionTrue},
-	{Type: string(mcsv1beta1.ServiceExportConditionReady), Healthy: metav1.ConditionTrue, Required: true},
-	{Type: string(mcsv1beta1.ServiceExportConditionConflict), Healthy: metav1.ConditionFalse},
+	{Type: string(mcsv1beta1.ServiceExportConditionValid), Healthy: []metav1.ConditionStatus{metav1.ConditionTrue}, Reported: true},
+	{Type: string(mcsv1beta1.ServiceExportConditionReady), Healthy: []metav1.ConditionStatus{metav1.ConditionTrue}, Required: true, Reported: true},
+	{Type: string(mcsv1beta1.ServiceExportConditionConflict), Healthy: []metav1.ConditionStatus{metav1.ConditionFalse, metav1.ConditionUnknown}},
 }
 
 // Set sets c in conds the way meta.SetStatusCondition does (the transition
@@ -79,16 +83,17 @@ type Verdict struct {
 	// Healthy is true when no condition of the kinds needs attention.
 	Healthy bool
 	// Type, Reason and Message are those of the first condition that needs
-	// attention. Reason is "NoStatus" when none of the kinds is set, and
+	// attention. Reason is "NoStatus" when no Reported kind is set, and
 	// "No<Type>Condition" when a required one is missing.
 	Type, Reason, Message string
 }
 
 // Judge returns the first condition of conds, in the order of kinds, whose
-// status is not its kind's Healthy one, or a missing required condition.
+// status is not one of its kind's Healthy ones, or a missing required
+// condition; "NoStatus" when no Reported kind is present.
 // noun names the object in messages ("export").
 func Judge(conds []metav1.Condition, kinds []Kind, noun string) Verdict {
-	if !slices.ContainsFunc(kinds, func(k Kind) bool { return meta.FindStatusCondition(conds, k.Type) != nil }) {
+	if !slices.ContainsFunc(kinds, func(k Kind) bool { return k.Reported && meta.FindStatusCondition(conds, k.Type) != nil }) {
 		return Verdict{Reason: "NoStatus", Message: "the controller has not reported on this " + noun}
 	}
 	for _, k := range kinds {
@@ -96,7 +101,7 @@ func Judge(conds []metav1.Condition, kinds []Kind, noun string) Verdict {
 		switch {
 		case c == nil && k.Required:
 			return Verdict{Type: k.Type, Reason: "No" + k.Type + "Condition", Message: "the " + noun + " has no " + k.Type + " condition yet"}
-		case c != nil && c.Status != k.Healthy:
+		case c != nil && !slices.Contains(k.Healthy, c.Status):
 			return Verdict{Type: k.Type, Reason: c.Reason, Message: c.Message}
 		}
 	}

@@ -53,6 +53,9 @@ func TestJudgeExport(t *testing.T) {
 		{"Ready missing", []metav1.Condition{valid}, "Ready", "NoReadyCondition"},
 		{"conflict", []metav1.Condition{valid, ready, cond("Conflict", metav1.ConditionTrue, "PortConflict")}, "Conflict", "PortConflict"},
 		{"unknown Ready", []metav1.Condition{valid, cond("Ready", metav1.ConditionUnknown, "Pending")}, "Ready", "Pending"},
+		{"unknown Conflict is no known conflict", []metav1.Condition{valid, ready, cond("Conflict", metav1.ConditionUnknown, "Pending")}, "", ""},
+		{"only Conflict: not reported yet", []metav1.Condition{noConflict}, "", "NoStatus"},
+		{"only Valid: Ready missing", []metav1.Condition{valid, noConflict}, "Ready", "NoReadyCondition"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := Judge(tc.conds, Export, "export")

@@ -137,10 +137,14 @@ type Registry interface {
 	// writes nothing and the stored Changed stays.
 	//
 	// A published record is kept until Withdraw: when the registry loses
-	// it or someone else changes it (deleted by hand, an asynchronous write
-	// that failed), the backend writes it again once its view shows that.
+	// it (deleted by hand, an asynchronous write that failed) or holds it
+	// in a form readers cannot use, the backend writes it again once its
+	// view shows that. A version written by another writer of the same
+	// cluster ID is not written over (the last writer wins), so that two
+	// writers never overwrite each other in a loop. A Publish that returns
+	// an error is not kept: the caller retries it.
 	// Callers need not check that their record is still there. The hub
-	// sees a loss on its watch and repairs it a second later (hub
+	// sees a loss on its watch and repairs it two seconds later (hub
 	// RepairDelay). Cloud Map sees it when it next reads the service: at
 	// once after a change beacon, else at its full resync
 	// (FullResyncPeriod, a hand edit bumps no beacon), and repairs no

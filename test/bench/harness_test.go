@@ -246,12 +246,19 @@ func cloudMapFactory(motoURL string, m *member) registrylink.Factory {
 // runs with the control plane's admin credentials: authorization is not
 // what is measured.
 func startController(b *testing.B, cfg *rest.Config, m *member, factory registrylink.Factory) {
-	_, stop := testcontrollers.Run(b, cfg, m.name, controllers.Options{
+	_, stop, err := testcontrollers.Run(cfg, m.name, controllers.Options{
 		Defaults: identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet},
 		Registry: factory,
 		Link:     registrylink.Options{HeartbeatInterval: 10 * time.Second, GracePeriod: 2 * time.Minute},
 	})
-	b.Cleanup(stop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := stop(); err != nil {
+			b.Error(err)
+		}
+	})
 }
 
 // watchImports keeps an informer on cls2's EndpointSlices in ns, the way a

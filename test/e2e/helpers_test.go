@@ -72,7 +72,9 @@ func podsReady(env *wt.Env, cluster, name string, n int) wt.Condition {
 	}
 }
 
-// exportReady holds when the ServiceExport is Valid and Ready.
+// exportReady holds when the ServiceExport needs no attention by the CLI's
+// rule (walkthrough.ExportReady, conditions.Judge): Ready, not invalid, no
+// known conflict.
 func exportReady(env *wt.Env, cluster, name string) wt.Condition {
 	return func(ctx context.Context) (bool, string, error) {
 		se, err := env.GetExport(ctx, cluster, wt.Namespace, name)

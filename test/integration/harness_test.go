@@ -60,7 +60,7 @@ type member struct {
 	root *testing.T
 
 	mu     sync.Mutex
-	stop   func()
+	stop   func() error
 	linkFn func() *registrylink.Link
 }
 
@@ -178,12 +178,15 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
 		}
 	}
-	link, stop := testcontrollers.Run(m.root, m.controllerConfig(), m.name, controllers.Options{
+	link, stop, err := testcontrollers.Run(m.controllerConfig(), m.name, controllers.Options{
 		Defaults: m.defaults,
 		Registry: backend,
 		Link:     opts,
 		Excluded: m.excluded,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.mu.Lock()
 	m.stop, m.linkFn = stop, func() *registrylink.Link { return link }
 	m.mu.Unlock()
@@ -197,7 +200,9 @@ func (m *member) stopController() {
 	m.stop = nil
 	m.mu.Unlock()
 	if stop != nil {
-		stop()
+		if err := stop(); err != nil {
+			m.root.Error(err)
+		}
 	}
 }
 

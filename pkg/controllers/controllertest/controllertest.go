@@ -57,7 +57,8 @@ func StartRegistry(t testing.TB, store *registrytest.MemoryStore, clusterSetID, 
 	return reg
 }
 
-// SetNotReady makes Registry and Records fail with err (nil: ready again).
+// SetNotReady makes Registry fail with err, e.g. one wrapping NotReady as
+// registrylink.Link's errors do (nil: ready again).
 func (l *Link) SetNotReady(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -72,7 +73,7 @@ func (l *Link) SetAlive(cluster string, alive bool) {
 }
 
 // Registry returns the running registry and the identity, or the error set
-// by SetNotReady (wrapping registrylink.ErrNotReady, as the link does).
+// by SetNotReady.
 func (l *Link) Registry() (registry.Registry, identity.Identity, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

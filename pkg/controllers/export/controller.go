@@ -327,11 +327,15 @@ func (c *Controller) setFinalizer(ctx context.Context, export *mcsv1beta1.Servic
 	return nil
 }
 
-// publish writes rec (this cluster's record, without its identity) unless it
-// is what this controller last wrote. It sets rec.Changed: the previous
-// version's time when the content is the same, else trigger (the
-// EndpointSlices' last change) when that is newer than the previous version,
-// else now.
+// publish makes rec (this cluster's record, without its identity) the
+// registry's. It sets rec.Changed: the previous version's time when the
+// content is the same, else trigger (the EndpointSlices' last change) when
+// that is newer than the previous version, else now.
+//
+// Publish is called at every reconcile, even when rec is what this
+// controller last published: the backend then writes nothing and makes no
+// call (registry.Registry), unless the record was lost and could not be
+// written again, and then this reconcile reports why (Ready=False).
 func (c *Controller) publish(ctx context.Context, reg registry.Registry, cluster string, rec *registry.Record, trigger time.Time) error {
 	key := rec.Key()
 	c.mu.Lock()
@@ -348,23 +352,17 @@ func (c *Controller) publish(ctx context.Context, reg registry.Registry, cluster
 		changeTrigger = time.Time{}
 	}
 	rec.Changed = changeTime(prev, rec, changeTrigger, c.Clock.Now())
-	if ok && registry.SameContent(last.rec, rec) {
-		c.mu.Lock()
-		if cur, still := c.published[key]; still {
-			cur.trigger = trigger
-			c.published[key] = cur
-		}
-		c.mu.Unlock()
-		publishSkipped.Inc()
-		return nil
-	}
-	err := reg.Publish(ctx, rec)
-	if err != nil {
+	unchanged := ok && registry.SameContent(last.rec, rec)
+	if err := reg.Publish(ctx, rec); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.published[key] = publishedRecord{rec: rec, trigger: trigger}
 	c.mu.Unlock()
+	if unchanged {
+		publishSkipped.Inc()
+		return nil
+	}
 	c.stats.setExported(key, rec)
 	log.FromContext(ctx).V(1).Info("published record", "endpoints", len(rec.Endpoints))
 	return nil

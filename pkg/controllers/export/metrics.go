@@ -11,13 +11,14 @@ import (
 )
 
 var (
-	// publishSkipped counts reconciles that found the registry already up to
-	// date and so made no call: the point of diffing before writing.
+	// publishSkipped counts reconciles whose record had not changed since the
+	// last publish: the backend's Publish then writes nothing and makes no
+	// call (registry.Registry).
 	publishSkipped = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "clusterset",
 		Subsystem: "export",
 		Name:      "publish_skipped_total",
-		Help:      "Reconciles of a ServiceExport whose record was unchanged, so no registry call was made.",
+		Help:      "Reconciles of a ServiceExport whose record was unchanged, so the registry backend wrote nothing.",
 	})
 	exportedServices = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "clusterset_exported_services",

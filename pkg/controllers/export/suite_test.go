@@ -221,16 +221,37 @@ func TestExportIsPublished(t *testing.T) {
 	}
 
 	// A reconcile that changes nothing writes nothing: not the status, not
-	// the record's time, and no event.
-	rv := se.ResourceVersion
+	// the registry, and no event.
+	rv, writes := se.ResourceVersion, s.store.Writes()
 	s.clock.Step(time.Minute)
 	s.mustReconcile("web")
 	if got := s.export("web").ResourceVersion; got != rv {
 		t.Errorf("an unchanged export was written: resourceVersion %s → %s", rv, got)
 	}
+	if got := s.store.Writes(); got != writes {
+		t.Errorf("an unchanged export wrote to the registry: %d writes → %d", writes, got)
+	}
 	if rec2 := s.records("web", 1)[0]; !rec2.Changed.Equal(rec.Changed) {
 		t.Errorf("Changed moved to %v without a change", rec2.Changed)
 	}
+
+	// An endpoint more: one write, stamped with the clock's new time.
+	var es discoveryv1.EndpointSlice
+	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: "web-1"}, &es); err != nil {
+		t.Fatal(err)
+	}
+	es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.1.0.3"}})
+	if err := s.c.Update(s.ctx(), &es); err != nil {
+		t.Fatal(err)
+	}
+	s.mustReconcile("web")
+	if got := s.store.Writes(); got != writes+1 {
+		t.Errorf("an endpoint more cost %d registry writes, want 1", got-writes)
+	}
+	controllertest.Eventually(t, "cls-b to see the third endpoint", func() bool {
+		recs, _ := s.other.Records(registry.ServiceKey{Namespace: s.ns, Name: "web"})
+		return len(recs) == 1 && len(recs[0].Endpoints) == 3 && recs[0].Changed.Equal(s.clock.Now())
+	})
 	if e := s.nextEvent(); e != "" {
 		t.Errorf("event %q after a reconcile that changed nothing", e)
 	}
@@ -267,8 +288,8 @@ func TestInvalidExports(t *testing.T) {
 				t.Errorf("an invalid export has a Conflict condition: %+v", c)
 			}
 			s.wantEvent("Warning " + tc.reason)
-			if recs, _ := s.other.Records(registry.ServiceKey{Namespace: s.ns, Name: "web"}); len(recs) != 0 {
-				t.Errorf("an invalid export was published: %d records", len(recs))
+			if s.store.Holds(clusterSet, "cls-a", registry.ServiceKey{Namespace: s.ns, Name: "web"}) || s.store.Writes() != 0 {
+				t.Errorf("an invalid export was published: %d writes", s.store.Writes())
 			}
 		})
 	}
@@ -306,10 +327,15 @@ func TestRegistryNotReady(t *testing.T) {
 		t.Errorf("finalizers %v before anything was published", se.Finalizers)
 	}
 
-	// Ready again: published, and Exported is announced once.
+	if s.store.Writes() != 0 {
+		t.Errorf("%d registry writes while it was not ready", s.store.Writes())
+	}
+
+	// Ready again: published, and Exported is announced.
 	s.link.SetNotReady(nil)
 	s.mustReconcile("web")
 	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
+	s.wantEvent("Normal Exported")
 	s.records("web", 1)
 }
 

@@ -158,7 +158,15 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		r.mu.Unlock()
 	}
 	if len(reg) == 0 && len(dereg) == 0 {
-		done()
+		// Nothing written: the repair clock keeps running from the last
+		// write, so that a record republished often is still repaired.
+		r.mu.Lock()
+		at := time.Now()
+		if p := r.published[key]; p != nil {
+			at = p.at
+		}
+		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: desired, at: at}
+		r.mu.Unlock()
 		return nil
 	}
 

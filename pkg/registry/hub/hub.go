@@ -200,21 +200,23 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	if err := validateKey(key); err != nil {
 		return err
 	}
-	if _, err := encode(rec, r.chunkSize); err != nil {
-		return fmt.Errorf("encoding record of %s: %w", key, err)
-	}
-	defer r.keeper.lock(key)()
-	r.keeper.keep(key, rec)
-	return r.publish(ctx, rec)
-}
-
-// publish writes rec; the caller holds rec's key lock.
-func (r *Registry) publish(ctx context.Context, rec *registry.Record) error {
-	key := rec.Key()
 	enc, err := encode(rec, r.chunkSize)
 	if err != nil {
 		return fmt.Errorf("encoding record of %s: %w", key, err)
 	}
+	defer r.keeper.lock(key)()
+	if err := r.publish(ctx, rec, enc); err != nil {
+		// As with Cloud Map: what failed is not kept; the caller retries.
+		r.keeper.keep(key, nil)
+		return err
+	}
+	r.keeper.keep(key, rec)
+	return nil
+}
+
+// publish writes rec, encoded as enc; the caller holds rec's key lock.
+func (r *Registry) publish(ctx context.Context, rec *registry.Record, enc *encoded) error {
+	key := rec.Key()
 	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID, "namespace", key.Namespace, "service", key.Name)
 
 	// The first attempt reads the head from the view's cache, so that an

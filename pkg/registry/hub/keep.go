@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -10,23 +11,36 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/clusterset/clusterset/pkg/registry"
+	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
-// RepairDelay is how long after the view shows this cluster's record head
-// other than the last one it wrote (deleted by hand, overwritten) the
+// RepairDelay is how long after the view shows that this cluster's record
+// head is gone (deleted by hand, lost with the hub's data) or unreadable the
 // Registry writes it again. It lets the view catch up with this process's
 // own writes first, so that they never cost a repair.
-const RepairDelay = time.Second
+const RepairDelay = 2 * time.Second
+
+// maxRepairDelay caps the backoff of a repair that keeps failing (the
+// member's hub namespace deleted, its RBAC revoked): a few calls per key
+// and five minutes, not a steady load on the hub.
+const maxRepairDelay = 5 * time.Minute
 
 // keeper remembers what this cluster published and has not withdrawn, so
 // that a record lost from the hub is written again (registry.Registry:
 // Publish keeps the record), and serializes the writes of each service.
+//
+// It repairs a head that is gone or unreadable, never one that names
+// another version: that one was written by another writer of this cluster
+// ID (two replicas without leader election, or two members configured with
+// the same ID), and writing back would make the two overwrite each other
+// forever. The last writer wins, as it always did.
 type keeper struct {
 	mu    sync.Mutex
 	kept  map[registry.ServiceKey]*registry.Record
 	locks map[registry.ServiceKey]*keyLock
 
-	queue workqueue.TypedDelayingInterface[registry.ServiceKey]
+	// queue holds the keys to check again; set while Run runs.
+	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[registry.ServiceKey]]
 }
 
 type keyLock struct {
@@ -35,11 +49,7 @@ type keyLock struct {
 }
 
 func newKeeper() *keeper {
-	return &keeper{
-		kept:  map[registry.ServiceKey]*registry.Record{},
-		locks: map[registry.ServiceKey]*keyLock{},
-		queue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[registry.ServiceKey]{Name: ""}),
-	}
+	return &keeper{kept: map[registry.ServiceKey]*registry.Record{}, locks: map[registry.ServiceKey]*keyLock{}}
 }
 
 // lock serializes Publish, Withdraw and repair of key; call the result to
@@ -75,6 +85,7 @@ func (k *keeper) keep(key registry.ServiceKey, rec *registry.Record) {
 	k.kept[key] = rec.DeepCopy()
 }
 
+// get returns a copy of the kept record of key, nil when there is none.
 func (k *keeper) get(key registry.ServiceKey) *registry.Record {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -84,61 +95,80 @@ func (k *keeper) get(key registry.ServiceKey) *registry.Record {
 	return nil
 }
 
+func (k *keeper) has(key registry.ServiceKey) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.kept[key] != nil
+}
+
 // headChanged is called by the view for each event of this cluster's head of
-// key: when the cached head is not the one last written, a repair is queued.
+// key: when a kept record's head is gone or unreadable, a repair is queued.
 func (r *Registry) headChanged(key registry.ServiceKey) {
-	if r.keeper.get(key) != nil && r.headLost(key) {
-		r.keeper.queue.AddAfter(key, RepairDelay)
+	q := r.keeper.queue.Load()
+	if q != nil && r.keeper.has(key) && r.headLost(key) {
+		(*q).AddAfter(key, RepairDelay)
 	}
 }
 
-// headLost reports whether the view's cache shows another head of key than
-// the one this process last wrote (none, another version, unreadable).
+// headLost reports whether the view's cache shows no head of key although
+// this process wrote one, or a head it cannot read.
 func (r *Registry) headLost(key registry.ServiceKey) bool {
 	head, found, synced := r.view.cached(r.namespace, headName(key))
-	if !synced {
+	switch {
+	case !synced:
 		return false
+	case !found:
+		r.writtenMu.Lock()
+		defer r.writtenMu.Unlock()
+		return r.written[key] != "" // "": withdrawn, or never written by this process
+	case head.Spec.Type != hubv1alpha1.Head || !r.ownsSpec(head):
+		return true
 	}
-	var err error
-	if !found {
-		err = errNotCached
-	}
-	return r.cacheBehind(key, head, err)
+	_, err := decodeHead(head.Spec.Record)
+	return err != nil
 }
 
-type notCached struct{}
-
-func (notCached) Error() string { return "not in the cache" }
-
-var errNotCached error = notCached{}
-
-// runRepairs writes kept records again that the hub lost, until ctx ends.
-func (r *Registry) runRepairs(ctx context.Context) {
-	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID)
+// runRepairs writes kept records again that the hub lost, until ctx ends. A
+// repair that fails is retried with backoff, and onChange tells the
+// controllers, whose next Publish of the record reports the error (the
+// export's Ready condition).
+func (r *Registry) runRepairs(ctx context.Context, onChange func(registry.ServiceKey)) {
+	logger := log.FromContext(ctx)
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[registry.ServiceKey](RepairDelay, maxRepairDelay),
+		workqueue.TypedRateLimitingQueueConfig[registry.ServiceKey]{})
+	r.keeper.queue.Store(&q)
 	go func() {
 		<-ctx.Done()
-		r.keeper.queue.ShutDown()
+		r.keeper.queue.CompareAndSwap(&q, nil)
+		q.ShutDown()
 	}()
 	for {
-		key, shutdown := r.keeper.queue.Get()
+		key, shutdown := q.Get()
 		if shutdown {
 			return
 		}
-		r.repair(ctx, logger, key)
-		r.keeper.queue.Done(key)
+		if err := r.repair(ctx, logger, key); err != nil && ctx.Err() == nil {
+			logger.Error(err, "Writing this cluster's record again failed; retrying", "namespace", key.Namespace, "service", key.Name)
+			q.AddRateLimited(key)
+			onChange(key)
+		} else {
+			q.Forget(key)
+		}
+		q.Done(key)
 	}
 }
 
-func (r *Registry) repair(ctx context.Context, logger logr.Logger, key registry.ServiceKey) {
-	unlock := r.keeper.lock(key)
-	defer unlock()
+func (r *Registry) repair(ctx context.Context, logger logr.Logger, key registry.ServiceKey) error {
+	defer r.keeper.lock(key)()
 	rec := r.keeper.get(key)
 	if rec == nil || !r.headLost(key) {
-		return // withdrawn, or the view caught up with this process's write
+		return nil // withdrawn, or the view caught up with this process's write
 	}
-	logger.Info("Writing this cluster's record again: the hub does not hold the version last written", "namespace", key.Namespace, "service", key.Name)
-	if err := r.publish(ctx, rec); err != nil && ctx.Err() == nil {
-		logger.Error(err, "Writing this cluster's record again failed; retrying", "namespace", key.Namespace, "service", key.Name)
-		r.keeper.queue.AddAfter(key, 5*RepairDelay)
+	logger.Info("Writing this cluster's record again: its head in the hub is gone or unreadable", "namespace", key.Namespace, "service", key.Name)
+	enc, err := encode(rec, r.chunkSize)
+	if err != nil {
+		return err
 	}
+	return r.publish(ctx, rec, enc)
 }

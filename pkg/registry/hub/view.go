@@ -67,7 +67,7 @@ func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) 
 
 	logger.V(1).Info("Watching the hub", "selector", r.selector())
 	repairsDone := make(chan struct{})
-	go func() { defer close(repairsDone); r.runRepairs(log.IntoContext(ctx, logger)) }()
+	go func() { defer close(repairsDone); r.runRepairs(log.IntoContext(ctx, logger), onChange) }()
 	inf.RunWithContext(ctx)
 	<-repairsDone
 	return nil

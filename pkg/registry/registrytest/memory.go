@@ -23,6 +23,15 @@ type MemoryStore struct {
 	leases   map[[2]string]time.Time // (clusterset, cluster) → last heartbeat
 	down     bool
 	watchers map[*memRegistry]struct{}
+	writes   int
+}
+
+// Writes counts the writes the store took: Publish calls that changed a
+// record, and Withdraw calls that removed one.
+func (s *MemoryStore) Writes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writes
 }
 
 type memKey struct {
@@ -123,6 +132,7 @@ func (r *memRegistry) Publish(_ context.Context, rec *registry.Record) error {
 		return nil // same content: the stored Changed stays
 	}
 	s.records[k] = *rec.DeepCopy()
+	s.writes++
 	r.kept[rec.Key()] = *rec.DeepCopy()
 	s.mu.Unlock()
 	s.notify()
@@ -136,7 +146,10 @@ func (r *memRegistry) Withdraw(_ context.Context, key registry.ServiceKey) error
 		s.mu.Unlock()
 		return ErrOutage
 	}
-	delete(s.records, memKey{r.set, r.cluster, key})
+	if _, ok := s.records[memKey{r.set, r.cluster, key}]; ok {
+		delete(s.records, memKey{r.set, r.cluster, key})
+		s.writes++
+	}
 	delete(r.kept, key)
 	s.mu.Unlock()
 	s.notify()
