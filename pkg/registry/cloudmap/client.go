@@ -104,8 +104,14 @@ func disableHostPrefix(s *middleware.Stack) error {
 }
 
 func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
+	// Added after the retry middleware, so it runs once per attempt: it
+	// counts the attempt and bounds it by RequestTimeout (the SDK's default
+	// HTTP client has none), so that an endpoint that accepts connections
+	// but never answers fails the call instead of holding it forever.
 	count := middleware.FinalizeMiddlewareFunc("clustersetCount",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			ctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
+			defer cancel()
 			out, md, err := next.HandleFinalize(ctx, in)
 			op := awsmiddleware.GetOperationName(ctx)
 			calls.add(op)

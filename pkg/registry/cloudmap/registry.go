@@ -98,6 +98,9 @@ type Options struct {
 	// Concurrency bounds parallel API calls of one Publish or one poll.
 	// Default 4.
 	Concurrency int
+	// RequestTimeout bounds each attempt of an API call, the response read
+	// included. Default 10s: Cloud Map answers in well under a second.
+	RequestTimeout time.Duration
 	// RepairDelay is how long after its last write of a service the view
 	// may repair this cluster's instances there when they differ from what
 	// was written (DiscoverInstances lags writes by seconds). Default 30s.
@@ -155,6 +158,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 10 * time.Second
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = ctrllog.Log.WithName("cloudmap")

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,12 +22,16 @@ var scheme = func() *runtime.Scheme {
 }()
 
 // recordClient reads and writes ClusterSetRecords, like a generated typed
-// client.
+// client. Every request it makes ends within timeout: a hub that accepts
+// connections but never answers (stopped, overloaded, or cut off by a
+// network that drops packets) fails a Publish or a heartbeat instead of
+// holding it, and the reconcile that called it, forever.
 type recordClient struct {
-	rest rest.Interface
+	rest    rest.Interface
+	timeout time.Duration
 }
 
-func newRecordClient(cfg *rest.Config) (*recordClient, error) {
+func newRecordClient(cfg *rest.Config, timeout time.Duration) (*recordClient, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.GroupVersion = &hubv1alpha1.GroupVersion
 	cfg.APIPath = "/apis"
@@ -37,25 +42,25 @@ func newRecordClient(cfg *rest.Config) (*recordClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &recordClient{rest: rc}, nil
+	return &recordClient{rest: rc, timeout: timeout}, nil
 }
 
 func (c *recordClient) get(ctx context.Context, namespace, name string) (*hubv1alpha1.ClusterSetRecord, error) {
 	out := &hubv1alpha1.ClusterSetRecord{}
-	err := c.rest.Get().Namespace(namespace).Resource(hubv1alpha1.Resource).Name(name).Do(ctx).Into(out)
+	err := c.rest.Get().Namespace(namespace).Resource(hubv1alpha1.Resource).Name(name).Timeout(c.timeout).Do(ctx).Into(out)
 	return out, err
 }
 
 func (c *recordClient) create(ctx context.Context, obj *hubv1alpha1.ClusterSetRecord) error {
-	return c.rest.Post().Namespace(obj.Namespace).Resource(hubv1alpha1.Resource).Body(obj).Do(ctx).Error()
+	return c.rest.Post().Namespace(obj.Namespace).Resource(hubv1alpha1.Resource).Body(obj).Timeout(c.timeout).Do(ctx).Error()
 }
 
 func (c *recordClient) update(ctx context.Context, obj *hubv1alpha1.ClusterSetRecord) error {
-	return c.rest.Put().Namespace(obj.Namespace).Resource(hubv1alpha1.Resource).Name(obj.Name).Body(obj).Do(ctx).Error()
+	return c.rest.Put().Namespace(obj.Namespace).Resource(hubv1alpha1.Resource).Name(obj.Name).Body(obj).Timeout(c.timeout).Do(ctx).Error()
 }
 
 func (c *recordClient) delete(ctx context.Context, namespace, name string) error {
-	return c.rest.Delete().Namespace(namespace).Resource(hubv1alpha1.Resource).Name(name).Do(ctx).Error()
+	return c.rest.Delete().Namespace(namespace).Resource(hubv1alpha1.Resource).Name(name).Timeout(c.timeout).Do(ctx).Error()
 }
 
 // list lists in namespace, or in all namespaces when it is empty.
@@ -63,6 +68,6 @@ func (c *recordClient) list(ctx context.Context, namespace, selector string) (*h
 	out := &hubv1alpha1.ClusterSetRecordList{}
 	err := c.rest.Get().Namespace(namespace).Resource(hubv1alpha1.Resource).
 		VersionedParams(&metav1.ListOptions{LabelSelector: selector}, metav1.ParameterCodec).
-		Do(ctx).Into(out)
+		Timeout(c.timeout).Do(ctx).Into(out)
 	return out, err
 }

@@ -71,6 +71,10 @@ const (
 	// about 10 s; the hub's API Priority and Fairness shares it beyond that.
 	DefaultQPS   = 100
 	DefaultBurst = 200
+	// DefaultRequestTimeout bounds each request to the hub but the watch:
+	// far above a healthy hub's latency, and short enough that a hub that
+	// stopped answering shows as Ready=False within a reconcile or two.
+	DefaultRequestTimeout = 15 * time.Second
 )
 
 // Options configure a hub Registry.
@@ -87,6 +91,9 @@ type Options struct {
 	// LeaseDuration is written into the heartbeat for humans and tools;
 	// readers use the renew time. 0 means DefaultLeaseDuration.
 	LeaseDuration time.Duration
+	// RequestTimeout bounds every request but the watch. 0 means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
 
 // Registry is the hub backend of registry.Registry.
@@ -131,7 +138,10 @@ func New(opts Options) (*Registry, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "clusterset-hub-registry/" + opts.ClusterID
 	}
-	client, err := newRecordClient(cfg)
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	client, err := newRecordClient(cfg, opts.RequestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("hub registry: client: %w", err)
 	}
