@@ -87,8 +87,11 @@ func TestClientAndPauseImagesInContainerd(t *testing.T) {
 	clientRef, pauseRef := builds[0][0].Ref, builds[0][1].Ref
 
 	suffix := fmt.Sprint(time.Now().UnixNano())
+	// The closing sleep keeps the task alive while ctr drains its output:
+	// ctr (containerd 1.6) can lose what a task writes just before it
+	// exits, which cut this output short on a loaded machine.
 	got := ctd.ctr(ctx, t, "run", "--rm", clientRef, "client-"+suffix, "sh", "-c",
-		"id -u; id -g; readlink /bin/nslookup; test -s /etc/ssl/certs/ca-certificates.crt && echo certs; echo $PATH; touch /tmp/x && echo tmp")
+		"id -u; id -g; readlink /bin/nslookup; test -s /etc/ssl/certs/ca-certificates.crt && echo certs; echo $PATH; touch /tmp/x && echo tmp; sleep 1")
 	if want := "65532\n65532\nbusybox\ncerts\n/bin\ntmp\n"; got != want {
 		t.Errorf("client container printed %q, want %q", got, want)
 	}
