@@ -5,6 +5,7 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/clusterset/clusterset/pkg/controllers/export"
@@ -30,6 +31,10 @@ type Options struct {
 	// one service is never reconciled twice at once). Default
 	// DefaultWorkers.
 	Workers int
+	// Clock is the member's clock for the controllers and the link (records'
+	// change times, liveness). Default the real clock; tests give a member
+	// a wrong one. Link.Clock, when set, wins for the link.
+	Clock clock.PassiveClock
 }
 
 // DefaultWorkers is the default of Options.Workers: reconciles wait on the
@@ -43,6 +48,9 @@ func Register(ctx context.Context, mgr ctrl.Manager, opts Options) (*registrylin
 	ids := identity.NewStore()
 	linkOpts := opts.Link
 	linkOpts.Elected = mgr.Elected() // closed at once without leader election
+	if linkOpts.Clock == nil {
+		linkOpts.Clock = opts.Clock
+	}
 	link := registrylink.New(ids, opts.Registry, linkOpts)
 	if err := mgr.Add(link); err != nil {
 		return nil, err
@@ -53,8 +61,14 @@ func Register(ctx context.Context, mgr ctrl.Manager, opts Options) (*registrylin
 	}
 	exp := export.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-export"), link, opts.Excluded)
 	exp.Workers = workers
+	if opts.Clock != nil {
+		exp.Clock = opts.Clock
+	}
 	imp := imports.NewController(mgr.GetClient(), mgr.GetEventRecorder("clusterset-import"), link, opts.Excluded)
 	imp.Workers = workers
+	if opts.Clock != nil {
+		imp.Clock = opts.Clock
+	}
 	for _, r := range []interface {
 		Register(context.Context, ctrl.Manager) error
 	}{

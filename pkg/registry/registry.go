@@ -142,7 +142,10 @@ type Registry interface {
 	// view shows that. A version written by another writer of the same
 	// cluster ID is not written over (the last writer wins), so that two
 	// writers never overwrite each other in a loop. A Publish that returns
-	// an error is not kept: the caller retries it.
+	// an error is not kept: the caller retries it. A Publish of the record
+	// that is kept writes nothing even while it is lost (the repair
+	// restores it), unless a repair failed: then it writes, and returns
+	// the error.
 	// Callers need not check that their record is still there. The hub
 	// sees a loss on its watch and repairs it two seconds later (hub
 	// RepairDelay). Cloud Map sees it when it next reads the service: at

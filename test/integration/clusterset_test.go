@@ -448,6 +448,38 @@ func TestClusterset(t *testing.T) {
 		eventually(t, wait, "R1 ClusterReturned event", eventSeen(cls2.admin, ns, "ServiceImport", "db", "ClusterReturned", "cluster cls3 sends heartbeats again"))
 	})
 
+	// A member whose clock is five minutes behind is alive for the others
+	// as long as its heartbeat moves (liveness is judged on the reader's
+	// clock), and judges the others alive too: nobody's endpoints leave
+	// the imports.
+	t.Run("ClockSkew", func(t *testing.T) {
+		ns := "skew"
+		cs.createNamespace(t, ns)
+		opts := registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second}
+		cls3.stopController()
+		cls3.clock = skewedClock{-5 * time.Minute}
+		cls3.start(t, opts)
+		defer func() {
+			cls3.stopController()
+			cls3.clock = nil
+			cls3.start(t, opts)
+		}()
+		mustCreate(t, cls3.admin, service(ns, "late", tcpPort("http", 80)),
+			endpointSlice(ns, "late", "late-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.6.1"),
+			serviceExport(ns, "late"))
+		mustCreate(t, cls1.admin, service(ns, "early", tcpPort("http", 80)),
+			endpointSlice(ns, "early", "early-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.6.2"),
+			serviceExport(ns, "early"))
+		eventually(t, wait, "cls2 imported the skewed member's endpoints", func() error { return sliceAddresses(cls2, ns, "late", "cls3", "10.10.6.1") })
+		eventually(t, wait, "the skewed member imported cls1's endpoints", func() error { return sliceAddresses(cls3, ns, "early", "cls1", "10.10.6.2") })
+		// Three grace periods: with liveness judged by the writer's clock,
+		// cls3 would look five minutes silent to the others at once.
+		consistently(t, 15*time.Second, "endpoints kept across the skew", func() error {
+			return errors.Join(sliceAddresses(cls2, ns, "late", "cls3", "10.10.6.1"), sliceAddresses(cls1, ns, "late", "cls3", "10.10.6.1"),
+				sliceAddresses(cls3, ns, "early", "cls1", "10.10.6.2"))
+		})
+	})
+
 	// R3: a restart converges: an export deleted while its controller was
 	// down is withdrawn, and an importer that was down removes its orphans.
 	t.Run("RestartConverges", func(t *testing.T) {
@@ -562,3 +594,9 @@ func noHubRecords(m *member, ns, name string) error {
 	}
 	return nil
 }
+
+// skewedClock is a clock off by a fixed offset.
+type skewedClock struct{ offset time.Duration }
+
+func (c skewedClock) Now() time.Time                  { return time.Now().Add(c.offset) }
+func (c skewedClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }

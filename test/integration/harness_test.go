@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -55,6 +56,9 @@ type member struct {
 	backend registrylink.Factory
 	// excluded are the controller's --excluded-namespaces.
 	excluded namespaces.Exclusions
+	// clock is the member's clock, for its controllers and its heartbeats;
+	// nil is the real one.
+	clock clock.PassiveClock
 	// root is the test that owns the clusterset: a controller restarted
 	// inside a subtest must outlive that subtest.
 	root *testing.T
@@ -171,11 +175,11 @@ func (m *member) controllerConfig() *rest.Config {
 // start runs the member's controller until stopController or the test's end.
 func (m *member) start(t *testing.T, opts registrylink.Options) {
 	t.Helper()
-	hubCfg := m.hubCfg
+	hubCfg, clk := m.hubCfg, m.clock
 	backend := m.backend
 	if backend == nil {
 		backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg})
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, Clock: clk})
 		}
 	}
 	link, stop, err := testcontrollers.Run(m.controllerConfig(), m.name, controllers.Options{
@@ -183,6 +187,7 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 		Registry: backend,
 		Link:     opts,
 		Excluded: m.excluded,
+		Clock:    clk,
 	})
 	if err != nil {
 		t.Fatal(err)

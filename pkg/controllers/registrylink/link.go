@@ -16,6 +16,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -45,6 +46,9 @@ type Options struct {
 	// endpoints are ignored (R1). Zero: DefaultGracePeriod. Negative disables
 	// the check: endpoints are then used for as long as they exist.
 	GracePeriod time.Duration
+	// Clock is this cluster's clock, by which other clusters' heartbeats
+	// are judged. Default the real clock; tests give a member a wrong one.
+	Clock clock.PassiveClock
 	// Elected, when not nil, holds back heartbeats until it is closed: the
 	// replica has become the leader (manager.Elected). A standby keeps its
 	// view and liveness warm but writes nothing, so two replicas cost the
@@ -80,6 +84,11 @@ type Link struct {
 	id   identity.Identity
 	dead map[string]bool // clusters whose records are ignored now
 
+	// seen is, per other cluster, its last heartbeat's renew time as
+	// written (by its clock) and when this cluster saw it change (by this
+	// cluster's clock). Only heartbeatLoop uses it.
+	seen map[string]observation
+
 	subsMu sync.Mutex
 	subs   []*subscriber
 }
@@ -92,8 +101,11 @@ func New(ids *identity.Store, factory Factory, opts Options) *Link {
 	if opts.GracePeriod == 0 {
 		opts.GracePeriod = DefaultGracePeriod
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	gracePeriod.Set(max(opts.GracePeriod, 0).Seconds())
-	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}}
+	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}, seen: map[string]observation{}}
 }
 
 // Registry returns the backend and the identity it was built for, or
@@ -221,7 +233,7 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 					logger.Error(err, "reading the clusters' heartbeats; keeping the last known liveness")
 				}
 			} else {
-				l.updateLiveness(ctx, reg, id, seen, time.Now())
+				l.updateLiveness(ctx, reg, id, seen, l.opts.Clock.Now())
 			}
 		}
 		select {
@@ -246,8 +258,23 @@ func (l *Link) elected() bool {
 	}
 }
 
+// observation is what this cluster knows of another's heartbeat.
+type observation struct {
+	renew time.Time // as written, by the other cluster's clock
+	at    time.Time // when this cluster saw renew change, by its own clock
+}
+
 // updateLiveness marks clusters dead or alive and, when that changes, asks
 // every controller to look at all services again.
+//
+// Another cluster is judged by when this cluster saw its heartbeat change,
+// on this cluster's clock, never by comparing the renew time it wrote with
+// this cluster's clock: a member whose clock is minutes off is alive as long
+// as its heartbeat moves (as the node lifecycle controller judges node
+// leases). A heartbeat seen for the first time is taken at its word when it
+// looks fresh, and as already past the grace period when it does not (a
+// member that died while this one was down is judged dead at once; a live
+// one with a wrong clock comes back at its next renewal).
 func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id identity.Identity, seen map[string]time.Time, now time.Time) {
 	if own, ok := seen[id.ClusterID]; ok && now.Sub(own) > l.opts.GracePeriod {
 		// The view does not even show this cluster's own recent heartbeat:
@@ -260,11 +287,30 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 	// controller sharing the registry, counts for as long as its records exist.
 	dead := map[string]bool{}
 	heartbeatAge.Reset()
-	for cluster, at := range seen {
-		if cluster != id.ClusterID && now.Sub(at) > l.opts.GracePeriod {
+	for cluster, renew := range seen {
+		if cluster == id.ClusterID {
+			heartbeatAge.WithLabelValues(cluster).Set(max(now.Sub(renew), 0).Seconds())
+			continue
+		}
+		o, known := l.seen[cluster]
+		switch {
+		case known && o.renew.Equal(renew):
+			// Not renewed since: its age grows on this cluster's clock.
+		case known || now.Sub(renew) <= l.opts.GracePeriod:
+			o = observation{renew: renew, at: now}
+		default:
+			o = observation{renew: renew, at: now.Add(-l.opts.GracePeriod - time.Nanosecond)}
+		}
+		l.seen[cluster] = o
+		if now.Sub(o.at) > l.opts.GracePeriod {
 			dead[cluster] = true
 		}
-		heartbeatAge.WithLabelValues(cluster).Set(now.Sub(at).Seconds())
+		heartbeatAge.WithLabelValues(cluster).Set(now.Sub(o.at).Seconds())
+	}
+	for cluster := range l.seen {
+		if _, ok := seen[cluster]; !ok {
+			delete(l.seen, cluster) // its heartbeat is gone: not judged
+		}
 	}
 	members.WithLabelValues("alive").Set(float64(len(seen) - len(dead)))
 	members.WithLabelValues("stale").Set(float64(len(dead)))

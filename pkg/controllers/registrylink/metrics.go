@@ -16,7 +16,7 @@ var (
 	// this cluster last looked.
 	heartbeatAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "clusterset_member_heartbeat_age_seconds",
-		Help: "Age in seconds of each cluster's last heartbeat in the registry, as of this cluster's last liveness check (every --heartbeat-interval).",
+		Help: "Seconds since this cluster saw each cluster's heartbeat renewed, on this cluster's clock, as of its last liveness check (every --heartbeat-interval).",
 	}, []string{"cluster"})
 	// gracePeriod is --liveness-grace-period, so that alerts compare
 	// heartbeat ages with the setting in force.

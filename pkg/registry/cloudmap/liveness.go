@@ -18,7 +18,7 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 			attrClusterID:      r.opts.ClusterID,
 			attrController:     controllerName,
 			attrRecordKind:     kindHeartbeat,
-			attrHeartbeat:      strconv.FormatInt(time.Now().UnixMilli(), 10),
+			attrHeartbeat:      strconv.FormatInt(r.opts.Clock.Now().UnixMilli(), 10),
 			attrHeartbeatLease: strconv.FormatInt(int64(r.opts.LeaseDuration/time.Second), 10),
 		},
 	})

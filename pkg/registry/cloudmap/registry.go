@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/clusterset/clusterset/pkg/registry"
@@ -101,6 +102,8 @@ type Options struct {
 	// RequestTimeout bounds each attempt of an API call, the response read
 	// included. Default 10s: Cloud Map answers in well under a second.
 	RequestTimeout time.Duration
+	// Clock stamps heartbeats. Default the real clock.
+	Clock clock.PassiveClock
 	// RepairDelay is how long after its last write of a service the view
 	// may repair this cluster's instances there when they differ from what
 	// was written (DiscoverInstances lags writes by seconds). Default 30s.
@@ -161,6 +164,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 10 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = ctrllog.Log.WithName("cloudmap")

@@ -55,6 +55,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -94,6 +95,8 @@ type Options struct {
 	// RequestTimeout bounds every request but the watch. 0 means
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// Clock stamps heartbeats. Default the real clock.
+	Clock clock.PassiveClock
 }
 
 // Registry is the hub backend of registry.Registry.
@@ -116,6 +119,7 @@ type Registry struct {
 	written   map[registry.ServiceKey]string
 
 	keeper *keeper
+	clock  clock.PassiveClock
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -155,6 +159,10 @@ func New(opts Options) (*Registry, error) {
 		client:        client,
 		written:       map[registry.ServiceKey]string{},
 		keeper:        newKeeper(),
+		clock:         opts.Clock,
+	}
+	if r.clock == nil {
+		r.clock = clock.RealClock{}
 	}
 	if r.chunkSize <= 0 {
 		r.chunkSize = DefaultChunkSize
@@ -215,6 +223,12 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		return fmt.Errorf("encoding record of %s: %w", key, err)
 	}
 	defer r.keeper.lock(key)()
+	if kept := r.keeper.get(key); kept != nil && registry.SameContent(kept, rec) && r.keeper.failed(key) == nil {
+		// Published already and kept: should the hub lose it, the keeper
+		// writes it again. Only a repair that failed makes this Publish
+		// write, so that the caller learns why.
+		return nil
+	}
 	if err := r.publish(ctx, rec, enc); err != nil {
 		// As with Cloud Map: what failed is not kept; the caller retries.
 		r.keeper.keep(key, nil)
@@ -381,7 +395,7 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 func (r *Registry) Heartbeat(ctx context.Context) error {
 	fresh := false // see Publish: the cache first, the hub after a conflict
 	return retry.OnError(retry.DefaultBackoff, staleWrite, func() error {
-		now := metav1.NewMicroTime(time.Now())
+		now := metav1.NewMicroTime(r.clock.Now())
 		want := r.object(HeartbeatName, hubv1alpha1.Heartbeat, registry.ServiceKey{})
 		want.Spec.RenewTime = &now
 		want.Spec.LeaseDurationSeconds = ptr.To(int32(r.leaseDuration / time.Second))

@@ -37,6 +37,7 @@ const maxRepairDelay = 5 * time.Minute
 type keeper struct {
 	mu    sync.Mutex
 	kept  map[registry.ServiceKey]*registry.Record
+	fails map[registry.ServiceKey]error // the last repair's error, until a write succeeds
 	locks map[registry.ServiceKey]*keyLock
 
 	// queue holds the keys to check again; set while Run runs.
@@ -49,7 +50,7 @@ type keyLock struct {
 }
 
 func newKeeper() *keeper {
-	return &keeper{kept: map[registry.ServiceKey]*registry.Record{}, locks: map[registry.ServiceKey]*keyLock{}}
+	return &keeper{kept: map[registry.ServiceKey]*registry.Record{}, fails: map[registry.ServiceKey]error{}, locks: map[registry.ServiceKey]*keyLock{}}
 }
 
 // lock serializes Publish, Withdraw and repair of key; call the result to
@@ -74,10 +75,12 @@ func (k *keeper) lock(key registry.ServiceKey) func() {
 	}
 }
 
-// keep remembers rec (nil: forgets key).
+// keep remembers rec (nil: forgets key), just written or withdrawn: any
+// earlier repair failure is over.
 func (k *keeper) keep(key registry.ServiceKey, rec *registry.Record) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	delete(k.fails, key)
 	if rec == nil {
 		delete(k.kept, key)
 		return
@@ -93,6 +96,24 @@ func (k *keeper) get(key registry.ServiceKey) *registry.Record {
 		return rec.DeepCopy()
 	}
 	return nil
+}
+
+// failed returns the error of the last repair of key when it failed and
+// nothing was written since.
+func (k *keeper) failed(key registry.ServiceKey) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.fails[key]
+}
+
+func (k *keeper) setFailed(key registry.ServiceKey, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err == nil {
+		delete(k.fails, key)
+	} else if k.kept[key] != nil {
+		k.fails[key] = err
+	}
 }
 
 func (k *keeper) has(key registry.ServiceKey) bool {
@@ -130,8 +151,8 @@ func (r *Registry) headLost(key registry.ServiceKey) bool {
 
 // runRepairs writes kept records again that the hub lost, until ctx ends. A
 // repair that fails is retried with backoff, and onChange tells the
-// controllers, whose next Publish of the record reports the error (the
-// export's Ready condition).
+// controllers: their next Publish of the record then writes it itself and
+// returns the error (the export's Ready condition says why).
 func (r *Registry) runRepairs(ctx context.Context, onChange func(registry.ServiceKey)) {
 	logger := log.FromContext(ctx)
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -167,8 +188,9 @@ func (r *Registry) repair(ctx context.Context, logger logr.Logger, key registry.
 	}
 	logger.Info("Writing this cluster's record again: its head in the hub is gone or unreadable", "namespace", key.Namespace, "service", key.Name)
 	enc, err := encode(rec, r.chunkSize)
-	if err != nil {
-		return err
+	if err == nil {
+		err = r.publish(ctx, rec, enc)
 	}
-	return r.publish(ctx, rec, enc)
+	r.keeper.setFailed(key, err)
+	return err
 }

@@ -54,8 +54,10 @@ func TestHubTwoWritersOfOneClusterDoNotFight(t *testing.T) {
 }
 
 // A repair the hub refuses (the member's write access revoked) tells the
-// controllers through onChange, is retried with backoff, and succeeds once
-// access is back.
+// controllers through onChange and is retried with backoff: once access is
+// back, the record is written again. A Publish of the same record made
+// meanwhile (the controllers' answer to onChange) writes and returns the
+// error, so that the export says why.
 func TestHubFailedRepairIsRetriedAndReported(t *testing.T) {
 	h := startHub(t)
 	set := "set-refused"
@@ -71,53 +73,75 @@ func TestHubFailedRepairIsRetriedAndReported(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	if err := reg.Publish(ctx, record(set, "cls-a", key, 2, "")); err != nil {
+	rec := record(set, "cls-a", key, 2, "")
+	if err := reg.Publish(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.headOf(t, set, "cls-a", key); err != nil {
-		t.Fatal(err)
-	}
-
-	// Revoke cls-a's write access (its Role's binding), then lose the head.
 	ns := hub.NamespaceName(set, "cls-a")
 	bindings, err := h.admin.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{})
 	if err != nil || len(bindings.Items) == 0 {
 		t.Fatalf("RoleBindings of %s: %d, %v", ns, len(bindings.Items), err)
 	}
-	for _, b := range bindings.Items {
-		if err := h.admin.RbacV1().RoleBindings(ns).Delete(ctx, b.Name, metav1.DeleteOptions{}); err != nil {
+	revoke := func() {
+		for _, b := range bindings.Items {
+			if err := h.admin.RbacV1().RoleBindings(ns).Delete(ctx, b.Name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	restore := func() {
+		for _, b := range bindings.Items {
+			b.ResourceVersion = ""
+			if _, err := h.admin.RbacV1().RoleBindings(ns).Create(ctx, &b, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// loseRefused revokes cls-a's write access, deletes its head, and waits
+	// until a refused repair was reported through onChange.
+	loseRefused := func() {
+		t.Helper()
+		revoke()
+		head, err := h.headOf(t, set, "cls-a", key)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	head, _ := h.headOf(t, set, "cls-a", key)
-	if err := h.adminClient.Delete(ctx, head); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	before := changes
-	mu.Unlock()
-	eventually(t, "the failed repair reported through onChange", func() error {
 		mu.Lock()
-		defer mu.Unlock()
-		// One for the deletion itself, one more for the refused repair.
-		if changes < before+2 {
-			return fmt.Errorf("%d onChange calls since the head was lost", changes-before)
+		before := changes
+		mu.Unlock()
+		if err := h.adminClient.Delete(ctx, head); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if _, err := h.headOf(t, set, "cls-a", key); !apierrors.IsNotFound(err) {
-		t.Fatalf("the head is back although writes are refused: %v", err)
+		eventually(t, "the failed repair reported through onChange", func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			// One for the deletion itself, one more for the refused repair.
+			if changes < before+2 {
+				return fmt.Errorf("%d onChange calls since the head was lost", changes-before)
+			}
+			return nil
+		})
+		if _, err := h.headOf(t, set, "cls-a", key); !apierrors.IsNotFound(err) {
+			t.Fatalf("the head is back although writes are refused: %v", err)
+		}
 	}
 
-	// Access back: a later retry writes the record again.
-	for _, b := range bindings.Items {
-		b.ResourceVersion = ""
-		if _, err := h.admin.RbacV1().RoleBindings(ns).Create(ctx, &b, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eventually(t, "the record written again", func() error {
+	loseRefused()
+	restore()
+	eventually(t, "the record written again by a retried repair", func() error {
 		_, err := h.headOf(t, set, "cls-a", key)
 		return err
 	})
+
+	loseRefused()
+	if err := reg.Publish(ctx, rec); !apierrors.IsForbidden(err) {
+		t.Errorf("Publish of the lost record while writes are refused: %v, want Forbidden", err)
+	}
+	restore()
+	if err := reg.Publish(ctx, rec); err != nil {
+		t.Errorf("Publish once access is back: %v", err)
+	}
+	if _, err := h.headOf(t, set, "cls-a", key); err != nil {
+		t.Errorf("the head after that Publish: %v", err)
+	}
 }

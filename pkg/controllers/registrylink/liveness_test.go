@@ -1,0 +1,71 @@
+package registrylink
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/registry/registrytest"
+)
+
+// Liveness is judged on this cluster's clock: by when a heartbeat was seen
+// to change, not by the time the other cluster wrote into it.
+func TestLivenessByObservedRenewals(t *testing.T) {
+	const grace = 30 * time.Second
+	id := identity.Identity{ClusterSetID: "set", ClusterID: "cls-a"}
+	l := New(identity.Fixed(id), nil, Options{GracePeriod: grace})
+	l.id = id
+	reg := registrytest.NewMemoryStore().Registry("set", "cls-a")
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	skew := -5 * time.Minute // cls-skewed's clock is five minutes behind
+
+	// beats returns the heartbeats the registry shows at now: cls-a (this
+	// cluster) and cls-skewed renew every 10 s; cls-dead renewed once at
+	// t0 and stopped; cls-late appears later.
+	beats := func(now time.Time, late bool) map[string]time.Time {
+		renewed := t0.Add(now.Sub(t0).Truncate(10 * time.Second))
+		out := map[string]time.Time{
+			"cls-a":      renewed,
+			"cls-skewed": renewed.Add(skew),
+			"cls-dead":   t0,
+		}
+		if late {
+			out["cls-late"] = now.Add(-time.Second)
+		}
+		return out
+	}
+	check := func(now time.Time, late bool, wantDead ...string) {
+		t.Helper()
+		l.updateLiveness(ctx, reg, id, beats(now, late), now)
+		dead := map[string]bool{}
+		for _, c := range wantDead {
+			dead[c] = true
+		}
+		for _, c := range []string{"cls-a", "cls-skewed", "cls-dead", "cls-late"} {
+			if got := !l.Alive(c); got != dead[c] {
+				t.Errorf("at +%v: %s dead = %v, want %v", now.Sub(t0), c, got, dead[c])
+			}
+		}
+	}
+
+	// First sight: cls-skewed's renew time looks five minutes old, so it
+	// counts as past the grace period until it is seen to renew.
+	check(t0, false, "cls-skewed")
+	for s := 10; s <= 30; s += 10 {
+		check(t0.Add(time.Duration(s)*time.Second), false)
+	}
+	// cls-dead has not renewed for longer than the grace period, by this
+	// cluster's clock; cls-skewed keeps renewing and stays alive however
+	// far off its clock is.
+	check(t0.Add(31*time.Second), false, "cls-dead")
+	check(t0.Add(5*time.Minute), false, "cls-dead")
+	// A heartbeat first seen fresh is alive.
+	check(t0.Add(5*time.Minute+time.Second), true, "cls-dead")
+	// cls-dead renews again: alive.
+	l.updateLiveness(ctx, reg, id, map[string]time.Time{"cls-a": t0.Add(6 * time.Minute), "cls-dead": t0.Add(6 * time.Minute)}, t0.Add(6*time.Minute))
+	if !l.Alive("cls-dead") {
+		t.Error("cls-dead renewed its heartbeat but is still dead")
+	}
+}
