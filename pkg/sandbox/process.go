@@ -29,6 +29,8 @@ type Process struct {
 	Log string `json:"log"`
 	// Started is when the process was started.
 	Started time.Time `json:"started"`
+	// Env is what the process got on top of the sandbox's environment.
+	Env []string `json:"env,omitempty"`
 
 	// done is closed when the process exits, if this process started it.
 	done chan struct{}
@@ -58,7 +60,7 @@ func startProcess(name, logFile string, env []string, args ...string) (*Process,
 	// Reap the child when it exits while we are still alive; once we are gone
 	// init does it. A reaped or zombie process has an empty cmdline, which
 	// alive() treats as gone.
-	p := &Process{Name: name, PID: cmd.Process.Pid, Args: args, Log: logFile, Started: time.Now(), done: make(chan struct{})}
+	p := &Process{Name: name, PID: cmd.Process.Pid, Args: args, Log: logFile, Started: time.Now(), Env: env, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)

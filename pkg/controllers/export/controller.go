@@ -292,6 +292,16 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 		if errors.Is(err, registrylink.ErrNotReady) {
 			return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 		}
+		// R2: the registry is unreachable or refused; the ServiceExport
+		// stays (Terminating) until its record is gone, and says why.
+		before := export.Status.DeepCopy()
+		msg := "withdrawing from the registry before the ServiceExport can go: " + err.Error()
+		if c.setCondition(export, string(mcsv1beta1.ServiceExportConditionReady), metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonFailed, msg) {
+			c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "WithdrawFailed", "Withdraw", "%s", msg)
+		}
+		if !equality.Semantic.DeepEqual(before, &export.Status) {
+			err = errors.Join(err, client.IgnoreNotFound(c.client.Status().Update(ctx, export)))
+		}
 		return reconcile.Result{}, err
 	}
 	c.stats.setConflict(client.ObjectKeyFromObject(export), "", false)

@@ -418,6 +418,11 @@ func TestDeleteWithdraws(t *testing.T) {
 	if !controllerutil.ContainsFinalizer(se, names.ExportFinalizer) {
 		t.Fatal("the finalizer went although the record could not be withdrawn")
 	}
+	ready := s.condition(se, mcsv1beta1.ServiceExportConditionReady, metav1.ConditionFalse, "Failed")
+	if !strings.Contains(ready.Message, "withdrawing") || !strings.Contains(ready.Message, registrytest.ErrOutage.Error()) {
+		t.Errorf("Ready message %q does not say the withdrawal failed and why", ready.Message)
+	}
+	s.wantEvent("Warning WithdrawFailed")
 	s.store.SetDown(false)
 	s.mustReconcile("web")
 	s.records("web", 0)

@@ -1,0 +1,177 @@
+package sandbox
+
+// Faults a test does to a running sandbox, to prove what docs/reliability.md
+// claims: a process paused (a hung server: connections are accepted and
+// never answered) or restarted, every pod of a real node frozen, a
+// container's process killed.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ProcessesOf returns the names of the recorded processes of cluster (those
+// named "CLUSTER/..."), in start order.
+func (s *Sandbox) ProcessesOf(cluster string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, p := range s.Processes {
+		if strings.HasPrefix(p.Name, cluster+"/") {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// process returns the running recorded process of that name.
+func (s *Sandbox) process(name string) (*Process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.Processes) - 1; i >= 0; i-- {
+		if p := s.Processes[i]; p.Name == name {
+			if !p.running() {
+				return nil, fmt.Errorf("sandbox process %s (pid %d) is not running", name, p.PID)
+			}
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("the sandbox has no process %s", name)
+}
+
+// Pause stops the named processes (SIGSTOP to each one's process group):
+// they keep their sockets, so clients connect and then wait, as with a hung
+// server or a network that drops every reply. Resume continues them.
+func (s *Sandbox) Pause(names ...string) error { return s.signal(syscall.SIGSTOP, names) }
+
+// Resume continues processes stopped by Pause.
+func (s *Sandbox) Resume(names ...string) error { return s.signal(syscall.SIGCONT, names) }
+
+func (s *Sandbox) signal(sig syscall.Signal, names []string) error {
+	var errs []error
+	for _, name := range names {
+		p, err := s.process(name)
+		if err == nil {
+			err = syscall.Kill(-p.PID, sig)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Restart stops the named process (SIGTERM, then SIGKILL after grace) and
+// starts it again with the same command line, environment and log file, as
+// a supervisor would after a crash or an upgrade.
+func (s *Sandbox) Restart(ctx context.Context, name string, grace time.Duration) error {
+	p, err := s.process(name)
+	if err != nil {
+		return err
+	}
+	if err := p.stop(grace); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	np, err := startProcess(p.Name, p.Log, p.Env, p.Args...)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for i := range s.Processes {
+		if s.Processes[i] == p {
+			s.Processes[i] = np
+		}
+	}
+	s.mu.Unlock()
+	return s.save()
+}
+
+// FreezePods freezes (true) or thaws every pod of cluster's real node with
+// the cgroup v1 freezer on the kubelet's cgroup root: their processes stop
+// where they are, as on a machine that hangs. The node's own processes
+// (kubelet, containerd, kube-proxy) are sandbox processes: Pause them.
+func (s *Sandbox) FreezePods(cluster string, frozen bool) error {
+	c := s.Cluster(cluster)
+	if c == nil || s.Nodes != NodesReal {
+		return fmt.Errorf("cluster %s has no real node", cluster)
+	}
+	state := "THAWED"
+	if frozen {
+		state = "FROZEN"
+	}
+	dir := filepath.Join("/sys/fs/cgroup/freezer", s.cgroupRoot(c))
+	if err := os.WriteFile(filepath.Join(dir, "freezer.state"), []byte(state), 0o644); err != nil {
+		return fmt.Errorf("freezing the pods of %s: %w", cluster, err)
+	}
+	// The kernel freezes asynchronously: wait until it says so.
+	for range 100 {
+		got, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(got)) == state {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("the pods of %s did not become %s", cluster, state)
+}
+
+// KillContainerProcesses sends sig to every process of cluster's real node
+// whose command name (/proc/PID/comm, at most 15 characters) is comm and
+// that runs in one of its pods, and returns how many it signalled. The
+// kubelet sees the container die and restarts it, as after a crash.
+func (s *Sandbox) KillContainerProcesses(cluster, comm string, sig syscall.Signal) (int, error) {
+	c := s.Cluster(cluster)
+	if c == nil || s.Nodes != NodesReal {
+		return 0, fmt.Errorf("cluster %s has no real node", cluster)
+	}
+	root := s.cgroupRoot(c) + "/"
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		name, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(name)) != comm || !inCgroup(pid, root) {
+			continue
+		}
+		if err := syscall.Kill(pid, sig); err == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// inCgroup reports whether pid is in a cgroup below root in any hierarchy.
+func inCgroup(pid int, root string) bool {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// hierarchy-ID:controllers:path
+		if parts := strings.SplitN(sc.Text(), ":", 3); len(parts) == 3 && strings.HasPrefix(parts[2], root) {
+			return true
+		}
+	}
+	return false
+}
