@@ -90,6 +90,11 @@ func exportReady(env *wt.Env, cluster, name string) wt.Condition {
 // `from` with exactly wantReady ready endpoints, whose addresses are those
 // of the exporter's ready pods.
 func importedEverywhere(env *wt.Env, name string, from []string, wantReady int) wt.Condition {
+	return importedIn(env, env.Clusters(), name, from, wantReady)
+}
+
+// importedIn is importedEverywhere for the given clusters only.
+func importedIn(env *wt.Env, clusters []string, name string, from []string, wantReady int) wt.Condition {
 	return func(ctx context.Context) (bool, string, error) {
 		var want []string
 		for _, c := range from {
@@ -100,7 +105,7 @@ func importedEverywhere(env *wt.Env, name string, from []string, wantReady int) 
 			want = append(want, wt.PodIPs(pods)...)
 		}
 		sort.Strings(want)
-		for _, c := range env.Clusters() {
+		for _, c := range clusters {
 			imp, err := env.GetImport(ctx, c, wt.Namespace, name)
 			if err != nil {
 				return false, "", err
@@ -112,7 +117,7 @@ func importedEverywhere(env *wt.Env, name string, from []string, wantReady int) 
 				return false, fmt.Sprintf("%s: imported endpoints %v, exporters' ready pod IPs %v", c, got, want), nil
 			}
 		}
-		return true, fmt.Sprintf("every cluster imports %s with %d ready endpoint(s)", name, wantReady), nil
+		return true, fmt.Sprintf("%v import %s with %d ready endpoint(s)", clusters, name, wantReady), nil
 	}
 }
 

@@ -83,7 +83,9 @@ func (e *Env) Exec(ctx context.Context, cluster, namespace, pod string, command 
 // the client image's nc, which resolves host through the pod's resolver)
 // and returns the response body.
 func (e *Env) HTTPGet(ctx context.Context, cluster, namespace, pod, host string, port int) (string, error) {
-	script := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 5 %s %d`, host, host, port)
+	// busybox nc's -w does not end a connection the peer accepted and
+	// never answers (an endpoint whose pod is frozen): timeout does.
+	script := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' | timeout 8 nc -w 5 %s %d`, host, host, port)
 	out, _, err := e.Exec(ctx, cluster, namespace, pod, "sh", "-c", script)
 	if err != nil {
 		return "", err
