@@ -53,85 +53,106 @@ func TestRealNodesFaults(t *testing.T) {
 		o.Clusters = 3
 		o.ControllerArgs = []string{"--heartbeat-interval=2s", "--liveness-grace-period=" + faultGrace.String()}
 	})
-	walkthroughWithClients(t, env)
-	ctx := t.Context()
-	for _, c := range []string{"cls2", "cls3"} {
-		if err := env.Create(ctx, c, wt.Deployment(wt.Namespace, shared, 2), wt.ServiceObject(wt.Namespace, shared), wt.ServiceExport(wt.Namespace, shared)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := env.Create(ctx, "cls2", wt.Deployment(wt.Namespace, leaving, 1), wt.ServiceObject(wt.Namespace, leaving), wt.ServiceExport(wt.Namespace, leaving)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "every cluster to import shared (2 pods in cls2, 2 in cls3) and leaving", 3*time.Minute,
-		allOf(importedEverywhere(env, shared, []string{"cls2", "cls3"}, 4), importedEverywhere(env, leaving, []string{"cls2"}, 1)))
-
-	t.Run("HubUnreachable", func(t *testing.T) { testHubUnreachable(t, env) })
+	setupFaults(t, env, "cls2", "cls3")
+	t.Run("HubUnreachable", func(t *testing.T) {
+		testRegistryUnreachable(t, env, "hub API server", []string{hubCluster + "/kube-apiserver"}, "cls2", "cls3")
+	})
 	t.Run("HubEtcdRestarted", func(t *testing.T) { testHubEtcdRestarted(t, env) })
 	t.Run("ControllerKilledDuringChurn", func(t *testing.T) { testControllerKilledDuringChurn(t, env) })
 	t.Run("MemberClusterStopped", func(t *testing.T) { testMemberClusterStopped(t, env) })
 }
 
-// testHubUnreachable: the hub's API server hangs for 60 s (paused: it
-// accepts connections and never answers) while cls2 scales shared 2 → 4
-// and deletes the ServiceExport of leaving. Meanwhile cls3 keeps its
-// imports as they were, so traffic keeps flowing to live endpoints; cls2's
-// exports say Ready=False Failed, and leaving stays Terminating. When the
-// hub answers again, everything converges: cls3 imports the 4 new
-// endpoints, leaving is gone everywhere.
-func testHubUnreachable(t *testing.T, env *wt.Env) {
+// TestRealNodesFaultsCloudMap is the registry outage of the matrix with
+// Cloud Map (moto) as the registry: two clusters, both exporting shared.
+func TestRealNodesFaultsCloudMap(t *testing.T) {
+	env := startSandboxNodes(t, sandbox.RegistryCloudMap, sandbox.NodesReal, func(o *sandbox.Options) {
+		o.Dir = filepath.Join(repoDir, ".cache", "e2e", "faults-cloudmap-real")
+		o.ControllerArgs = []string{"--heartbeat-interval=2s", "--liveness-grace-period=" + faultGrace.String()}
+	})
+	setupFaults(t, env, "cls1", "cls2")
+	t.Run("CloudMapUnreachable", func(t *testing.T) {
+		testRegistryUnreachable(t, env, "Cloud Map (moto)", []string{"moto"}, "cls1", "cls2")
+	})
+}
+
+// setupFaults runs the walkthrough with client pods, then exports shared (2
+// pods) from writer and reader, and leaving (1 pod) from writer.
+func setupFaults(t *testing.T, env *wt.Env, writer, reader string) {
+	t.Helper()
+	walkthroughWithClients(t, env)
+	ctx := t.Context()
+	for _, c := range []string{writer, reader} {
+		if err := env.Create(ctx, c, wt.Deployment(wt.Namespace, shared, 2), wt.ServiceObject(wt.Namespace, shared), wt.ServiceExport(wt.Namespace, shared)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.Create(ctx, writer, wt.Deployment(wt.Namespace, leaving, 1), wt.ServiceObject(wt.Namespace, leaving), wt.ServiceExport(wt.Namespace, leaving)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every cluster to import shared (2 pods in each exporter) and leaving", 3*time.Minute,
+		allOf(importedEverywhere(env, shared, []string{writer, reader}, 4), importedEverywhere(env, leaving, []string{writer}, 1)))
+}
+
+// testRegistryUnreachable: the registry hangs for 60 s (its processes
+// paused: connections accepted and never answered) while writer scales
+// shared 2 → 4 and deletes the ServiceExport of leaving. Meanwhile reader
+// keeps its imports as they were, so traffic keeps flowing to live
+// endpoints; writer's exports say Ready=False Failed, and leaving stays
+// Terminating. When the registry answers again, everything converges:
+// reader imports the 4 new endpoints, leaving is gone everywhere.
+func testRegistryUnreachable(t *testing.T, env *wt.Env, what string, registryProcs []string, writer, reader string) {
 	ctx := t.Context()
 	host := wt.FQDN(shared, wt.Namespace)
-	before := importedAddresses(t, env, "cls3", shared)
-	p := startProbe(t, env, "cls3", host)
+	before := importedAddresses(t, env, reader, shared)
+	p := startProbe(t, env, reader, host)
 	start := time.Now()
-	apiserver := hubCluster + "/kube-apiserver"
-	if err := env.Sandbox.Pause(apiserver); err != nil {
+	if err := env.Sandbox.Pause(registryProcs...); err != nil {
 		t.Fatal(err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			if err := env.Sandbox.Resume(apiserver); err != nil {
+			if err := env.Sandbox.Resume(registryProcs...); err != nil {
 				t.Error(err)
 			}
 		}
 	}
 	defer resume()
 
-	if err := env.Scale(ctx, "cls2", wt.Namespace, shared, 4); err != nil {
+	if err := env.Scale(ctx, writer, wt.Namespace, shared, 4); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client("cls2").Delete(ctx, wt.ServiceExport(wt.Namespace, leaving)); err != nil {
+	if err := env.Client(writer).Delete(ctx, wt.ServiceExport(wt.Namespace, leaving)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "cls2's export of shared to say the registry fails", time.Minute, exportConditionIs(env, "cls2", shared, "Ready", metav1.ConditionFalse, "Failed"))
-	waitFor(t, "cls2's deleted export of leaving to stay, saying the withdrawal fails", time.Minute, exportConditionIs(env, "cls2", leaving, "Ready", metav1.ConditionFalse, "Failed"))
-	if got := importedAddresses(t, env, "cls3", shared); !slices.Equal(got, before) {
-		t.Errorf("cls3's import of shared changed while the hub was down: %v, was %v", got, before)
+	waitFor(t, writer+"'s export of shared to say the registry fails", 50*time.Second, exportConditionIs(env, writer, shared, "Ready", metav1.ConditionFalse, "Failed"))
+	waitFor(t, writer+"'s deleted export of leaving to stay, saying the withdrawal fails", 50*time.Second, exportConditionIs(env, writer, leaving, "Ready", metav1.ConditionFalse, "Failed"))
+	if got := importedAddresses(t, env, reader, shared); !slices.Equal(got, before) {
+		t.Errorf("%s's import of shared changed while the registry was down: %v, was %v", reader, got, before)
 	}
-	if imp, err := env.GetImport(ctx, "cls3", wt.Namespace, leaving); err != nil || !imp.Exists() {
-		t.Errorf("cls3's import of leaving went while the hub was down (its record cannot have been withdrawn): %v", err)
+	if imp, err := env.GetImport(ctx, reader, wt.Namespace, leaving); err != nil || !imp.Exists() {
+		t.Errorf("%s's import of leaving went while the registry was down (its record cannot have been withdrawn): %v", reader, err)
 	}
+	reported := time.Since(start)
 	time.Sleep(time.Until(start.Add(60 * time.Second)))
 	resume()
 	back := time.Now()
 
-	waitFor(t, "cls2 and cls3 to import the 4 new pods of cls2, cls2's export Ready again, leaving gone", 3*time.Minute, allOf(
-		importedIn(env, []string{"cls2", "cls3"}, shared, []string{"cls2", "cls3"}, 6),
-		exportReady(env, "cls2", shared),
-		exportGone(env, "cls2", leaving),
-		importGoneIn(env, []string{"cls2", "cls3"}, leaving),
+	waitFor(t, "the 4 new pods imported, the export Ready again, leaving gone", 3*time.Minute, allOf(
+		importedIn(env, []string{writer, reader}, shared, []string{writer, reader}, 6),
+		exportReady(env, writer, shared),
+		exportGone(env, writer, leaving),
+		importGoneIn(env, []string{writer, reader}, leaving),
 	))
 	converged := time.Since(back)
 	ok, failed := p.stop().count(start, time.Now())
 	if failed > 0 {
-		t.Errorf("%d of %d requests from cls3 to %s failed while the hub was down and after: %v", failed, ok+failed, host, p.errors(start, time.Now()))
+		t.Errorf("%d of %d requests from %s to %s failed while the registry was down and after: %v", failed, ok+failed, reader, host, p.errors(start, time.Now()))
 	}
-	t.Logf("FAULT hub-unreachable: hub API server hung 60s; %d requests from cls3 during and after, %d failed; converged %.1fs after the hub answered again",
-		ok+failed, failed, converged.Seconds())
-	expectAnsweredBy(t, env, "cls3", host, wt.Port, append(readyPodNames(t, env, "cls2", shared), readyPodNames(t, env, "cls3", shared)...))
+	t.Logf("FAULT registry-unreachable (%s): hung 60s; the exports said Failed within %.1fs; %d requests from %s during and after, %d failed; converged %.1fs after the registry answered again",
+		what, reported.Seconds(), ok+failed, reader, failed, converged.Seconds())
+	expectAnsweredBy(t, env, reader, host, wt.Port, append(readyPodNames(t, env, writer, shared), readyPodNames(t, env, reader, shared)...))
 }
 
 // testHubEtcdRestarted: the hub's etcd is stopped (SIGTERM) and started

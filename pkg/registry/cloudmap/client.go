@@ -3,6 +3,7 @@ package cloudmap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -110,9 +111,12 @@ func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
 	// but never answers fails the call instead of holding it forever.
 	count := middleware.FinalizeMiddlewareFunc("clustersetCount",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
-			ctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
+			attemptCtx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
 			defer cancel()
-			out, md, err := next.HandleFinalize(ctx, in)
+			out, md, err := next.HandleFinalize(attemptCtx, in)
+			if err != nil && ctx.Err() == nil && errors.Is(attemptCtx.Err(), context.DeadlineExceeded) {
+				err = &attemptTimeout{after: o.RequestTimeout, err: err}
+			}
 			op := awsmiddleware.GetOperationName(ctx)
 			calls.add(op)
 			result := "ok"
@@ -142,12 +146,36 @@ func newClient(cfg aws.Config, o *Options, calls *callCounter) *sd.Client {
 			ro.MaxBackoff = o.RetryMaxDelay
 			ro.Backoff = jitterBackoff{base: o.RetryBaseDelay, max: o.RetryMaxDelay}
 			ro.RateLimiter = ratelimit.None
+			// An endpoint that did not answer within RequestTimeout is not
+			// tried again at once: the call fails, so that the caller
+			// reports it (an export's Ready=False) within one timeout
+			// rather than MaxAttempts of them, and retries at its pace.
+			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				var at *attemptTimeout
+				if errors.As(err, &at) {
+					return aws.FalseTernary
+				}
+				return aws.UnknownTernary
+			})}, ro.Retryables...)
 		})
 		so.APIOptions = append(so.APIOptions, func(s *middleware.Stack) error {
 			return s.Finalize.Add(count, middleware.After)
 		})
 	})
 }
+
+// attemptTimeout is the error of an attempt that got no answer within
+// Options.RequestTimeout.
+type attemptTimeout struct {
+	after time.Duration
+	err   error
+}
+
+func (e *attemptTimeout) Error() string {
+	return fmt.Sprintf("no answer from Cloud Map within %s: %v", e.after, e.err)
+}
+
+func (e *attemptTimeout) Unwrap() error { return e.err }
 
 // api wraps the SDK client with paging and the moto workarounds.
 type api struct {
