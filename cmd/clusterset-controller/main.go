@@ -156,7 +156,7 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			return nil, fmt.Errorf("hub config: %w", err)
 		}
 		return func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, LeaseDuration: lease})
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, LeaseDuration: lease, Holder: id.UID})
 		}, nil
 	case "cloudmap":
 		return func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
@@ -168,6 +168,7 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 				return nil, fmt.Errorf("no AWS region: set AWS_REGION (chart value registry.cloudMap.region, AWS_REGION in config/overlays/cloudmap/cloudmap.env)")
 			}
 			o := f.cloudMap.Options(id.ClusterSetID, id.ClusterID)
+			o.Holder = id.UID
 			o.LeaseDuration = lease
 			o.Logger = ctrl.Log.WithName("cloudmap")
 			return cloudmap.New(awsCfg, o)

@@ -47,4 +47,8 @@ type Heartbeat struct {
 	// LeaseDuration is how long the cluster means a renewal to last; 0
 	// when it did not say.
 	LeaseDuration time.Duration
+	// Holder identifies the member that wrote the heartbeat (the UID of
+	// its kube-system namespace), so that two members given the same
+	// cluster ID tell each other apart; "" when it did not say.
+	Holder string
 }

@@ -173,10 +173,12 @@ type Registry interface {
 	// sorted by namespace, then name (CompareKeys). It returns ErrNotSynced
 	// before the view was first filled.
 	Keys() ([]ServiceKey, error)
-	// Heartbeat renews this cluster's liveness record.
+	// Heartbeat renews this cluster's liveness record, with the holder the
+	// backend was built with.
 	Heartbeat(ctx context.Context) error
-	// Liveness returns the time of each cluster's last heartbeat, by cluster ID.
-	Liveness(ctx context.Context) (map[string]time.Time, error)
+	// Liveness returns each cluster's last heartbeat, by cluster ID: its
+	// renew time (by the writer's clock) and holder.
+	Liveness(ctx context.Context) (map[string]Heartbeat, error)
 }
 
 // Own returns rec as a record of clusterSetID and clusterID, the identity a

@@ -109,7 +109,7 @@ func startCloudMapMembersWith(t *testing.T, endpoint string, link registrylink.O
 		m.excluded = defaultExcluded(t)
 		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
 			o := cloudmap.Options{
-				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint,
+				ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Endpoint: endpoint, Holder: id.UID,
 				PollInterval: 500 * time.Millisecond, MotoWorkarounds: true,
 			}
 			options(&o)

@@ -119,8 +119,10 @@ func (cs *clusterset) createNamespace(t *testing.T, ns string) {
 func join(t *testing.T, hubCP *testenv.Cluster, m *member) {
 	t.Helper()
 	hubAdmin := kubernetes.NewForConfigOrDie(hubCP.Config)
-	user := "clusterset:member:" + m.name
-	if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, m.name, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
+	// The member joins as its cluster ID, which is its name but for a
+	// member given another's ID.
+	user := "clusterset:member:" + m.defaults.ClusterID
+	if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, m.defaults.ClusterID, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
 		t.Fatal(err)
 	}
 	m.proxy = newTCPProxy(t, hubCP.Config.Host)
@@ -179,7 +181,7 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 	backend := m.backend
 	if backend == nil {
 		backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
-			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, Clock: clk})
+			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, Clock: clk, Holder: id.UID})
 		}
 	}
 	link, stop, err := testcontrollers.Run(m.controllerConfig(), m.name, controllers.Options{

@@ -196,3 +196,19 @@ func lagSamples(t *testing.T, cluster string) (count uint64, sum float64) {
 	}
 	return count, sum
 }
+
+// exportConditionMessage is exportCondition that also wants the message to
+// contain msgHas.
+func exportConditionMessage(c client.Client, ns, name, typ string, status metav1.ConditionStatus, reason, msgHas string) error {
+	if err := exportCondition(c, ns, name, typ, status, reason)(); err != nil {
+		return err
+	}
+	var se mcsv1beta1.ServiceExport
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &se); err != nil {
+		return err
+	}
+	if msg := meta.FindStatusCondition(se.Status.Conditions, typ).Message; !strings.Contains(msg, msgHas) {
+		return fmt.Errorf("%s message %q does not contain %q", typ, msg, msgHas)
+	}
+	return nil
+}

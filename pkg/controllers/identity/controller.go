@@ -81,7 +81,7 @@ func (c *Controller) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	id := Identity{ClusterID: valueOf(clusterProp), ClusterSetID: valueOf(setProp)}
+	id := Identity{ClusterID: valueOf(clusterProp), ClusterSetID: valueOf(setProp), UID: c.systemUID(ctx)}
 	invalid := id.Validate()
 	c.store.set(id, invalid)
 	if invalid != nil {
@@ -146,4 +146,15 @@ func startupKick() source.Source {
 		q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: "identity"}})
 		return nil
 	})
+}
+
+// systemUID returns the UID of the kube-system namespace, "" (logged) when
+// it cannot be read.
+func (c *Controller) systemUID(ctx context.Context) string {
+	var ns corev1.Namespace
+	if err := c.client.Get(ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, &ns); err != nil {
+		log.FromContext(ctx).Error(err, "reading the kube-system namespace's UID; another cluster given the same cluster ID will not be detected")
+		return ""
+	}
+	return string(ns.UID)
 }

@@ -15,6 +15,12 @@ import (
 type Identity struct {
 	ClusterID    string
 	ClusterSetID string
+	// UID is the UID of this cluster's kube-system namespace, which
+	// KEP-2149 names as a unique, stable identifier of a cluster: two
+	// clusters given the same cluster ID tell each other apart by it in
+	// their heartbeats. Empty when it could not be read; not part of what
+	// Validate checks.
+	UID string
 }
 
 // Validate says why an identity cannot be used. The cluster ID appears as a

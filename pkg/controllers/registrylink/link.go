@@ -8,6 +8,7 @@ package registrylink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -88,6 +89,13 @@ type Link struct {
 	// written (by its clock) and when this cluster saw it change (by this
 	// cluster's clock). Only heartbeatLoop uses it.
 	seen map[string]observation
+	// foreign is what this member saw of a heartbeat of its own cluster ID
+	// written by another member (another holder); nil when there is none.
+	// Only heartbeatLoop uses it.
+	foreign *foreignHolder
+	// conflict is the error Registry returns while another member holds
+	// this cluster ID (guarded by mu).
+	conflict error
 
 	subsMu sync.Mutex
 	subs   []*subscriber
@@ -116,6 +124,9 @@ func (l *Link) Registry() (registry.Registry, identity.Identity, error) {
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
+	if l.conflict != nil {
+		return nil, l.id, l.conflict
+	}
 	if l.reg == nil || !l.reg.HasSynced() {
 		return nil, l.id, ErrNotReady
 	}
@@ -214,11 +225,22 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 	tick := time.NewTicker(l.opts.HeartbeatInterval)
 	defer tick.Stop()
 	for {
+		now := l.opts.Clock.Now()
+		seen, readErr := reg.Liveness(ctx)
+		if readErr != nil {
+			if ctx.Err() == nil {
+				logger.Error(readErr, "reading the clusters' heartbeats; keeping the last known liveness")
+			}
+		} else {
+			own, ok := seen[id.ClusterID]
+			l.judgeClusterID(ctx, reg, id, own, ok, now)
+		}
 		// Only the leader renews the heartbeat; a standby judges liveness
 		// from its view all the same (read-only), so that it takes over
-		// with the liveness the leader had.
+		// with the liveness the leader had. A member whose cluster ID
+		// another member holds writes nothing.
 		var beatErr error
-		if l.elected() {
+		if l.elected() && l.clusterIDConflict() == nil {
 			beatErr = reg.Heartbeat(ctx)
 			if beatErr != nil && ctx.Err() == nil {
 				logger.Error(beatErr, "renewing this cluster's heartbeat")
@@ -227,14 +249,12 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 		// A cluster that cannot reach the registry sees every heartbeat go
 		// stale at once; that says nothing about the others, so liveness is
 		// only judged while this cluster's own heartbeat gets through (R2).
-		if l.opts.GracePeriod > 0 && beatErr == nil {
-			if seen, err := reg.Liveness(ctx); err != nil {
-				if ctx.Err() == nil {
-					logger.Error(err, "reading the clusters' heartbeats; keeping the last known liveness")
-				}
-			} else {
-				l.updateLiveness(ctx, reg, id, seen, l.opts.Clock.Now())
+		if l.opts.GracePeriod > 0 && beatErr == nil && readErr == nil {
+			renewed := make(map[string]time.Time, len(seen))
+			for c, hb := range seen {
+				renewed[c] = hb.RenewTime
 			}
+			l.updateLiveness(ctx, reg, id, renewed, now)
 		}
 		select {
 		case <-ctx.Done():
@@ -384,4 +404,82 @@ func (s *subscriber) pump(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// foreignHolder is another member's heartbeat of this cluster ID, as this
+// member observed it (see observation).
+type foreignHolder struct {
+	holder string
+	observation
+}
+
+// takeoverAfter is how long another holder's heartbeat of this cluster ID
+// must stay unrenewed before this member takes the ID over.
+func (l *Link) takeoverAfter() time.Duration {
+	if l.opts.GracePeriod > 0 {
+		return l.opts.GracePeriod
+	}
+	return DefaultGracePeriod
+}
+
+// judgeClusterID decides whether another member holds this cluster ID: the
+// heartbeat of the ID names another holder (the UID of another cluster's
+// kube-system namespace), and it was renewed within takeoverAfter, judged
+// on this member's clock as updateLiveness judges others. While it does,
+// Registry returns an error that says so, and this member writes nothing
+// (no heartbeat, no record), so that neither member overwrites the other's
+// records; once the other has been silent for takeoverAfter, this member
+// takes the ID over. A heartbeat without a holder (older versions) or a
+// member that does not know its own holder decides nothing.
+func (l *Link) judgeClusterID(ctx context.Context, reg registry.Registry, id identity.Identity, own registry.Heartbeat, present bool, now time.Time) {
+	var conflict error
+	if present && own.Holder != "" && id.UID != "" && own.Holder != id.UID {
+		f := l.foreign
+		switch {
+		case f != nil && f.holder == own.Holder && f.renew.Equal(own.RenewTime):
+			// Not renewed since last seen.
+		case f != nil && f.holder == own.Holder:
+			f.renew, f.at = own.RenewTime, now
+		default:
+			f = &foreignHolder{holder: own.Holder, observation: observation{renew: own.RenewTime, at: now}}
+			if now.Sub(own.RenewTime) > l.takeoverAfter() {
+				f.at = now.Add(-l.takeoverAfter() - time.Nanosecond)
+			}
+		}
+		l.foreign = f
+		if silent := now.Sub(f.at); silent <= l.takeoverAfter() {
+			conflict = fmt.Errorf("%w: cluster ID %q is in use by another member (heartbeat holder %s; this member is %s), "+
+				"whose heartbeat was renewed %s ago: this member writes nothing to the registry until that one has been silent for %s. "+
+				"Give one of them another cluster ID (ClusterProperty %s)",
+				ErrNotReady, id.ClusterID, own.Holder, id.UID, silent.Round(time.Second), l.takeoverAfter(), identity.ClusterIDProperty)
+		}
+	} else {
+		l.foreign = nil
+	}
+	l.mu.Lock()
+	was := l.conflict
+	l.conflict = conflict
+	l.mu.Unlock()
+	switch {
+	case conflict != nil && was == nil:
+		clusterIDConflict.Set(1)
+		log.FromContext(ctx).Error(conflict, "another member uses this cluster ID")
+	case conflict == nil && was != nil:
+		clusterIDConflict.Set(0)
+		log.FromContext(ctx).Info("this member holds its cluster ID again", "formerHolder", own.Holder)
+		// Everything held back while blocked is written now.
+		if keys, err := reg.Keys(); err == nil {
+			for _, k := range keys {
+				l.notify(k)
+			}
+		}
+	}
+}
+
+// clusterIDConflict returns the error of judgeClusterID, nil when this
+// member holds its cluster ID.
+func (l *Link) clusterIDConflict() error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.conflict
 }

@@ -2,10 +2,13 @@ package registrylink
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
+	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/registrytest"
 )
 
@@ -67,5 +70,65 @@ func TestLivenessByObservedRenewals(t *testing.T) {
 	l.updateLiveness(ctx, reg, id, map[string]time.Time{"cls-a": t0.Add(6 * time.Minute), "cls-dead": t0.Add(6 * time.Minute)}, t0.Add(6*time.Minute))
 	if !l.Alive("cls-dead") {
 		t.Error("cls-dead renewed its heartbeat but is still dead")
+	}
+}
+
+// Another member renewing a heartbeat of this member's cluster ID blocks
+// this one (Registry says why) until it has been silent for the grace
+// period; a heartbeat of this member's own, or without a holder, blocks
+// nothing.
+func TestClusterIDHeldByAnotherMember(t *testing.T) {
+	const grace = 30 * time.Second
+	id := identity.Identity{ClusterSetID: "set", ClusterID: "cls-a", UID: "uid-mine"}
+	l := New(identity.Fixed(id), nil, Options{GracePeriod: grace})
+	l.id = id
+	store := registrytest.NewMemoryStore()
+	reg := store.Registry("set", "cls-a")
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	judge := func(hb registry.Heartbeat, present bool, now time.Time) error {
+		l.judgeClusterID(ctx, reg, id, hb, present, now)
+		conflict := l.clusterIDConflict()
+		if _, _, err := l.Registry(); conflict != nil && err != conflict {
+			t.Fatalf("Registry error %v while blocked by %v", err, conflict)
+		}
+		return conflict
+	}
+	foreign := func(renew time.Time) registry.Heartbeat {
+		return registry.Heartbeat{ClusterID: "cls-a", RenewTime: renew, Holder: "uid-other"}
+	}
+
+	if err := judge(registry.Heartbeat{}, false, t0); err != nil {
+		t.Errorf("no heartbeat of the ID yet: %v", err)
+	}
+	if err := judge(registry.Heartbeat{ClusterID: "cls-a", RenewTime: t0, Holder: "uid-mine"}, true, t0); err != nil {
+		t.Errorf("own heartbeat: %v", err)
+	}
+	if err := judge(registry.Heartbeat{ClusterID: "cls-a", RenewTime: t0}, true, t0); err != nil {
+		t.Errorf("a heartbeat without a holder decides nothing: %v", err)
+	}
+	err := judge(foreign(t0), true, t0.Add(time.Second))
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), `cluster ID "cls-a" is in use by another member`) || !strings.Contains(err.Error(), "uid-other") {
+		t.Fatalf("another member renewing the ID: %v", err)
+	}
+	// It keeps renewing: still blocked, long after the grace period.
+	for s := 10; s <= 120; s += 10 {
+		if judge(foreign(t0.Add(time.Duration(s)*time.Second)), true, t0.Add(time.Duration(s)*time.Second)) == nil {
+			t.Fatalf("unblocked at +%ds although the other member renews", s)
+		}
+	}
+	// It stops: blocked until the grace period has passed, then free.
+	last := t0.Add(120 * time.Second)
+	if judge(foreign(last), true, last.Add(grace)) == nil {
+		t.Error("unblocked within the grace period of the other member's last renewal")
+	}
+	if err := judge(foreign(last), true, last.Add(grace+time.Second)); err != nil {
+		t.Errorf("the other member has been silent past the grace period: %v", err)
+	}
+	// A stale heartbeat of another holder, first seen by a member that just
+	// started, does not block it.
+	l.foreign = nil
+	if err := judge(foreign(t0), true, t0.Add(10*time.Minute)); err != nil {
+		t.Errorf("a long-stale heartbeat of another holder, first seen: %v", err)
 	}
 }

@@ -18,6 +18,12 @@ var (
 		Name: "clusterset_member_heartbeat_age_seconds",
 		Help: "Seconds since this cluster saw each cluster's heartbeat renewed, on this cluster's clock, as of its last liveness check (every --heartbeat-interval).",
 	}, []string{"cluster"})
+	// clusterIDConflict is 1 while another member holds this member's
+	// cluster ID, so that this one writes nothing.
+	clusterIDConflict = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "clusterset_cluster_id_conflict",
+		Help: "1 while another member (another cluster, told apart by its kube-system namespace UID) holds this member's cluster ID and renews its heartbeat: this member then writes nothing to the registry. 0 otherwise.",
+	})
 	// gracePeriod is --liveness-grace-period, so that alerts compare
 	// heartbeat ages with the setting in force.
 	gracePeriod = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -27,5 +33,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(members, heartbeatAge, gracePeriod)
+	metrics.Registry.MustRegister(members, heartbeatAge, gracePeriod, clusterIDConflict)
 }

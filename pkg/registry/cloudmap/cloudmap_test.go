@@ -459,7 +459,7 @@ func TestLiveness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l) != 2 || l["cls-a"].Before(l["cls-b"]) || l["cls-b"].Before(start) {
+	if len(l) != 2 || l["cls-a"].RenewTime.Before(l["cls-b"].RenewTime) || l["cls-b"].RenewTime.Before(start) {
 		t.Fatalf("Liveness = %v", l)
 	}
 	// Heartbeats never show up as records.

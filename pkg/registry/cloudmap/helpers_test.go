@@ -15,6 +15,7 @@ import (
 
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+	"github.com/clusterset/clusterset/pkg/registry/registrytest"
 )
 
 // newTestRegistry returns a registry on the moto at url with test timings.
@@ -23,6 +24,7 @@ func newTestRegistry(t testing.TB, url, clusterSet, cluster string, mutate ...fu
 	o := Options{
 		ClusterSetID:     clusterSet,
 		ClusterID:        cluster,
+		Holder:           registrytest.HolderOf(cluster),
 		Endpoint:         url,
 		PollInterval:     100 * time.Millisecond,
 		FullResyncPeriod: 2 * time.Second,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 // Heartbeat registers (replaces) this cluster's heartbeat instance in
@@ -14,12 +16,13 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 	return r.registerSystem(ctx, heartbeatService, instance{
 		ID: heartbeatID(r.opts.ClusterSetID, r.opts.ClusterID),
 		Attrs: map[string]string{
-			attrClusterSetID:   r.opts.ClusterSetID,
-			attrClusterID:      r.opts.ClusterID,
-			attrController:     controllerName,
-			attrRecordKind:     kindHeartbeat,
-			attrHeartbeat:      strconv.FormatInt(r.opts.Clock.Now().UnixMilli(), 10),
-			attrHeartbeatLease: strconv.FormatInt(int64(r.opts.LeaseDuration/time.Second), 10),
+			attrClusterSetID:    r.opts.ClusterSetID,
+			attrClusterID:       r.opts.ClusterID,
+			attrController:      controllerName,
+			attrRecordKind:      kindHeartbeat,
+			attrHeartbeat:       strconv.FormatInt(r.opts.Clock.Now().UnixMilli(), 10),
+			attrHeartbeatLease:  strconv.FormatInt(int64(r.opts.LeaseDuration/time.Second), 10),
+			attrHeartbeatHolder: r.opts.Holder,
 		},
 	})
 }
@@ -52,17 +55,17 @@ func (r *Registry) registerSystem(ctx context.Context, service string, in instan
 // Liveness returns the last heartbeat of every cluster of the clusterset
 // that has one. Clusters run by the AWS controller have none: callers must
 // treat a missing entry as unknown, not as dead.
-func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
+func (r *Registry) Liveness(ctx context.Context) (map[string]registry.Heartbeat, error) {
 	hbs, err := readHeartbeats(ctx, r.api, r.opts.SystemNamespace, r.opts.ClusterSetID)
 	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
-		return map[string]time.Time{}, nil
+		return map[string]registry.Heartbeat{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]time.Time, len(hbs))
+	out := make(map[string]registry.Heartbeat, len(hbs))
 	for _, hb := range hbs {
-		out[hb.ClusterID] = hb.RenewTime
+		out[hb.ClusterID] = hb
 	}
 	return out, nil
 }

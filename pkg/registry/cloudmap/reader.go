@@ -133,7 +133,7 @@ func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID st
 		if err != nil {
 			continue
 		}
-		hb := registry.Heartbeat{ClusterID: a[attrClusterID], RenewTime: time.UnixMilli(ms).UTC()}
+		hb := registry.Heartbeat{ClusterID: a[attrClusterID], RenewTime: time.UnixMilli(ms).UTC(), Holder: a[attrHeartbeatHolder]}
 		if s, err := strconv.ParseInt(a[attrHeartbeatLease], 10, 64); err == nil && s > 0 {
 			hb.LeaseDuration = time.Duration(s) * time.Second
 		}

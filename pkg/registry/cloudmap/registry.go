@@ -104,6 +104,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Clock stamps heartbeats. Default the real clock.
 	Clock clock.PassiveClock
+	// Holder is written into the heartbeat (HEARTBEAT_HOLDER): the UID of
+	// this member's kube-system namespace.
+	Holder string
 	// RepairDelay is how long after its last write of a service the view
 	// may repair this cluster's instances there when they differ from what
 	// was written (DiscoverInstances lags writes by seconds). Default 30s.

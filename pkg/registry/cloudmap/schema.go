@@ -58,6 +58,7 @@ const (
 	attrRecordKind      = "CLUSTERSET_INSTANCE_KIND" // "service" on markers, "heartbeat" on heartbeats
 	attrHeartbeat       = "HEARTBEAT_TIMESTAMP"      // heartbeat only: ms since epoch
 	attrHeartbeatLease  = "HEARTBEAT_LEASE_SECONDS"  // heartbeat only: Options.LeaseDuration
+	attrHeartbeatHolder = "HEARTBEAT_HOLDER"         // heartbeat only: Options.Holder
 	// attrRecordChanged is registry.Record.Changed in ms since the epoch,
 	// on the marker only: an endpoint change then rewrites the marker and
 	// the changed instances, never every instance of the record.

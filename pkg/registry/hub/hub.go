@@ -97,6 +97,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Clock stamps heartbeats. Default the real clock.
 	Clock clock.PassiveClock
+	// Holder is written into the heartbeat (HolderIdentity): the UID of
+	// this member's kube-system namespace.
+	Holder string
 }
 
 // Registry is the hub backend of registry.Registry.
@@ -120,6 +123,7 @@ type Registry struct {
 
 	keeper *keeper
 	clock  clock.PassiveClock
+	holder string
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -160,6 +164,7 @@ func New(opts Options) (*Registry, error) {
 		written:       map[registry.ServiceKey]string{},
 		keeper:        newKeeper(),
 		clock:         opts.Clock,
+		holder:        opts.Holder,
 	}
 	if r.clock == nil {
 		r.clock = clock.RealClock{}
@@ -399,6 +404,7 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 		want := r.object(HeartbeatName, hubv1alpha1.Heartbeat, registry.ServiceKey{})
 		want.Spec.RenewTime = &now
 		want.Spec.LeaseDurationSeconds = ptr.To(int32(r.leaseDuration / time.Second))
+		want.Spec.HolderIdentity = r.holder
 		cur, err := r.readOwn(ctx, HeartbeatName, fresh)
 		fresh = true
 		switch {
@@ -420,7 +426,7 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 // Liveness returns each member's last renew time. It reads the watched
 // heartbeats once Run has synced them, and lists them from the hub before
 // that.
-func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
+func (r *Registry) Liveness(ctx context.Context) (map[string]registry.Heartbeat, error) {
 	objs, ok := r.view.objects()
 	if !ok {
 		var err error
@@ -428,9 +434,9 @@ func (r *Registry) Liveness(ctx context.Context) (map[string]time.Time, error) {
 			return nil, err
 		}
 	}
-	out := map[string]time.Time{}
+	out := map[string]registry.Heartbeat{}
 	for _, hb := range r.heartbeats(objs) {
-		out[hb.ClusterID] = hb.RenewTime
+		out[hb.ClusterID] = hb
 	}
 	return out, nil
 }
@@ -461,7 +467,7 @@ func (r *Registry) heartbeats(objs []*hubv1alpha1.ClusterSetRecord) []registry.H
 		if !ok {
 			continue
 		}
-		hb := registry.Heartbeat{ClusterID: cluster, RenewTime: obj.Spec.RenewTime.Time}
+		hb := registry.Heartbeat{ClusterID: cluster, RenewTime: obj.Spec.RenewTime.Time, Holder: obj.Spec.HolderIdentity}
 		if d := obj.Spec.LeaseDurationSeconds; d != nil {
 			hb.LeaseDuration = time.Duration(*d) * time.Second
 		}

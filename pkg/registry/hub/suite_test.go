@@ -27,6 +27,7 @@ import (
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
+	"github.com/clusterset/clusterset/pkg/registry/registrytest"
 )
 
 func TestMain(m *testing.M) {
@@ -109,7 +110,8 @@ func (h *testHub) member(t *testing.T, clusterSetID, clusterID string, o *outage
 
 func (h *testHub) registry(t *testing.T, clusterSetID, clusterID string, o *outage) *hub.Registry {
 	t.Helper()
-	r, err := hub.New(hub.Options{ClusterSetID: clusterSetID, ClusterID: clusterID, Config: h.member(t, clusterSetID, clusterID, o)})
+	r, err := hub.New(hub.Options{ClusterSetID: clusterSetID, ClusterID: clusterID, Config: h.member(t, clusterSetID, clusterID, o),
+		Holder: registrytest.HolderOf(clusterID)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func (i *instrumented) Heartbeat(ctx context.Context) error {
 	return err
 }
 
-func (i *instrumented) Liveness(ctx context.Context) (map[string]time.Time, error) {
+func (i *instrumented) Liveness(ctx context.Context) (map[string]registry.Heartbeat, error) {
 	start := time.Now()
 	out, err := i.Registry.Liveness(ctx)
 	i.observe(OpLiveness, start, err)

@@ -352,10 +352,14 @@ func testLiveness(s *suite) {
 			if err != nil {
 				return err
 			}
-			got, ok := live["cls-a"]
+			hb, ok := live["cls-a"]
 			if !ok {
 				return fmt.Errorf("cls-a missing: %v", live)
 			}
+			if hb.Holder != HolderOf("cls-a") {
+				return fmt.Errorf("cls-a's heartbeat holder %q, want %q", hb.Holder, HolderOf("cls-a"))
+			}
+			got := hb.RenewTime
 			if got.Before(before.Add(-s.h.ClockSkew)) || got.After(after.Add(s.h.ClockSkew)) {
 				return fmt.Errorf("cls-a's heartbeat time %v is not within %v of [%v, %v]", got, s.h.ClockSkew, before, after)
 			}

@@ -20,7 +20,7 @@ var ErrOutage = errors.New("registrytest: memory store is unreachable")
 type MemoryStore struct {
 	mu       sync.Mutex
 	records  map[memKey]registry.Record
-	leases   map[[2]string]time.Time // (clusterset, cluster) → last heartbeat
+	leases   map[[2]string]registry.Heartbeat // (clusterset, cluster) → last heartbeat
 	down     bool
 	watchers map[*memRegistry]struct{}
 	writes   int
@@ -43,7 +43,7 @@ type memKey struct {
 func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{
 		records:  map[memKey]registry.Record{},
-		leases:   map[[2]string]time.Time{},
+		leases:   map[[2]string]registry.Heartbeat{},
 		watchers: map[*memRegistry]struct{}{},
 	}
 }
@@ -96,12 +96,18 @@ func (s *MemoryStore) Holds(clusterSetID, clusterID string, key registry.Service
 
 // Registry returns the handle of clusterID in clusterSetID.
 func (s *MemoryStore) Registry(clusterSetID, clusterID string) registry.Registry {
-	return &memRegistry{store: s, set: clusterSetID, cluster: clusterID, kick: make(chan struct{}, 1), kept: map[registry.ServiceKey]registry.Record{}}
+	return s.RegistryOf(clusterSetID, clusterID, "")
+}
+
+// RegistryOf is Registry for a member whose heartbeats name holder.
+func (s *MemoryStore) RegistryOf(clusterSetID, clusterID, holder string) registry.Registry {
+	return &memRegistry{store: s, set: clusterSetID, cluster: clusterID, holder: holder, kick: make(chan struct{}, 1), kept: map[registry.ServiceKey]registry.Record{}}
 }
 
 type memRegistry struct {
 	store        *MemoryStore
 	set, cluster string
+	holder       string
 	kick         chan struct{}
 
 	// kept is what this registry published and has not withdrawn; Run
@@ -273,21 +279,21 @@ func (r *memRegistry) Heartbeat(context.Context) error {
 	if s.down {
 		return ErrOutage
 	}
-	s.leases[[2]string{r.set, r.cluster}] = time.Now()
+	s.leases[[2]string{r.set, r.cluster}] = registry.Heartbeat{ClusterID: r.cluster, RenewTime: time.Now(), Holder: r.holder}
 	return nil
 }
 
-func (r *memRegistry) Liveness(context.Context) (map[string]time.Time, error) {
+func (r *memRegistry) Liveness(context.Context) (map[string]registry.Heartbeat, error) {
 	s := r.store
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down {
 		return nil, ErrOutage
 	}
-	out := map[string]time.Time{}
-	for k, t := range s.leases {
+	out := map[string]registry.Heartbeat{}
+	for k, hb := range s.leases {
 		if k[0] == r.set {
-			out[k[1]] = t
+			out[k[1]] = hb
 		}
 	}
 	return out, nil

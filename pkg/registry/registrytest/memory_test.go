@@ -15,7 +15,7 @@ func TestMemoryStore(t *testing.T) {
 		store := registrytest.NewMemoryStore()
 		return registrytest.Harness{
 			NewRegistry: func(t *testing.T, clusterSetID, clusterID string) registry.Registry {
-				return store.Registry(clusterSetID, clusterID)
+				return store.RegistryOf(clusterSetID, clusterID, registrytest.HolderOf(clusterID))
 			},
 			Outage: func(t *testing.T) func() {
 				store.SetDown(true)

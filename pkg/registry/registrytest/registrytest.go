@@ -36,7 +36,8 @@ const (
 // returns within a test shares the same backing store (one hub API server,
 // one Cloud Map), so that records published through one are seen by the others.
 type Harness struct {
-	// NewRegistry returns a registry handle for clusterID in clusterSetID.
+	// NewRegistry returns a registry handle for clusterID in clusterSetID,
+	// whose heartbeats name HolderOf(clusterID) as their holder.
 	NewRegistry func(t *testing.T, clusterSetID, clusterID string) registry.Registry
 
 	// Services is how many services the paging test publishes from one
@@ -379,3 +380,7 @@ func (s *suite) parallel(n int, fn func(i int) error) {
 		s.t.Fatal(first)
 	}
 }
+
+// HolderOf is the heartbeat holder a harness gives the registries of
+// clusterID (standing for the UID of that cluster's kube-system namespace).
+func HolderOf(clusterID string) string { return "kube-system-uid-of-" + clusterID }

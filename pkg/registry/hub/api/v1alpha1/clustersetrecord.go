@@ -89,6 +89,11 @@ type ClusterSetRecordSpec struct {
 	// for humans and tools; readers apply their own grace period (Heartbeat).
 	// +optional
 	LeaseDurationSeconds *int32 `json:"leaseDurationSeconds,omitempty"`
+	// HolderIdentity is the member that renews the heartbeat: the UID of
+	// its kube-system namespace. Two members given the same cluster ID
+	// tell each other apart by it (Heartbeat).
+	// +optional
+	HolderIdentity string `json:"holderIdentity,omitempty"`
 }
 
 // ClusterSetRecordList is a list of ClusterSetRecords.
