@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -86,8 +88,13 @@ func TestCreatesFromDefaults(t *testing.T) {
 	default:
 		t.Fatal("the store is not ready")
 	}
-	if id, err := s.store.Current(); err != nil || id != (Identity{ClusterID: "cls-a", ClusterSetID: "set-1"}) {
-		t.Errorf("Current = %+v, %v", id, err)
+	var kubeSystem corev1.Namespace
+	if err := s.c.Get(s.ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, &kubeSystem); err != nil {
+		t.Fatal(err)
+	}
+	// The UID tells this cluster apart from another given the same ID.
+	if id, err := s.store.Current(); err != nil || id != (Identity{ClusterID: "cls-a", ClusterSetID: "set-1", UID: string(kubeSystem.UID)}) {
+		t.Errorf("Current = %+v, %v; want the kube-system namespace's UID %s", id, err, kubeSystem.UID)
 	}
 }
 
