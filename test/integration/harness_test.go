@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -119,10 +120,11 @@ func (cs *clusterset) createNamespace(t *testing.T, ns string) {
 func join(t *testing.T, hubCP *testenv.Cluster, m *member) {
 	t.Helper()
 	hubAdmin := kubernetes.NewForConfigOrDie(hubCP.Config)
-	// The member joins as its cluster ID, which is its name but for a
-	// member given another's ID.
-	user := "clusterset:member:" + m.defaults.ClusterID
-	if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, m.defaults.ClusterID, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
+	// The member joins as its cluster ID: its name, unless it is given
+	// another member's ID (--cluster-id).
+	id := cmp.Or(m.defaults.ClusterID, m.name)
+	user := "clusterset:member:" + id
+	if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, id, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
 		t.Fatal(err)
 	}
 	m.proxy = newTCPProxy(t, hubCP.Config.Host)
