@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -188,4 +189,22 @@ func setPath(m map[string]any, path []string, v any) {
 		m = next
 	}
 	m[path[len(path)-1]] = v
+}
+
+func TestLivenessFlagsValidated(t *testing.T) {
+	for _, tc := range []struct {
+		interval, grace time.Duration
+		ok              bool
+	}{
+		{10 * time.Second, 2 * time.Minute, true},
+		{10 * time.Second, 0, true},
+		{2 * time.Second, 20 * time.Second, true},
+		{10 * time.Second, 10 * time.Second, false},
+		{time.Minute, 30 * time.Second, false},
+	} {
+		f := flags{heartbeatInterval: tc.interval, gracePeriod: tc.grace}
+		if err := f.validateLiveness(); (err == nil) != tc.ok {
+			t.Errorf("interval %s, grace %s: %v, want ok=%v", tc.interval, tc.grace, err, tc.ok)
+		}
+	}
 }

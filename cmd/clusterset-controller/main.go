@@ -86,6 +86,9 @@ func main() {
 }
 
 func run(ctx context.Context, f flags) error {
+	if err := f.validateLiveness(); err != nil {
+		return err
+	}
 	excluded, err := namespaces.NewExclusions(strings.Split(f.excludedNamespaces, ","))
 	if err != nil {
 		return fmt.Errorf("--excluded-namespaces: %w", err)
@@ -204,4 +207,14 @@ func (f *flags) linkOptions() registrylink.Options {
 		o.GracePeriod = -1
 	}
 	return o
+}
+
+// validateLiveness refuses a grace period that a single missed heartbeat
+// would exceed: every member would then look silent between two renewals.
+func (f *flags) validateLiveness() error {
+	if f.gracePeriod > 0 && f.gracePeriod <= f.heartbeatInterval {
+		return fmt.Errorf("--liveness-grace-period=%s must be longer than --heartbeat-interval=%s (three intervals or more is usual), or 0 to turn the check off",
+			f.gracePeriod, f.heartbeatInterval)
+	}
+	return nil
 }

@@ -127,7 +127,9 @@ func testRegistryUnreachable(t *testing.T, env *wt.Env, what string, registryPro
 		t.Fatal(err)
 	}
 	waitFor(t, writer+"'s export of shared to say the registry fails", 50*time.Second, exportConditionIs(env, writer, shared, "Ready", metav1.ConditionFalse, "Failed"))
-	waitFor(t, writer+"'s deleted export of leaving to stay, saying the withdrawal fails", 50*time.Second, exportConditionIs(env, writer, leaving, "Ready", metav1.ConditionFalse, "Failed"))
+	waitFor(t, writer+"'s deleted export of leaving to stay, saying the withdrawal fails", 50*time.Second, allOf(
+		exportConditionIs(env, writer, leaving, "Ready", metav1.ConditionFalse, "Failed"),
+		eventOn(env, writer, "ServiceExport", leaving, "WithdrawFailed")))
 	if got := importedAddresses(t, env, reader, shared); !slices.Equal(got, before) {
 		t.Errorf("%s's import of shared changed while the registry was down: %v, was %v", reader, got, before)
 	}

@@ -72,7 +72,7 @@ func (s *Store) Current() (Identity, error) {
 	if s.err != nil {
 		return *s.fixed, s.err
 	}
-	if s.current != *s.fixed {
+	if s.current.ClusterID != s.fixed.ClusterID || s.current.ClusterSetID != s.fixed.ClusterSetID {
 		return *s.fixed, fmt.Errorf("cluster identity changed from %s/%s to %s/%s while running; restart the controller to take the new identity",
 			s.fixed.ClusterSetID, s.fixed.ClusterID, s.current.ClusterSetID, s.current.ClusterID)
 	}
@@ -88,6 +88,11 @@ func (s *Store) set(id Identity, err error) {
 		fixed := id
 		s.fixed = &fixed
 		close(s.ready)
+	}
+	if s.fixed != nil && s.fixed.UID == "" && id.UID != "" {
+		// The kube-system namespace could not be read at first; its UID
+		// completes the identity, it does not change it.
+		s.fixed.UID = id.UID
 	}
 }
 

@@ -74,6 +74,10 @@ func RateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 // been built or synced yet.
 var ErrNotReady = errors.New("the registry is not ready yet")
 
+// errIDUnchecked is Registry's error until the heartbeats were read once and
+// no other member holds this cluster ID: nothing is written before.
+var errIDUnchecked = fmt.Errorf("%w: checking that no other cluster uses this cluster ID", ErrNotReady)
+
 // Link is safe for concurrent use.
 type Link struct {
 	ids     *identity.Store
@@ -94,8 +98,14 @@ type Link struct {
 	// Only heartbeatLoop uses it.
 	foreign *foreignHolder
 	// conflict is the error Registry returns while another member holds
-	// this cluster ID (guarded by mu).
+	// this cluster ID, or while that has not been checked yet (guarded by
+	// mu).
 	conflict error
+	// lastBeat is when this member last wrote its heartbeat, on its clock;
+	// zero before the first. noHolderLogged says the registry dropping the
+	// holder was logged. Only heartbeatLoop uses them.
+	lastBeat       time.Time
+	noHolderLogged bool
 
 	subsMu sync.Mutex
 	subs   []*subscriber
@@ -113,7 +123,7 @@ func New(ids *identity.Store, factory Factory, opts Options) *Link {
 		opts.Clock = clock.RealClock{}
 	}
 	gracePeriod.Set(max(opts.GracePeriod, 0).Seconds())
-	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}, seen: map[string]observation{}}
+	return &Link{ids: ids, factory: factory, opts: opts, dead: map[string]bool{}, seen: map[string]observation{}, conflict: errIDUnchecked}
 }
 
 // Registry returns the backend and the identity it was built for, or
@@ -245,6 +255,9 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 			if beatErr != nil && ctx.Err() == nil {
 				logger.Error(beatErr, "renewing this cluster's heartbeat")
 			}
+			if beatErr == nil {
+				l.lastBeat = now
+			}
 		}
 		// A cluster that cannot reach the registry sees every heartbeat go
 		// stale at once; that says nothing about the others, so liveness is
@@ -296,10 +309,10 @@ type observation struct {
 // member that died while this one was down is judged dead at once; a live
 // one with a wrong clock comes back at its next renewal).
 func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id identity.Identity, seen map[string]time.Time, now time.Time) {
-	if own, ok := seen[id.ClusterID]; ok && now.Sub(own) > l.opts.GracePeriod {
+	if l.viewStale(seen[id.ClusterID]) {
 		// The view does not even show this cluster's own recent heartbeat:
 		// it is behind, so it cannot tell who is gone.
-		log.FromContext(ctx).Info("registry view is stale; keeping the last known liveness", "ownHeartbeat", own)
+		log.FromContext(ctx).Info("registry view is stale; keeping the last known liveness", "ownHeartbeat", seen[id.ClusterID], "lastWritten", l.lastBeat)
 		return
 	}
 	// Only clusters that send heartbeats are judged. A cluster with records
@@ -422,52 +435,83 @@ func (l *Link) takeoverAfter() time.Duration {
 	return DefaultGracePeriod
 }
 
+// viewStale reports whether the registry view is behind: it does not show
+// the heartbeat this member last wrote (both times on this member's clock).
+// Before this member's first heartbeat there is nothing to compare with.
+func (l *Link) viewStale(ownRenew time.Time) bool {
+	return !l.lastBeat.IsZero() && l.lastBeat.Sub(ownRenew) > l.opts.GracePeriod
+}
+
+// viewLive reports whether the view is seen to move: some other cluster's
+// heartbeat was seen renewed within takeoverAfter. A view that stopped (the
+// hub's watch broken, the registry down) shows every heartbeat frozen, the
+// other holder's included, which must not pass for that holder being gone.
+func (l *Link) viewLive(now time.Time) bool {
+	for _, o := range l.seen {
+		if now.Sub(o.at) <= l.takeoverAfter() {
+			return true
+		}
+	}
+	return false
+}
+
 // judgeClusterID decides whether another member holds this cluster ID: the
 // heartbeat of the ID names another holder (the UID of another cluster's
-// kube-system namespace), and it was renewed within takeoverAfter, judged
-// on this member's clock as updateLiveness judges others. While it does,
-// Registry returns an error that says so, and this member writes nothing
-// (no heartbeat, no record), so that neither member overwrites the other's
-// records; once the other has been silent for takeoverAfter, this member
-// takes the ID over. A heartbeat without a holder (older versions) or a
-// member that does not know its own holder decides nothing.
+// kube-system namespace). While it does, Registry returns an error that says
+// so, and this member writes nothing (no heartbeat, record or withdrawal), so
+// that neither member overwrites the other's records.
+//
+// The other holder keeps the ID for as long as this member sees its
+// heartbeat renewed, on this member's clock (first sight counts as renewed
+// now: the other's clock may be off). This member takes the ID over only once
+// that heartbeat has not moved for takeoverAfter while the view is seen to
+// move (viewLive); with no other member to show that, it never does, and
+// someone must give one of the two clusters another ID. A heartbeat without a
+// holder (older versions, or a hub whose CRD drops the field) or a member
+// that does not know its own holder decides nothing.
 func (l *Link) judgeClusterID(ctx context.Context, reg registry.Registry, id identity.Identity, own registry.Heartbeat, present bool, now time.Time) {
 	var conflict error
-	if present && own.Holder != "" && id.UID != "" && own.Holder != id.UID {
+	switch {
+	case present && own.Holder != "" && id.UID != "" && own.Holder != id.UID:
 		f := l.foreign
 		switch {
 		case f != nil && f.holder == own.Holder && f.renew.Equal(own.RenewTime):
 			// Not renewed since last seen.
-		case f != nil && f.holder == own.Holder:
-			f.renew, f.at = own.RenewTime, now
 		default:
 			f = &foreignHolder{holder: own.Holder, observation: observation{renew: own.RenewTime, at: now}}
-			if now.Sub(own.RenewTime) > l.takeoverAfter() {
-				f.at = now.Add(-l.takeoverAfter() - time.Nanosecond)
-			}
 		}
 		l.foreign = f
-		if silent := now.Sub(f.at); silent <= l.takeoverAfter() {
-			conflict = fmt.Errorf("%w: cluster ID %q is in use by another member (heartbeat holder %s; this member is %s), "+
-				"whose heartbeat was renewed %s ago: this member writes nothing to the registry until that one has been silent for %s. "+
+		silent := now.Sub(f.at)
+		if silent <= l.takeoverAfter() || !l.viewLive(now) {
+			conflict = fmt.Errorf("%w: cluster ID %q is in use by another cluster (heartbeat holder %s; this cluster is %s), "+
+				"whose heartbeat this cluster saw renewed %s ago: this cluster writes nothing to the registry until that one has been silent for %s. "+
 				"Give one of them another cluster ID (ClusterProperty %s)",
 				ErrNotReady, id.ClusterID, own.Holder, id.UID, silent.Round(time.Second), l.takeoverAfter(), identity.ClusterIDProperty)
 		}
-	} else {
+	default:
 		l.foreign = nil
+		if present && own.Holder == "" && id.UID != "" && !l.lastBeat.IsZero() && !own.RenewTime.Before(l.lastBeat.Add(-time.Second)) && !l.noHolderLogged {
+			l.noHolderLogged = true
+			log.FromContext(ctx).Info("the registry drops the holder of this cluster's heartbeat (a hub whose CRD predates it?): " +
+				"another cluster given this cluster ID would not be detected. Run `kubectl clusterset join` again to update the hub's CRD")
+		}
 	}
 	l.mu.Lock()
 	was := l.conflict
 	l.conflict = conflict
 	l.mu.Unlock()
+	blocked, wasBlocked := conflict != nil, was != nil && was != errIDUnchecked
 	switch {
-	case conflict != nil && was == nil:
+	case blocked && !wasBlocked:
 		clusterIDConflict.Set(1)
-		log.FromContext(ctx).Error(conflict, "another member uses this cluster ID")
-	case conflict == nil && was != nil:
+		log.FromContext(ctx).Error(conflict, "another cluster uses this cluster ID")
+	case !blocked && wasBlocked:
 		clusterIDConflict.Set(0)
-		log.FromContext(ctx).Info("this member holds its cluster ID again", "formerHolder", own.Holder)
-		// Everything held back while blocked is written now.
+		log.FromContext(ctx).Info("this cluster holds its cluster ID again", "formerHolder", own.Holder)
+	}
+	if blocked != wasBlocked || was == errIDUnchecked {
+		// Exports learn at once that they are held back, or that what was
+		// held back can be written now.
 		if keys, err := reg.Keys(); err == nil {
 			for _, k := range keys {
 				l.notify(k)

@@ -73,20 +73,23 @@ func TestLivenessByObservedRenewals(t *testing.T) {
 	}
 }
 
-// Another member renewing a heartbeat of this member's cluster ID blocks
-// this one (Registry says why) until it has been silent for the grace
-// period; a heartbeat of this member's own, or without a holder, blocks
-// nothing.
+// Another cluster renewing a heartbeat of this member's cluster ID blocks
+// this one (Registry says why). It unblocks only once that heartbeat has not
+// moved for the grace period while the view is seen to move; a heartbeat of
+// its own, or without a holder, blocks nothing.
 func TestClusterIDHeldByAnotherMember(t *testing.T) {
 	const grace = 30 * time.Second
 	id := identity.Identity{ClusterSetID: "set", ClusterID: "cls-a", UID: "uid-mine"}
 	l := New(identity.Fixed(id), nil, Options{GracePeriod: grace})
 	l.id = id
-	store := registrytest.NewMemoryStore()
-	reg := store.Registry("set", "cls-a")
+	reg := registrytest.NewMemoryStore().Registry("set", "cls-a")
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	if _, _, err := l.Registry(); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("before the first check, Registry = %v, want ErrNotReady", err)
+	}
 	judge := func(hb registry.Heartbeat, present bool, now time.Time) error {
+		t.Helper()
 		l.judgeClusterID(ctx, reg, id, hb, present, now)
 		conflict := l.clusterIDConflict()
 		if _, _, err := l.Registry(); conflict != nil && err != conflict {
@@ -97,6 +100,8 @@ func TestClusterIDHeldByAnotherMember(t *testing.T) {
 	foreign := func(renew time.Time) registry.Heartbeat {
 		return registry.Heartbeat{ClusterID: "cls-a", RenewTime: renew, Holder: "uid-other"}
 	}
+	// liveView makes another cluster's heartbeat seen renewed at now.
+	liveView := func(now time.Time) { l.seen["cls-b"] = observation{renew: now, at: now} }
 
 	if err := judge(registry.Heartbeat{}, false, t0); err != nil {
 		t.Errorf("no heartbeat of the ID yet: %v", err)
@@ -107,28 +112,31 @@ func TestClusterIDHeldByAnotherMember(t *testing.T) {
 	if err := judge(registry.Heartbeat{ClusterID: "cls-a", RenewTime: t0}, true, t0); err != nil {
 		t.Errorf("a heartbeat without a holder decides nothing: %v", err)
 	}
-	err := judge(foreign(t0), true, t0.Add(time.Second))
-	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), `cluster ID "cls-a" is in use by another member`) || !strings.Contains(err.Error(), "uid-other") {
-		t.Fatalf("another member renewing the ID: %v", err)
+	// First seen: blocked, whatever time the other cluster's clock wrote
+	// (its clock may be far behind).
+	err := judge(foreign(t0.Add(-time.Hour)), true, t0)
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), `cluster ID "cls-a" is in use by another cluster`) ||
+		!strings.Contains(err.Error(), "uid-other") || !strings.Contains(err.Error(), "uid-mine") {
+		t.Fatalf("another cluster's heartbeat of the ID, first seen: %v", err)
 	}
-	// It keeps renewing: still blocked, long after the grace period.
+	// It keeps renewing: blocked, long after the grace period.
 	for s := 10; s <= 120; s += 10 {
-		if judge(foreign(t0.Add(time.Duration(s)*time.Second)), true, t0.Add(time.Duration(s)*time.Second)) == nil {
-			t.Fatalf("unblocked at +%ds although the other member renews", s)
+		now := t0.Add(time.Duration(s) * time.Second)
+		liveView(now)
+		if judge(foreign(now.Add(-time.Hour)), true, now) == nil {
+			t.Fatalf("unblocked at +%ds although the other cluster renews", s)
 		}
 	}
-	// It stops: blocked until the grace period has passed, then free.
-	last := t0.Add(120 * time.Second)
-	if judge(foreign(last), true, last.Add(grace)) == nil {
-		t.Error("unblocked within the grace period of the other member's last renewal")
+	// It stops renewing, but the view stops too (the hub is down): blocked.
+	last := t0.Add(120 * time.Second).Add(-time.Hour)
+	if judge(foreign(last), true, t0.Add(120*time.Second+grace+time.Minute)) == nil {
+		t.Error("unblocked while no heartbeat at all moved (a stale view)")
 	}
-	if err := judge(foreign(last), true, last.Add(grace+time.Second)); err != nil {
-		t.Errorf("the other member has been silent past the grace period: %v", err)
-	}
-	// A stale heartbeat of another holder, first seen by a member that just
-	// started, does not block it.
-	l.foreign = nil
-	if err := judge(foreign(t0), true, t0.Add(10*time.Minute)); err != nil {
-		t.Errorf("a long-stale heartbeat of another holder, first seen: %v", err)
+	// The view moves and the other heartbeat stays still past the grace
+	// period: this member takes the ID over.
+	now := t0.Add(120*time.Second + grace + 2*time.Minute)
+	liveView(now)
+	if err := judge(foreign(last), true, now); err != nil {
+		t.Errorf("the other cluster has been silent past the grace period while the view moves: %v", err)
 	}
 }

@@ -228,10 +228,12 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 		return fmt.Errorf("encoding record of %s: %w", key, err)
 	}
 	defer r.keeper.lock(key)()
-	if kept := r.keeper.get(key); kept != nil && registry.SameContent(kept, rec) && r.keeper.failed(key) == nil {
+	if kept := r.keeper.get(key); kept != nil && registry.SameContent(kept, rec) && r.keeper.failed(key) == nil && !r.replacedByAnother(key) {
 		// Published already and kept: should the hub lose it, the keeper
-		// writes it again. Only a repair that failed makes this Publish
-		// write, so that the caller learns why.
+		// writes it again. A repair that failed makes this Publish write,
+		// so that the caller learns why; so does a version another writer
+		// of this cluster ID put there (an old leader's late write): the
+		// last Publish wins.
 		return nil
 	}
 	if err := r.publish(ctx, rec, enc); err != nil {

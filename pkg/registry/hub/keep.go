@@ -149,6 +149,23 @@ func (r *Registry) headLost(key registry.ServiceKey) bool {
 	return err != nil
 }
 
+// replacedByAnother reports whether the view's cache holds a readable head of
+// key of another version than the one this process last wrote. A head that
+// is gone is not "replaced": the keeper restores it.
+func (r *Registry) replacedByAnother(key registry.ServiceKey) bool {
+	head, found, synced := r.view.cached(r.namespace, headName(key))
+	if !synced || !found || head.Spec.Type != hubv1alpha1.Head {
+		return false
+	}
+	h, err := decodeHead(head.Spec.Record)
+	if err != nil {
+		return false
+	}
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	return h.Digest != r.written[key]
+}
+
 // runRepairs writes kept records again that the hub lost, until ctx ends. A
 // repair that fails is retried with backoff, and onChange tells the
 // controllers: their next Publish of the record then writes it itself and
