@@ -223,18 +223,19 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	if err := validateKey(key); err != nil {
 		return err
 	}
+	defer r.keeper.lock(key)()
+	if r.keeper.keeps(key, rec) && !r.replacedByAnother(key) {
+		// Published already and kept (encoded and valid then, so not
+		// encoded again: every reconcile of an export comes here): should
+		// the hub lose it, the keeper writes it again. A repair that
+		// failed makes this Publish write, so that the caller learns why;
+		// so does a version another writer of this cluster ID put there
+		// (an old leader's late write): the last Publish wins.
+		return nil
+	}
 	enc, err := encode(rec, r.chunkSize)
 	if err != nil {
 		return fmt.Errorf("encoding record of %s: %w", key, err)
-	}
-	defer r.keeper.lock(key)()
-	if kept := r.keeper.get(key); kept != nil && registry.SameContent(kept, rec) && r.keeper.failed(key) == nil && !r.replacedByAnother(key) {
-		// Published already and kept: should the hub lose it, the keeper
-		// writes it again. A repair that failed makes this Publish write,
-		// so that the caller learns why; so does a version another writer
-		// of this cluster ID put there (an old leader's late write): the
-		// last Publish wins.
-		return nil
 	}
 	if err := r.publish(ctx, rec, enc); err != nil {
 		// As with Cloud Map: what failed is not kept; the caller retries.

@@ -98,12 +98,13 @@ func (k *keeper) get(key registry.ServiceKey) *registry.Record {
 	return nil
 }
 
-// failed returns the error of the last repair of key when it failed and
-// nothing was written since.
-func (k *keeper) failed(key registry.ServiceKey) error {
+// keeps reports whether the kept record of key has rec's content and no
+// repair of it failed since it was written. It copies nothing.
+func (k *keeper) keeps(key registry.ServiceKey, rec *registry.Record) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.fails[key]
+	kept := k.kept[key]
+	return kept != nil && k.fails[key] == nil && registry.SameContent(kept, rec)
 }
 
 func (k *keeper) setFailed(key registry.ServiceKey, err error) {
