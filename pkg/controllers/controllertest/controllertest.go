@@ -7,12 +7,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
+	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/registrytest"
 )
@@ -126,4 +129,36 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// NextEvent returns the next event rec recorded ("Type Reason note"), or ""
+// when there is none.
+func NextEvent(rec *events.FakeRecorder) string {
+	select {
+	case e := <-rec.Events:
+		return e
+	default:
+		return ""
+	}
+}
+
+// WantEvent takes rec's events until one starts with prefix, and fails the
+// test when none does.
+func WantEvent(t testing.TB, rec *events.FakeRecorder, prefix string) {
+	t.Helper()
+	for e := NextEvent(rec); !strings.HasPrefix(e, prefix); e = NextEvent(rec) {
+		if e == "" {
+			t.Fatalf("no event %q", prefix)
+		}
+	}
+}
+
+// Exclusions is namespaces.NewExclusions for a test: names must be valid.
+func Exclusions(t testing.TB, names ...string) namespaces.Exclusions {
+	t.Helper()
+	e, err := namespaces.NewExclusions(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

@@ -31,7 +31,6 @@ import (
 	"github.com/clusterset/clusterset/pkg/controllers/controllertest"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/names"
-	"github.com/clusterset/clusterset/pkg/namespaces"
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/registrytest"
 )
@@ -60,22 +59,13 @@ type suite struct {
 	ctrl   *Controller
 }
 
-func exclusions(t *testing.T, names ...string) namespaces.Exclusions {
-	t.Helper()
-	e, err := namespaces.NewExclusions(names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
 func newSuite(t *testing.T) *suite {
 	cp := apiServer.Get(t)
 	s := &suite{t: t, c: cp.Client, ns: controllertest.Namespace(t, cp.Client), store: registrytest.NewMemoryStore(),
 		clock: clocktesting.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)), events: events.NewFakeRecorder(100)}
 	s.link = controllertest.NewLink(t, s.store, identity.Identity{ClusterSetID: clusterSet, ClusterID: "cls-a"})
 	s.other = controllertest.StartRegistry(t, s.store, clusterSet, "cls-b")
-	s.ctrl = NewController(s.c, s.events, s.link, exclusions(t, "kube-system"))
+	s.ctrl = NewController(s.c, s.events, s.link, controllertest.Exclusions(t, "kube-system"))
 	s.ctrl.Clock = s.clock
 	return s
 }
@@ -143,28 +133,6 @@ func (s *suite) records(name string, want int) []registry.Record {
 	return recs
 }
 
-// nextEvent returns the next recorded event ("Type Reason message"), or "".
-func (s *suite) nextEvent() string {
-	select {
-	case e := <-s.events.Events:
-		return e
-	default:
-		return ""
-	}
-}
-
-func (s *suite) wantEvent(prefix string) {
-	s.t.Helper()
-	for e := s.nextEvent(); ; e = s.nextEvent() {
-		if e == "" {
-			s.t.Fatalf("no event %q", prefix)
-		}
-		if strings.HasPrefix(e, prefix) {
-			return
-		}
-	}
-}
-
 func service(name string, ports ...corev1.ServicePort) *corev1.Service {
 	if len(ports) == 0 {
 		ports = []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}
@@ -207,7 +175,7 @@ func TestExportIsPublished(t *testing.T) {
 		t.Errorf("Ready message %q, want %q", ready.Message, want)
 	}
 	s.condition(se, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts")
-	s.wantEvent("Normal Exported")
+	controllertest.WantEvent(s.t, s.events, "Normal Exported")
 
 	rec := s.records("web", 1)[0]
 	if rec.ClusterID != "cls-a" || rec.ClusterSetID != clusterSet {
@@ -252,7 +220,7 @@ func TestExportIsPublished(t *testing.T) {
 		recs, _ := s.other.Records(registry.ServiceKey{Namespace: s.ns, Name: "web"})
 		return len(recs) == 1 && len(recs[0].Endpoints) == 3 && recs[0].Changed.Equal(s.clock.Now())
 	})
-	if e := s.nextEvent(); e != "" {
+	if e := controllertest.NextEvent(s.events); e != "" {
 		t.Errorf("event %q after a reconcile that changed nothing", e)
 	}
 }
@@ -277,7 +245,7 @@ func TestInvalidExports(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSuite(t)
 			if tc.exclude {
-				s.ctrl.excluded = exclusions(t, s.ns)
+				s.ctrl.excluded = controllertest.Exclusions(t, s.ns)
 			}
 			s.create(append(tc.objs(), serviceExport("web"))...)
 			s.mustReconcile("web")
@@ -287,7 +255,7 @@ func TestInvalidExports(t *testing.T) {
 			if c := meta.FindStatusCondition(se.Status.Conditions, string(mcsv1beta1.ServiceExportConditionConflict)); c != nil {
 				t.Errorf("an invalid export has a Conflict condition: %+v", c)
 			}
-			s.wantEvent("Warning " + tc.reason)
+			controllertest.WantEvent(s.t, s.events, "Warning "+tc.reason)
 			if s.store.Holds(clusterSet, "cls-a", registry.ServiceKey{Namespace: s.ns, Name: "web"}) || s.store.Writes() != 0 {
 				t.Errorf("an invalid export was published: %d writes", s.store.Writes())
 			}
@@ -335,7 +303,7 @@ func TestRegistryNotReady(t *testing.T) {
 	s.link.SetNotReady(nil)
 	s.mustReconcile("web")
 	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
-	s.wantEvent("Normal Exported")
+	controllertest.WantEvent(s.t, s.events, "Normal Exported")
 	s.records("web", 1)
 }
 
@@ -352,7 +320,7 @@ func TestRegistryDown(t *testing.T) {
 	if !strings.Contains(ready.Message, registrytest.ErrOutage.Error()) {
 		t.Errorf("Ready message %q does not carry the registry's error", ready.Message)
 	}
-	s.wantEvent("Warning PublishFailed")
+	controllertest.WantEvent(s.t, s.events, "Warning PublishFailed")
 	s.store.SetDown(false)
 	s.mustReconcile("web")
 	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
@@ -379,7 +347,7 @@ func TestConflict(t *testing.T) {
 	if !strings.Contains(c.Message, "cls-b") {
 		t.Errorf("Conflict message %q does not name the other cluster", c.Message)
 	}
-	s.wantEvent("Warning PortConflict")
+	controllertest.WantEvent(s.t, s.events, "Warning PortConflict")
 
 	theirs.Spec.Ports[0].Port = 80
 	if err := s.other.Publish(s.ctx(), theirs); err != nil {
@@ -397,7 +365,7 @@ func TestConflict(t *testing.T) {
 	})
 	s.mustReconcile("web")
 	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionFalse, "NoConflicts")
-	s.wantEvent("Normal " + reasonConflictResolved)
+	controllertest.WantEvent(s.t, s.events, "Normal "+reasonConflictResolved)
 }
 
 // Deleting an export withdraws its record before the finalizer goes (E5);
@@ -422,7 +390,7 @@ func TestDeleteWithdraws(t *testing.T) {
 	if !strings.Contains(ready.Message, "withdrawing") || !strings.Contains(ready.Message, registrytest.ErrOutage.Error()) {
 		t.Errorf("Ready message %q does not say the withdrawal failed and why", ready.Message)
 	}
-	s.wantEvent("Warning WithdrawFailed")
+	controllertest.WantEvent(s.t, s.events, "Warning WithdrawFailed")
 	s.store.SetDown(false)
 	s.mustReconcile("web")
 	s.records("web", 0)

@@ -210,7 +210,7 @@ func TestImport(t *testing.T) {
 	if len(imp.Status.Clusters) != 1 {
 		t.Errorf("status.clusters = %v after cls-c withdrew", imp.Status.Clusters)
 	}
-	wantEvent(t, s.events, "Normal "+reasonClustersChanged)
+	controllertest.WantEvent(t, s.events, "Normal "+reasonClustersChanged)
 
 	// The last one withdraws: everything of the import goes (I5).
 	s.withdraw("cls-b", "web")
@@ -265,7 +265,7 @@ func TestNothingImported(t *testing.T) {
 	}
 	s.link.SetNotReady(nil)
 
-	s.ctrl.excluded = exclusions(t, s.ns)
+	s.ctrl.excluded = controllertest.Exclusions(t, s.ns)
 	s.mustReconcile("web")
 	if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: s.ns, Name: "web"}, &mcsv1beta1.ServiceImport{}); !apierrors.IsNotFound(err) {
 		t.Errorf("ServiceImport in an excluded namespace: %v", err)
@@ -307,33 +307,10 @@ func TestDerivedNameTaken(t *testing.T) {
 	if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "not managed by clusterset") {
 		t.Errorf("Ready = %+v, want False saying the Service is not ours", c)
 	}
-	wantEvent(t, s.events, "Warning ")
+	controllertest.WantEvent(t, s.events, "Warning ")
 	var svc corev1.Service
 	if err := s.c.Get(s.ctx, client.ObjectKeyFromObject(theirs), &svc); err != nil || svc.Spec.Ports[0].Port != 9 || svc.Labels[names.LabelManagedBy] != "" {
 		t.Errorf("the user's Service was changed: %+v, %v", svc.Spec.Ports, err)
-	}
-}
-
-func exclusions(t *testing.T, names ...string) namespaces.Exclusions {
-	t.Helper()
-	e, err := namespaces.NewExclusions(names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-func wantEvent(t *testing.T, rec *events.FakeRecorder, prefix string) {
-	t.Helper()
-	for {
-		select {
-		case e := <-rec.Events:
-			if strings.HasPrefix(e, prefix) {
-				return
-			}
-		default:
-			t.Fatalf("no event %q", prefix)
-		}
 	}
 }
 
