@@ -79,6 +79,10 @@ func start(t testing.TB, crdDirs []string) *Cluster {
 	// envtest's default range, a /24, has room for about 250 Services;
 	// the burst benchmark exports 1,000.
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
+	// As on clusters that enforce it (OpenShift, for one): an owner
+	// reference with blockOwnerDeletion needs update on the owner's
+	// finalizers, which config/rbac grants for ServiceImports.
+	env.ControlPlane.GetAPIServer().Configure().Set("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting envtest control plane: %v", err)

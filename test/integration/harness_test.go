@@ -131,7 +131,7 @@ func join(t *testing.T, hubCP *testenv.Cluster, m *member) {
 	cfg := rest.CopyConfig(hubCP.Config)
 	cfg.Host = "https://" + m.proxy.addr
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	m.hubCfg = cfg
+	m.hubCfg = hubCalls.of(id).Wrap(cfg)
 	installControllerRBAC(t, m)
 }
 
@@ -173,7 +173,7 @@ func (m *member) controllerConfig() *rest.Config {
 		UserName: "system:serviceaccount:" + controllerNamespace + ":" + controllerSA,
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + controllerNamespace, "system:authenticated"},
 	}
-	return cfg
+	return controllerCalls.Wrap(cfg)
 }
 
 // start runs the member's controller until stopController or the test's end.

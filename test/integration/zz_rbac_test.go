@@ -1,0 +1,116 @@
+package integration
+
+// This file's name puts it last: go test runs a package's tests in the order
+// of their files' names, and this test compares the calls that every test
+// before it made with the shipped RBAC.
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/clusterset/clusterset/internal/apicalls"
+	"github.com/clusterset/clusterset/internal/testenv"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+var (
+	// controllerCalls are the calls of every member's controllers in
+	// their own cluster (controllerConfig).
+	controllerCalls apicalls.Recorder
+	// hubCalls are the calls of each member on the hub, by cluster ID.
+	hubCalls = &recorders{byID: map[string]*apicalls.Recorder{}}
+)
+
+type recorders struct {
+	mu   sync.Mutex
+	byID map[string]*apicalls.Recorder
+}
+
+func (r *recorders) of(id string) *apicalls.Recorder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byID[id] == nil {
+		r.byID[id] = &apicalls.Recorder{}
+	}
+	return r.byID[id]
+}
+
+// TestShippedRBACIsWhatTheCodeCalls compares the calls that the controllers
+// made in all the tests of this package with config/rbac/role.yaml, and the
+// calls that members made on the hub with the hub's member roles
+// (hub.ReaderRole, hub.MemberObjects): every call is granted (RBAC already
+// refused any other, so this only names it), and every grant was used by
+// some call, so a rule added "just in case" fails here. Writes on the hub go
+// to the writer's own namespace only.
+func TestShippedRBACIsWhatTheCodeCalls(t *testing.T) {
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		t.Skip("compares the calls of the whole package's tests; run without -run")
+	}
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(raw, &role); err != nil {
+		t.Fatal(err)
+	}
+	compare(t, "config/rbac/role.yaml", role.Rules, controllerCalls.Calls(), checkedByAdmission...)
+
+	var hubGrants []rbacv1.PolicyRule
+	hubGrants = append(hubGrants, hub.ReaderRole().Rules...)
+	for _, obj := range hub.MemberObjects(clusterSet, "any") {
+		if r, ok := obj.(*rbacv1.Role); ok {
+			hubGrants = append(hubGrants, r.Rules...)
+		}
+	}
+	var all []apicalls.Call
+	for id, rec := range hubCalls.byID {
+		own := hub.NamespaceName(clusterSet, id)
+		for _, c := range rec.Calls() {
+			switch c.Verb {
+			case "get", "list", "watch":
+			default:
+				if c.Namespace != own {
+					t.Errorf("member %s called %s %s in namespace %q of the hub, want only its own %s", id, c.Verb, c.Resource, c.Namespace, own)
+				}
+			}
+			all = append(all, c)
+		}
+	}
+	compare(t, "the hub's member roles", hubGrants, all)
+}
+
+// checkedByAdmission are grants that no request calls but that an admission
+// plugin checks: OwnerReferencesPermissionEnforcement, which testenv turns
+// on, lets the controller set blockOwnerDeletion on the derived Service and
+// the imported slices only with update on the ServiceImport's finalizers.
+// Without this grant those creates are Forbidden, and the suite fails.
+var checkedByAdmission = []apicalls.Call{
+	{Group: "multicluster.x-k8s.io", Resource: "serviceimports/finalizers", Verb: "update"},
+}
+
+// compare fails t for each call granted does not allow and each grant no
+// call (or admission check of checked) used.
+func compare(t *testing.T, what string, granted []rbacv1.PolicyRule, calls []apicalls.Call, checked ...apicalls.Call) {
+	t.Helper()
+	if len(calls) == 0 {
+		t.Fatalf("%s: no calls recorded", what)
+	}
+	notGranted, unused := apicalls.Compare(granted, append(slices.Clone(calls), checked...))
+	for _, c := range notGranted {
+		t.Errorf("%s does not grant %s %s (group %q), which the code called", what, c.Verb, c.Resource, c.Group)
+	}
+	for _, r := range unused {
+		t.Errorf("%s grants %v %v (group %v), which no test called", what, r.Verbs, r.Resources, r.APIGroups)
+	}
+	for _, c := range calls {
+		t.Logf("%s: called %s %s (group %q) in %q", what, c.Verb, c.Resource, c.Group, c.Namespace)
+	}
+}
