@@ -28,7 +28,11 @@ member (the current or --context cluster), the secret clusterset-system/clusters
 that clusterset-controller reads (--controller-namespace, --hub-secret-name and --hub-secret-key
 when the controller is installed elsewhere or with other registry.hub values), and the identity
 ClusterProperties when they are absent.
-Run it again to rotate the member's token.`,
+
+Run it again to rotate the member's token: join issues a new token, writes it into the Secret,
+waits until the member's controller uses it (the kubelet updates the mounted Secret within about
+a minute and the controller reads it again without a restart; its heartbeat on the hub names the
+token it uses), then revokes the member's previous tokens. Nothing is cut off meanwhile.`,
 		Example: `  kubectl clusterset join --context cls2 --hub-context cls1 --cluster-id cls2 --clusterset-id clusterset1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -57,6 +61,8 @@ Run it again to rotate the member's token.`,
 	cmd.Flags().StringVar(&o.SecretName, "hub-secret-name", membership.HubSecretName, "name of the Secret with the hub credentials (the chart's registry.hub.secretName)")
 	cmd.Flags().StringVar(&o.SecretKey, "hub-secret-key", membership.HubSecretKey, "key of the kubeconfig in that Secret (the chart's registry.hub.secretKey)")
 	cmd.Flags().DurationVar(&o.TokenTTL, "token-ttl", 365*24*time.Hour, "how long the member's hub token is valid; run join again before it expires")
+	cmd.Flags().BoolVar(&o.KeepPreviousTokens, "keep-previous-tokens", false, "leave the member's previous hub tokens valid until they expire instead of revoking them once the controller uses the new one")
+	cmd.Flags().DurationVar(&o.RevokeTimeout, "revoke-timeout", membership.DefaultRevokeTimeout, "how long to wait for the member's controller to use the new token before giving up on revoking the previous ones")
 	for _, f := range []string{"hub-context", "cluster-id", "clusterset-id"} {
 		_ = cmd.MarkFlagRequired(f)
 	}

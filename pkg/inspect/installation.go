@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/pkg/membership"
@@ -47,7 +46,7 @@ func readRegistryAccess(ctx context.Context, c client.Client, cfg *rest.Config, 
 	case err != nil:
 		cl.HubProblem = "reading Secret " + key.String() + ": " + err.Error()
 	default:
-		hubCfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data[dataKey])
+		hubCfg, err := membership.HubConfig(&s, dataKey)
 		if err != nil {
 			cl.HubProblem = "Secret " + key.String() + " holds no usable kubeconfig under " + dataKey + ": " + err.Error()
 		} else {

@@ -5,9 +5,12 @@ package membership
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,7 +34,19 @@ const (
 	HubSecretNamespace = "clusterset-system"
 	HubSecretName      = "clusterset-hub-kubeconfig"
 	HubSecretKey       = "kubeconfig"
+	// HubSecretTokenKey is the key of the member's hub token in the same
+	// Secret. The kubeconfig names it as its tokenFile, relative to itself,
+	// so the controller reads the token from the mounted Secret again after
+	// a rotation, without a restart (hub.DefaultTokenReloadInterval).
+	HubSecretTokenKey = "token"
 )
+
+// DefaultRevokeTimeout is how long Join waits, before it revokes a member's
+// previous hub tokens, for the member's controller to use the new one. The
+// kubelet updates a mounted Secret within about a minute (its sync period
+// plus its cache), and the controller reads the token file every
+// hub.DefaultTokenReloadInterval.
+const DefaultRevokeTimeout = 5 * time.Minute
 
 // Options of Join.
 type Options struct {
@@ -46,8 +61,17 @@ type Options struct {
 	// SecretNamespace, SecretName and SecretKey say where in the member the
 	// hub credentials go: the controller's namespace and the chart's
 	// registry.hub.secretName and .secretKey. Defaults HubSecretNamespace,
-	// HubSecretName, HubSecretKey.
+	// HubSecretName, HubSecretKey. The token goes under HubSecretTokenKey.
 	SecretNamespace, SecretName, SecretKey string
+	// KeepPreviousTokens leaves the member's earlier hub tokens valid until
+	// they expire. By default Join revokes them once the member's controller
+	// uses the new token (its heartbeat says so), or at once when the
+	// member has never written a heartbeat.
+	KeepPreviousTokens bool
+	// RevokeTimeout bounds that wait; 0 means DefaultRevokeTimeout.
+	RevokeTimeout time.Duration
+	// Poll is how often the heartbeat is read during that wait; 0 means 2s.
+	Poll time.Duration
 }
 
 // Join does the work of `kubectl clusterset join`: on the hub (hubCfg, admin
@@ -56,11 +80,15 @@ type Options struct {
 // kubeconfig for the hub and the identity ClusterProperties when absent. It
 // checks the member's identity before touching the hub, so a refused join
 // leaves nothing behind; it reports each step to out. Running it again
-// rotates the token.
+// rotates the token: the previous ones are revoked once the member's
+// controller uses the new one (see Options.KeepPreviousTokens).
 func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o Options) error {
 	o.SecretNamespace = cmp.Or(o.SecretNamespace, HubSecretNamespace)
 	o.SecretName = cmp.Or(o.SecretName, HubSecretName)
 	o.SecretKey = cmp.Or(o.SecretKey, HubSecretKey)
+	if o.SecretKey == HubSecretTokenKey {
+		return fmt.Errorf("the kubeconfig's key in Secret %s cannot be %q: the token goes there", o.SecretName, HubSecretTokenKey)
+	}
 	c, err := client.New(memberCfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return err
@@ -90,7 +118,7 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 	}
 	fmt.Fprintf(out, "hub: member %s of clusterset %s in namespace %s\n", o.ClusterID, o.ClusterSetID, hub.NamespaceName(o.ClusterSetID, o.ClusterID))
 
-	kubeconfig, err := memberHubKubeconfig(hubCfg, o.HubServer, token)
+	kubeconfig, err := memberHubKubeconfig(hubCfg, o.HubServer)
 	if err != nil {
 		return err
 	}
@@ -100,12 +128,12 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.SecretNamespace, Name: o.SecretName}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, secret, func() error {
 		secret.Type = corev1.SecretTypeOpaque
-		secret.Data = map[string][]byte{o.SecretKey: kubeconfig}
+		secret.Data = map[string][]byte{o.SecretKey: kubeconfig, HubSecretTokenKey: []byte(token.Token)}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("member: secret %s/%s: %w", o.SecretNamespace, o.SecretName, err)
 	}
-	fmt.Fprintf(out, "member: secret %s/%s holds the hub credentials (token valid %s)\n", o.SecretNamespace, o.SecretName, o.TokenTTL)
+	fmt.Fprintf(out, "member: secret %s/%s holds the hub credentials (token valid %s, until %s)\n", o.SecretNamespace, o.SecretName, o.TokenTTL, token.Expires.UTC().Format(time.RFC3339))
 
 	for _, name := range missing {
 		p := aboutv1alpha1.ClusterProperty{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: aboutv1alpha1.ClusterPropertySpec{Value: identity[name]}}
@@ -114,11 +142,98 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 		}
 		fmt.Fprintf(out, "member: ClusterProperty %s = %s\n", name, identity[name])
 	}
+	if o.KeepPreviousTokens {
+		return nil
+	}
+	return revokePrevious(ctx, out, hubClient, o, token)
+}
+
+// revokePrevious revokes the member's hub tokens but token once that cuts
+// off no running controller:
+//   - at once when the member never wrote a heartbeat (no controller used a
+//     token), or when its heartbeat is not renewed for twice its lease
+//     while Join waits (its controller is down, and starts with the
+//     Secret's new token);
+//   - when the member's heartbeat names the new token (the hub accepts it
+//     from the controller: the kubelet and the controller caught up);
+//   - never when the heartbeat names no token: the controller does not
+//     report one (an older version), so nothing tells when it switched.
+func revokePrevious(ctx context.Context, out io.Writer, hubClient kubernetes.Interface, o Options, token hub.MemberToken) error {
+	want := hub.CredentialDigest(token.Token)
+	timeout := cmp.Or(o.RevokeTimeout, DefaultRevokeTimeout)
+	start := time.Now()
+	var last hub.MemberHeartbeatInfo
+	lastMoved, said := start, false
+	for {
+		hb, err := hub.MemberHeartbeat(ctx, hubClient, o.ClusterSetID, o.ClusterID)
+		switch {
+		case errors.Is(err, hub.ErrNoHeartbeat):
+			return revoke(ctx, out, hubClient, o, token, "")
+		case err != nil:
+			return err
+		case hb.Credential == "":
+			fmt.Fprintf(out, "hub: the member's controller does not report which token it uses (a version before token rotation), so the previous tokens stay valid until they expire; once it runs with the new one, run join again to revoke them\n")
+			return nil
+		case hb.Credential == want:
+			return revoke(ctx, out, hubClient, o, token, "")
+		}
+		if !hb.Renewed.Equal(last.Renewed) {
+			last, lastMoved = hb, time.Now()
+		} else if still := time.Since(lastMoved); still > 2*hb.Lease {
+			return revoke(ctx, out, hubClient, o, token, fmt.Sprintf(" (the member's heartbeat was not renewed for %s: its controller is not running, and starts with the new token)", still.Round(time.Second)))
+		}
+		if time.Since(start) > timeout {
+			return fmt.Errorf("hub: the member's controller has not used the new token within %s (its heartbeat names another one), so the previous tokens stay valid: check that clusterset-controller runs in the member with the Secret mounted (kubectl clusterset doctor), then run join again, or pass --keep-previous-tokens", timeout)
+		}
+		if !said {
+			fmt.Fprintf(out, "hub: waiting for the member's controller to use the new token (the kubelet updates the Secret's files within about a minute)\n")
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(cmp.Or(o.Poll, 2*time.Second)):
+		}
+	}
+}
+
+// revoke revokes the member's tokens but token and says so, with why.
+func revoke(ctx context.Context, out io.Writer, hubClient kubernetes.Interface, o Options, token hub.MemberToken, why string) error {
+	revoked, err := hub.RevokeTokens(ctx, hubClient, o.ClusterSetID, o.ClusterID, token.Secret)
+	if err != nil {
+		return err
+	}
+	if len(revoked) > 0 {
+		fmt.Fprintf(out, "hub: revoked %d previous token(s) of the member%s\n", len(revoked), why)
+	}
 	return nil
 }
 
-// memberHubKubeconfig is a kubeconfig for the hub with the member's token.
-func memberHubKubeconfig(hubCfg *rest.Config, server, token string) ([]byte, error) {
+// HubConfig returns the rest.Config of the hub kubeconfig under key of
+// Secret s, as Join writes it, for callers that read the Secret through the
+// API rather than from the files the kubelet mounts: its tokenFile, relative
+// to the kubeconfig, is read from the Secret's key of that name.
+func HubConfig(s *corev1.Secret, key string) (*rest.Config, error) {
+	cfg, err := clientcmd.Load(s.Data[key])
+	if err != nil {
+		return nil, err
+	}
+	for name, ai := range cfg.AuthInfos {
+		if ai.TokenFile == "" || filepath.IsAbs(ai.TokenFile) {
+			continue
+		}
+		tok, ok := s.Data[filepath.Base(ai.TokenFile)]
+		if !ok {
+			return nil, fmt.Errorf("user %s: tokenFile %s is not a key of the Secret", name, ai.TokenFile)
+		}
+		ai.Token, ai.TokenFile = strings.TrimSpace(string(tok)), ""
+	}
+	return clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+}
+
+// memberHubKubeconfig is a kubeconfig for the hub whose token is the file
+// HubSecretTokenKey next to it.
+func memberHubKubeconfig(hubCfg *rest.Config, server string) ([]byte, error) {
 	if server == "" {
 		server = hubCfg.Host
 	}
@@ -131,7 +246,7 @@ func memberHubKubeconfig(hubCfg *rest.Config, server, token string) ([]byte, err
 	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["hub"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca, InsecureSkipTLSVerify: hubCfg.Insecure}
-	cfg.AuthInfos["member"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.AuthInfos["member"] = &clientcmdapi.AuthInfo{TokenFile: HubSecretTokenKey}
 	cfg.Contexts["hub"] = &clientcmdapi.Context{Cluster: "hub", AuthInfo: "member"}
 	cfg.CurrentContext = "hub"
 	return clientcmd.Write(*cfg)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/internal/testenv"
@@ -37,7 +36,7 @@ func TestJoin(t *testing.T) {
 	if err := memberCP.Client.Get(ctx, client.ObjectKey{Namespace: HubSecretNamespace, Name: HubSecretName}, &secret); err != nil {
 		t.Fatal(err)
 	}
-	hubCfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data[HubSecretKey])
+	hubCfg, err := HubConfig(&secret, HubSecretKey)
 	if err != nil {
 		t.Fatalf("the secret's kubeconfig: %v", err)
 	}

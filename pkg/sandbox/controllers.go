@@ -138,8 +138,8 @@ func (s *Sandbox) startControllers(ctx context.Context, env *upEnv) error {
 	// The same join as `kubectl clusterset join`: the member's namespace,
 	// RBAC and ServiceAccount in the hub, and a token of that account.
 	hubIdentity := func(hubCluster, member *Cluster) (credentials, error) {
-		token, err := hub.Join(ctx, clientsOf[hubCluster.Name].kube, s.ClusterSetID, member.Name, tokenLifetime)
-		return credentials{token: token}, err
+		t, err := hub.Join(ctx, clientsOf[hubCluster.Name].kube, s.ClusterSetID, member.Name, tokenLifetime)
+		return credentials{token: t.Token}, err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)

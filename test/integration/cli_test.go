@@ -314,7 +314,7 @@ func memberHubConfig(t *testing.T, m *member) *rest.Config {
 	if err := m.admin.Get(ctx, client.ObjectKey{Namespace: membership.HubSecretNamespace, Name: membership.HubSecretName}, &s); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data[membership.HubSecretKey])
+	cfg, err := membership.HubConfig(&s, membership.HubSecretKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,11 @@ type Options struct {
 	// Holder is written into the heartbeat (HolderIdentity): the UID of
 	// this member's kube-system namespace.
 	Holder string
+	// TokenReloadInterval is how often a bearer token from a file
+	// (Config.BearerTokenFile, a kubeconfig's tokenFile) is read again, so
+	// that a rotated token is used without a restart. 0 means
+	// DefaultTokenReloadInterval.
+	TokenReloadInterval time.Duration
 }
 
 // Registry is the hub backend of registry.Registry.
@@ -124,6 +129,9 @@ type Registry struct {
 	keeper *keeper
 	clock  clock.PassiveClock
 	holder string
+	// credential knows which bearer token the hub last accepted; the
+	// heartbeat reports it.
+	credential *credential
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -149,7 +157,11 @@ func New(opts Options) (*Registry, error) {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultRequestTimeout
 	}
-	client, err := newRecordClient(cfg, opts.RequestTimeout)
+	if opts.TokenReloadInterval <= 0 {
+		opts.TokenReloadInterval = DefaultTokenReloadInterval
+	}
+	cred := &credential{}
+	client, err := newRecordClient(withCredential(cfg, opts.TokenReloadInterval, cred), opts.RequestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("hub registry: client: %w", err)
 	}
@@ -165,6 +177,7 @@ func New(opts Options) (*Registry, error) {
 		keeper:        newKeeper(),
 		clock:         opts.Clock,
 		holder:        opts.Holder,
+		credential:    cred,
 	}
 	if r.clock == nil {
 		r.clock = clock.RealClock{}
@@ -401,7 +414,10 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 
 // Heartbeat renews this cluster's heartbeat, creating it the first time.
 func (r *Registry) Heartbeat(ctx context.Context) error {
-	fresh := false // see Publish: the cache first, the hub after a conflict
+	// See Publish: the cache first, the hub after a conflict. Before the
+	// hub accepted any request, reading from it shows which token it
+	// accepts, which the heartbeat reports.
+	fresh := r.credential.unknown()
 	return retry.OnError(retry.DefaultBackoff, staleWrite, func() error {
 		now := metav1.NewMicroTime(r.clock.Now())
 		want := r.object(HeartbeatName, hubv1alpha1.Heartbeat, registry.ServiceKey{})
@@ -410,6 +426,7 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 		want.Spec.HolderIdentity = r.holder
 		cur, err := r.readOwn(ctx, HeartbeatName, fresh)
 		fresh = true
+		want.Spec.Credential = r.credential.Accepted()
 		switch {
 		case apierrors.IsNotFound(err):
 			err = r.client.create(ctx, want)

@@ -94,6 +94,12 @@ type ClusterSetRecordSpec struct {
 	// tell each other apart by it (Heartbeat).
 	// +optional
 	HolderIdentity string `json:"holderIdentity,omitempty"`
+	// Credential identifies the hub token the member last used with
+	// success: the first 16 hex digits of its SHA-256, never the token.
+	// `kubectl clusterset join` revokes a member's previous tokens once its
+	// heartbeat names the new one (Heartbeat).
+	// +optional
+	Credential string `json:"credential,omitempty"`
 }
 
 // ClusterSetRecordList is a list of ClusterSetRecords.
