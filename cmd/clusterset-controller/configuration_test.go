@@ -208,3 +208,28 @@ func TestLivenessFlagsValidated(t *testing.T) {
 		}
 	}
 }
+
+// An ID flag past its limit (or otherwise invalid) stops the controller at
+// start, before it would create a ClusterProperty that must be fixed by
+// hand; IDs at their limit pass.
+func TestIdentityFlagsValidated(t *testing.T) {
+	label63 := strings.Repeat("c", 63)
+	subdomain253 := strings.Repeat(strings.Repeat("s", 63)+".", 3) + strings.Repeat("s", 61)
+	for _, tc := range []struct {
+		clusterID, clusterSetID string
+		want                    string // "" = accepted; else a substring of the error
+	}{
+		{"", "", ""},
+		{label63, subdomain253, ""},
+		{label63 + "c", "prod", "--cluster-id"},
+		{"Cls1", "prod", "--cluster-id"},
+		{"cls1", subdomain253 + "s", "--clusterset-id"},
+		{"cls1", "prod_1", "--clusterset-id"},
+	} {
+		f := flags{clusterID: tc.clusterID, clusterSetID: tc.clusterSetID}
+		err := f.validateIdentity()
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("--cluster-id of %d, --clusterset-id of %d characters: %v, want %q", len(tc.clusterID), len(tc.clusterSetID), err, tc.want)
+		}
+	}
+}

@@ -89,6 +89,9 @@ func run(ctx context.Context, f flags) error {
 	if err := f.validateLiveness(); err != nil {
 		return err
 	}
+	if err := f.validateIdentity(); err != nil {
+		return err
+	}
 	excluded, err := namespaces.NewExclusions(strings.Split(f.excludedNamespaces, ","))
 	if err != nil {
 		return fmt.Errorf("--excluded-namespaces: %w", err)
@@ -215,6 +218,23 @@ func (f *flags) validateLiveness() error {
 	if f.gracePeriod > 0 && f.gracePeriod <= f.heartbeatInterval {
 		return fmt.Errorf("--liveness-grace-period=%s must be longer than --heartbeat-interval=%s (three intervals or more is usual), or 0 to turn the check off",
 			f.gracePeriod, f.heartbeatInterval)
+	}
+	return nil
+}
+
+// validateIdentity refuses an ID flag that the identity controller would
+// write into its ClusterProperty and then reject: the property would have
+// to be fixed by hand. Empty flags create nothing and are fine.
+func (f *flags) validateIdentity() error {
+	if f.clusterID != "" {
+		if err := registry.ValidateClusterID(f.clusterID); err != nil {
+			return fmt.Errorf("--cluster-id: %w", err)
+		}
+	}
+	if f.clusterSetID != "" {
+		if err := registry.ValidateClusterSetID(f.clusterSetID); err != nil {
+			return fmt.Errorf("--clusterset-id: %w", err)
+		}
 	}
 	return nil
 }

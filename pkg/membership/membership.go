@@ -25,6 +25,7 @@ import (
 
 	"github.com/clusterset/clusterset/internal/scheme"
 	aboutv1alpha1 "github.com/clusterset/clusterset/pkg/apis/about/v1alpha1"
+	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 )
 
@@ -51,7 +52,8 @@ const DefaultRevokeTimeout = 5 * time.Minute
 // Options of Join.
 type Options struct {
 	// ClusterID and ClusterSetID are the member's identity (KEP-2149
-	// ClusterProperties); both are DNS labels.
+	// ClusterProperties): a DNS-1123 label and a DNS-1123 subdomain
+	// (registry.ValidateClusterID, registry.ValidateClusterSetID).
 	ClusterID, ClusterSetID string
 	// HubServer is the hub API server's URL as the member's controller
 	// reaches it; "" means hubCfg's host.
@@ -81,8 +83,16 @@ type Options struct {
 // checks the member's identity before touching the hub, so a refused join
 // leaves nothing behind; it reports each step to out. Running it again
 // rotates the token: the previous ones are revoked once the member's
-// controller uses the new one (see Options.KeepPreviousTokens).
+// controller uses the new one (see Options.KeepPreviousTokens). IDs that
+// the member's controller would refuse are an error before anything is read
+// or written.
 func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o Options) error {
+	if err := registry.ValidateClusterID(o.ClusterID); err != nil {
+		return fmt.Errorf("--cluster-id: %w", err)
+	}
+	if err := registry.ValidateClusterSetID(o.ClusterSetID); err != nil {
+		return fmt.Errorf("--clusterset-id: %w", err)
+	}
 	o.SecretNamespace = cmp.Or(o.SecretNamespace, HubSecretNamespace)
 	o.SecretName = cmp.Or(o.SecretName, HubSecretName)
 	o.SecretKey = cmp.Or(o.SecretKey, HubSecretKey)

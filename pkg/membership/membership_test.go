@@ -3,6 +3,7 @@ package membership
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,22 @@ func TestJoin(t *testing.T) {
 	for _, ns := range nsList.Items {
 		if ns.Name == hub.NamespaceName("set1", "other") {
 			t.Fatalf("a refused join created hub namespace %s", ns.Name)
+		}
+	}
+}
+
+// IDs the controller would refuse are refused before join reads or writes
+// anything (the configs here reach no cluster); IDs at their limit are
+// checked in TestIDRules and used end to end in TestNameLimits.
+func TestJoinRefusesInvalidIDs(t *testing.T) {
+	for _, o := range []Options{
+		{ClusterID: strings.Repeat("c", registry.MaxClusterIDLength+1), ClusterSetID: "set1"},
+		{ClusterID: "cls1", ClusterSetID: strings.Repeat("s", 60) + "." + strings.Repeat("s", 60) + "." + strings.Repeat("s", 60) + "." + strings.Repeat("s", 60) + "." + strings.Repeat("s", 10)},
+		{ClusterID: "", ClusterSetID: "set1"},
+	} {
+		err := Join(context.Background(), io.Discard, nil, nil, o)
+		if err == nil || !strings.Contains(err.Error(), "-id:") {
+			t.Errorf("join of %d-character cluster ID and %d-character clusterset ID: got %v, want a refusal naming the flag", len(o.ClusterID), len(o.ClusterSetID), err)
 		}
 	}
 }

@@ -91,3 +91,41 @@ func TestSanitize(t *testing.T) {
 		t.Fatalf("valid names changed: %+v, %v", ok, err)
 	}
 }
+
+// TestIDRules: cluster IDs up to the 63 characters of a DNS-1123 label and
+// clusterset IDs up to the 253 of a DNS-1123 subdomain are accepted, one
+// character more is not; a record's cluster ID needs only to be a label
+// value.
+func TestIDRules(t *testing.T) {
+	label := func(n int) string { return "c" + strings.Repeat("0", n-1) }
+	subdomain := func(n int) string {
+		s := strings.TrimRight(strings.Repeat(label(63)+".", 5)[:n], ".")
+		return s[:len(s)-1] + "z"
+	}
+	for _, tc := range []struct {
+		what string
+		err  error
+		ok   bool
+	}{
+		{"cluster ID of 63", ValidateClusterID(label(MaxClusterIDLength)), true},
+		{"cluster ID of 64", ValidateClusterID(label(MaxClusterIDLength + 1)), false},
+		{"cluster ID with a capital", ValidateClusterID("Cls1"), false},
+		{"empty cluster ID", ValidateClusterID(""), false},
+		{"clusterset ID of 253", ValidateClusterSetID(subdomain(MaxClusterSetIDLength)), true},
+		{"clusterset ID of 254", ValidateClusterSetID(subdomain(MaxClusterSetIDLength + 1)), false},
+		{"clusterset ID with an underscore", ValidateClusterSetID("prod_1"), false},
+		{"empty clusterset ID", ValidateClusterSetID(""), false},
+		{"importable cluster ID of 63", ImportableClusterID(label(63)), true},
+		{"importable cluster ID of another writer", ImportableClusterID("EKS_Cluster.1"), true},
+		{"importable cluster ID of 64", ImportableClusterID(label(64)), false},
+		{"importable cluster ID with a slash", ImportableClusterID("a/b"), false},
+		{"empty importable cluster ID", ImportableClusterID(""), false},
+	} {
+		if (tc.err == nil) != tc.ok {
+			t.Errorf("%s: got error %v, want ok=%v", tc.what, tc.err, tc.ok)
+		}
+	}
+	if len(subdomain(253)) != 253 || len(label(63)) != 63 {
+		t.Fatal("the test's IDs have the wrong lengths")
+	}
+}

@@ -365,7 +365,10 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"cloudmap without region", map[string]any{"registry": map[string]any{"type": "cloudmap"}}, "region"},
 		{"region not a region", map[string]any{"registry": map[string]any{"type": "cloudmap", "cloudMap": map[string]any{"region": "Frankfurt"}}}, "region"},
 		{"cluster ID not a DNS label", map[string]any{"clusterID": "Cluster_1"}, "clusterID"},
-		{"clusterset ID too long", map[string]any{"clusterSetID": strings.Repeat("a", 64)}, "clusterSetID"},
+		{"cluster ID too long", map[string]any{"clusterID": strings.Repeat("a", 64)}, "clusterID"},
+		{"clusterset ID too long", map[string]any{"clusterSetID": strings.Repeat(strings.Repeat("a", 63)+".", 4)[:254]}, "clusterSetID"},
+		{"clusterset ID label too long", map[string]any{"clusterSetID": strings.Repeat("a", 64)}, "clusterSetID"},
+		{"clusterset ID not a DNS subdomain", map[string]any{"clusterSetID": "prod_1"}, "clusterSetID"},
 		{"misspelled value", map[string]any{"replica": 3}, "replica"},
 		{"misspelled nested value", map[string]any{"registry": map[string]any{"type": "hub", "hub": map[string]any{"secret": "x"}}}, "secret"},
 		{"negative replicas", map[string]any{"replicas": -1}, "replicas"},
@@ -402,6 +405,7 @@ func TestChartAcceptsEdgeValues(t *testing.T) {
 		"no excluded namespace":       {"excludedNamespaces": []any{}},
 		"GovCloud region":             {"registry": map[string]any{"type": "cloudmap", "cloudMap": map[string]any{"region": "us-gov-west-1"}}},
 		"63-character cluster ID":     {"clusterID": strings.Repeat("a", 63)},
+		"253-character clusterset ID": {"clusterSetID": strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("a", 61)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := helmchart.Render(ch, helmchart.Namespace, oldestKubernetes, values); err != nil {

@@ -101,11 +101,18 @@ func startCloudMapMembers(t *testing.T, endpoint string, maxInstancesPerService 
 // startCloudMapMembersWith is startCloudMapMembers with the link's options
 // and the Cloud Map options as options changes them.
 func startCloudMapMembersWith(t *testing.T, endpoint string, link registrylink.Options, options func(*cloudmap.Options)) []*member {
+	return startCloudMapMembersAs(t, endpoint, defaultIdentities(2), link, options)
+}
+
+// startCloudMapMembersAs is startCloudMapMembersWith with one member per
+// identity (--cluster-id and --clusterset-id); the members are still named
+// cls1 to clsN in the test.
+func startCloudMapMembersAs(t *testing.T, endpoint string, ids []identity.Identity, link registrylink.Options, options func(*cloudmap.Options)) []*member {
 	var members []*member
-	for _, name := range []string{"cls1", "cls2"} {
+	for i, id := range ids {
 		cp := testenv.Start(t)
-		m := &member{name: name, cp: cp, admin: cp.Client, root: t}
-		m.defaults = identity.Identity{ClusterID: name, ClusterSetID: clusterSet}
+		m := &member{name: fmt.Sprintf("cls%d", i+1), cp: cp, admin: cp.Client, root: t}
+		m.defaults = id
 		m.excluded = defaultExcluded(t)
 		m.backend = func(_ context.Context, id identity.Identity) (registry.Registry, error) {
 			o := cloudmap.Options{

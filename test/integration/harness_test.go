@@ -80,11 +80,29 @@ type clusterset struct {
 // with only the shipped ClusterRole.
 func startClusterset(t *testing.T, n int, opts registrylink.Options) *clusterset {
 	t.Helper()
+	return startClustersetAs(t, defaultIdentities(n), opts)
+}
+
+// defaultIdentities are the identities of n members: cluster IDs cls1 to
+// clsN in clusterset clusterSet.
+func defaultIdentities(n int) []identity.Identity {
+	ids := make([]identity.Identity, n)
+	for i := range ids {
+		ids[i] = identity.Identity{ClusterID: fmt.Sprintf("cls%d", i+1), ClusterSetID: clusterSet}
+	}
+	return ids
+}
+
+// startClustersetAs is startClusterset with one member per identity, given
+// to its controller as --cluster-id and --clusterset-id; the members are
+// still named cls1 to clsN in the test.
+func startClustersetAs(t *testing.T, ids []identity.Identity, opts registrylink.Options) *clusterset {
+	t.Helper()
 	cs := &clusterset{}
-	for i := 1; i <= n; i++ {
+	for i, id := range ids {
 		cp := testenv.Start(t)
-		m := &member{name: fmt.Sprintf("cls%d", i), cp: cp, admin: cp.Client, root: t}
-		m.defaults = identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet}
+		m := &member{name: fmt.Sprintf("cls%d", i+1), cp: cp, admin: cp.Client, root: t}
+		m.defaults = id
 		m.excluded = defaultExcluded(t)
 		cs.members = append(cs.members, m)
 	}
@@ -120,11 +138,12 @@ func (cs *clusterset) createNamespace(t *testing.T, ns string) {
 func join(t *testing.T, hubCP *testenv.Cluster, m *member) {
 	t.Helper()
 	hubAdmin := kubernetes.NewForConfigOrDie(hubCP.Config)
-	// The member joins as its cluster ID: its name, unless it is given
-	// another member's ID (--cluster-id).
+	// The member joins as its cluster ID (--cluster-id), else its name, in
+	// its clusterset (--clusterset-id), else clusterSet.
 	id := cmp.Or(m.defaults.ClusterID, m.name)
+	set := cmp.Or(m.defaults.ClusterSetID, clusterSet)
 	user := "clusterset:member:" + id
-	if _, err := hub.EnsureMember(context.Background(), hubAdmin, clusterSet, id, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
+	if _, err := hub.EnsureMember(context.Background(), hubAdmin, set, id, rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
 		t.Fatal(err)
 	}
 	m.proxy = newTCPProxy(t, hubCP.Config.Host)

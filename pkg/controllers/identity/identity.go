@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"sync"
 
-	"k8s.io/apimachinery/pkg/util/validation"
+	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 // Identity is who this cluster is within its clusterset.
@@ -23,21 +23,21 @@ type Identity struct {
 	UID string
 }
 
-// Validate says why an identity cannot be used. The cluster ID appears as a
-// DNS label in per-endpoint names (<hostname>.<clusterid>.<svc>...), so it must
-// be an RFC 1123 label; the clusterset ID must be an RFC 1123 subdomain.
+// Validate says why an identity cannot be used: the rules of
+// registry.ValidateClusterID (a DNS-1123 label, KEP-2149) and
+// registry.ValidateClusterSetID (a DNS-1123 subdomain).
 func (id Identity) Validate() error {
 	if id.ClusterID == "" {
 		return fmt.Errorf("ClusterProperty %s is missing or empty", ClusterIDProperty)
 	}
-	if errs := validation.IsDNS1123Label(id.ClusterID); len(errs) > 0 {
-		return fmt.Errorf("cluster ID %q (ClusterProperty %s) is not a valid DNS label: %v", id.ClusterID, ClusterIDProperty, errs)
+	if err := registry.ValidateClusterID(id.ClusterID); err != nil {
+		return fmt.Errorf("ClusterProperty %s: %w", ClusterIDProperty, err)
 	}
 	if id.ClusterSetID == "" {
 		return fmt.Errorf("ClusterProperty %s is missing or empty", ClusterSetIDProperty)
 	}
-	if errs := validation.IsDNS1123Subdomain(id.ClusterSetID); len(errs) > 0 {
-		return fmt.Errorf("clusterset ID %q (ClusterProperty %s) is not a valid DNS subdomain: %v", id.ClusterSetID, ClusterSetIDProperty, errs)
+	if err := registry.ValidateClusterSetID(id.ClusterSetID); err != nil {
+		return fmt.Errorf("ClusterProperty %s: %w", ClusterSetIDProperty, err)
 	}
 	return nil
 }

@@ -134,7 +134,7 @@ func TestMissingInvalidAndChangedIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.reconcile(Identity{})
-	if _, err := s.store.Current(); err == nil || !strings.Contains(err.Error(), "not a valid DNS label") {
+	if _, err := s.store.Current(); err == nil || !strings.Contains(err.Error(), "not a DNS-1123 label") {
 		t.Errorf("Current error = %v, want the invalid label named", err)
 	}
 	wantEvent(t, s.events, "Warning InvalidClusterIdentity")

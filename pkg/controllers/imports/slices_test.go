@@ -2,6 +2,7 @@ package imports
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +11,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/merge"
+	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/registry"
 )
 
@@ -92,5 +94,48 @@ func TestDerivedServiceNameI2(t *testing.T) {
 			t.Fatalf("%q and %q share derived name %q", name, other, d)
 		}
 		seen[d] = name
+	}
+}
+
+// Every name and label value an import derives stays valid with every input
+// name at its limit: a 63-character service, namespace and cluster ID,
+// 15-character port names, more than 100 endpoints (numbered slices).
+func TestDesiredSlicesAtNameLimits(t *testing.T) {
+	service, ns := "s"+strings.Repeat("0", 62), "n"+strings.Repeat("0", 62)
+	port := "p" + strings.Repeat("0", 14)
+	var records []registry.Record
+	for _, cluster := range []string{"a" + strings.Repeat("0", 62), "b" + strings.Repeat("0", 62)} {
+		eps := endpoints(250, discoveryv1.AddressTypeIPv4, 8080)
+		for i := range eps {
+			eps[i].Ports[0].Name = port
+			eps[i].Hostname = fmt.Sprintf("h%062d", i)
+		}
+		records = append(records, registry.Record{ClusterID: cluster, Namespace: ns, Name: service, Endpoints: eps,
+			Spec: registry.ServiceSpec{Type: registry.Headless, Ports: []registry.Port{{Name: port, Protocol: corev1.ProtocolTCP, Port: 80}}}})
+	}
+	res, _ := merge.Merge(records)
+	derived := DerivedServiceName(service)
+	if errs := validation.IsDNS1035Label(derived); len(errs) > 0 {
+		t.Fatalf("derived Service name %q: %v", derived, errs)
+	}
+	slices := desiredSlices(ns, service, derived, names.ManagedBy, records, &res, func(string) bool { return true })
+	if len(slices) != 6 {
+		t.Fatalf("%d slices, want 3 per cluster", len(slices))
+	}
+	for _, s := range slices {
+		if errs := validation.IsDNS1123Subdomain(s.Name); len(errs) > 0 {
+			t.Errorf("slice name %q: %v", s.Name, errs)
+		}
+		for k, v := range s.Labels {
+			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+				t.Errorf("slice %s: label %s=%q: %v", s.Name, k, v, errs)
+			}
+		}
+		if s.Labels[mcsv1beta1.LabelSourceCluster] != records[0].ClusterID && s.Labels[mcsv1beta1.LabelSourceCluster] != records[1].ClusterID {
+			t.Errorf("slice %s: source cluster %q", s.Name, s.Labels[mcsv1beta1.LabelSourceCluster])
+		}
+		if *s.Ports[0].Name != port || len(*s.Endpoints[0].Hostname) != 63 {
+			t.Errorf("slice %s: port %q, hostname %q", s.Name, *s.Ports[0].Name, *s.Endpoints[0].Hostname)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package cloudmap
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -19,7 +20,9 @@ import (
 // decodeInstances turns the instances of one Cloud Map service (already
 // de-duplicated) into one record per cluster of clusterSetID. Instances that
 // do not parse (other writers, other clustersets, our heartbeats) are
-// skipped; bad is called for each with the reason.
+// skipped; bad is called for each with the reason. The records of a cluster
+// whose ID registry.ImportableClusterID rejects are skipped too, with one
+// call of bad whose error wraps registry.ErrUnimportableCluster.
 func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad func(id string, err error)) []registry.Record {
 	type acc struct {
 		marker    map[string]string
@@ -97,6 +100,16 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 
 	var out []registry.Record
 	for cluster, c := range byCluster {
+		if err := registry.ImportableClusterID(cluster); err != nil {
+			// Another writer's ID (ours are DNS labels): once per cluster,
+			// not per instance.
+			id := c.firstID
+			if c.marker != nil {
+				id = markerID(clusterSetID, cluster)
+			}
+			bad(id, err)
+			continue
+		}
 		rec := registry.Record{ClusterSetID: clusterSetID, ClusterID: cluster, Namespace: namespace, Name: name}
 		switch {
 		case c.marker != nil:
@@ -154,6 +167,20 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ClusterID < out[j].ClusterID })
 	return out
+}
+
+// logSkipped returns the bad callback of decodeInstances for the view's
+// read of key: each skipped instance at V(1), since other writers' and
+// broken instances come back at every read, but a whole cluster left out at
+// the default level, since its endpoints are then missing everywhere.
+func (r *Registry) logSkipped(key registry.ServiceKey) func(id string, err error) {
+	return func(id string, err error) {
+		if errors.Is(err, registry.ErrUnimportableCluster) {
+			r.log.Info("skipping a cluster's Cloud Map instances", "namespace", key.Namespace, "service", key.Name, "instance", id, "reason", err.Error())
+			return
+		}
+		r.log.V(1).Info("skipping Cloud Map instance", "namespace", key.Namespace, "service", key.Name, "instance", id, "reason", err.Error())
+	}
 }
 
 func familiesOf(eps map[string]*registry.Endpoint) []corev1.IPFamily {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/clusterset/clusterset/pkg/merge/mergetest"
+	"github.com/clusterset/clusterset/pkg/registry"
 )
 
 // Instances are written for the fuzzer as lines "ID\x1fKEY=VALUE\x1f...".
@@ -102,6 +103,9 @@ func FuzzDecodeInstances(f *testing.F) {
 		for i, rec := range recs {
 			if rec.ClusterSetID != "set1" || rec.ClusterID == "" || rec.Namespace != "demo" || rec.Name != "web" {
 				t.Fatalf("record %d has identity %q/%q %s/%s", i, rec.ClusterSetID, rec.ClusterID, rec.Namespace, rec.Name)
+			}
+			if err := registry.ImportableClusterID(rec.ClusterID); err != nil {
+				t.Fatalf("record %d: decoded a cluster whose endpoints cannot be imported: %v", i, err)
 			}
 			if i > 0 && recs[i-1].ClusterID >= rec.ClusterID {
 				t.Fatalf("records not in strict cluster ID order: %q then %q", recs[i-1].ClusterID, rec.ClusterID)

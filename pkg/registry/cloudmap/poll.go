@@ -572,9 +572,7 @@ func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (b
 	for cl, m := range byCluster {
 		digests[cl] = instanceDigest(m)
 	}
-	recs := decodeInstances(r.opts.ClusterSetID, tg.key.Namespace, tg.key.Name, insts, func(id string, err error) {
-		r.log.V(1).Info("skipping Cloud Map instance", "namespace", tg.key.Namespace, "service", tg.key.Name, "instance", id, "reason", err.Error())
-	})
+	recs := decodeInstances(r.opts.ClusterSetID, tg.key.Namespace, tg.key.Name, insts, r.logSkipped(tg.key))
 	mine := map[string]instance{}
 	for _, in := range insts {
 		if r.ours(in.Attrs) {

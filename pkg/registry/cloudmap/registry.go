@@ -2,7 +2,6 @@ package cloudmap
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -225,10 +224,14 @@ type Registry struct {
 var _ registry.Registry = (*Registry)(nil)
 
 // New returns a Cloud Map registry using cfg (credentials, region; see
-// config.LoadDefaultConfig).
+// config.LoadDefaultConfig). IDs that registry.ValidateClusterSetID or
+// registry.ValidateClusterID reject are an error.
 func New(cfg aws.Config, opts Options) (*Registry, error) {
-	if opts.ClusterSetID == "" || opts.ClusterID == "" {
-		return nil, errors.New("cloudmap: ClusterSetID and ClusterID are required")
+	if err := registry.ValidateClusterSetID(opts.ClusterSetID); err != nil {
+		return nil, fmt.Errorf("cloudmap: %w", err)
+	}
+	if err := registry.ValidateClusterID(opts.ClusterID); err != nil {
+		return nil, fmt.Errorf("cloudmap: %w", err)
 	}
 	opts.setDefaults()
 	r := &Registry{

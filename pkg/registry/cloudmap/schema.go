@@ -79,10 +79,14 @@ const (
 	// controllerName is the value of K8S_CONTROLLER on everything we write.
 	controllerName = "clusterset-controller"
 
-	// Cloud Map limits (service quotas documentation).
-	maxAttributes     = 30
-	maxAttributeValue = 1024
-	maxInstanceID     = 64
+	// Cloud Map limits (Cloud Map API Reference, RegisterInstance):
+	// custom attributes per instance, characters per value, characters of
+	// every key and value of one instance together, characters per
+	// InstanceId.
+	maxAttributes      = 30
+	maxAttributeValue  = 1024
+	maxAttributesTotal = 5000
+	maxInstanceID      = 64
 )
 
 // instance is one Cloud Map service instance as read or to be written.
@@ -101,9 +105,33 @@ type AttributeError struct {
 	Limit     int
 }
 
+// Attribute values of AttributeError that are not an attribute's name.
+const (
+	attrCount = "(count)" // Length is the number of attributes
+	attrTotal = "(total)" // Length is the characters of every key and value
+)
+
 func (e *AttributeError) Error() string {
-	return fmt.Sprintf("cloudmap: service %s: attribute %s is %d characters long, Cloud Map allows %d (shorten exported labels/annotations)",
-		e.Key, e.Attribute, e.Length, e.Limit)
+	what := "attribute " + e.Attribute + " is"
+	switch e.Attribute {
+	case attrCount:
+		return fmt.Sprintf("cloudmap: service %s: an instance needs %d attributes, Cloud Map allows %d", e.Key, e.Length, e.Limit)
+	case attrTotal:
+		what = "the attributes of an instance are"
+	}
+	return fmt.Sprintf("cloudmap: service %s: %s %d characters long, Cloud Map allows %d (%s)", e.Key, what, e.Length, e.Limit, e.hint())
+}
+
+// hint says what in the export makes the attribute long.
+func (e *AttributeError) hint() string {
+	switch e.Attribute {
+	case attrServicePorts:
+		return "the Service has too many ports, or too long port names and appProtocols, for one Cloud Map attribute"
+	case attrAppProtocol:
+		return "shorten the port's appProtocol"
+	default:
+		return "shorten the ServiceExport's exportedLabels and exportedAnnotations"
+	}
 }
 
 // instanceID returns the InstanceId of an endpoint port in the AWS
@@ -301,19 +329,26 @@ func portKey(proto corev1.Protocol, addr string, port int32) string {
 	return fmt.Sprintf("%s/%s/%d", proto, addr, port)
 }
 
+// checkAttrs returns an AttributeError when Cloud Map would refuse attrs:
+// too many, a value too long, or all of them too long together.
 func checkAttrs(key registry.ServiceKey, attrs map[string]string) error {
 	if len(attrs) > maxAttributes {
-		return &AttributeError{Key: key, Attribute: "(count)", Length: len(attrs), Limit: maxAttributes}
+		return &AttributeError{Key: key, Attribute: attrCount, Length: len(attrs), Limit: maxAttributes}
 	}
 	names := make([]string, 0, len(attrs))
-	for k := range attrs {
+	total := 0
+	for k, v := range attrs {
 		names = append(names, k)
+		total += len(k) + len(v)
 	}
 	sort.Strings(names)
 	for _, k := range names {
 		if n := len(attrs[k]); n > maxAttributeValue {
 			return &AttributeError{Key: key, Attribute: k, Length: n, Limit: maxAttributeValue}
 		}
+	}
+	if total > maxAttributesTotal {
+		return &AttributeError{Key: key, Attribute: attrTotal, Length: total, Limit: maxAttributesTotal}
 	}
 	return nil
 }

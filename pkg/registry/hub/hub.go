@@ -137,9 +137,14 @@ type Registry struct {
 var _ registry.Registry = (*Registry)(nil)
 
 // New returns the Registry of opts.ClusterID. It does not contact the hub.
+// IDs that registry.ValidateClusterSetID or registry.ValidateClusterID
+// reject are an error.
 func New(opts Options) (*Registry, error) {
-	if opts.ClusterSetID == "" || opts.ClusterID == "" {
-		return nil, errors.New("hub registry: clusterset ID and cluster ID are required")
+	if err := registry.ValidateClusterSetID(opts.ClusterSetID); err != nil {
+		return nil, fmt.Errorf("hub registry: %w", err)
+	}
+	if err := registry.ValidateClusterID(opts.ClusterID); err != nil {
+		return nil, fmt.Errorf("hub registry: %w", err)
 	}
 	if opts.Config == nil {
 		return nil, errors.New("hub registry: a rest.Config for the hub is required")

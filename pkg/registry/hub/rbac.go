@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	hubcrd "github.com/clusterset/clusterset/config/hub/crd"
+	"github.com/clusterset/clusterset/pkg/registry"
 	hubv1alpha1 "github.com/clusterset/clusterset/pkg/registry/hub/api/v1alpha1"
 )
 
@@ -93,8 +94,15 @@ func MemberObjects(clusterSetID, clusterID string, subjects ...rbacv1.Subject) [
 // EnsureMember installs or updates, with admin credentials on the hub, the
 // CRDs of InstallCRDs, ReaderRole and MemberObjects of clusterID, and returns
 // the member's namespace. It is what `kubectl clusterset join` does, and what
-// tests use.
+// tests use. IDs that registry.ValidateClusterSetID or
+// registry.ValidateClusterID reject are an error, before anything is written.
 func EnsureMember(ctx context.Context, hub kubernetes.Interface, clusterSetID, clusterID string, subjects ...rbacv1.Subject) (string, error) {
+	if err := registry.ValidateClusterSetID(clusterSetID); err != nil {
+		return "", fmt.Errorf("hub member: %w", err)
+	}
+	if err := registry.ValidateClusterID(clusterID); err != nil {
+		return "", fmt.Errorf("hub member: %w", err)
+	}
 	if err := InstallCRDs(ctx, hub); err != nil {
 		return "", fmt.Errorf("hub member %s of %s: %w", clusterID, clusterSetID, err)
 	}

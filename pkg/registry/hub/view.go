@@ -114,6 +114,12 @@ func (v *view) handle(logger logr.Logger, store cache.Store, obj any, onChange f
 		logger.V(1).Info("Ignoring a record that is not in the namespace of the cluster it names", "clusterSetRecord", rec.Namespace+"/"+rec.Name)
 		return
 	}
+	if err := registry.ImportableClusterID(cluster); err != nil {
+		// Join and New refuse such IDs, but the hub's admin can write any
+		// record in any namespace; its slices could not be written.
+		logger.Info("Ignoring a record whose cluster ID cannot be imported", "clusterSetRecord", rec.Namespace+"/"+rec.Name, "reason", err.Error())
+		return
+	}
 	ns, name, ok := strings.Cut(rec.Spec.Service, "/")
 	key := registry.ServiceKey{Namespace: ns, Name: name}
 	if !ok || validateKey(key) != nil || (rec.Name != headName(key) && !strings.HasPrefix(rec.Name, headName(key)+".")) {

@@ -123,6 +123,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"PublishFillsInOwnIdentity", testOwnIdentity},
 		{"RecordsAreCopiesAndKeysSorted", testCopies},
 		{"LostRecordIsWrittenAgain", testLostRecordIsKept},
+		{"NameLimits", testNameLimits},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

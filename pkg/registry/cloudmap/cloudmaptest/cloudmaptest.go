@@ -24,8 +24,10 @@ import (
 // Region is the region every test uses.
 const Region = "us-east-1"
 
-// StartMoto starts `moto_server` on a free port of 127.0.0.1 and returns its
-// URL; the server is killed when the test ends.
+// StartMoto starts `moto_server` on a free port of 127.0.0.1 and returns the
+// URL of a proxy in front of it that refuses what real Cloud Map refuses
+// (CheckRequest) and fails the test for each such request; the server is
+// killed when the test ends.
 func StartMoto(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("moto_server")
@@ -43,7 +45,9 @@ func StartMoto(t testing.TB) string {
 		}
 		url, err := start(t, bin, port)
 		if err == nil {
-			return url
+			if url, err = limitsProxy(t, url); err == nil {
+				return url
+			}
 		}
 		lastErr = err
 	}

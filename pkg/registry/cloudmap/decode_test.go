@@ -1,0 +1,39 @@
+package cloudmap
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// TestDecodeSkipsUnimportableClusters: a cluster ID that cannot be the value
+// of multicluster.kubernetes.io/source-cluster (here 64 characters, written
+// by another controller) leaves that cluster's record out, reported once
+// with ErrUnimportableCluster; other clusters of the service are imported,
+// IDs of 63 characters and other writers' label values included.
+func TestDecodeSkipsUnimportableClusters(t *testing.T) {
+	aws := func(cluster, ip string) instance {
+		return instance{ID: "tcp-" + strings.ReplaceAll(ip, ".", "_") + "-80", Attrs: map[string]string{
+			"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": "80", "CLUSTERSET_ID": "set1", "CLUSTER_ID": cluster,
+			"ENDPOINT_PORT_NAME": "http", "ENDPOINT_PROTOCOL": "TCP", "READY": "true", "SERVICE_PORT": "80",
+			"SERVICE_PORT_NAME": "http", "SERVICE_PROTOCOL": "TCP", "SERVICE_TARGET_PORT": "80", "SERVICE_TYPE": "ClusterSetIP",
+			"SERVICE_EXPORT_CREATION_TIMESTAMP": "1665108776000",
+		}}
+	}
+	tooLong := strings.Repeat("x", 64)
+	insts := []instance{aws(tooLong, "10.0.0.1"), aws(tooLong, "10.0.0.2"), aws(strings.Repeat("c", 63), "10.0.0.3"), aws("EKS_Cluster.1", "10.0.0.4")}
+	var skipped []error
+	recs := decodeInstances("set1", "demo", "web", insts, func(_ string, err error) { skipped = append(skipped, err) })
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.ClusterID)
+	}
+	if strings.Join(ids, ",") != "EKS_Cluster.1,"+strings.Repeat("c", 63) {
+		t.Errorf("decoded clusters %q, want the 63-character one and EKS_Cluster.1", ids)
+	}
+	if len(skipped) != 1 || !errors.Is(skipped[0], registry.ErrUnimportableCluster) || !strings.Contains(skipped[0].Error(), tooLong) {
+		t.Errorf("skipped %v, want one ErrUnimportableCluster naming the 64-character ID", skipped)
+	}
+}
