@@ -327,7 +327,7 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 	}
 	var insts []instance
 	if rev != -1 {
-		insts, _, err = r.api.discover(ctx, r.opts.SystemNamespace, changesService, r.opts.ClusterSetID)
+		insts, _, err = r.api.discover(ctx, r.opts.SystemNamespace, changesService, attrClusterSetID, r.opts.ClusterSetID)
 		if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
 			err = nil
 		}

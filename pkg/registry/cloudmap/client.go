@@ -254,18 +254,19 @@ func (a api) listInstances(ctx context.Context, serviceID string) ([]instance, e
 }
 
 // discover reads the instances of one service through the data plane,
-// only those whose CLUSTERSET_ID is clusterSetID unless it is "". Callers
-// check the clusterset again. DiscoverInstances has no paging: MaxResults
-// 1000 equals the per-service instance quota.
-func (a api) discover(ctx context.Context, namespace, service, clusterSetID string) ([]instance, int64, error) {
+// only those whose attribute filterAttr is filterValue unless filterAttr
+// is "". Callers check the clusterset again. DiscoverInstances has no
+// paging: it returns at most maxDiscoverResults instances, Cloud Map's
+// quota of instances per service; readService reads fuller services.
+func (a api) discover(ctx context.Context, namespace, service, filterAttr, filterValue string) ([]instance, int64, error) {
 	in := &sd.DiscoverInstancesInput{
 		NamespaceName: aws.String(namespace),
 		ServiceName:   aws.String(service),
-		MaxResults:    aws.Int32(1000),
+		MaxResults:    aws.Int32(maxDiscoverResults),
 		HealthStatus:  sdtypes.HealthStatusFilterAll,
 	}
-	if clusterSetID != "" {
-		in.QueryParameters = map[string]string{attrClusterSetID: clusterSetID}
+	if filterAttr != "" {
+		in.QueryParameters = map[string]string{filterAttr: filterValue}
 	}
 	out, err := a.c.DiscoverInstances(ctx, in)
 	if err != nil {

@@ -322,6 +322,11 @@ func parsePort(a map[string]string, attr string, required bool) (int32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", attr, err)
 	}
+	if n == 0 {
+		// 0 would read as "no port": a port-less endpoint, or a service
+		// port taken from the endpoint's.
+		return 0, fmt.Errorf("%s: port 0 is out of range 1-65535", attr)
+	}
 	return int32(n), nil
 }
 

@@ -20,8 +20,8 @@ func (f *Flags) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&f.FullResync, "cloudmap-full-resync", DefaultFullResyncPeriod, "every Cloud Map service is read in full at least this often, the only idle cost that grows with the number of services (--registry cloudmap)")
 	fs.DurationVar(&f.ForeignSweep, "cloudmap-foreign-sweep-period", time.Minute, "how often the Cloud Map services are listed to find writes by other controllers (the AWS Cloud Map MCS controller), which bump no change beacon: new services, and once such writes were seen, a revision check of every service; 0 disables (--registry cloudmap)")
 	fs.DurationVar(&f.ForeignPoll, "cloudmap-foreign-poll-interval", 10*time.Second, "once Cloud Map holds records written by another controller (a mixed clusterset with the AWS Cloud Map MCS controller), how often the namespaces holding them and new services are checked; a clusterset of clusterset-controllers only never pays for it; 0 disables, leaving the foreign sweep (--registry cloudmap)")
-	fs.IntVar(&f.MaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service; exports that would exceed it are refused with a condition")
-	fs.IntVar(&f.MaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace")
+	fs.IntVar(&f.MaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service, at most 1000 (one DiscoverInstances returns no more); exports that would exceed it, counting every writer's instances in the service, are refused with a condition")
+	fs.IntVar(&f.MaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace; exports that would exceed it, counting every writer's instances in the namespace, are refused with a condition")
 	fs.BoolVar(&f.MotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
 }
 

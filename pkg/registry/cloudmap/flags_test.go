@@ -32,4 +32,11 @@ func TestFlagsOptions(t *testing.T) {
 	if o.ForeignSweepPeriod >= 0 || o.ForeignPollInterval >= 0 {
 		t.Errorf("defaults turned a disabled sweep back on: %+v", o)
 	}
+	// One DiscoverInstances returns at most 1,000 instances: a larger
+	// per-service quota would let records grow past what readers read.
+	o = parse("--cloudmap-max-instances-per-service=5000", "--cloudmap-max-instances-per-namespace=20000")
+	o.setDefaults()
+	if o.MaxInstancesPerService != 1000 || o.MaxInstancesPerNamespace != 20000 {
+		t.Errorf("quotas of 5000 per service and 20000 per namespace gave %d and %d, want 1000 and 20000", o.MaxInstancesPerService, o.MaxInstancesPerNamespace)
+	}
 }

@@ -27,8 +27,20 @@ var (
 		Name: "clusterset_cloudmap_view_refresh_errors_total",
 		Help: "Failed refreshes of the Cloud Map registry view (the view keeps its last good records).",
 	})
+
+	// oversizedReadsTotal counts reads of Cloud Map services that hold more
+	// instances than one DiscoverInstances returns (readService): result
+	// "complete" when filtered reads returned every instance of the
+	// clusterset, "incomplete" when even those came back full.
+	oversizedReadsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clusterset_cloudmap_oversized_reads_total",
+		Help: "Reads of Cloud Map services holding more instances than one DiscoverInstances returns (1,000), by result: complete (the clusterset's instances were read with filtered reads) or incomplete (even those were cut at 1,000).",
+	}, []string{"result"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(requestsTotal, throttledTotal, viewErrorsTotal)
+	metrics.Registry.MustRegister(requestsTotal, throttledTotal, viewErrorsTotal, oversizedReadsTotal)
+	// Both series exist from the start, so that alerts see a rise from 0.
+	oversizedReadsTotal.WithLabelValues("complete")
+	oversizedReadsTotal.WithLabelValues("incomplete")
 }

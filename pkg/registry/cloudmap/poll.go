@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -525,66 +524,6 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 		onChange(k)
 	}
 	return failed, firstErr
-}
-
-// refreshService updates one service of the view and reports whether its
-// records changed.
-func (r *Registry) refreshService(ctx context.Context, tg target, dirty bool) (bool, error) {
-	r.view.mu.RLock()
-	old := r.view.services[tg.key]
-	r.view.mu.RUnlock()
-
-	now := time.Now()
-	fresh := old != nil && old.id == tg.id && old.loaded && now.Sub(old.lastFull) < r.opts.FullResyncPeriod
-	if fresh && !dirty {
-		// The revision tells whether a read is needed. A service to be
-		// read anyway skips it: DiscoverInstances returns it too.
-		rev, err := r.api.revision(ctx, tg.key.Namespace, tg.key.Name)
-		if err != nil {
-			return false, err
-		}
-		if rev == old.revision {
-			return false, nil
-		}
-	}
-	readStart := time.Now()
-	// Unfiltered: markers carry no CLUSTERSET_ID (hideFromAWSController).
-	insts, rev, err := r.api.discover(ctx, tg.key.Namespace, tg.key.Name, "")
-	if err != nil {
-		return false, err
-	}
-	insts, _ = dedupe(insts)
-	owners := map[string]string{}
-	byCluster := map[string]map[string]instance{}
-	foreign := false
-	for _, in := range insts {
-		if clusterSetOf(in.Attrs) == r.opts.ClusterSetID {
-			cl := in.Attrs[attrClusterID]
-			owners[in.ID] = cl
-			if byCluster[cl] == nil {
-				byCluster[cl] = map[string]instance{}
-			}
-			byCluster[cl][in.ID] = in
-			foreign = foreign || in.Attrs[attrController] != controllerName
-		}
-	}
-	digests := make(map[string]string, len(byCluster))
-	for cl, m := range byCluster {
-		digests[cl] = instanceDigest(m)
-	}
-	recs := decodeInstances(r.opts.ClusterSetID, tg.key.Namespace, tg.key.Name, insts, r.logSkipped(tg.key))
-	mine := map[string]instance{}
-	for _, in := range insts {
-		if r.ours(in.Attrs) {
-			mine[in.ID] = in
-		}
-	}
-	r.repair(ctx, tg.key, mine, readStart)
-	st := &svcState{id: tg.id, revision: rev, loaded: true, lastFull: now, records: recs, owners: owners, foreign: foreign, digests: digests}
-	r.view.mu.Lock()
-	r.view.services[tg.key] = st
-	r.view.mu.Unlock()
-	return old == nil && len(recs) > 0 || old != nil && !reflect.DeepEqual(old.records, recs), nil
 }
 
 func corev1Protocol(s string) corev1.Protocol {

@@ -33,8 +33,13 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	key := rec.Key()
 	defer r.lockKey(key)()
 
-	// Validate before any side effect: a bad record creates nothing.
-	if _, err := encodeRecord(rec, nil, nil); err != nil {
+	// Validate before any side effect: a bad record, or one past a quota,
+	// creates nothing (no namespace, no service).
+	desired, err := encodeRecord(rec, nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := r.checkQuota(key, len(desired)); err != nil {
 		return err
 	}
 	err = r.publish(ctx, rec)
@@ -121,11 +126,8 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	if err != nil {
 		return err
 	}
-	if n := len(desired) + len(others); n > r.opts.MaxInstancesPerService {
-		return &QuotaError{Key: key, Scope: "service", Want: n, Limit: r.opts.MaxInstancesPerService}
-	}
-	if n := len(desired) + r.namespaceLoad(key); n > r.opts.MaxInstancesPerNamespace {
-		return &QuotaError{Key: key, Scope: "namespace", Want: n, Limit: r.opts.MaxInstancesPerNamespace}
+	if err := r.checkQuota(key, len(desired)); err != nil {
+		return err
 	}
 
 	var reg []instance
@@ -179,7 +181,8 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		r.changed(ctx, key, unknownDigest)
 		r.wake()
 		if isCode(err, "ResourceLimitExceeded") {
-			return &QuotaError{Key: key, Scope: "service", Err: err}
+			// Cloud Map's message names the quota (service or namespace).
+			return &QuotaError{Key: key, Err: err}
 		}
 		if isCode(err, "ServiceNotFound") {
 			r.forgetService(ns, rec.Name)
@@ -280,20 +283,38 @@ func sameInstances(a, b map[string]instance) bool {
 	return true
 }
 
-// namespaceLoad counts the instances in key's namespace other than key's own
-// ones of this cluster: this cluster's other services and the instances of
-// other clusters seen by the view. Writers outside the clusterset are not
-// counted; Cloud Map's own error then reports the quota.
-func (r *Registry) namespaceLoad(key registry.ServiceKey) int {
-	n := 0
+// checkQuota returns a *QuotaError when this cluster holding n instances in
+// key's service would exceed Cloud Map's instance quota of the service or of
+// its namespace, else nil. Every writer's instances count toward those
+// quotas, other clustersets' and strangers' too, so it counts every
+// instance the view saw.
+func (r *Registry) checkQuota(key registry.ServiceKey, n int) error {
+	othersInService := r.view.heldByOthers(key, r.opts.ClusterID)
+	if want := n + othersInService; want > r.opts.MaxInstancesPerService {
+		return &QuotaError{Key: key, Scope: "service", Want: want, Others: othersInService, Limit: r.opts.MaxInstancesPerService}
+	}
+	mineElsewhere, othersInNamespace := r.namespaceLoad(key)
+	if want := n + mineElsewhere + othersInNamespace; want > r.opts.MaxInstancesPerNamespace {
+		return &QuotaError{Key: key, Scope: "namespace", Want: want, Others: othersInNamespace, Limit: r.opts.MaxInstancesPerNamespace}
+	}
+	return nil
+}
+
+// namespaceLoad returns how many instances key's namespace holds besides
+// this cluster's in key's own service: mine, this cluster's in its other
+// services there (as it wrote them), and others, every other writer's the
+// view saw (other clusters, other clustersets, anyone). A view that has not
+// read a service since someone else wrote there counts less: Cloud Map's
+// own error then reports the quota.
+func (r *Registry) namespaceLoad(key registry.ServiceKey) (mine, others int) {
 	r.mu.Lock()
 	for k, p := range r.published {
 		if k.Namespace == key.Namespace && k != key {
-			n += len(p.insts)
+			mine += len(p.insts)
 		}
 	}
 	r.mu.Unlock()
-	return n + r.view.otherInstancesInNamespace(key.Namespace, r.opts.ClusterID)
+	return mine, r.view.heldByOthersInNamespace(key.Namespace, r.opts.ClusterID)
 }
 
 func (r *Registry) register(ctx context.Context, serviceID string, in instance) error {

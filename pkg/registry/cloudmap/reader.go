@@ -47,22 +47,25 @@ type reader struct {
 }
 
 // ReadService implements registry.Reader with one DiscoverInstances of the
-// Cloud Map service key.Name in the namespace key.Namespace. Records of the
-// AWS Cloud Map MCS controller are read too (they have no change time).
-// Instances that do not decode give their cluster's StoredRecord a Problem;
-// those naming no cluster are reported under ClusterID "".
+// Cloud Map service key.Name in the namespace key.Namespace, three when the
+// service holds more instances than one call returns (readService).
+// Records of the AWS Cloud Map MCS controller are read too (they have no
+// change time). Instances that do not decode give their cluster's
+// StoredRecord a Problem; those naming no cluster, and a read that could
+// not return every instance of the clusterset, are reported under
+// ClusterID "".
 func (rd reader) ReadService(ctx context.Context, key registry.ServiceKey) ([]registry.StoredRecord, error) {
 	// Unfiltered, as the view reads: markers carry OWNER_CLUSTERSET_ID, not
 	// CLUSTERSET_ID (hideFromAWSController). decodeInstances keeps only
 	// this clusterset's instances.
-	insts, _, err := rd.api.discover(ctx, key.Namespace, key.Name, "")
+	read, err := readService(ctx, rd.api, key.Namespace, key.Name, rd.opts.ClusterSetID, false)
 	if isCode(err, "NamespaceNotFound", "ServiceNotFound") {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("DiscoverInstances %s: %w", key, err)
 	}
-	insts, _ = dedupe(insts)
+	insts := read.insts
 	// decodeInstances names a bad instance by its ID, or a bad record by
 	// its cluster's marker ID, which may be hashed (boundedID).
 	clusterOf := map[string]string{}
@@ -74,6 +77,9 @@ func (rd reader) ReadService(ctx context.Context, key registry.ServiceKey) ([]re
 		}
 	}
 	problems := map[string]string{}
+	if read.incomplete {
+		problems[""] = fmt.Sprintf("more than %d instances claim clusterset %s in this service, more than one DiscoverInstances returns: records may be missing", maxDiscoverResults, rd.opts.ClusterSetID)
+	}
 	recs := decodeInstances(rd.opts.ClusterSetID, key.Namespace, key.Name, insts, func(id string, err error) {
 		c := clusterOf[id]
 		if problems[c] == "" {
@@ -118,7 +124,7 @@ func (rd reader) ReadHeartbeats(ctx context.Context) ([]registry.Heartbeat, erro
 // clusterSetID, in no order. Cloud Map's NamespaceNotFound and
 // ServiceNotFound are returned as they are.
 func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID string) ([]registry.Heartbeat, error) {
-	insts, _, err := a.discover(ctx, systemNamespace, heartbeatService, clusterSetID)
+	insts, _, err := a.discover(ctx, systemNamespace, heartbeatService, attrClusterSetID, clusterSetID)
 	if err != nil {
 		return nil, err
 	}

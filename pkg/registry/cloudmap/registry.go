@@ -85,7 +85,10 @@ type Options struct {
 	// period. Default registry.DefaultLeaseDuration.
 	LeaseDuration time.Duration
 	// MaxInstancesPerService and MaxInstancesPerNamespace are the account's
-	// Cloud Map quotas. Defaults 1000 and 2000 (the AWS defaults).
+	// Cloud Map quotas, which Publish checks against every writer's
+	// instances the view saw. Defaults 1000 and 2000 (the AWS defaults).
+	// MaxInstancesPerService is at most 1000: one DiscoverInstances returns
+	// no more, so readers could not read a fuller service.
 	MaxInstancesPerService   int
 	MaxInstancesPerNamespace int
 	// MaxAttempts is the number of attempts per API call (throttling, 5xx and
@@ -143,8 +146,8 @@ func (o *Options) setDefaults() {
 	if o.LeaseDuration <= 0 {
 		o.LeaseDuration = registry.DefaultLeaseDuration
 	}
-	if o.MaxInstancesPerService <= 0 {
-		o.MaxInstancesPerService = 1000
+	if o.MaxInstancesPerService <= 0 || o.MaxInstancesPerService > maxDiscoverResults {
+		o.MaxInstancesPerService = maxDiscoverResults
 	}
 	if o.MaxInstancesPerNamespace <= 0 {
 		o.MaxInstancesPerNamespace = 2000
@@ -176,22 +179,33 @@ func (o *Options) setDefaults() {
 }
 
 // QuotaError is returned by Publish when a record would exceed a Cloud Map
-// instance quota; nothing of the record is written.
+// instance quota; nothing of the record is written. When Cloud Map itself
+// refused a write (Err), Scope is empty and the writes before it may have
+// gone through.
 type QuotaError struct {
 	Key registry.ServiceKey
-	// Scope is "service" or "namespace".
+	// Scope is "service" or "namespace": the quota the record would exceed.
 	Scope string
-	Want  int
-	Limit int
-	Err   error // the Cloud Map error, when Cloud Map reported it
+	// Want is how many instances the scope would hold with the record, and
+	// Others how many of them other writers hold (other clusters, other
+	// clustersets, anyone), as this cluster's view last read them.
+	Want, Others int
+	Limit        int
+	Err          error // the Cloud Map error, when Cloud Map reported it
 }
 
 func (e *QuotaError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("cloudmap: service %s: Cloud Map instance quota exceeded: %v", e.Key, e.Err)
 	}
-	return fmt.Sprintf("cloudmap: service %s needs %d Cloud Map instances in its %s, the quota is %d (one instance per endpoint and port; raise the AWS Cloud Map quota, then --cloudmap-max-instances-per-%s)",
-		e.Key, e.Want, e.Scope, e.Limit, e.Scope)
+	msg := fmt.Sprintf("cloudmap: service %s needs %d Cloud Map instances in its %s, the quota is %d", e.Key, e.Want, e.Scope, e.Limit)
+	if e.Others > 0 {
+		msg += fmt.Sprintf("; %d of them are already held by other writers there (other clusters, other clustersets or anyone else)", e.Others)
+	}
+	if e.Scope == "namespace" {
+		return msg + " (one instance per endpoint and port, and one per exported service; raise the AWS Cloud Map quota of instances per namespace, then --cloudmap-max-instances-per-namespace)"
+	}
+	return msg + fmt.Sprintf(" (one instance per endpoint and port, and one per exported service; a service holds at most %d, which one DiscoverInstances returns)", maxDiscoverResults)
 }
 
 func (e *QuotaError) Unwrap() error { return e.Err }

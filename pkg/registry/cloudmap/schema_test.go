@@ -129,3 +129,22 @@ func TestDecodeMarkersOfEarlierVersions(t *testing.T) {
 		t.Fatalf("another clusterset decoded %+v", got)
 	}
 }
+
+// TestDecodePortZero: an AWS_INSTANCE_PORT or SERVICE_PORT of "0" is a port
+// out of range, not a missing port. Read as missing, a hostile writer's
+// "0" made a port-less endpoint, and a record of its cluster, out of an
+// instance the reader must skip.
+func TestDecodePortZero(t *testing.T) {
+	for _, attr := range []string{attrPort, attrSvcPort} {
+		a := map[string]string{attrClusterSetID: "set1", attrClusterID: "evil", attrIPv4: "10.0.0.1", attrPort: "80",
+			attrEPProtocol: "TCP", attrReady: "true", attrSvcPort: "80", attrSvcProtocol: "TCP", attrSvcType: "ClusterSetIP"}
+		a[attr] = "0"
+		var skipped []string
+		got := decodeInstances("set1", "demo", "web", []instance{{ID: "zero", Attrs: a}}, func(id string, err error) {
+			skipped = append(skipped, id+": "+err.Error())
+		})
+		if len(got) != 0 || len(skipped) != 1 || !strings.Contains(skipped[0], "out of range") {
+			t.Errorf("%s=0: records %+v, skipped %v; want none and the instance skipped as out of range", attr, got, skipped)
+		}
+	}
+}

@@ -18,6 +18,23 @@ type svcState struct {
 	owners   map[string]string // InstanceId -> CLUSTER_ID, this clusterset
 	foreign  bool              // holds an instance of this clusterset written by another controller
 	digests  map[string]string // CLUSTER_ID -> instanceDigest of its instances, this clusterset
+	// instances is how many instances of every writer the last read saw (a
+	// lower bound when oversized): the quota checks count them.
+	instances  int
+	oversized  bool // holds more instances than one DiscoverInstances returns
+	incomplete bool // even the clusterset's instances could not all be read
+}
+
+// heldByOthers returns how many instances of s the last read saw that are
+// not cluster's: other clusters', other clustersets', anyone's.
+func (s *svcState) heldByOthers(cluster string) int {
+	n := s.instances
+	for _, c := range s.owners {
+		if c == cluster {
+			n--
+		}
+	}
+	return max(n, 0)
 }
 
 // digest returns the instanceDigest of cluster's instances in s (nil: none).
@@ -50,8 +67,6 @@ func (v *view) markDirty(key registry.ServiceKey) {
 	v.mu.Unlock()
 }
 
-// otherInstances returns the InstanceIds that other clusters hold in key's
-// service, as last read.
 // has reports whether the view holds key.
 func (v *view) has(key registry.ServiceKey) bool {
 	v.mu.RLock()
@@ -60,6 +75,8 @@ func (v *view) has(key registry.ServiceKey) bool {
 	return ok
 }
 
+// otherInstances returns the InstanceIds that other clusters of the
+// clusterset hold in key's service, as last read.
 func (v *view) otherInstances(key registry.ServiceKey, cluster string) map[string]bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -74,18 +91,26 @@ func (v *view) otherInstances(key registry.ServiceKey, cluster string) map[strin
 	return out
 }
 
-func (v *view) otherInstancesInNamespace(ns, cluster string) int {
+// heldByOthers returns how many instances of key's service the view saw
+// that are not cluster's, of every writer.
+func (v *view) heldByOthers(key registry.ServiceKey, cluster string) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if s := v.services[key]; s != nil {
+		return s.heldByOthers(cluster)
+	}
+	return 0
+}
+
+// heldByOthersInNamespace returns how many instances of the services of
+// namespace ns the view saw that are not cluster's, of every writer.
+func (v *view) heldByOthersInNamespace(ns, cluster string) int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	n := 0
 	for k, s := range v.services {
-		if k.Namespace != ns {
-			continue
-		}
-		for _, c := range s.owners {
-			if c != cluster {
-				n++
-			}
+		if k.Namespace == ns {
+			n += s.heldByOthers(cluster)
 		}
 	}
 	return n
