@@ -150,7 +150,7 @@ func join(t *testing.T, hubCP *testenv.Cluster, m *member) {
 	cfg := rest.CopyConfig(hubCP.Config)
 	cfg.Host = "https://" + m.proxy.addr
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	m.hubCfg = hubCalls.of(id).Wrap(cfg)
+	m.hubCfg = hubCalls.of(hub.NamespaceName(set, id)).Wrap(cfg)
 	installControllerRBAC(t, m)
 }
 

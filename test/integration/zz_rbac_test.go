@@ -24,22 +24,23 @@ var (
 	// controllerCalls are the calls of every member's controllers in
 	// their own cluster (controllerConfig).
 	controllerCalls apicalls.Recorder
-	// hubCalls are the calls of each member on the hub, by cluster ID.
-	hubCalls = &recorders{byID: map[string]*apicalls.Recorder{}}
+	// hubCalls are the calls of each member on the hub, by the member's
+	// hub namespace (hub.NamespaceName).
+	hubCalls = &recorders{byNamespace: map[string]*apicalls.Recorder{}}
 )
 
 type recorders struct {
-	mu   sync.Mutex
-	byID map[string]*apicalls.Recorder
+	mu          sync.Mutex
+	byNamespace map[string]*apicalls.Recorder
 }
 
-func (r *recorders) of(id string) *apicalls.Recorder {
+func (r *recorders) of(namespace string) *apicalls.Recorder {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.byID[id] == nil {
-		r.byID[id] = &apicalls.Recorder{}
+	if r.byNamespace[namespace] == nil {
+		r.byNamespace[namespace] = &apicalls.Recorder{}
 	}
-	return r.byID[id]
+	return r.byNamespace[namespace]
 }
 
 // TestShippedRBACIsWhatTheCodeCalls compares the calls that the controllers
@@ -71,14 +72,13 @@ func TestShippedRBACIsWhatTheCodeCalls(t *testing.T) {
 		}
 	}
 	var all []apicalls.Call
-	for id, rec := range hubCalls.byID {
-		own := hub.NamespaceName(clusterSet, id)
+	for own, rec := range hubCalls.byNamespace {
 		for _, c := range rec.Calls() {
 			switch c.Verb {
 			case "get", "list", "watch":
 			default:
 				if c.Namespace != own {
-					t.Errorf("member %s called %s %s in namespace %q of the hub, want only its own %s", id, c.Verb, c.Resource, c.Namespace, own)
+					t.Errorf("the member of hub namespace %s called %s %s in namespace %q of the hub, want only its own", own, c.Verb, c.Resource, c.Namespace)
 				}
 			}
 			all = append(all, c)

@@ -146,6 +146,12 @@ func New(opts Options) (*Registry, error) {
 	if err := registry.ValidateClusterID(opts.ClusterID); err != nil {
 		return nil, fmt.Errorf("hub registry: %w", err)
 	}
+	return newRegistry(opts)
+}
+
+// newRegistry is New without checking opts.ClusterID, for NewReader, which
+// writes nothing.
+func newRegistry(opts Options) (*Registry, error) {
 	if opts.Config == nil {
 		return nil, errors.New("hub registry: a rest.Config for the hub is required")
 	}

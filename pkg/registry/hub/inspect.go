@@ -23,9 +23,12 @@ import (
 func NewReader(cfg *rest.Config, clusterSetID string) (registry.Reader, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "kubectl-clusterset"
+	if err := registry.ValidateClusterSetID(clusterSetID); err != nil {
+		return nil, fmt.Errorf("hub registry: %w", err)
+	}
 	// It is never run and writes nothing, so its own cluster ID does not
-	// matter.
-	r, err := New(Options{ClusterSetID: clusterSetID, ClusterID: "-", Config: cfg})
+	// matter; "-" is no member's.
+	r, err := newRegistry(Options{ClusterSetID: clusterSetID, ClusterID: "-", Config: cfg})
 	if err != nil {
 		return nil, err
 	}
