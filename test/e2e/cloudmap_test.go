@@ -79,6 +79,7 @@ func TestCloudMapRegistry(t *testing.T) {
 		}
 	})
 	t.Run("Scale", func(t *testing.T) { testScale(t, env) })
+	t.Run("NamespaceDeleted", func(t *testing.T) { testNamespaceDeleted(t, env) })
 	t.Run("Unexport", func(t *testing.T) {
 		testUnexport(t, env, wt.Service)
 		waitFor(t, "E5 no Cloud Map instance of cls1 left for nginx-hello", propagation, func(ctx context.Context) (bool, string, error) {

@@ -34,6 +34,7 @@ func TestHubRegistry(t *testing.T) {
 	t.Run("DNS", func(t *testing.T) { testDNS(t, env) })
 	t.Run("Scale", func(t *testing.T) { testScale(t, env) })
 	t.Run("HeadlessStatefulSet", func(t *testing.T) { testHeadless(t, env) })
+	t.Run("NamespaceDeleted", func(t *testing.T) { testNamespaceDeleted(t, env) })
 	t.Run("Unexport", func(t *testing.T) {
 		testUnexport(t, env, wt.Service, headless)
 		// D4: cluster.local is untouched: the exporter's own Service still
