@@ -134,6 +134,22 @@ func CheckInstance(id string, attrs map[string]string) error {
 	return nil
 }
 
+// direct maps the URL of each limits proxy to the moto server behind it.
+var direct sync.Map
+
+// Direct returns the URL of the moto server behind url, a URL that StartMoto
+// returned, or url itself when it is not one. Tests write through it what
+// real Cloud Map refuses (attributes past its limits) to show that readers
+// survive records no writer of ours would make: moto and other stores that
+// speak Cloud Map's API do not check those limits, and the limits may
+// change.
+func Direct(url string) string {
+	if d, ok := direct.Load(url); ok {
+		return d.(string)
+	}
+	return url
+}
+
 // limitsProxy serves moto at target behind CheckRequest, and returns its URL.
 // A refused request is answered with InvalidInput and fails t when t ends.
 func limitsProxy(t testing.TB, target string) (string, error) {
@@ -178,5 +194,7 @@ func limitsProxy(t testing.TB, target string) (string, error) {
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	direct.Store(srv.URL, target)
+	t.Cleanup(func() { direct.Delete(srv.URL) })
 	return srv.URL, nil
 }
