@@ -165,6 +165,9 @@ func registryFactory(f flags) (registrylink.Factory, error) {
 			return hub.New(hub.Options{ClusterSetID: id.ClusterSetID, ClusterID: id.ClusterID, Config: hubCfg, LeaseDuration: lease, Holder: id.UID})
 		}, nil
 	case "cloudmap":
+		if err := f.cloudMap.Validate(); err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context, id identity.Identity) (registry.Registry, error) {
 			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 			if err != nil {

@@ -32,7 +32,10 @@ ClusterProperties when they are absent.
 Run it again to rotate the member's token: join issues a new token, writes it into the Secret,
 waits until the member's controller uses it (the kubelet updates the mounted Secret within about
 a minute and the controller reads it again without a restart; its heartbeat on the hub names the
-token it uses), then revokes the member's previous tokens. Nothing is cut off meanwhile.`,
+token it uses), waits --revoke-grace for the standby replica's node, then revokes the member's
+previous tokens. A member whose controller is stopped has them revoked once its heartbeat is
+seen stale; one whose Secret was written by a join before token rotation must restart its
+controller once first (join says so).`,
 		Example: `  kubectl clusterset join --context cls2 --hub-context cls1 --cluster-id cls2 --clusterset-id clusterset1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -63,6 +66,8 @@ token it uses), then revokes the member's previous tokens. Nothing is cut off me
 	cmd.Flags().DurationVar(&o.TokenTTL, "token-ttl", 365*24*time.Hour, "how long the member's hub token is valid; run join again before it expires")
 	cmd.Flags().BoolVar(&o.KeepPreviousTokens, "keep-previous-tokens", false, "leave the member's previous hub tokens valid until they expire instead of revoking them once the controller uses the new one")
 	cmd.Flags().DurationVar(&o.RevokeTimeout, "revoke-timeout", membership.DefaultRevokeTimeout, "how long to wait for the member's controller to use the new token before giving up on revoking the previous ones")
+	cmd.Flags().BoolVar(&o.AllowInsecureHub, "allow-insecure-hub", false, "let the member reach the hub over http or without verifying its certificate, as the hub context does (refused by default: the member would send its token to whoever answers)")
+	cmd.Flags().DurationVar(&o.RevokeGrace, "revoke-grace", membership.DefaultRevokeGrace, "how long to wait, once the member's leader uses the new token, before revoking the previous ones (the standby replica's node may update the Secret later)")
 	for _, f := range []string{"hub-context", "cluster-id", "clusterset-id"} {
 		_ = cmd.MarkFlagRequired(f)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,12 @@ const (
 // hub.DefaultTokenReloadInterval.
 const DefaultRevokeTimeout = 5 * time.Minute
 
+// DefaultRevokeGrace is how long Join waits, after the member's heartbeat
+// names the new token, before it revokes the previous ones: the heartbeat
+// is the leader's, and the kubelet of the standby replica's node may update
+// the Secret up to about a minute later.
+const DefaultRevokeGrace = 90 * time.Second
+
 // Options of Join.
 type Options struct {
 	// ClusterID and ClusterSetID are the member's identity (KEP-2149
@@ -70,10 +77,20 @@ type Options struct {
 	// uses the new token (its heartbeat says so), or at once when the
 	// member has never written a heartbeat.
 	KeepPreviousTokens bool
-	// RevokeTimeout bounds that wait; 0 means DefaultRevokeTimeout.
+	// RevokeTimeout bounds that wait; 0 means DefaultRevokeTimeout. It is
+	// never shorter than twice the heartbeat's lease and a poll, the time
+	// it takes to tell a stopped controller.
 	RevokeTimeout time.Duration
+	// RevokeGrace is the wait between the heartbeat naming the new token
+	// and the revocation; 0 means DefaultRevokeGrace.
+	RevokeGrace time.Duration
 	// Poll is how often the heartbeat is read during that wait; 0 means 2s.
 	Poll time.Duration
+	// AllowInsecureHub lets the member reach the hub over http or without
+	// verifying its certificate, when the hub's config does. By default
+	// Join refuses both: the member would send its token to whoever
+	// answers.
+	AllowInsecureHub bool
 }
 
 // Join does the work of `kubectl clusterset join`: on the hub (hubCfg, admin
@@ -118,6 +135,9 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 		}
 	}
 
+	if err := checkHubTLS(hubCfg, o); err != nil {
+		return err
+	}
 	hubClient, err := kubernetes.NewForConfig(hubCfg)
 	if err != nil {
 		return err
@@ -136,7 +156,15 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 		return fmt.Errorf("member: namespace %s: %w", o.SecretNamespace, err)
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.SecretNamespace, Name: o.SecretName}}
+	// A Secret written by a join before token rotation holds the token in
+	// the kubeconfig, which a running controller read at its start and does
+	// not read again.
+	inline := false
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, secret, func() error {
+		if secret.ResourceVersion != "" {
+			_, hasToken := secret.Data[HubSecretTokenKey]
+			inline = !hasToken
+		}
 		secret.Type = corev1.SecretTypeOpaque
 		secret.Data = map[string][]byte{o.SecretKey: kubeconfig, HubSecretTokenKey: []byte(token.Token)}
 		return nil
@@ -155,55 +183,79 @@ func Join(ctx context.Context, out io.Writer, hubCfg, memberCfg *rest.Config, o 
 	if o.KeepPreviousTokens {
 		return nil
 	}
+	if inline {
+		fmt.Fprintf(out, "member: the Secret held the previous token inside the kubeconfig, which a running controller read when it started and does not read again: restart it once (kubectl -n %s rollout restart deployment clusterset-controller), then run join again to revoke the previous tokens\n", o.SecretNamespace)
+		return nil
+	}
 	return revokePrevious(ctx, out, hubClient, o, token)
 }
 
 // revokePrevious revokes the member's hub tokens but token once that cuts
 // off no running controller:
 //   - at once when the member never wrote a heartbeat (no controller used a
-//     token), or when its heartbeat is not renewed for twice its lease
-//     while Join waits (its controller is down, and starts with the
-//     Secret's new token);
-//   - when the member's heartbeat names the new token (the hub accepts it
-//     from the controller: the kubelet and the controller caught up);
-//   - never when the heartbeat names no token: the controller does not
-//     report one (an older version), so nothing tells when it switched.
+//     token);
+//   - when its heartbeat is not renewed for twice its lease while Join
+//     waits (its controller is down, and starts with the Secret's new
+//     token);
+//   - o.RevokeGrace after its heartbeat names the new token (the hub
+//     accepts it from the leader; the standby's node catches up meanwhile);
+//   - never when the heartbeat, renewed since Join began, names no token:
+//     the controller does not report one (a version before token
+//     rotation), so nothing tells when it switched.
 func revokePrevious(ctx context.Context, out io.Writer, hubClient kubernetes.Interface, o Options, token hub.MemberToken) error {
 	want := hub.CredentialDigest(token.Token)
-	timeout := cmp.Or(o.RevokeTimeout, DefaultRevokeTimeout)
+	poll := cmp.Or(o.Poll, 2*time.Second)
 	start := time.Now()
 	var last hub.MemberHeartbeatInfo
-	lastMoved, said := start, false
+	lastMoved, seen, moved, said := start, false, false, false
 	for {
 		hb, err := hub.MemberHeartbeat(ctx, hubClient, o.ClusterSetID, o.ClusterID)
-		switch {
-		case errors.Is(err, hub.ErrNoHeartbeat):
+		if errors.Is(err, hub.ErrNoHeartbeat) {
 			return revoke(ctx, out, hubClient, o, token, "")
-		case err != nil:
+		}
+		if err != nil {
 			return err
-		case hb.Credential == "":
+		}
+		switch {
+		case !seen:
+			last, seen = hb, true
+		case !hb.Renewed.Equal(last.Renewed):
+			last, lastMoved, moved = hb, time.Now(), true
+		}
+		switch {
+		case hb.Credential == want:
+			grace := cmp.Or(o.RevokeGrace, DefaultRevokeGrace)
+			fmt.Fprintf(out, "hub: the member's controller uses the new token; the previous ones are revoked in %s, once every node's kubelet has updated the Secret\n", grace)
+			if err := sleep(ctx, grace); err != nil {
+				return err
+			}
+			return revoke(ctx, out, hubClient, o, token, "")
+		case hb.Credential == "" && moved:
 			fmt.Fprintf(out, "hub: the member's controller does not report which token it uses (a version before token rotation), so the previous tokens stay valid until they expire; once it runs with the new one, run join again to revoke them\n")
 			return nil
-		case hb.Credential == want:
-			return revoke(ctx, out, hubClient, o, token, "")
 		}
-		if !hb.Renewed.Equal(last.Renewed) {
-			last, lastMoved = hb, time.Now()
-		} else if still := time.Since(lastMoved); still > 2*hb.Lease {
-			return revoke(ctx, out, hubClient, o, token, fmt.Sprintf(" (the member's heartbeat was not renewed for %s: its controller is not running, and starts with the new token)", still.Round(time.Second)))
+		if still := time.Since(lastMoved); still > 2*hb.Lease {
+			return revoke(ctx, out, hubClient, o, token, fmt.Sprintf(" (its heartbeat was not renewed for %s: its controller is not running, and starts with the new token)", still.Round(time.Second)))
 		}
-		if time.Since(start) > timeout {
+		if timeout := max(cmp.Or(o.RevokeTimeout, DefaultRevokeTimeout), 2*hb.Lease+poll); time.Since(start) > timeout {
 			return fmt.Errorf("hub: the member's controller has not used the new token within %s (its heartbeat names another one), so the previous tokens stay valid: check that clusterset-controller runs in the member with the Secret mounted (kubectl clusterset doctor), then run join again, or pass --keep-previous-tokens", timeout)
 		}
 		if !said {
 			fmt.Fprintf(out, "hub: waiting for the member's controller to use the new token (the kubelet updates the Secret's files within about a minute)\n")
 			said = true
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(cmp.Or(o.Poll, 2*time.Second)):
+		if err := sleep(ctx, poll); err != nil {
+			return err
 		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }
 
@@ -239,6 +291,22 @@ func HubConfig(s *corev1.Secret, key string) (*rest.Config, error) {
 		ai.Token, ai.TokenFile = strings.TrimSpace(string(tok)), ""
 	}
 	return clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+}
+
+// checkHubTLS refuses, unless o.AllowInsecureHub, a hub the member would
+// reach over http or without verifying its certificate.
+func checkHubTLS(hubCfg *rest.Config, o Options) error {
+	if o.AllowInsecureHub {
+		return nil
+	}
+	server := cmp.Or(o.HubServer, hubCfg.Host)
+	if u, err := url.Parse(server); err != nil || u.Scheme != "https" {
+		return fmt.Errorf("hub: the member would reach the hub at %q, not over https, and send its token in the clear: give an https address (--hub-server), or pass --allow-insecure-hub", server)
+	}
+	if hubCfg.Insecure {
+		return fmt.Errorf("hub: the hub's context skips TLS verification (insecure-skip-tls-verify), and the member's controller would too, sending its token to whoever answers: give the context the hub's CA (certificate-authority-data), or pass --allow-insecure-hub")
+	}
+	return nil
 }
 
 // memberHubKubeconfig is a kubeconfig for the hub whose token is the file

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/internal/testenv"
@@ -56,11 +57,62 @@ func TestJoin(t *testing.T) {
 	if err := reg.Heartbeat(ctx); err != nil {
 		t.Fatalf("heartbeat with the member's hub credentials: %v", err)
 	}
+	// The hub holds nothing of the member's credentials: no Secret or
+	// ConfigMap anywhere on it carries the token or anything of the
+	// member's kubeconfig, and the Secrets its tokens are bound to are empty.
+	var hubSecrets corev1.SecretList
+	var hubConfigMaps corev1.ConfigMapList
+	if err := hubCP.Client.List(ctx, &hubSecrets); err != nil {
+		t.Fatal(err)
+	}
+	if err := hubCP.Client.List(ctx, &hubConfigMaps); err != nil {
+		t.Fatal(err)
+	}
+	memberToken := string(secret.Data[HubSecretTokenKey])
+	for _, s := range hubSecrets.Items {
+		if s.Labels[hub.LabelKind] == hub.KindToken && len(s.Data) > 0 {
+			t.Errorf("token Secret %s/%s on the hub holds data", s.Namespace, s.Name)
+		}
+		for k, v := range s.Data {
+			if strings.Contains(string(v), memberToken) || strings.Contains(string(v), memberCP.Config.Host) {
+				t.Errorf("Secret %s/%s on the hub holds the member's token or address under %s", s.Namespace, s.Name, k)
+			}
+		}
+	}
+	for _, cm := range hubConfigMaps.Items {
+		for k, v := range cm.Data {
+			if strings.Contains(v, memberToken) || strings.Contains(v, memberCP.Config.Host) {
+				t.Errorf("ConfigMap %s/%s on the hub holds the member's token or address under %s", cm.Namespace, cm.Name, k)
+			}
+		}
+	}
 
 	var prop aboutv1alpha1.ClusterProperty
 	if err := memberCP.Client.Get(ctx, client.ObjectKey{Name: aboutv1alpha1.ClusterIDName}, &prop); err != nil || prop.Spec.Value != "cls2" {
 		t.Fatalf("ClusterProperty %s = %q (%v), want cls2", aboutv1alpha1.ClusterIDName, prop.Spec.Value, err)
 	}
+	// A hub reached without TLS verification, or over http, is refused
+	// before anything is written, unless allowed.
+	insecure := rest.CopyConfig(hubCP.Config)
+	insecure.Insecure, insecure.CAData = true, nil
+	for name, try := range map[string]func() error{
+		"insecure-skip-tls-verify": func() error { return Join(ctx, &out, insecure, memberCP.Config, o) },
+		"http": func() error {
+			plain := o
+			plain.HubServer = "http://" + strings.TrimPrefix(hubCP.Config.Host, "https://")
+			return Join(ctx, &out, hubCP.Config, memberCP.Config, plain)
+		},
+	} {
+		if err := try(); err == nil || !strings.Contains(err.Error(), "--allow-insecure-hub") {
+			t.Errorf("join with %s: err = %v, want a refusal naming --allow-insecure-hub", name, err)
+		}
+	}
+	allowed := o
+	allowed.AllowInsecureHub, allowed.KeepPreviousTokens = true, true
+	if err := Join(ctx, &out, insecure, memberCP.Config, allowed); err != nil {
+		t.Errorf("join with insecure-skip-tls-verify and --allow-insecure-hub: %v", err)
+	}
+
 	o.ClusterID = "other"
 	err = Join(ctx, &out, hubCP.Config, memberCP.Config, o)
 	if err == nil || !strings.Contains(err.Error(), "must not change") {

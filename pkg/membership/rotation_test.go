@@ -38,7 +38,7 @@ func init() { log.SetLogger(logr.Discard()) }
 func TestTokenRotation(t *testing.T) {
 	ctx := context.Background()
 	hubCP, memberCP := testenv.Start(t), testenv.Start(t)
-	o := Options{ClusterID: "cls2", ClusterSetID: "set1", TokenTTL: time.Hour, Poll: 100 * time.Millisecond, RevokeTimeout: time.Minute}
+	o := Options{ClusterID: "cls2", ClusterSetID: "set1", TokenTTL: time.Hour, Poll: 100 * time.Millisecond, RevokeTimeout: time.Minute, RevokeGrace: 500 * time.Millisecond}
 	var out bytes.Buffer
 	if err := Join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
 		t.Fatalf("join: %v\n%s", err, out.String())
@@ -46,7 +46,7 @@ func TestTokenRotation(t *testing.T) {
 	m := mountSecret(t, memberCP.Client)
 	first := m.token(t)
 
-	member := startWriter(t, m.dir)
+	member := startWriter(t, m.dir, time.Hour)
 	member.waitForWrites(t, 5)
 
 	out.Reset()
@@ -91,9 +91,10 @@ func TestTokenRotationWaitsForTheMember(t *testing.T) {
 	m := mountSecret(t, memberCP.Client)
 	first := m.token(t)
 	// The kubelet stops updating the Secret's files: the controller keeps
-	// the first token.
+	// the first token. A lease of 5s makes the wait for it 10s, and a
+	// writer that stalls for less is not taken for stopped.
 	m.stop()
-	member := startWriter(t, m.dir)
+	member := startWriter(t, m.dir, 5*time.Second)
 	member.waitForWrites(t, 2)
 
 	err := Join(ctx, &out, hubCP.Config, memberCP.Config, o)
@@ -118,7 +119,7 @@ func TestTokenRotationWaitsForTheMember(t *testing.T) {
 
 	// A controller that does not report its token (here: a client
 	// certificate impersonating the member's ServiceAccount).
-	silent := startWriterWith(t, impersonating(hubCP.Config, "system:serviceaccount:"+hub.NamespaceName("set1", "cls2")+":"+hub.MemberServiceAccount))
+	silent := startWriterWith(t, impersonating(hubCP.Config, "system:serviceaccount:"+hub.NamespaceName("set1", "cls2")+":"+hub.MemberServiceAccount), 5*time.Second)
 	silent.waitForWrites(t, 2)
 	out.Reset()
 	if err := Join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil || !strings.Contains(out.String(), "does not report which token it uses") {
@@ -127,7 +128,7 @@ func TestTokenRotationWaitsForTheMember(t *testing.T) {
 	silent.stop()
 
 	// The controller with the first token renews once more, then stops.
-	member = startWriter(t, m.dir)
+	member = startWriter(t, m.dir, time.Second)
 	member.waitForWrites(t, 2)
 	member.stop()
 	o.RevokeTimeout = time.Minute
@@ -136,6 +137,53 @@ func TestTokenRotationWaitsForTheMember(t *testing.T) {
 		t.Fatalf("join while the controller is down: err = %v, output:\n%s\nwant that it revoked the previous tokens", err, out.String())
 	}
 	wantRefused(t, hubCP.Config, first)
+}
+
+// TestTokenReadAgainAfterRefusal: a member whose token was revoked before it
+// read the new one from the file (here: it reads the file only every hour)
+// reads the file at once after the hub refuses the old token, so it fails
+// no more than the requests the hub refused.
+func TestTokenReadAgainAfterRefusal(t *testing.T) {
+	ctx := context.Background()
+	hubCP, memberCP := testenv.Start(t), testenv.Start(t)
+	o := Options{ClusterID: "cls2", ClusterSetID: "set1", TokenTTL: time.Hour, KeepPreviousTokens: true}
+	var out bytes.Buffer
+	if err := Join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
+		t.Fatalf("join: %v\n%s", err, out.String())
+	}
+	m := mountSecret(t, memberCP.Client)
+	first := m.token(t)
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: filepath.Join(m.dir, HubSecretKey)}, nil).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := startWriterReloading(t, cfg, 30*time.Second, time.Hour)
+	member.waitForWrites(t, 2)
+
+	var anchors corev1.SecretList
+	if err := hubCP.Client.List(ctx, &anchors, client.InNamespace(hub.NamespaceName("set1", "cls2")), client.MatchingLabels{hub.LabelKind: hub.KindToken}); err != nil || len(anchors.Items) != 1 {
+		t.Fatalf("token Secrets on the hub: %d (%v), want 1", len(anchors.Items), err)
+	}
+	if err := Join(ctx, &out, hubCP.Config, memberCP.Config, o); err != nil {
+		t.Fatalf("join again: %v\n%s", err, out.String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.token(t) == first {
+		if time.Now().After(deadline) {
+			t.Fatal("the new token was not mounted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Revoke the first token by hand while the member still holds it.
+	if err := hubCP.Client.Delete(ctx, &anchors.Items[0]); err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, hubCP.Config, first)
+	member.waitForWrites(t, 5)
+	if n := member.stop(); n > 4 {
+		t.Errorf("%d of the member's requests failed, want at most the few the hub refused before it read the file again", n)
+	}
 }
 
 func impersonating(cfg *rest.Config, user string) *rest.Config {
@@ -247,21 +295,28 @@ type writer struct {
 	finished         chan struct{}
 }
 
-func startWriter(t *testing.T, dir string) *writer {
+func startWriter(t *testing.T, dir string, lease time.Duration) *writer {
 	t.Helper()
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		&clientcmd.ClientConfigLoadingRules{ExplicitPath: filepath.Join(dir, HubSecretKey)}, nil).ClientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startWriterWith(t, cfg)
+	return startWriterWith(t, cfg, lease)
 }
 
 // startWriterWith is startWriter with the hub config cfg. Its heartbeat
-// announces a lease of 1s.
-func startWriterWith(t *testing.T, cfg *rest.Config) *writer {
+// announces lease.
+func startWriterWith(t *testing.T, cfg *rest.Config, lease time.Duration) *writer {
 	t.Helper()
-	reg, err := hub.New(hub.Options{ClusterSetID: "set1", ClusterID: "cls2", Config: cfg, TokenReloadInterval: 200 * time.Millisecond, LeaseDuration: time.Second})
+	return startWriterReloading(t, cfg, lease, 200*time.Millisecond)
+}
+
+// startWriterReloading is startWriterWith, reading the token file every
+// reload.
+func startWriterReloading(t *testing.T, cfg *rest.Config, lease, reload time.Duration) *writer {
+	t.Helper()
+	reg, err := hub.New(hub.Options{ClusterSetID: "set1", ClusterID: "cls2", Config: cfg, TokenReloadInterval: reload, LeaseDuration: lease})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,12 +363,13 @@ func (w *writer) waitForWrites(t *testing.T, n int64) {
 func (w *writer) stop() int64 {
 	select {
 	case <-w.done:
+		<-w.finished
 	default:
 		close(w.done)
-	}
-	<-w.finished
-	if n := w.failures.Load(); n > 0 {
-		fmt.Fprintf(os.Stderr, "last failure: %v\n", w.lastErr.Load())
+		<-w.finished
+		if n := w.failures.Load(); n > 0 {
+			fmt.Fprintf(os.Stderr, "the writer's last failure: %v\n", w.lastErr.Load())
+		}
 	}
 	return w.failures.Load()
 }

@@ -18,9 +18,8 @@ import (
 // testNamespaceDeleted deletes, with kube-controller-manager's namespace
 // controller doing the work as in any cluster, the namespace of an exported
 // service: first in the importer, where the import goes with the namespace
-// and clusterset writes nothing into it meanwhile (the namespace is gone
-// entirely, nothing of clusterset holds it), and comes back when the
-// namespace is created again (I1); then in the exporter, where the
+// (it is deleted entirely: nothing of clusterset holds it) and comes back
+// when the namespace is created again (I1); then in the exporter, where the
 // ServiceExport's finalizer withdraws the record before the namespace goes,
 // so the import disappears everywhere (E5, I5). Nothing of another
 // namespace is touched.

@@ -325,3 +325,43 @@ func mapsEqual(a, b map[string][]string) bool {
 	}
 	return true
 }
+
+// EndpointSlices that another controller manages are never touched, even
+// when they carry the labels of an import (its service name, a source
+// cluster, the derived Service): the controller writes and deletes only
+// slices with its own managed-by label.
+func TestForeignSlicesLeftAlone(t *testing.T) {
+	s := newSuite(t)
+	foreign := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "web-foreign", Labels: map[string]string{
+			mcsv1beta1.LabelServiceName:   "web",
+			mcsv1beta1.LabelSourceCluster: "cls-b",
+			discoveryv1.LabelServiceName:  DerivedServiceName("web"),
+			discoveryv1.LabelManagedBy:    "someone-else.example.com",
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.9.9.9"}}},
+	}
+	if err := s.c.Create(s.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(when string) {
+		t.Helper()
+		var got discoveryv1.EndpointSlice
+		if err := s.c.Get(s.ctx, client.ObjectKeyFromObject(foreign), &got); err != nil {
+			t.Fatalf("%s: the foreign slice: %v", when, err)
+		}
+		if got.ResourceVersion != foreign.ResourceVersion {
+			t.Errorf("%s: the foreign slice was written (resourceVersion %s, was %s)", when, got.ResourceVersion, foreign.ResourceVersion)
+		}
+	}
+	s.publish("cls-b", "web", "10.2.0.1")
+	s.mustReconcile("web")
+	unchanged("after the import")
+	s.withdraw("cls-b", "web")
+	s.mustReconcile("web")
+	unchanged("after the last withdrawal")
+	if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: s.ns, Name: "web"}, &mcsv1beta1.ServiceImport{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ServiceImport after the last withdrawal: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"flag"
+	"fmt"
 	"time"
 )
 
@@ -23,6 +24,24 @@ func (f *Flags) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&f.MaxPerService, "cloudmap-max-instances-per-service", 1000, "the account's Cloud Map quota of instances per service, at most 1000 (one DiscoverInstances returns no more); exports that would exceed it, counting every writer's instances in the service, are refused with a condition")
 	fs.IntVar(&f.MaxPerNamespace, "cloudmap-max-instances-per-namespace", 2000, "the account's Cloud Map quota of instances per namespace; exports that would exceed it, counting every writer's instances in the namespace, are refused with a condition")
 	fs.BoolVar(&f.MotoWorkarounds, "cloudmap-moto-workarounds", false, "for tests against moto's server only: deregister instances before registering them again, because moto keeps duplicates")
+}
+
+// Validate returns an error naming the first flag whose value the backend
+// cannot use: a quota below 1, or more instances per service than one
+// DiscoverInstances returns (1,000), which readers could not read; a
+// negative interval.
+func (f *Flags) Validate() error {
+	switch {
+	case f.MaxPerService < 1 || f.MaxPerService > maxDiscoverResults:
+		return fmt.Errorf("--cloudmap-max-instances-per-service=%d: must be 1 to %d, the most instances one DiscoverInstances returns, so that readers can read every service", f.MaxPerService, maxDiscoverResults)
+	case f.MaxPerNamespace < 1:
+		return fmt.Errorf("--cloudmap-max-instances-per-namespace=%d: must be at least 1", f.MaxPerNamespace)
+	case f.PollInterval <= 0:
+		return fmt.Errorf("--cloudmap-poll-interval=%s: must be positive", f.PollInterval)
+	case f.FullResync < 0 || f.ForeignSweep < 0 || f.ForeignPoll < 0:
+		return fmt.Errorf("--cloudmap-full-resync, --cloudmap-foreign-sweep-period and --cloudmap-foreign-poll-interval must not be negative")
+	}
+	return nil
 }
 
 // Options returns the Options the flags set, for the cluster clusterID of

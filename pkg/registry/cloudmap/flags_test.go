@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"flag"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,5 +39,30 @@ func TestFlagsOptions(t *testing.T) {
 	o.setDefaults()
 	if o.MaxInstancesPerService != 1000 || o.MaxInstancesPerNamespace != 20000 {
 		t.Errorf("quotas of 5000 per service and 20000 per namespace gave %d and %d, want 1000 and 20000", o.MaxInstancesPerService, o.MaxInstancesPerNamespace)
+	}
+}
+
+// TestFlagsValidate: values the backend cannot use fail at start, naming
+// the flag; the defaults pass.
+func TestFlagsValidate(t *testing.T) {
+	defaults := func() Flags {
+		var f Flags
+		f.AddFlags(flag.NewFlagSet("test", flag.ContinueOnError))
+		return f
+	}
+	if f := defaults(); f.Validate() != nil {
+		t.Fatalf("the defaults: %v", f.Validate())
+	}
+	for name, change := range map[string]func(*Flags){
+		"--cloudmap-max-instances-per-service":   func(f *Flags) { f.MaxPerService = 1001 },
+		"--cloudmap-max-instances-per-namespace": func(f *Flags) { f.MaxPerNamespace = 0 },
+		"--cloudmap-poll-interval":               func(f *Flags) { f.PollInterval = 0 },
+		"--cloudmap-foreign-poll-interval":       func(f *Flags) { f.ForeignPoll = -time.Second },
+	} {
+		f := defaults()
+		change(&f)
+		if err := f.Validate(); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: Validate() = %v, want an error naming it", name, err)
+		}
 	}
 }

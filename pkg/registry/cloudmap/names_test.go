@@ -1,6 +1,7 @@
 package cloudmap
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -141,4 +142,29 @@ func TestAttributesTotal(t *testing.T) {
 	if cloudmaptest.CheckInstance("x", attrs) == nil {
 		t.Error("cloudmaptest.CheckInstance accepts what checkAttrs refuses")
 	}
+}
+
+// TestExportedAnnotationsInAnyUTF8: Cloud Map takes attribute values of
+// printable ASCII only, and annotation values may be any UTF-8. They are
+// written as JSON \u escapes, which the limits proxy in front of moto
+// accepts, and read back unchanged.
+func TestExportedAnnotationsInAnyUTF8(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	w := newTestRegistry(t, url, "set1", "cls1")
+	r := newTestRegistry(t, url, "set1", "cls2")
+	run(t, r)
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.1.0.1")
+	rec.Spec.ExportedAnnotations = map[string]string{"description": "café, 東京, 🚀", "tab": "a\tb", "del": "\x7f"}
+	rec.Spec.ExportedLabels = map[string]string{"team": "payments"}
+	attrs, err := serviceAttrs(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloudmaptest.CheckInstance("marker", attrs); err != nil {
+		t.Fatalf("real Cloud Map would refuse the attributes: %v", err)
+	}
+	if err := w.Publish(context.Background(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	waitRecords(t, r, rec.Key(), []registry.Record{rec})
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -393,20 +394,45 @@ func serviceAttrs(rec *registry.Record) (map[string]string, error) {
 		a[attrTrafficDist] = *s.TrafficDistribution
 	}
 	if s.ExportedLabels != nil {
-		b, err := json.Marshal(s.ExportedLabels)
+		b, err := asciiJSON(s.ExportedLabels)
 		if err != nil {
 			return nil, err
 		}
-		a[attrExportedLabels] = string(b)
+		a[attrExportedLabels] = b
 	}
 	if s.ExportedAnnotations != nil {
-		b, err := json.Marshal(s.ExportedAnnotations)
+		b, err := asciiJSON(s.ExportedAnnotations)
 		if err != nil {
 			return nil, err
 		}
-		a[attrExportedAnnots] = string(b)
+		a[attrExportedAnnots] = b
 	}
 	return a, nil
+}
+
+// asciiJSON is v as compact JSON in printable ASCII: every other character,
+// which can only be in a string, is written as a \u escape (a surrogate
+// pair above U+FFFF), which any JSON decoder reads back. Cloud Map takes
+// attribute values of printable ASCII only (API reference, RegisterInstance
+// Attributes), and annotation values may be any UTF-8.
+func asciiJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	for _, r := range string(b) {
+		switch {
+		case r >= ' ' && r < 0x7f:
+			out.WriteRune(r)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&out, "\\u%04x\\u%04x", r1, r2)
+		default:
+			fmt.Fprintf(&out, "\\u%04x", r)
+		}
+	}
+	return out.String(), nil
 }
 
 // recordChanged returns a marker's RECORD_CHANGED; zero when it is absent

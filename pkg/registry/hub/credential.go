@@ -69,14 +69,16 @@ func withCredential(cfg *rest.Config, reload time.Duration, c *credential) *rest
 	// only one that sets it.
 	cfg.BearerToken, cfg.BearerTokenFile = "", ""
 	c.bearer = true
-	var ts oauth2.TokenSource = oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token})
+	var wrap func(http.RoundTripper) http.RoundTripper
 	if file != "" {
-		// Resettable: client-go's token transport drops the cached token
-		// when the hub answers 401.
-		ts = transport.NewCachedTokenSource(tokenFile{path: file, reload: reload})
+		// The resettable transport drops the cached token when the hub
+		// answers 401, so the next request reads the file again.
+		wrap = transport.ResettableTokenSourceWrapTransport(transport.NewCachedTokenSource(tokenFile{path: file, reload: reload}))
+	} else {
+		wrap = transport.TokenSourceWrapTransport(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token}))
 	}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return transport.TokenSourceWrapTransport(ts)(observer{next: rt, c: c})
+		return wrap(observer{next: rt, c: c})
 	})
 	return cfg
 }
@@ -87,6 +89,9 @@ type tokenFile struct {
 	reload time.Duration
 }
 
+// Token implements oauth2.TokenSource: the file's content without
+// surrounding white space, valid for f.reload. It fails when the file cannot
+// be read or is empty.
 func (f tokenFile) Token() (*oauth2.Token, error) {
 	b, err := os.ReadFile(f.path)
 	if err != nil {

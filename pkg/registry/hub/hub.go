@@ -437,6 +437,9 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 		want.Spec.HolderIdentity = r.holder
 		cur, err := r.readOwn(ctx, HeartbeatName, fresh)
 		fresh = true
+		// The token of an earlier request: the read just made when it
+		// went to the hub. The write below carries the same token, unless
+		// the file changed in between; the next heartbeat says so.
 		want.Spec.Credential = r.credential.Accepted()
 		switch {
 		case apierrors.IsNotFound(err):
