@@ -249,8 +249,10 @@ func fromWireSpec(w *wireSpec) registry.ServiceSpec {
 // appendEndpoints appends the endpoints of chunk c to dst. A chunk whose
 // structure is broken (a port set that does not exist) is an error; an
 // endpoint that registry.Endpoint.Validate rejects is left out and reported
-// to skip, so that one bad endpoint never hides the others.
-func appendEndpoints(dst []registry.Endpoint, c *wireChunk, skip func(address string, err error)) ([]registry.Endpoint, error) {
+// to report with dropped true, so that one bad endpoint never hides the
+// others. A hostname or node name that Sanitize clears is reported with
+// dropped false: the endpoint is kept.
+func appendEndpoints(dst []registry.Endpoint, c *wireChunk, report func(err error, dropped bool)) ([]registry.Endpoint, error) {
 	for _, w := range c.Endpoints {
 		if w.PortSet < 0 || (w.PortSet >= len(c.PortSets) && w.PortSet != 0) {
 			return nil, fmt.Errorf("endpoint %s refers to port set %d of %d", w.Address, w.PortSet, len(c.PortSets))
@@ -278,10 +280,10 @@ func appendEndpoints(dst []registry.Endpoint, c *wireChunk, skip func(address st
 			}
 		}
 		if err := ep.Sanitize(); err != nil {
-			skip(w.Address, err)
+			report(err, false)
 		}
 		if err := ep.Validate(); err != nil {
-			skip(w.Address, err)
+			report(err, true)
 			continue
 		}
 		dst = append(dst, ep)

@@ -158,6 +158,7 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 		return false
 	}
 	var eps []registry.Endpoint
+	var faults endpointFaults
 	for i := range h.Chunks {
 		raw := head.Spec.Endpoints
 		if i > 0 {
@@ -173,9 +174,7 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 			err = errChunkMismatch
 		}
 		if err == nil {
-			eps, err = appendEndpoints(eps, c, func(address string, err error) {
-				logger.Error(err, "Leaving out an endpoint that cannot be imported", "chunk", i, "address", address)
-			})
+			eps, err = appendEndpoints(eps, c, faults.add)
 		}
 		if err != nil {
 			logger.Error(err, "Keeping the last record: cannot read a chunk", "chunk", i, "digest", h.Digest)
@@ -195,7 +194,35 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 		logger.Error(err, "Keeping the last record: the record's service ports cannot be imported")
 		return false
 	}
+	faults.log(logger)
 	return v.set(key, cluster, &rec)
+}
+
+// endpointFaults counts what reading a record left out of its endpoints, so
+// that a record reports it in one log line per reading, however many
+// endpoints its writer got wrong: a chunk can hold thousands.
+type endpointFaults struct {
+	dropped, cleared           int
+	firstDropped, firstCleared error
+}
+
+func (f *endpointFaults) add(err error, dropped bool) {
+	if dropped {
+		if f.dropped++; f.firstDropped == nil {
+			f.firstDropped = err
+		}
+	} else if f.cleared++; f.firstCleared == nil {
+		f.firstCleared = err
+	}
+}
+
+func (f *endpointFaults) log(logger logr.Logger) {
+	if f.dropped > 0 {
+		logger.Error(f.firstDropped, "Leaving out endpoints that cannot be imported; the error is the first one's", "endpoints", f.dropped)
+	}
+	if f.cleared > 0 {
+		logger.Error(f.firstCleared, "Importing endpoints without the hostname or node name that cannot be imported; the error is the first one's", "endpoints", f.cleared)
+	}
 }
 
 type chunkMismatch struct{}
