@@ -68,7 +68,7 @@ func (rd reader) ReadService(ctx context.Context, key registry.ServiceKey) ([]re
 	var out []registry.StoredRecord
 	for cluster, at := range changed {
 		sink := &problemSink{}
-		r.view.assemble(logr.New(sink), store, cluster, key)
+		r.view.assemble(logr.New(sink), store, cluster, key, headName(key))
 		s := registry.StoredRecord{ClusterID: cluster, Changed: at, Problem: sink.problem}
 		if rec, ok := r.view.records[key][cluster]; ok {
 			s.Record = rec.DeepCopy()

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,7 +127,7 @@ func (v *view) handle(logger logr.Logger, store cache.Store, obj any, onChange f
 		logger.Info("Ignoring a record whose service does not match its name", "clusterSetRecord", rec.Namespace+"/"+rec.Name)
 		return
 	}
-	if v.assemble(logger.WithValues("namespace", key.Namespace, "service", key.Name, "sourceCluster", cluster), store, cluster, key) {
+	if v.assemble(logger.WithValues("namespace", key.Namespace, "service", key.Name, "sourceCluster", cluster), store, cluster, key, rec.Name) {
 		onChange(key)
 	}
 	if cluster == v.r.clusterID && rec.Name == headName(key) {
@@ -134,10 +135,11 @@ func (v *view) handle(logger logr.Logger, store cache.Store, obj any, onChange f
 	}
 }
 
-// assemble reads cluster's record of key from the store into the view. It
-// reports whether the view may have changed. When the head names chunks that
-// are not all in the store (yet), the view keeps the record it had.
-func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, key registry.ServiceKey) bool {
+// assemble reads cluster's record of key from the store into the view, after
+// a change of its object named changed. It reports whether the view may have
+// changed. When the head names chunks that are not all in the store (yet),
+// the view keeps the record it had.
+func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, key registry.ServiceKey, changed string) bool {
 	ns := NamespaceName(v.r.setID, cluster)
 	obj, exists, err := store.GetByKey(ns + "/" + headName(key))
 	if err != nil {
@@ -157,18 +159,28 @@ func (v *view) assemble(logger logr.Logger, store cache.Store, cluster string, k
 		logger.Error(err, "Keeping the last record: cannot read the record head")
 		return false
 	}
+	if changed != head.Name && !namesChunk(h, key, changed) {
+		// A chunk of another version (the next one, written before its
+		// head; the last one, deleted after it) changes nothing here.
+		// Reading the record at each of them would make every new version
+		// of a record of n chunks cost 2n readings of it.
+		return false
+	}
+	// Every chunk must be there before any is decoded: a head written
+	// before its chunks would otherwise have the first chunks decoded
+	// again at the arrival of each next one.
+	raws := []string{head.Spec.Endpoints}
+	for i := 1; i < h.Chunks; i++ {
+		obj, exists, err := store.GetByKey(ns + "/" + chunkName(key, h.Digest, i))
+		if err != nil || !exists {
+			logger.V(1).Info("Keeping the last record: a chunk of the newest version is missing", "chunk", i, "digest", h.Digest)
+			return false
+		}
+		raws = append(raws, obj.(*hubv1alpha1.ClusterSetRecord).Spec.Endpoints)
+	}
 	var eps []registry.Endpoint
 	var faults endpointFaults
-	for i := range h.Chunks {
-		raw := head.Spec.Endpoints
-		if i > 0 {
-			obj, exists, err := store.GetByKey(ns + "/" + chunkName(key, h.Digest, i))
-			if err != nil || !exists {
-				logger.V(1).Info("Keeping the last record: a chunk of the newest version is missing", "chunk", i, "digest", h.Digest)
-				return false
-			}
-			raw = obj.(*hubv1alpha1.ClusterSetRecord).Spec.Endpoints
-		}
+	for i, raw := range raws {
 		c, err := decodeChunk(raw)
 		if err == nil && (c.Digest != h.Digest || c.Index != i) {
 			err = errChunkMismatch
@@ -223,6 +235,17 @@ func (f *endpointFaults) log(logger logr.Logger) {
 	if f.cleared > 0 {
 		logger.Error(f.firstCleared, "Importing endpoints without the hostname or node name that cannot be imported; the error is the first one's", "endpoints", f.cleared)
 	}
+}
+
+// namesChunk reports whether name is one of the chunks after chunk 0 that
+// head h of key names.
+func namesChunk(h *wireHead, key registry.ServiceKey, name string) bool {
+	index, ok := strings.CutPrefix(name, headName(key)+"."+h.Digest+".")
+	if !ok {
+		return false
+	}
+	i, err := strconv.Atoi(index)
+	return err == nil && i >= 1 && i < h.Chunks && name == chunkName(key, h.Digest, i)
 }
 
 type chunkMismatch struct{}
