@@ -23,16 +23,21 @@ import (
 // returns its registry link and a stop function that stops the manager,
 // waits for it and returns its error (safe to call more than once). No
 // metrics or probe listener is opened, and several members may run in one
-// process.
-func Run(cfg *rest.Config, name string, opts controllers.Options) (*registrylink.Link, func() error, error) {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+// process. Each of manager changes the manager's options (leader election,
+// for one).
+func Run(cfg *rest.Config, name string, opts controllers.Options, manager ...func(*ctrl.Options)) (*registrylink.Link, func() error, error) {
+	mo := ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Several members' managers share the test process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		Logger:     ctrl.Log.WithValues("cluster", name),
-	})
+	}
+	for _, change := range manager {
+		change(&mo)
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -41,6 +41,10 @@ const (
 	// bound to config/rbac/role.yaml and nothing else.
 	controllerNamespace = "clusterset-system"
 	controllerSA        = "clusterset-controller"
+	// leaderElectionNamespace holds the controllers' leader election Lease,
+	// with config/rbac/leader_election_role.yaml bound there. Not
+	// clusterset-system, where the CLI tests keep a Lease of their own.
+	leaderElectionNamespace = "clusterset-leader-election"
 )
 
 // member is one cluster of the test clusterset and its running controller.
@@ -158,29 +162,45 @@ func init() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(testLogWriter()), zap.UseDevMode(false)))
 }
 
-// installControllerRBAC applies config/rbac/role.yaml in the member and binds
-// it to the controller's ServiceAccount.
+// installControllerRBAC applies config/rbac/role.yaml and
+// leader_election_role.yaml (in leaderElectionNamespace) in the member and
+// binds them to the controller's ServiceAccount.
 func installControllerRBAC(t *testing.T, m *member) {
 	t.Helper()
 	ctx := context.Background()
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := yaml.UnmarshalStrict(raw, &role); err != nil {
-		t.Fatalf("config/rbac/role.yaml: %v", err)
-	}
+	role := shippedRBAC[rbacv1.ClusterRole](t, "role.yaml")
+	leader := shippedRBAC[rbacv1.Role](t, "leader_election_role.yaml")
+	leader.Namespace = leaderElectionNamespace
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: controllerNamespace, Name: controllerSA}}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: controllerNamespace, Name: controllerSA}},
+		Subjects:   subjects,
 	}
-	for _, obj := range []client.Object{&role, binding} {
+	leaderBinding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: leader.Name, Namespace: leaderElectionNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: leader.Name},
+		Subjects:   subjects,
+	}
+	for _, obj := range []client.Object{role, binding, namespace(leaderElectionNamespace), leader, leaderBinding} {
 		if err := m.admin.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// shippedRBAC reads config/rbac/file.
+func shippedRBAC[T any](t *testing.T, file string) *T {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj T
+	if err := yaml.UnmarshalStrict(raw, &obj); err != nil {
+		t.Fatalf("config/rbac/%s: %v", file, err)
+	}
+	return &obj
 }
 
 // controllerConfig is the member's admin config impersonating the
@@ -211,6 +231,12 @@ func (m *member) start(t *testing.T, opts registrylink.Options) {
 		Link:     opts,
 		Excluded: m.excluded,
 		Clock:    clk,
+	}, func(o *ctrl.Options) {
+		// As cmd/clusterset-controller runs it.
+		o.LeaderElection = true
+		o.LeaderElectionID = controllerSA
+		o.LeaderElectionNamespace = leaderElectionNamespace
+		o.LeaderElectionReleaseOnCancel = true
 	})
 	if err != nil {
 		t.Fatal(err)

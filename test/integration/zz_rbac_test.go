@@ -6,17 +6,14 @@ package integration
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
-	"sigs.k8s.io/yaml"
+	"k8s.io/component-helpers/auth/rbac/validation"
 
 	"github.com/clusterset/clusterset/internal/apicalls"
-	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/registry/hub"
 )
 
@@ -44,7 +41,9 @@ func (r *recorders) of(namespace string) *apicalls.Recorder {
 }
 
 // TestShippedRBACIsWhatTheCodeCalls compares the calls that the controllers
-// made in all the tests of this package with config/rbac/role.yaml, and the
+// made in all the tests of this package with config/rbac/role.yaml and
+// leader_election_role.yaml (leader election runs as in the shipped
+// Deployment), and the
 // calls that members made on the hub with the hub's member roles
 // (hub.ReaderRole, hub.MemberObjects): every call is granted (RBAC already
 // refused any other, so this only names it), and every grant was used by
@@ -54,15 +53,16 @@ func TestShippedRBACIsWhatTheCodeCalls(t *testing.T) {
 	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
 		t.Skip("compares the calls of the whole package's tests; run without -run")
 	}
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	role := shippedRBAC[rbacv1.ClusterRole](t, "role.yaml")
+	leader := shippedRBAC[rbacv1.Role](t, "leader_election_role.yaml")
+	calls := controllerCalls.Calls()
+	for _, c := range calls {
+		// The Role grants only in the Lease's namespace.
+		if ok, _ := validation.Covers(role.Rules, []rbacv1.PolicyRule{c.Rule()}); !ok && c.Namespace != leaderElectionNamespace {
+			t.Errorf("the controllers called %s %s (group %q) in namespace %q, which only the leader election Role grants, in its namespace", c.Verb, c.Resource, c.Group, c.Namespace)
+		}
 	}
-	var role rbacv1.ClusterRole
-	if err := yaml.UnmarshalStrict(raw, &role); err != nil {
-		t.Fatal(err)
-	}
-	compare(t, "config/rbac/role.yaml", role.Rules, controllerCalls.Calls(), checkedByAdmission...)
+	compare(t, "config/rbac (role.yaml and leader_election_role.yaml)", append(slices.Clone(role.Rules), leader.Rules...), calls, grantedWithoutCall...)
 
 	var hubGrants []rbacv1.PolicyRule
 	hubGrants = append(hubGrants, hub.ReaderRole().Rules...)
@@ -87,17 +87,23 @@ func TestShippedRBACIsWhatTheCodeCalls(t *testing.T) {
 	compare(t, "the hub's member roles", hubGrants, all)
 }
 
-// checkedByAdmission are grants that no request calls but that an admission
-// plugin checks: OwnerReferencesPermissionEnforcement, which testenv turns
-// on, lets the controller set blockOwnerDeletion on the derived Service and
-// the imported slices only with update on the ServiceImport's finalizers.
-// Without this grant those creates are Forbidden, and the suite fails.
-var checkedByAdmission = []apicalls.Call{
+// grantedWithoutCall are the grants that no request of the tests calls, each
+// needed all the same:
+//   - update on serviceimports/finalizers is what the admission plugin
+//     OwnerReferencesPermissionEnforcement (testenv turns it on) checks before
+//     it lets the controller set blockOwnerDeletion on the derived Service
+//     and the imported slices: without it those creates are Forbidden, and
+//     the suite fails;
+//   - patch on core events is how client-go's event recorder, which leader
+//     election uses, sends an event again, which happens when a controller
+//     loses its Lease and becomes leader again with the same identity.
+var grantedWithoutCall = []apicalls.Call{
 	{Group: "multicluster.x-k8s.io", Resource: "serviceimports/finalizers", Verb: "update"},
+	{Group: "", Resource: "events", Verb: "patch"},
 }
 
-// compare fails t for each call granted does not allow and each grant no
-// call (or admission check of checked) used.
+// compare fails t for each call granted does not allow and each grant that
+// neither a call nor checked uses.
 func compare(t *testing.T, what string, granted []rbacv1.PolicyRule, calls []apicalls.Call, checked ...apicalls.Call) {
 	t.Helper()
 	if len(calls) == 0 {
