@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/clusterset/clusterset/pkg/sandbox/netproxy"
@@ -184,10 +183,6 @@ egressSelections:
 // startNode starts cluster c's real node: containerd (with the images
 // imported), kubelet and kube-proxy, all in the node's network namespace,
 // and waits until the node is Ready.
-// kubeletStart serializes the start of the kubelets of all clusters (see
-// startNode).
-var kubeletStart sync.Mutex
-
 func (s *Sandbox) startNode(ctx context.Context, env *upEnv, cl *clients, c *Cluster, step func(string, ...any)) error {
 	d := s.nodeDirs(c)
 	ns := s.Network.Prefix + "-" + c.Name
@@ -335,14 +330,6 @@ serializeImagePulls: false
 	if err := os.WriteFile(kubeletConfig, []byte(kcfg), 0o644); err != nil {
 		return err
 	}
-	// One kubelet starts at a time, until its node is Ready: every kubelet
-	// serves its device plugin registry on the same host path,
-	// /var/lib/kubelet/device-plugins/kubelet.sock (not under --root-dir),
-	// and two that bind it at once make one fail with "address already in
-	// use". Started one after the other, each replaces the socket of the one
-	// before, which nothing here uses.
-	kubeletStart.Lock()
-	defer kubeletStart.Unlock()
 	kubelet, err := s.launch(env, c.Name+"/kubelet", nil, inNetns(ns, filepath.Join(env.opts.NodeBinDir, "kubelet"),
 		"--config="+kubeletConfig,
 		"--kubeconfig="+kubeletKubeconfig,
