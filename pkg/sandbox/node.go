@@ -3,12 +3,14 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/clusterset/clusterset/pkg/sandbox/netproxy"
@@ -180,6 +182,37 @@ egressSelections:
 	return file, os.WriteFile(file, []byte(text), 0o644)
 }
 
+// kubeletStartLock is the file whose flock serializes the start of
+// kubelets on this machine, across clusters, sandboxes and processes (see
+// startNode).
+const kubeletStartLock = "/run/clusterset-kubelet-start.lock"
+
+// lockKubeletStart blocks until this process holds kubeletStartLock, or ctx
+// ends. The returned func releases it. The lock is per open file, so two
+// callers in one process exclude each other as two processes do.
+func lockKubeletStart(ctx context.Context) (func(), error) {
+	f, err := os.OpenFile(kubeletStartLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("locking %s: %w", kubeletStartLock, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("waiting for another kubelet to start (%s): %w", kubeletStartLock, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // startNode starts cluster c's real node: containerd (with the images
 // imported), kubelet and kube-proxy, all in the node's network namespace,
 // and waits until the node is Ready.
@@ -330,6 +363,18 @@ serializeImagePulls: false
 	if err := os.WriteFile(kubeletConfig, []byte(kcfg), 0o644); err != nil {
 		return err
 	}
+	// One kubelet starts at a time, until its node is Ready: every kubelet
+	// serves its device plugin registry on the same host path,
+	// /var/lib/kubelet/device-plugins/kubelet.sock (not under --root-dir),
+	// and two that bind it at once make one fail with "address already in
+	// use". Started one after the other, each replaces the socket of the one
+	// before, which nothing here uses. A file lock, so that sandboxes of
+	// other processes (make demo while make e2e runs) take turns too.
+	unlock, err := lockKubeletStart(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	kubelet, err := s.launch(env, c.Name+"/kubelet", nil, inNetns(ns, filepath.Join(env.opts.NodeBinDir, "kubelet"),
 		"--config="+kubeletConfig,
 		"--kubeconfig="+kubeletKubeconfig,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,11 +57,22 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 	t.Logf("doctor:\n%s", out)
 	for _, c := range env.Clusters() {
 		// Every replica judges liveness; each sees both clusters alive.
-		if alive := controllerMetric(t, env, c, "clusterset_members", `state="alive"`); alive < float64(len(env.Clusters())) {
-			t.Errorf("%s: clusterset_members{state=alive} = %v, want at least %d", c, alive, len(env.Clusters()))
+		// Replicas set the gauge at their liveness check, once per
+		// heartbeat interval (10s), so one that started moments ago may
+		// not have judged yet: wait up to three intervals.
+		var alive, stale float64
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+			alive = controllerMetric(t, env, c, "clusterset_members", `state="alive"`)
+			stale = controllerMetric(t, env, c, "clusterset_members", `state="stale"`)
+			if (alive >= float64(len(env.Clusters())) && stale == 0) || time.Now().After(deadline) {
+				break
+			}
 		}
-		if stale := controllerMetric(t, env, c, "clusterset_members", `state="stale"`); stale != 0 {
-			t.Errorf("%s: clusterset_members{state=stale} = %v, want 0", c, stale)
+		if alive < float64(len(env.Clusters())) {
+			t.Errorf("%s: clusterset_members{state=alive} = %v after 30s, want at least %d", c, alive, len(env.Clusters()))
+		}
+		if stale != 0 {
+			t.Errorf("%s: clusterset_members{state=stale} = %v after 30s, want 0", c, stale)
 		}
 	}
 
