@@ -36,7 +36,7 @@ func (c Call) Rule() rbacv1.PolicyRule {
 // It is safe for concurrent use.
 type Recorder struct {
 	mu    sync.Mutex
-	calls sets.Set[Call]
+	calls map[Call]int // how many requests of each call
 	// nonResource counts requests that are not to a resource (discovery,
 	// /version), which RBAC grants through nonResourceURLs.
 	nonResource sets.Set[string]
@@ -71,7 +71,7 @@ func (r *Recorder) record(req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.calls == nil {
-		r.calls, r.nonResource = sets.New[Call](), sets.New[string]()
+		r.calls, r.nonResource = map[Call]int{}, sets.New[string]()
 	}
 	if err != nil || !info.IsResourceRequest {
 		r.nonResource.Insert(req.URL.Path)
@@ -82,14 +82,14 @@ func (r *Recorder) record(req *http.Request) {
 		res += "/" + info.Subresource
 	}
 	c := Call{Group: info.APIGroup, Resource: res, Verb: info.Verb, Namespace: info.Namespace}
-	r.calls.Insert(c)
+	r.calls[c]++
 	// client-go's informers list through a watch (sendInitialEvents,
 	// feature WatchListClient) where the API server streams lists, which it
 	// authorizes as a watch, and fall back to a LIST where it does not: the
 	// list grant is what that request stands for.
 	if c.Verb == "watch" && req.URL.Query().Get("sendInitialEvents") == "true" {
 		c.Verb = "list"
-		r.calls.Insert(c)
+		r.calls[c]++
 	}
 }
 
@@ -97,11 +97,43 @@ func (r *Recorder) record(req *http.Request) {
 func (r *Recorder) Calls() []Call {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := r.calls.UnsortedList()
+	out := make([]Call, 0, len(r.calls))
+	for c := range r.calls {
+		out = append(out, c)
+	}
 	slices.SortFunc(out, func(a, b Call) int {
 		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.Verb, b.Verb), cmp.Compare(a.Namespace, b.Namespace))
 	})
 	return out
+}
+
+// Counts returns how many requests of each call were recorded, with
+// Namespace left empty: the calls of all namespaces are added up.
+func (r *Recorder) Counts() map[Call]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[Call]int{}
+	for c, n := range r.calls {
+		c.Namespace = ""
+		out[c] += n
+	}
+	return out
+}
+
+// Reset forgets every call recorded so far.
+func (r *Recorder) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls, r.nonResource = nil, nil
+}
+
+// IsWrite tells whether c changes what the API server stores.
+func (c Call) IsWrite() bool {
+	switch c.Verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+		return true
+	}
+	return false
 }
 
 // Compare returns the calls that granted does not allow, and the grants of

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterset/clusterset/internal/apicalls"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -139,6 +141,9 @@ type member struct {
 	name  string
 	admin client.Client
 	calls *counter // this member's registry requests
+	// api records the controllers' requests to the member's own API
+	// server.
+	api *apicalls.Recorder
 }
 
 // env is a two-member clusterset on one backend, and a watch of cls2's
@@ -180,7 +185,7 @@ func startEnv(b *testing.B, backend string) *env {
 	for _, name := range []string{"cls1", "cls2"} {
 		cp := testenv.Start(b)
 		cps = append(cps, cp)
-		m := &member{name: name, admin: cp.Client, calls: &counter{}}
+		m := &member{name: name, admin: cp.Client, calls: &counter{}, api: &apicalls.Recorder{}}
 		var factory registrylink.Factory
 		if backend == "hub" {
 			factory = hubFactory(b, cps[0], m)
@@ -246,7 +251,7 @@ func cloudMapFactory(motoURL string, m *member) registrylink.Factory {
 // runs with the control plane's admin credentials: authorization is not
 // what is measured.
 func startController(b *testing.B, cfg *rest.Config, m *member, factory registrylink.Factory) {
-	_, stop, err := testcontrollers.Run(cfg, m.name, controllers.Options{
+	_, stop, err := testcontrollers.Run(m.api.Wrap(cfg), m.name, controllers.Options{
 		Defaults: identity.Identity{ClusterID: m.name, ClusterSetID: clusterSet},
 		Registry: factory,
 		Link:     registrylink.Options{HeartbeatInterval: 10 * time.Second, GracePeriod: 2 * time.Minute},
