@@ -37,6 +37,10 @@ func (c Call) Rule() rbacv1.PolicyRule {
 type Recorder struct {
 	mu    sync.Mutex
 	calls map[Call]int // how many requests of each call
+	// conflicts counts the requests of each call answered 409 Conflict:
+	// a write based on an out-of-date resourceVersion, or a create of an
+	// object that exists.
+	conflicts map[Call]int
 	// nonResource counts requests that are not to a resource (discovery,
 	// /version), which RBAC grants through nonResourceURLs.
 	nonResource sets.Set[string]
@@ -55,8 +59,17 @@ func (r *Recorder) Wrap(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(req *http.Request) (*http.Response, error) {
-			r.record(req)
-			return next.RoundTrip(req)
+			c, ok := r.record(req)
+			resp, err := next.RoundTrip(req)
+			if ok && err == nil && resp.StatusCode == http.StatusConflict {
+				r.mu.Lock()
+				if r.conflicts == nil { // Reset while the request was out
+					r.conflicts = map[Call]int{}
+				}
+				r.conflicts[c]++
+				r.mu.Unlock()
+			}
+			return resp, err
 		})
 	})
 	return cfg
@@ -66,31 +79,35 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-func (r *Recorder) record(req *http.Request) {
+// record counts req and returns its call; ok is false for a request that is
+// not to a resource.
+func (r *Recorder) record(req *http.Request) (c Call, ok bool) {
 	info, err := parser.NewRequestInfo(req)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.calls == nil {
-		r.calls, r.nonResource = map[Call]int{}, sets.New[string]()
+		r.calls, r.conflicts, r.nonResource = map[Call]int{}, map[Call]int{}, sets.New[string]()
 	}
 	if err != nil || !info.IsResourceRequest {
 		r.nonResource.Insert(req.URL.Path)
-		return
+		return Call{}, false
 	}
 	res := info.Resource
 	if info.Subresource != "" {
 		res += "/" + info.Subresource
 	}
-	c := Call{Group: info.APIGroup, Resource: res, Verb: info.Verb, Namespace: info.Namespace}
+	c = Call{Group: info.APIGroup, Resource: res, Verb: info.Verb, Namespace: info.Namespace}
 	r.calls[c]++
 	// client-go's informers list through a watch (sendInitialEvents,
 	// feature WatchListClient) where the API server streams lists, which it
 	// authorizes as a watch, and fall back to a LIST where it does not: the
 	// list grant is what that request stands for.
 	if c.Verb == "watch" && req.URL.Query().Get("sendInitialEvents") == "true" {
-		c.Verb = "list"
-		r.calls[c]++
+		list := c
+		list.Verb = "list"
+		r.calls[list]++
 	}
+	return c, true
 }
 
 // Calls returns the distinct calls recorded so far, sorted.
@@ -112,8 +129,20 @@ func (r *Recorder) Calls() []Call {
 func (r *Recorder) Counts() map[Call]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return byCall(r.calls)
+}
+
+// Conflicts returns, like Counts, how many requests of each call the API
+// server answered 409 Conflict.
+func (r *Recorder) Conflicts() map[Call]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return byCall(r.conflicts)
+}
+
+func byCall(counts map[Call]int) map[Call]int {
 	out := map[Call]int{}
-	for c, n := range r.calls {
+	for c, n := range counts {
 		c.Namespace = ""
 		out[c] += n
 	}
@@ -124,7 +153,7 @@ func (r *Recorder) Counts() map[Call]int {
 func (r *Recorder) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls, r.nonResource = nil, nil
+	r.calls, r.conflicts, r.nonResource = nil, nil, nil
 }
 
 // IsWrite tells whether c changes what the API server stores.

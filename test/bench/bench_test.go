@@ -306,14 +306,24 @@ func (e *env) burst(b *testing.B, n int) {
 	for _, m := range []*member{e.cls1, e.cls2} {
 		writes := 0
 		var each []string
+		conflicts := m.api.Conflicts()
 		for c, k := range m.api.Counts() {
 			if c.IsWrite() {
 				writes += k
-				each = append(each, fmt.Sprintf("%s %s %.2f", c.Verb, c.Resource, float64(k)/float64(n)))
+				line := fmt.Sprintf("%s %s %.2f", c.Verb, c.Resource, float64(k)/float64(n))
+				if conflicts[c] > 0 {
+					line += fmt.Sprintf(" (%.2f conflicts)", float64(conflicts[c])/float64(n))
+				}
+				each = append(each, line)
 			}
 		}
 		sort.Strings(each)
-		fmt.Fprintf(os.Stderr, "burst: %s's controllers wrote %.2f times per service to its API server: %s\n", m.name, float64(writes)/float64(n), strings.Join(each, ", "))
+		conflicted := 0
+		for _, k := range conflicts {
+			conflicted += k
+		}
+		fmt.Fprintf(os.Stderr, "burst: %s's controllers wrote %.2f times per service to its API server (%.2f answered 409 Conflict): %s\n",
+			m.name, float64(writes)/float64(n), float64(conflicted)/float64(n), strings.Join(each, ", "))
 		b.ReportMetric(float64(writes)/float64(n), m.name+"-writes/service")
 	}
 	b.StartTimer()

@@ -31,6 +31,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/conditions"
+	"github.com/clusterset/clusterset/pkg/controllers/cachelag"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
@@ -89,6 +90,10 @@ type Controller struct {
 	published map[registry.ServiceKey]publishedRecord
 
 	stats exportStats
+	// lag tells a reconcile that reads a ServiceExport this controller has
+	// since written (finalizer, status) from a cache that has not caught
+	// up: writing from it would be refused (409) and repeat its events.
+	lag cachelag.Tracker
 }
 
 type publishedRecord struct {
@@ -152,6 +157,13 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 		return reconcile.Result{}, c.withdrawIfPublished(ctx, req.NamespacedName)
 	}
+	if c.lag.Behind(&export) {
+		// The watch event of this controller's last write is on its way
+		// and reconciles the export again; the requeue is in case it is
+		// lost.
+		log.FromContext(ctx).V(1).Info("cache is behind this controller's last write of the ServiceExport; waiting for it", "resourceVersion", export.ResourceVersion)
+		return reconcile.Result{RequeueAfter: cacheLagRequeue}, nil
+	}
 	if !export.DeletionTimestamp.IsZero() {
 		return c.finalize(ctx, &export)
 	}
@@ -159,11 +171,25 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	before := export.Status.DeepCopy()
 	result, err := c.reconcileExport(ctx, &export)
 	if !equality.Semantic.DeepEqual(before, &export.Status) {
-		if uerr := c.client.Status().Update(ctx, &export); uerr != nil {
+		if uerr := c.updateStatus(ctx, &export); uerr != nil {
 			return reconcile.Result{}, errors.Join(err, uerr)
 		}
 	}
 	return result, err
+}
+
+// cacheLagRequeue is when a reconcile that found the cache behind its own
+// write looks again, in case the write's watch event never comes.
+const cacheLagRequeue = 5 * time.Second
+
+// updateStatus writes export's status and records the write (lag).
+func (c *Controller) updateStatus(ctx context.Context, export *mcsv1beta1.ServiceExport) error {
+	prev := export.ResourceVersion
+	if err := c.client.Status().Update(ctx, export); err != nil {
+		return err
+	}
+	c.lag.Wrote(prev, export)
+	return nil
 }
 
 func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.ServiceExport) (reconcile.Result, error) {
@@ -300,7 +326,7 @@ func (c *Controller) finalize(ctx context.Context, export *mcsv1beta1.ServiceExp
 			c.recorder.Eventf(export, nil, corev1.EventTypeWarning, "WithdrawFailed", "Withdraw", "%s", msg)
 		}
 		if !equality.Semantic.DeepEqual(before, &export.Status) {
-			err = errors.Join(err, client.IgnoreNotFound(c.client.Status().Update(ctx, export)))
+			err = errors.Join(err, client.IgnoreNotFound(c.updateStatus(ctx, export)))
 		}
 		return reconcile.Result{}, err
 	}
@@ -333,6 +359,7 @@ func (c *Controller) setFinalizer(ctx context.Context, export *mcsv1beta1.Servic
 	if err := c.client.Patch(ctx, patched, client.MergeFromWithOptions(export, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
 	}
+	c.lag.Wrote(export.ResourceVersion, patched)
 	export.Finalizers, export.ResourceVersion = patched.Finalizers, patched.ResourceVersion
 	return nil
 }

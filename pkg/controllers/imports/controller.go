@@ -35,6 +35,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/conditions"
+	"github.com/clusterset/clusterset/pkg/controllers/cachelag"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/merge"
@@ -76,7 +77,19 @@ type Controller struct {
 	// Clock times the propagation lag (clusterset_propagation_lag_seconds).
 	// Default the real clock.
 	Clock clock.PassiveClock
+	// lag tells a reconcile that reads a ServiceImport this controller has
+	// since written (IPs, status) from a cache that has not caught up:
+	// writing from it would be refused (409) and repeat its events.
+	lag cachelag.Tracker
 }
+
+// errCacheBehind stops a reconcile that read a ServiceImport older than this
+// controller's own last write of it.
+var errCacheBehind = errors.New("the cache is behind this controller's last write of the ServiceImport")
+
+// cacheLagRequeue is when a reconcile stopped by errCacheBehind looks again,
+// in case the watch event of the write, which reconciles it first, is lost.
+const cacheLagRequeue = 5 * time.Second
 
 // NewController returns the import controller. Nothing is imported into
 // excluded namespaces, and imports of ours found there are removed.
@@ -192,6 +205,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, c.remove(ctx, req.NamespacedName)
 	}
 	imp, err := c.ensureServiceImport(ctx, req.NamespacedName, &res)
+	if errors.Is(err, errCacheBehind) {
+		logger.V(1).Info("waiting for the cache to show this controller's last write of the ServiceImport")
+		return reconcile.Result{RequeueAfter: cacheLagRequeue}, nil
+	}
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -201,9 +218,11 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	if res.Spec.Type == mcsv1beta1.ClusterSetIP && !equality.Semantic.DeepEqual(imp.Spec.IPs, ips) {
 		imp.Spec.IPs = ips
+		prev := imp.ResourceVersion
 		if err := c.client.Update(ctx, imp); err != nil {
 			return reconcile.Result{}, err
 		}
+		c.lag.Wrote(prev, imp)
 	}
 	slices := desiredSlices(req.Namespace, req.Name, DerivedServiceName(req.Name), names.ManagedBy, records, &res, c.link.Alive)
 	for i := range slices {
@@ -233,6 +252,9 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 	if exists && imp.Labels[names.LabelManagedBy] != names.ManagedBy {
 		return nil, reconcile.TerminalError(fmt.Errorf("ServiceImport %s exists and is not managed by clusterset; not touching it", key))
 	}
+	if exists && c.lag.Behind(&imp) {
+		return nil, errCacheBehind
+	}
 	desired := imp.DeepCopy()
 	desired.Namespace, desired.Name = key.Namespace, key.Name
 	desired.Labels = maps.Clone(res.Labels)
@@ -261,6 +283,7 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 	if err := c.client.Update(ctx, desired); err != nil {
 		return nil, err
 	}
+	c.lag.Wrote(imp.ResourceVersion, desired)
 	return desired, nil
 }
 
@@ -434,9 +457,11 @@ func (c *Controller) updateStatus(ctx context.Context, imp *mcsv1beta1.ServiceIm
 	if equality.Semantic.DeepEqual(before, &imp.Status) {
 		return nil
 	}
+	prev := imp.ResourceVersion
 	if err := c.client.Status().Update(ctx, imp); err != nil {
 		return err
 	}
+	c.lag.Wrote(prev, imp)
 	if len(was) > 0 && !slices.Equal(was, res.Clusters) {
 		c.recorder.Eventf(imp, nil, corev1.EventTypeNormal, reasonClustersChanged, "Import", "exported by %s (was %s)",
 			strings.Join(res.Clusters, ", "), strings.Join(was, ", "))
@@ -456,7 +481,12 @@ func (c *Controller) setNotReady(ctx context.Context, imp *mcsv1beta1.ServiceImp
 		Reason: string(reason), Message: err.Error(), ObservedGeneration: imp.Generation,
 	})
 	c.recorder.Eventf(imp, nil, corev1.EventTypeWarning, string(reason), "Import", "%v", err)
-	return errors.Join(err, client.IgnoreNotFound(c.client.Status().Update(ctx, imp)))
+	prev := imp.ResourceVersion
+	uerr := c.client.Status().Update(ctx, imp)
+	if uerr == nil {
+		c.lag.Wrote(prev, imp)
+	}
+	return errors.Join(err, client.IgnoreNotFound(uerr))
 }
 
 // remove deletes the import, its derived Service and its slices, but only
@@ -490,6 +520,7 @@ func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 		if err := c.client.Delete(ctx, &imp); client.IgnoreNotFound(err) != nil {
 			return err
 		}
+		c.lag.Forget(imp.UID)
 		log.FromContext(ctx).Info("deleted ServiceImport: no cluster exports the service any more")
 		c.recorder.Eventf(&imp, nil, corev1.EventTypeNormal, reasonRemoved, "Import", "removed: no cluster exports the service any more, or its namespace is excluded")
 	}

@@ -1,0 +1,121 @@
+// Package cachelag tells a reconciler that its informer cache has not caught
+// up with a write the reconciler itself made.
+//
+// controller-runtime reconcilers read from informer caches and write to the
+// API server. The watch event of a write arrives some milliseconds later, and
+// in between every other event of the object (the write's own, an owned
+// object's) starts a new reconcile that reads the version before the write.
+// That reconcile computes the same status again, finds it different from the
+// old copy, and writes it from the old resourceVersion: the API server
+// refuses it with 409 Conflict, the request is retried with backoff, and any
+// event it emitted (a condition it saw change) is emitted twice. In a burst
+// of exports that was one write in three of a ServiceExport's or a
+// ServiceImport's status (docs/benchmarks.md).
+//
+// A Tracker remembers the versions this process wrote over, per object UID.
+// A reconciler that reads one of them skips its writes: the watch event of
+// its own write is on its way and reconciles the object again.
+package cachelag
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/utils/clock"
+)
+
+// Object is what a Tracker reads of an object: metav1.Object has it.
+type Object interface {
+	GetUID() types.UID
+	GetResourceVersion() string
+}
+
+// Expiry is how long a Tracker keeps the versions an object was written over
+// when the cache never shows it again (the object was deleted, or the watch
+// lost the event and re-listed): far longer than a watch event takes, short
+// enough that nothing waits on it for long.
+const Expiry = time.Minute
+
+// Tracker is safe for concurrent use. The zero value is ready; Clock defaults
+// to the real clock.
+type Tracker struct {
+	Clock clock.PassiveClock
+
+	mu      sync.Mutex
+	written map[types.UID]*writes
+}
+
+// writes are the versions of one object this process wrote over.
+type writes struct {
+	over sets.Set[string] // resourceVersions replaced by our writes
+	at   time.Time        // when the last of them was written over
+}
+
+// Wrote records that this process replaced version prev of the object with
+// obj (the object as the API server returned it after the write: its UID and
+// new resourceVersion). prev "" (a create) is not recorded.
+func (t *Tracker) Wrote(prev string, obj Object) {
+	if prev == "" || obj.GetUID() == "" || prev == obj.GetResourceVersion() {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.written == nil {
+		t.written = map[types.UID]*writes{}
+	}
+	w := t.written[obj.GetUID()]
+	if w == nil {
+		w = &writes{over: sets.New[string]()}
+		t.written[obj.GetUID()] = w
+	}
+	w.over.Insert(prev)
+	w.at = t.now()
+}
+
+// Behind reports whether obj, read from the cache, is a version this process
+// has since written over, so that its content is out of date. Reading any
+// other version (the latest write's, or one somebody else wrote) ends the
+// tracking of the object: the cache has caught up.
+func (t *Tracker) Behind(obj Object) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := t.written[obj.GetUID()]
+	if w == nil {
+		return false
+	}
+	if w.over.Has(obj.GetResourceVersion()) && t.now().Sub(w.at) < Expiry {
+		return true
+	}
+	delete(t.written, obj.GetUID())
+	t.expire()
+	return false
+}
+
+// Forget drops what is known of the object with uid, when it is deleted.
+func (t *Tracker) Forget(uid types.UID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.written, uid)
+}
+
+// expire drops the objects whose last write is older than Expiry, so that
+// objects the cache never showed again do not accumulate. Called with mu
+// held, when an entry is dropped anyway, so that its cost is shared out
+// with the writes.
+func (t *Tracker) expire() {
+	now := t.now()
+	for uid, w := range t.written {
+		if now.Sub(w.at) >= Expiry {
+			delete(t.written, uid)
+		}
+	}
+}
+
+func (t *Tracker) now() time.Time {
+	if t.Clock == nil {
+		return time.Now()
+	}
+	return t.Clock.Now()
+}
