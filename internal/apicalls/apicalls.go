@@ -140,6 +140,20 @@ func (r *Recorder) Conflicts() map[Call]int {
 	return byCall(r.conflicts)
 }
 
+// ConflictsIn returns how many requests of each call in namespace the API
+// server answered 409 Conflict.
+func (r *Recorder) ConflictsIn(namespace string) map[Call]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[Call]int{}
+	for c, n := range r.conflicts {
+		if c.Namespace == namespace {
+			out[c] += n
+		}
+	}
+	return out
+}
+
 func byCall(counts map[Call]int) map[Call]int {
 	out := map[Call]int{}
 	for c, n := range counts {

@@ -11,6 +11,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -314,6 +315,87 @@ func TestClusterset(t *testing.T) {
 		ns := "foreign"
 		cs.createNamespace(t, ns)
 		checkForeignObjectsLeftAlone(t, cls1, cls2, cls3, ns)
+	})
+
+	// A burst of exports: every controller writes each ServiceExport's and
+	// ServiceImport's status once, never from a cache that has not caught up
+	// with its own last write (refused 409 Conflict, and its events sent
+	// twice; pkg/controllers/cachelag).
+	t.Run("BurstWritesOnce", func(t *testing.T) {
+		ns := "burst"
+		cs.createNamespace(t, ns)
+		const n = 40
+		var objs, exports []client.Object
+		for i := range n {
+			name := fmt.Sprintf("svc-%d", i)
+			objs = append(objs, service(ns, name, tcpPort("http", 80)),
+				endpointSlice(ns, name, name+"-1", discoveryv1.AddressTypeIPv4, 8080, true, fmt.Sprintf("10.30.0.%d", i+1)))
+			exports = append(exports, serviceExport(ns, name))
+		}
+		mustCreate(t, cls1.admin, objs...)
+		mustCreate(t, cls1.admin, exports...)
+		for _, m := range cs.members {
+			for i := range n {
+				name := fmt.Sprintf("svc-%d", i)
+				eventually(t, wait, m.name+" imports "+name, func() error {
+					got, err := importedSlices(m.admin, ns, name)
+					if err != nil {
+						return err
+					}
+					if a := addressesOf(got["cls1"]); a != fmt.Sprintf("10.30.0.%d", i+1) {
+						return fmt.Errorf("imported from cls1: %q", a)
+					}
+					return nil
+				})
+			}
+		}
+		// The import's status is written after its slices: wait for it.
+		for _, m := range cs.members {
+			eventually(t, wait, m.name+" imports Ready", func() error {
+				var list mcsv1beta1.ServiceImportList
+				if err := m.admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+					return err
+				}
+				ready := 0
+				for _, imp := range list.Items {
+					if c := meta.FindStatusCondition(imp.Status.Conditions, string(mcsv1beta1.ServiceImportConditionReady)); c != nil && c.Status == metav1.ConditionTrue {
+						ready++
+					}
+				}
+				if ready != n {
+					return fmt.Errorf("%d of %d ServiceImports Ready", ready, n)
+				}
+				return nil
+			})
+		}
+		if conflicts := controllerCalls.ConflictsIn(ns); len(conflicts) > 0 {
+			t.Errorf("the controllers' writes refused with 409 Conflict in namespace %s: %v", ns, conflicts)
+		}
+		for _, c := range []struct {
+			m            *member
+			kind, reason string
+		}{{cls1, "ServiceExport", "Exported"}, {cls1, "ServiceImport", "Imported"}, {cls2, "ServiceImport", "Imported"}, {cls3, "ServiceImport", "Imported"}} {
+			var events eventsv1.EventList
+			if err := c.m.admin.List(ctx, &events, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+			times := map[string]int{}
+			for _, e := range events.Items {
+				if e.Regarding.Kind == c.kind && e.Reason == c.reason {
+					// A repeated event is one object with a count.
+					k := max(int(e.DeprecatedCount), 1)
+					if e.Series != nil {
+						k = max(k, int(e.Series.Count))
+					}
+					times[e.Regarding.Name] += k
+				}
+			}
+			for i := range n {
+				if k := times[fmt.Sprintf("svc-%d", i)]; k != 1 {
+					t.Errorf("%s: %d %s events on %s svc-%d, want 1", c.m.name, k, c.reason, c.kind, i)
+				}
+			}
+		}
 	})
 
 	// I3 I4: headless imports with per-pod hostnames, IPv4 and IPv6 slices;
