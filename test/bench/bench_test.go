@@ -45,15 +45,42 @@ import (
 // not timed); the *-ms metrics are percentiles of them; calls/* count both
 // members' registry requests over the whole loop, pauses included, and
 // net-calls/* subtract the idle rate measured just before.
+//
+// BENCH_OTHERS=N first exports N other services (3 endpoints each) from cls1
+// into the same namespace and waits until cls2 imports them all, so that
+// each change happens among N others; the sub-benchmarks are then named
+// <backend>/others-N/{idle,endpoint,export}.
 func BenchmarkClusterset(b *testing.B) {
+	others := envInt(b, "BENCH_OTHERS", 0)
 	for _, backend := range []string{"hub", "cloudmap"} {
 		b.Run(backend, func(b *testing.B) {
 			e := startEnv(b, backend)
-			b.Run("idle", e.benchIdle)
-			b.Run("endpoint", e.benchEndpoint)
-			b.Run("export", e.benchExport)
+			run := b.Run
+			if others > 0 {
+				e.exportAndWait(b, "other", others)
+				run = func(name string, f func(*testing.B)) bool {
+					return b.Run(fmt.Sprintf("others-%d/%s", others, name), f)
+				}
+			}
+			run("idle", e.benchIdle)
+			run("endpoint", e.benchEndpoint)
+			run("export", e.benchExport)
 		})
 	}
+}
+
+// envInt is the positive integer in environment variable name, or def when
+// it is unset.
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
 }
 
 func (e *env) benchIdle(b *testing.B) {
@@ -177,6 +204,7 @@ func (e *env) reportLatency(b *testing.B, prefix string, lat []time.Duration) {
 	slices.Sort(sorted)
 	b.ReportMetric(percentileMS(sorted, 0.50), prefix+"p50-ms")
 	b.ReportMetric(percentileMS(sorted, 0.95), prefix+"p95-ms")
+	b.ReportMetric(percentileMS(sorted, 0.99), prefix+"p99-ms")
 	b.ReportMetric(percentileMS(sorted, 1), prefix+"max-ms")
 }
 
@@ -225,13 +253,7 @@ func (e *env) logCalls(b *testing.B, m0 mark, per string, n int) {
 //
 //	go test -tags bench -run '^$' -bench BenchmarkBurst -benchtime 1x -timeout 30m ./test/bench/
 func BenchmarkBurst(b *testing.B) {
-	n := 200
-	if v := os.Getenv("BENCH_BURST"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			b.Fatalf("BENCH_BURST=%q", v)
-		}
-	}
+	n := envInt(b, "BENCH_BURST", 200)
 	for _, backend := range []string{"hub", "cloudmap"} {
 		b.Run(fmt.Sprintf("%s/services-%d", backend, n), func(b *testing.B) {
 			e := startEnv(b, backend)
@@ -243,55 +265,43 @@ func BenchmarkBurst(b *testing.B) {
 	}
 }
 
-func (e *env) burst(b *testing.B, n int) {
-	b.StopTimer()
+// servicesToExport creates n selector-less Services named prefix-<seq> in
+// cls1, each with one EndpointSlice of 3 ready endpoints, and returns their
+// ServiceExports (not created) and, by name, the addresses cls2 should
+// import (sorted, space-separated).
+func (e *env) servicesToExport(b *testing.B, prefix string, n int) ([]client.Object, map[string]string) {
 	want := map[string]string{}
 	var exports []client.Object
-	for i := 0; i < n; i++ {
+	for range n {
 		e.seq++
-		name := fmt.Sprintf("burst-%d", e.seq)
+		name := fmt.Sprintf("%s-%d", prefix, e.seq)
 		ips := make([]string, 3)
 		for j := range ips {
 			k := e.seq*3 + j
-			ips[j] = fmt.Sprintf("10.4.%d.%d", k/250, k%250+1)
+			ips[j] = fmt.Sprintf("10.%d.%d.%d", 4+k/62500, k/250%250, k%250+1)
 		}
 		mustCreate(b, e.cls1.admin, service(name), endpointSlice(name, name+"-1", ips...))
 		sort.Strings(ips)
 		want[name] = strings.Join(ips, " ")
 		exports = append(exports, serviceExport(name))
 	}
-	until := func(what string, t0 time.Time, done func(got map[string]string) int) time.Duration {
-		last, lastAt, printed := -1, time.Now(), time.Time{}
-		for {
-			got := e.importedAll()
-			k := done(got)
-			if k == n {
-				fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
-				return time.Since(t0)
-			}
-			if k != last {
-				last, lastAt = k, time.Now()
-			}
-			if time.Since(printed) >= 2*time.Second {
-				// Progress as it happens: b.Logf prints only at the end.
-				printed = time.Now()
-				fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
-			}
-			if time.Since(lastAt) > waitTimeout {
-				b.Fatalf("%s: stuck at %d/%d for %v", what, k, n, waitTimeout)
-			}
-			select {
-			case <-e.changed:
-			case <-time.After(time.Second):
-			}
-		}
-	}
-	e.cls1.api.Reset()
-	e.cls2.api.Reset()
-	b.StartTimer()
+	return exports, want
+}
+
+// exportAndWait exports n new services from cls1 at once and waits until
+// cls2 imports them all.
+func (e *env) exportAndWait(b *testing.B, prefix string, n int) {
+	exports, want := e.servicesToExport(b, prefix, n)
 	t0 := time.Now()
 	mustCreate(b, e.cls1.admin, exports...)
-	exp := until("imported", t0, func(got map[string]string) int {
+	e.until(b, "imported "+prefix, n, t0, imported(want))
+	e.lastWrite = time.Now()
+}
+
+// imported counts the services of want that cls2 imports with exactly their
+// addresses.
+func imported(want map[string]string) func(got map[string]string) int {
+	return func(got map[string]string) int {
 		k := 0
 		for name, ips := range want {
 			if got[name] == ips {
@@ -299,7 +309,47 @@ func (e *env) burst(b *testing.B, n int) {
 			}
 		}
 		return k
-	})
+	}
+}
+
+// until returns how long after t0 done, given what cls2 imports, reached n.
+// It prints progress to stderr every 2s and fails b when done stays the same
+// for waitTimeout.
+func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(got map[string]string) int) time.Duration {
+	last, lastAt, printed := -1, time.Now(), time.Time{}
+	for {
+		k := done(e.importedAll())
+		if k == n {
+			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
+			return time.Since(t0)
+		}
+		if k != last {
+			last, lastAt = k, time.Now()
+		}
+		if time.Since(printed) >= 2*time.Second {
+			// Progress as it happens: b.Logf prints only at the end.
+			printed = time.Now()
+			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
+		}
+		if time.Since(lastAt) > waitTimeout {
+			b.Fatalf("%s: stuck at %d/%d for %v", what, k, n, waitTimeout)
+		}
+		select {
+		case <-e.changed:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (e *env) burst(b *testing.B, n int) {
+	b.StopTimer()
+	exports, want := e.servicesToExport(b, "burst", n)
+	e.cls1.api.Reset()
+	e.cls2.api.Reset()
+	b.StartTimer()
+	t0 := time.Now()
+	mustCreate(b, e.cls1.admin, exports...)
+	exp := e.until(b, "imported", n, t0, imported(want))
 	b.StopTimer()
 	// What the controllers wrote to their own API servers for the burst
 	// (until all were imported): the cost that grows with the services.
@@ -333,7 +383,7 @@ func (e *env) burst(b *testing.B, n int) {
 			b.Fatal(err)
 		}
 	}
-	wd := until("withdrawn", t0, func(got map[string]string) int {
+	wd := e.until(b, "withdrawn", n, t0, func(got map[string]string) int {
 		k := 0
 		for name := range want {
 			if got[name] == "" {
@@ -370,4 +420,93 @@ func (e *env) importedAll() map[string]string {
 		out[svc] = strings.Join(a, " ")
 	}
 	return out
+}
+
+// BenchmarkChurn scales an exported service the way a Deployment's rollout
+// does, and measures how long after the last change in cls1 cls2 imports the
+// result. The service starts with 1 ready endpoint; one op adds 99, one at a
+// time as pods become ready (one EndpointSlice update each, 10ms apart, as
+// the EndpointSlice controller writes without batching), timed from the last
+// update until cls2 imports all 100 (up-*); then removes them again the same
+// way, timed until cls2 imports the 1 left (down-*). BENCH_CHURN sets the
+// replicas (default 100, at most 1,000: one EndpointSlice holds 1,000
+// endpoints at most, and the controller's default is 100 per slice, so the
+// slice is rewritten whole at every step). Run it with -benchtime 10x.
+func BenchmarkChurn(b *testing.B) {
+	replicas := envInt(b, "BENCH_CHURN", 100)
+	if replicas > 1000 {
+		b.Fatalf("BENCH_CHURN=%d: at most 1000", replicas)
+	}
+	for _, backend := range []string{"hub", "cloudmap"} {
+		b.Run(fmt.Sprintf("%s/replicas-%d", backend, replicas), func(b *testing.B) {
+			e := startEnv(b, backend)
+			var s discoveryv1.EndpointSlice
+			if err := e.cls1.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-1"}, &s); err != nil {
+				b.Fatal(err)
+			}
+			s.Endpoints = s.Endpoints[:1]
+			if err := e.cls1.admin.Update(ctx, &s); err != nil {
+				b.Fatal(err)
+			}
+			first := s.Endpoints[0].Addresses[0]
+			if _, err := e.await("web", first, waitTimeout); err != nil {
+				b.Fatal(err)
+			}
+			var up, down []time.Duration
+			m0 := e.mark()
+			b.ResetTimer()
+			b.StopTimer()
+			for range b.N {
+				e.pause()
+				all := []string{first}
+				for i := 1; i < replicas; i++ {
+					e.seq++
+					ip := fmt.Sprintf("10.2.%d.%d", e.seq/250%250, e.seq%250+1)
+					all = append(all, ip)
+					s.Endpoints = append(s.Endpoints, readyEndpoint(ip))
+					e.updateSlice(b, &s)
+					if i < replicas-1 {
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
+				b.StartTimer()
+				t0 := time.Now()
+				sort.Strings(all)
+				seen, err := e.await("web", strings.Join(all, " "), waitTimeout)
+				b.StopTimer()
+				if err != nil {
+					b.Fatalf("scale up: %v", err)
+				}
+				up = append(up, seen.Sub(t0))
+
+				e.pause()
+				for len(s.Endpoints) > 1 {
+					s.Endpoints = s.Endpoints[:len(s.Endpoints)-1]
+					e.updateSlice(b, &s)
+					if len(s.Endpoints) > 1 {
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
+				b.StartTimer()
+				t0 = time.Now()
+				seen, err = e.await("web", first, waitTimeout)
+				b.StopTimer()
+				if err != nil {
+					b.Fatalf("scale down: %v", err)
+				}
+				down = append(down, seen.Sub(t0))
+			}
+			e.reportLatency(b, "up-", up)
+			e.reportLatency(b, "down-", down)
+			e.reportCalls(b, "cycle", m0)
+		})
+	}
+}
+
+// updateSlice writes s to cls1 and keeps the stored version in s.
+func (e *env) updateSlice(b *testing.B, s *discoveryv1.EndpointSlice) {
+	if err := e.cls1.admin.Update(ctx, s); err != nil {
+		b.Fatal(err)
+	}
+	e.lastWrite = time.Now()
 }
