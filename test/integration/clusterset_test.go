@@ -564,6 +564,63 @@ func TestClusterset(t *testing.T) {
 
 	// R3: a restart converges: an export deleted while its controller was
 	// down is withdrawn, and an importer that was down removes its orphans.
+	// A restarted controller finds its exports and imports in place and
+	// rewrites none of them (no status flip while its registry view syncs,
+	// no event given again).
+	t.Run("RestartRewritesNothing", func(t *testing.T) {
+		ns := "restartsame"
+		cs.createNamespace(t, ns)
+		headless := service(ns, "db", tcpPort("http", 5432))
+		headless.Spec.ClusterIP = corev1.ClusterIPNone
+		mustCreate(t, cls1.admin, service(ns, "web", tcpPort("http", 80), tcpPort("https", 443)),
+			endpointSlice(ns, "web", "web-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.5.1", "10.10.5.2"),
+			serviceExport(ns, "web"), headless,
+			endpointSlice(ns, "db", "db-1", discoveryv1.AddressTypeIPv4, 5432, true, "10.10.5.3"),
+			serviceExport(ns, "db"))
+		for _, m := range cs.members {
+			eventually(t, wait, m.name+" imported", func() error {
+				return errors.Join(sliceAddresses(m, ns, "web", "cls1", "10.10.5.1 10.10.5.2"), sliceAddresses(m, ns, "db", "cls1", "10.10.5.3"))
+			})
+		}
+		for _, name := range []string{"web", "db"} {
+			eventually(t, wait, name+" exported", exportCondition(cls1.admin, ns, name, "Ready", metav1.ConditionTrue, "Exported"))
+		}
+		// Settled: no write of the controllers in flight.
+		time.Sleep(2 * time.Second)
+		before := map[string]map[string]string{}
+		for _, m := range cs.members {
+			before[m.name] = resourceVersions(t, m.admin, ns)
+		}
+		opts := registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second}
+		for _, m := range []*member{cls1, cls2} {
+			m.stopController()
+			m.start(t, opts)
+		}
+		// A new export goes through both restarted controllers: they run.
+		mustCreate(t, cls1.admin, service(ns, "probe", tcpPort("http", 80)),
+			endpointSlice(ns, "probe", "probe-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.5.9"),
+			serviceExport(ns, "probe"))
+		eventually(t, wait, "cls2 imports a service exported after the restart", func() error { return sliceAddresses(cls2, ns, "probe", "cls1", "10.10.5.9") })
+		consistently(t, 3*time.Second, "nothing from before the restart is written again", func() error {
+			var errs []error
+			for _, m := range cs.members {
+				after := resourceVersions(t, m.admin, ns)
+				for obj, rv := range after {
+					was, existed := before[m.name][obj]
+					switch {
+					case existed && was != rv:
+						errs = append(errs, fmt.Errorf("%s: %s written again after the restart", m.name, obj))
+					case !existed && strings.HasPrefix(obj, "Event ") && !strings.Contains(obj, "about probe"):
+						// New objects are the probe's; a new event must be
+						// about it.
+						errs = append(errs, fmt.Errorf("%s: new %s after the restart", m.name, obj))
+					}
+				}
+			}
+			return errors.Join(errs...)
+		})
+	})
+
 	t.Run("RestartConverges", func(t *testing.T) {
 		ns := "restart"
 		cs.createNamespace(t, ns)
@@ -682,3 +739,33 @@ type skewedClock struct{ offset time.Duration }
 
 func (c skewedClock) Now() time.Time                  { return time.Now().Add(c.offset) }
 func (c skewedClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// resourceVersions returns, by "Kind name", the resourceVersion of every
+// ServiceExport, ServiceImport, Service, EndpointSlice and Event in ns. An
+// event's key also names what it is about: "Event name about regarding
+// (reason)".
+func resourceVersions(t *testing.T, c client.Client, ns string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for kind, list := range map[string]client.ObjectList{
+		"ServiceExport": &mcsv1beta1.ServiceExportList{}, "ServiceImport": &mcsv1beta1.ServiceImportList{},
+		"Service": &corev1.ServiceList{}, "EndpointSlice": &discoveryv1.EndpointSliceList{}, "Event": &eventsv1.EventList{},
+	} {
+		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, item := range items {
+			o := item.(client.Object)
+			key := kind + " " + o.GetName()
+			if e, ok := o.(*eventsv1.Event); ok {
+				key += fmt.Sprintf(" about %s (%s)", e.Regarding.Name, e.Reason)
+			}
+			out[key] = o.GetResourceVersion()
+		}
+	}
+	return out
+}

@@ -222,6 +222,15 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 
 	reg, id, err := c.link.Registry()
 	if err != nil {
+		if registrylink.Starting(err) && meta.IsStatusConditionTrue(export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)) {
+			// This process has just started and its view of the registry
+			// is not synced yet: the record an earlier run published is
+			// still there (records outlive the controller, R3), so the
+			// export stays Ready rather than flip to False and back, a
+			// rewrite of every ServiceExport at every restart. The link's
+			// first sync reconciles every service again.
+			return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+		}
 		// C1: no usable identity or registry yet: say so and look again.
 		c.setReady(export, metav1.ConditionFalse, reasonRegistryNotReady, err.Error())
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
