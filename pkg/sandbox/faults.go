@@ -175,3 +175,26 @@ func inCgroup(pid int, root string) bool {
 	}
 	return false
 }
+
+// QuitControllers sends SIGQUIT to every cluster's clusterset-controller,
+// host process or container, and gives them a moment to exit: the Go runtime
+// writes the stack of every goroutine to the process's log (ControllerLogs)
+// before it exits. For the post-mortem of a failed test: a reconcile that
+// waits forever shows where. The kubelet restarts a controller that runs as
+// a pod; a host process stays down.
+func (s *Sandbox) QuitControllers() error {
+	var errs []error
+	for _, c := range s.Clusters {
+		if s.Nodes == NodesReal {
+			if _, err := s.KillContainerProcesses(c.Name, "clusterset-cont", syscall.SIGQUIT); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if p, err := s.process(c.Name + "/clusterset-controller"); err == nil {
+			errs = append(errs, syscall.Kill(p.PID, syscall.SIGQUIT))
+		}
+	}
+	time.Sleep(2 * time.Second) // the runtime writes the stacks, then exits
+	return errors.Join(errs...)
+}

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,16 @@ func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sa
 // output: usually the quickest way to see why an import did not happen.
 func dumpLogs(t *testing.T, s *sandbox.Sandbox) {
 	t.Helper()
+	// What each controller's goroutines were doing, ours only: a reconcile
+	// that never returns shows here, and nowhere else.
+	if err := s.QuitControllers(); err != nil {
+		t.Logf("SIGQUIT to the controllers: %v", err)
+	}
+	for _, f := range s.ControllerLogs() {
+		if stacks := ourGoroutines(f); stacks != "" {
+			t.Logf("goroutines of clusterset code in %s at the failure (SIGQUIT):\n%s", f, stacks)
+		}
+	}
 	logs := s.ControllerLogs()
 	dnsLogs, _ := filepath.Glob(filepath.Join(s.Dir, "logs", "*coredns*.log"))
 	logs = append(logs, dnsLogs...)
@@ -205,6 +216,38 @@ func dumpLogs(t *testing.T, s *sandbox.Sandbox) {
 		}
 		t.Logf("last %d lines of %s:\n%s", len(lines), f, strings.Join(lines, "\n"))
 	}
+}
+
+var criPrefix = regexp.MustCompile(`^\S+ (stdout|stderr) [FP] ?`)
+
+// ourGoroutines returns the goroutine stacks that the Go runtime wrote to log
+// file f on SIGQUIT and that run clusterset's code (a frame in
+// github.com/clusterset/clusterset/pkg/), "" when there are none.
+func ourGoroutines(f string) string {
+	data, err := os.ReadFile(f)
+	if err != nil {
+		return ""
+	}
+	// A pod's log file (CRI format) prefixes every line with its time,
+	// stream and a tag: "2026-11-30T17:49:43.1Z stderr F goroutine 1 ...".
+	lines := strings.Split(string(data), "\n")
+	for k, l := range lines {
+		if m := criPrefix.FindStringIndex(l); m != nil {
+			lines[k] = l[m[1]:]
+		}
+	}
+	text := strings.Join(lines, "\n")
+	i := strings.LastIndex(text, "SIGQUIT: quit")
+	if i < 0 {
+		return ""
+	}
+	var out []string
+	for _, g := range strings.Split(text[i:], "\n\n") {
+		if strings.HasPrefix(g, "goroutine ") && strings.Contains(g, "github.com/clusterset/clusterset/pkg/") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 func fileExists(path string) bool {
