@@ -1,0 +1,584 @@
+//go:build bench
+
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/clusterset/clusterset/internal/testenv"
+	"github.com/clusterset/clusterset/pkg/names"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+	"github.com/clusterset/clusterset/pkg/registry/hub"
+)
+
+// BenchmarkScale runs clusterset-controller as users do, one process per
+// member built from cmd/clusterset-controller, on a clusterset of two
+// members that together export BENCH_SCALE services (default 5,000) of
+// BENCH_SCALE_ENDPOINTS ready endpoints each (default 10), spread over
+// BENCH_SCALE_NAMESPACES namespaces (default 50); cls1 exports the even
+// services, cls2 the odd ones, and both import all of them. The hub is a
+// third control plane, so that each controller's requests to its own
+// cluster and to the registry are told apart (by host).
+//
+// It reports:
+//   - converge-s: from creating all ServiceExports at once (both members)
+//     until both members import every service with all its endpoints;
+//   - <member>-rss-MiB and <member>-peak-rss-MiB: each controller's resident
+//     memory (VmRSS, VmHWM) once converged;
+//   - restart-s: after cls2's controller is stopped (SIGTERM) and started
+//     again, until it has reconciled every service (controller-runtime's
+//     reconcile counters) and its work queues are empty;
+//   - restart-member-writes, restart-registry-writes: the requests of the
+//     restarted controller that change something (POST, PUT, PATCH,
+//     DELETE), to its cluster and to the hub, until then; Cloud Map calls
+//     are counted by clusterset_cloudmap_requests_total instead.
+//
+// One op is the whole scenario; run it with -benchtime 1x:
+//
+//	go test -tags bench -run '^$' -bench BenchmarkScale -benchtime 1x -timeout 60m ./test/bench/
+func BenchmarkScale(b *testing.B) {
+	services := envInt(b, "BENCH_SCALE", 5000)
+	endpoints := envInt(b, "BENCH_SCALE_ENDPOINTS", 10)
+	namespaces := envInt(b, "BENCH_SCALE_NAMESPACES", 50)
+	bin := buildController(b)
+	for _, backend := range backends(b) {
+		b.Run(fmt.Sprintf("%s/services-%d", backend, services), func(b *testing.B) {
+			if b.N > 1 {
+				b.Skip("one op is the whole scenario: run with -benchtime 1x")
+			}
+			s := startScale(b, bin, backend)
+			s.run(b, services, endpoints, namespaces)
+		})
+	}
+}
+
+// backends is BENCH_BACKENDS (comma-separated), default both.
+func backends(b *testing.B) []string {
+	v := os.Getenv("BENCH_BACKENDS")
+	if v == "" {
+		return []string{"hub", "cloudmap"}
+	}
+	out := strings.Split(v, ",")
+	for _, backend := range out {
+		if backend != "hub" && backend != "cloudmap" {
+			b.Fatalf("BENCH_BACKENDS=%q: want hub, cloudmap or both", v)
+		}
+	}
+	return out
+}
+
+// buildController builds cmd/clusterset-controller from this checkout.
+func buildController(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "clusterset-controller")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/clusterset-controller")
+	cmd.Dir = testenv.RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("building clusterset-controller: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// scaleMember is one member cluster and its controller process.
+type scaleMember struct {
+	name       string
+	cp         *testenv.Cluster
+	admin      client.Client
+	kubeconfig string // admin credentials of its control plane
+	args       []string
+	env        []string
+	metrics    string // the controller's metrics address
+	proc       *exec.Cmd
+	exited     chan struct{}
+	logFile    string
+	imported   func() (services, endpoints int)
+}
+
+type scale struct {
+	backend string
+	bin     string
+	hubHost string
+	members []*scaleMember
+	motoURL string
+	logDir  string
+}
+
+func startScale(b *testing.B, bin, backend string) *scale {
+	s := &scale{backend: backend, bin: bin, logDir: b.TempDir()}
+	var hubCP *testenv.Cluster
+	var hubKubeconfig map[string]string
+	switch backend {
+	case "hub":
+		hubCP = testenv.Start(b)
+		s.hubHost = hostOf(b, hubCP.Config)
+		hubKubeconfig = map[string]string{}
+	case "cloudmap":
+		s.motoURL = cloudmaptest.StartMoto(b)
+	}
+	for _, name := range []string{"cls1", "cls2"} {
+		cp := testenv.Start(b)
+		m := &scaleMember{name: name, cp: cp, admin: cp.Client, kubeconfig: writeKubeconfig(b, cp.Config, "")}
+		m.args = []string{
+			"--kubeconfig", m.kubeconfig,
+			"--cluster-id", name, "--clusterset-id", clusterSet,
+			"--health-probe-bind-address", "0",
+		}
+		switch backend {
+		case "hub":
+			user := "clusterset:member:" + name
+			if _, err := hub.EnsureMember(ctx, kubernetes.NewForConfigOrDie(hubCP.Config), clusterSet, name,
+				rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
+				b.Fatal(err)
+			}
+			hubKubeconfig[name] = writeKubeconfig(b, hubCP.Config, user)
+			m.args = append(m.args, "--registry", "hub", "--hub-kubeconfig", hubKubeconfig[name])
+		case "cloudmap":
+			m.args = append(m.args, "--registry", "cloudmap", "--cloudmap-moto-workarounds")
+			m.env = append(os.Environ(), "AWS_ENDPOINT_URL="+s.motoURL, "AWS_REGION="+cloudmaptest.Region,
+				"AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing")
+		}
+		s.members = append(s.members, m)
+	}
+	for _, m := range s.members {
+		s.startController(b, m)
+		m.imported = watchAllImports(b, m.cp.Config)
+	}
+	b.Cleanup(func() {
+		for _, m := range s.members {
+			s.stopController(b, m)
+		}
+	})
+	return s
+}
+
+// hostOf is the host:port of cfg's API server, as client-go's request
+// metrics label it.
+func hostOf(b *testing.B, cfg *rest.Config) string {
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return u.Host
+}
+
+// writeKubeconfig writes a kubeconfig with cfg's admin credentials, acting as
+// user when user is not empty (impersonation), and returns its path.
+func writeKubeconfig(b *testing.B, cfg *rest.Config, user string) string {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["c"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken, Impersonate: user}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
+	kc.CurrentContext = "c"
+	f, err := os.CreateTemp(b.TempDir(), "kubeconfig-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = f.Close()
+	if err := clientcmd.WriteToFile(*kc, f.Name()); err != nil {
+		b.Fatal(err)
+	}
+	return f.Name()
+}
+
+// startController starts m's controller process with a fresh metrics port.
+func (s *scale) startController(b *testing.B, m *scaleMember) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.metrics = l.Addr().String()
+	_ = l.Close()
+	log, err := os.CreateTemp(s.logDir, m.name+"-*.log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.logFile = log.Name()
+	m.proc = exec.Command(s.bin, append(m.args, "--metrics-bind-address", m.metrics)...)
+	m.proc.Env = m.env
+	m.proc.Stdout, m.proc.Stderr = log, log
+	if err := m.proc.Start(); err != nil {
+		b.Fatal(err)
+	}
+	_ = log.Close()
+	m.exited = make(chan struct{})
+	go func(p *exec.Cmd, done chan struct{}) { _ = p.Wait(); close(done) }(m.proc, m.exited)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := scrape(m.metrics); err == nil {
+			return
+		}
+		select {
+		case <-m.exited:
+			b.Fatalf("%s: clusterset-controller exited at start; its log: %s", m.name, m.logFile)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: no metrics at %s after 30s; its log: %s", m.name, m.metrics, m.logFile)
+		}
+	}
+}
+
+// stopController stops m's controller as the kubelet would (SIGTERM) and
+// waits for it to exit.
+func (s *scale) stopController(b *testing.B, m *scaleMember) {
+	if m.proc == nil {
+		return
+	}
+	_ = m.proc.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(30 * time.Second):
+		_ = m.proc.Process.Kill()
+		<-m.exited
+		b.Errorf("%s: clusterset-controller did not stop within 30s of SIGTERM", m.name)
+	}
+	m.proc = nil
+}
+
+// watchAllImports keeps an informer on the EndpointSlices clusterset wrote in
+// the cluster of cfg (all namespaces) and returns a func that counts the
+// services they import and their endpoints.
+func watchAllImports(b *testing.B, cfg *rest.Config) func() (int, int) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = -1, 0
+	f := informers.NewSharedInformerFactoryWithOptions(kubernetes.NewForConfigOrDie(cfg), 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = discoveryv1.LabelManagedBy + "=" + names.ManagedBy
+		}))
+	inf := f.Discovery().V1().EndpointSlices().Informer()
+	stop := make(chan struct{})
+	f.Start(stop)
+	b.Cleanup(func() { close(stop); f.Shutdown() })
+	if !cache.WaitForCacheSync(stop, inf.HasSynced) {
+		b.Fatal("EndpointSlice informer did not sync")
+	}
+	return func() (int, int) {
+		svcs := map[string]bool{}
+		eps := 0
+		for _, o := range inf.GetStore().List() {
+			s := o.(*discoveryv1.EndpointSlice)
+			if len(s.Endpoints) > 0 {
+				svcs[s.Namespace+"/"+s.Labels[discoveryv1.LabelServiceName]] = true
+			}
+			eps += len(s.Endpoints)
+		}
+		return len(svcs), eps
+	}
+}
+
+func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
+	b.StopTimer()
+	fmt.Fprintf(os.Stderr, "%s: creating %d Services of %d endpoints in %d namespaces\n", b.Name(), services, endpoints, namespaces)
+	exports := s.createServices(b, services, endpoints, namespaces)
+
+	b.StartTimer()
+	t0 := time.Now()
+	parallel(b, 16, len(exports), func(c int) error {
+		return exports[c].m.admin.Create(ctx, exports[c].obj)
+	})
+	converge := s.untilImported(b, "imported", t0, services, services*endpoints)
+	b.StopTimer()
+	b.ReportMetric(converge.Seconds(), "converge-s")
+	b.ReportMetric(float64(services)/converge.Seconds(), "services/s")
+
+	time.Sleep(10 * time.Second) // what the controllers hold once settled
+	for _, m := range s.members {
+		rss, peak := memory(b, m.proc.Process.Pid)
+		b.ReportMetric(rss, m.name+"-rss-MiB")
+		b.ReportMetric(peak, m.name+"-peak-rss-MiB")
+		fmt.Fprintf(os.Stderr, "%s: %s's controller: RSS %.0f MiB, peak %.0f MiB\n", b.Name(), m.name, rss, peak)
+	}
+
+	// Restart cls2's controller: it must find everything in place.
+	cls2 := s.members[1]
+	before := versions(b, cls2.admin)
+	s.stopController(b, cls2)
+	b.StartTimer()
+	t0 = time.Now()
+	s.startController(b, cls2)
+	restart := s.untilReconciled(b, cls2, t0, services, services/2)
+	b.StopTimer()
+	b.ReportMetric(restart.Seconds(), "restart-s")
+	lines, err := scrape(cls2.metrics)
+	if err != nil {
+		b.Fatal(err)
+	}
+	memberWrites, registryWrites := writesByHost(lines, hostOf(b, cls2.cp.Config), s.hubHost)
+	b.ReportMetric(memberWrites, "restart-member-writes")
+	if s.backend == "hub" {
+		b.ReportMetric(registryWrites, "restart-registry-writes")
+	} else {
+		b.ReportMetric(sumMetric(lines, "clusterset_cloudmap_requests_total", ""), "restart-registry-calls")
+	}
+	rewritten := map[string]int{}
+	total := 0
+	for obj, rv := range versions(b, cls2.admin) {
+		if old, ok := before[obj]; !ok || old != rv {
+			rewritten[obj.kind]++
+			total++
+		}
+	}
+	b.ReportMetric(float64(total), "restart-rewritten-objects")
+	fmt.Fprintf(os.Stderr, "%s: objects the restarted controller wrote or created in cls2, by kind: %v\n", b.Name(), rewritten)
+	rss, peak := memory(b, cls2.proc.Process.Pid)
+	b.ReportMetric(peak, "restart-peak-rss-MiB")
+	fmt.Fprintf(os.Stderr, "%s: restarted cls2 converged in %v with %v writes to its cluster, %v to the registry; RSS %.0f MiB, peak %.0f MiB\n",
+		b.Name(), restart.Round(100*time.Millisecond), memberWrites, registryWrites, rss, peak)
+	if n, _ := cls2.imported(); n != services {
+		b.Errorf("after the restart cls2 imports %d services, want %d", n, services)
+	}
+}
+
+type pendingExport struct {
+	m   *scaleMember
+	obj client.Object
+}
+
+// createServices creates the namespaces in both members, and in the
+// exporting member each Service and its EndpointSlice; it returns the
+// ServiceExports, not created yet.
+func (s *scale) createServices(b *testing.B, services, endpoints, namespaces int) []pendingExport {
+	for _, m := range s.members {
+		for i := range namespaces {
+			if err := m.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("scale-%d", i)}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	exports := make([]pendingExport, services)
+	parallel(b, 16, services, func(i int) error {
+		m := s.members[i%2]
+		namespace, name := fmt.Sprintf("scale-%d", i%namespaces), fmt.Sprintf("svc-%d", i)
+		svc := service(name)
+		svc.Namespace = namespace
+		slice := endpointSlice(name, name+"-1")
+		slice.Namespace = namespace
+		for j := range endpoints {
+			k := i*endpoints + j
+			slice.Endpoints = append(slice.Endpoints, readyEndpoint(fmt.Sprintf("10.%d.%d.%d", 100+k/62500, k/250%250, k%250+1)))
+		}
+		export := serviceExport(name)
+		export.Namespace = namespace
+		exports[i] = pendingExport{m: m, obj: export}
+		if err := m.admin.Create(ctx, svc); err != nil {
+			return err
+		}
+		return m.admin.Create(ctx, slice)
+	})
+	return exports
+}
+
+// parallel runs f(0..n-1) on workers goroutines and fails b on the first
+// error.
+func parallel(b *testing.B, workers, n int, f func(i int) error) {
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	next := make(chan int)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					once.Do(func() { first = err })
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		b.Fatal(first)
+	}
+}
+
+// untilImported returns how long after t0 every member imported services
+// services with endpoints endpoints in all, printing progress.
+func (s *scale) untilImported(b *testing.B, what string, t0 time.Time, services, endpoints int) time.Duration {
+	last, lastAt, printed := "", time.Now(), time.Time{}
+	for {
+		done := true
+		var state []string
+		for _, m := range s.members {
+			n, eps := m.imported()
+			done = done && n == services && eps == endpoints
+			state = append(state, fmt.Sprintf("%s %d/%d services, %d/%d endpoints", m.name, n, services, eps, endpoints))
+		}
+		now := strings.Join(state, "; ")
+		if done {
+			fmt.Fprintf(os.Stderr, "%s %s: %s after %v\n", b.Name(), what, now, time.Since(t0).Round(100*time.Millisecond))
+			return time.Since(t0)
+		}
+		if now != last {
+			last, lastAt = now, time.Now()
+		}
+		if time.Since(printed) >= 5*time.Second {
+			printed = time.Now()
+			fmt.Fprintf(os.Stderr, "%s %s: %s after %v\n", b.Name(), what, now, time.Since(t0).Round(100*time.Millisecond))
+		}
+		if time.Since(lastAt) > 2*waitTimeout {
+			b.Fatalf("%s: stuck at %s for %v; controller logs in %s", what, now, 2*waitTimeout, s.logDir)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// untilReconciled returns how long after t0 m's controller had reconciled
+// at least imports services in its import controller and exports in its
+// export controller, with both work queues empty at two scrapes in a row.
+func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, imports, exports int) time.Duration {
+	empty := 0
+	for {
+		lines, err := scrape(m.metrics)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ri := sumMetric(lines, "controller_runtime_reconcile_total", `controller="imports"`)
+		re := sumMetric(lines, "controller_runtime_reconcile_total", `controller="export"`)
+		depth := sumMetric(lines, "workqueue_depth", `name="imports"`) + sumMetric(lines, "workqueue_depth", `name="export"`)
+		if ri >= float64(imports) && re >= float64(exports) && depth == 0 {
+			if empty++; empty == 2 {
+				return time.Since(t0)
+			}
+		} else {
+			empty = 0
+		}
+		if time.Since(t0) > 5*time.Minute {
+			b.Fatalf("%s: after 5m, %v import and %v export reconciles (want %d, %d), %v queued; log: %s", m.name, ri, re, imports, exports, depth, m.logFile)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// scrape reads the Prometheus text exposition at addr's /metrics.
+func scrape(addr string) ([]string, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if l := sc.Text(); l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return lines, sc.Err()
+}
+
+// sumMetric adds up the samples of name whose labels contain every one of
+// labels (each `key="value"`, comma-separated; "" matches all).
+func sumMetric(lines []string, name, labels string) float64 {
+	var sum float64
+	for _, l := range lines {
+		series, value, ok := strings.Cut(l, " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		match := true
+		for _, want := range strings.Split(labels, ",") {
+			match = match && strings.Contains(series, want)
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); match && err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// writesByHost adds up client-go's rest_client_requests_total of the
+// methods that change something, to member and to hub ("" for none).
+func writesByHost(lines []string, member, hub string) (toMember, toHub float64) {
+	for _, method := range []string{"POST", "PUT", "PATCH", "DELETE"} {
+		toMember += sumMetric(lines, "rest_client_requests_total", `host="`+member+`",method="`+method+`"`)
+		if hub != "" {
+			toHub += sumMetric(lines, "rest_client_requests_total", `host="`+hub+`",method="`+method+`"`)
+		}
+	}
+	return toMember, toHub
+}
+
+// memory reads the resident set of process pid and its peak, in MiB.
+func memory(b *testing.B, pid int) (rss, peak float64) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		key, value, _ := strings.Cut(line, ":")
+		fields := strings.Fields(value)
+		if len(fields) != 2 || fields[1] != "kB" {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[0], 64)
+		switch key {
+		case "VmRSS":
+			rss = kb / 1024
+		case "VmHWM":
+			peak = kb / 1024
+		}
+	}
+	return rss, peak
+}
+
+// object names one object of a member cluster.
+type object struct{ kind, namespace, name string }
+
+// versions returns the resourceVersion of every ServiceExport,
+// ServiceImport, Service, EndpointSlice and Event in c.
+func versions(b *testing.B, c client.Client) map[object]string {
+	out := map[object]string{}
+	for kind, list := range map[string]client.ObjectList{
+		"ServiceExport": &mcsv1beta1.ServiceExportList{}, "ServiceImport": &mcsv1beta1.ServiceImportList{},
+		"Service": &corev1.ServiceList{}, "EndpointSlice": &discoveryv1.EndpointSliceList{}, "Event": &eventsv1.EventList{},
+	} {
+		if err := c.List(ctx, list); err != nil {
+			b.Fatal(err)
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, item := range items {
+			o := item.(client.Object)
+			out[object{kind, o.GetNamespace(), o.GetName()}] = o.GetResourceVersion()
+		}
+	}
+	return out
+}
