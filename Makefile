@@ -80,11 +80,22 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20000x executions; CI 
 	  done; \
 	done
 
+# Each run's output is also saved in Go's benchmark format under BENCH_OUT.
+# The burst file is named after its size, so that runs with several
+# BENCH_BURST values add up to a plot against size. .SHELLFLAGS has
+# pipefail: a failing go test still fails the target through tee.
+BENCH_OUT ?= bench-results
 .PHONY: bench
-bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map, and Cloud Map's cost per change by namespace size (docs/benchmarks.md)
-	go test -tags bench -run '^$$' -bench BenchmarkClusterset -benchtime 30x -count 1 -timeout 20m ./test/bench/
-	go test -tags bench -run '^$$' -bench BenchmarkBurst -benchtime 1x -count 1 -timeout 30m ./test/bench/
-	go test -tags bench -run '^$$' -bench BenchmarkChangeCost -benchtime 30x -count 1 -timeout 20m ./pkg/registry/cloudmap/
+bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map, and Cloud Map's cost per change by namespace size (docs/benchmarks.md); results also in BENCH_OUT (bench-results/)
+	mkdir -p $(BENCH_OUT)
+	go test -tags bench -run '^$$' -bench BenchmarkClusterset -benchtime 30x -count 1 -timeout 20m ./test/bench/ | tee $(BENCH_OUT)/clusterset.txt
+	go test -tags bench -run '^$$' -bench BenchmarkBurst -benchtime 1x -count 1 -timeout 30m ./test/bench/ | tee $(BENCH_OUT)/burst-$${BENCH_BURST:-200}.txt
+	go test -tags bench -run '^$$' -bench BenchmarkChangeCost -benchtime 30x -count 1 -timeout 20m ./pkg/registry/cloudmap/ | tee $(BENCH_OUT)/changecost.txt
+
+.PHONY: bench-plot
+bench-plot: ## draw BENCH_OUT's results (make bench) against size as SVG into docs/benchmarks/ (hack/benchplot)
+	@ls $(BENCH_OUT)/*.txt > /dev/null 2>&1 || { echo "no results in $(BENCH_OUT)/: run make bench first"; exit 1; }
+	go run ./hack/benchplot -out docs/benchmarks $(BENCH_OUT)/*.txt
 
 .PHONY: crds
 # Helm installs CRDs only from a chart's own crds/, so the chart gets a copy.
