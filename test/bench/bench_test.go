@@ -346,6 +346,7 @@ func (e *env) burst(b *testing.B, n int) {
 	exports, want := e.servicesToExport(b, "burst", n)
 	e.cls1.api.Reset()
 	e.cls2.api.Reset()
+	e.profileAPIServers(b, b.Name(), 20*time.Second)
 	b.StartTimer()
 	t0 := time.Now()
 	mustCreate(b, e.cls1.admin, exports...)

@@ -9,7 +9,9 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -144,6 +147,8 @@ type member struct {
 	// api records the controllers' requests to the member's own API
 	// server.
 	api *apicalls.Recorder
+	// config is the member's control plane, with admin credentials.
+	config *rest.Config
 }
 
 // env is a two-member clusterset on one backend, and a watch of cls2's
@@ -185,7 +190,7 @@ func startEnv(b *testing.B, backend string) *env {
 	for _, name := range []string{"cls1", "cls2"} {
 		cp := testenv.Start(b)
 		cps = append(cps, cp)
-		m := &member{name: name, admin: cp.Client, calls: &counter{}, api: &apicalls.Recorder{}}
+		m := &member{name: name, admin: cp.Client, calls: &counter{}, api: &apicalls.Recorder{}, config: cp.Config}
 		var factory registrylink.Factory
 		if backend == "hub" {
 			factory = hubFactory(b, cps[0], m)
@@ -418,4 +423,46 @@ func percentileMS(sorted []time.Duration, p float64) float64 {
 	i := int(p*float64(len(sorted))+0.999999) - 1
 	i = max(0, min(i, len(sorted)-1))
 	return float64(sorted[i]) / float64(time.Millisecond)
+}
+
+// profileAPIServers, when BENCH_PROFILE_DIR is set, records a CPU profile
+// of each member's kube-apiserver (its /debug/pprof/profile, on by
+// default) for d, in the background, into that directory as
+// <name>-<member>-kube-apiserver.pprof. Read it with go tool pprof.
+func (e *env) profileAPIServers(b *testing.B, name string, d time.Duration) {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		return
+	}
+	for _, m := range []*member{e.cls1, e.cls2} {
+		go func() {
+			rc, err := rest.RESTClientFor(withoutTimeout(m.config))
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "profile of %s: %v\n", m.name, err)
+				return
+			}
+			raw, err := rc.Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(int(d.Seconds()))).DoRaw(ctx)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "profile of %s: %v\n", m.name, err)
+				return
+			}
+			file := filepath.Join(dir, fmt.Sprintf("%s-%s-kube-apiserver.pprof", strings.ReplaceAll(name, "/", "_"), m.name))
+			if err := os.WriteFile(file, raw, 0o644); err != nil {
+				fmt.Fprintf(os.Stderr, "profile of %s: %v\n", m.name, err)
+				return
+			}
+			fmt.Fprintf(os.Stderr, "CPU profile of %s's kube-apiserver: %s\n", m.name, file)
+		}()
+	}
+}
+
+// withoutTimeout is cfg for a raw REST client with no request timeout
+// (a profile takes its seconds).
+func withoutTimeout(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Timeout = 0
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.APIPath = "/api"
+	cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	return cfg
 }
