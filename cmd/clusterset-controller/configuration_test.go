@@ -48,6 +48,7 @@ var chartValues = map[string]chartValue{
 	"workers":                              {path: "workers", sample: 3},
 	"metrics-bind-address":                 {note: "`:` + `metrics.port`"},
 	"health-probe-bind-address":            {note: "fixed `:8081`"},
+	"pprof-bind-address":                   {note: "`extraArgs` (off by default)"},
 	"leader-elect":                         {note: "always on"},
 	"excluded-namespaces":                  {path: "excludedNamespaces", sample: []any{"kube-system", "ops"}, want: "kube-system,ops"},
 	"leader-election-namespace":            {note: "not set: the release namespace"},

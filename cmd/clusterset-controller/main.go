@@ -39,6 +39,7 @@ type flags struct {
 	heartbeatInterval       time.Duration
 	gracePeriod             time.Duration
 	metricsAddr, probeAddr  string
+	pprofAddr               string // --pprof-bind-address
 	leaderElect             bool
 	leaderElectionNamespace string
 	excludedNamespaces      string
@@ -64,6 +65,7 @@ func newFlagSet(name string, f *flags, zapOpts *zap.Options) *flag.FlagSet {
 	fs.DurationVar(&f.gracePeriod, "liveness-grace-period", registrylink.DefaultGracePeriod, "endpoints of a cluster whose heartbeat is older than this are withdrawn from imports; 0 disables")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "address of Go's /debug/pprof endpoints (CPU and heap profiles of the controller), for example 127.0.0.1:6060; 0 disables them. Unauthenticated: bind it to localhost and reach it with kubectl port-forward")
 	fs.StringVar(&f.excludedNamespaces, "excluded-namespaces", strings.Join(namespaces.DefaultExcluded, ","), "comma-separated namespaces that are neither exported from (their ServiceExports get Valid=False NamespaceExcluded) nor imported into; empty excludes none")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so that only one replica writes")
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease; the pod's namespace when empty")
@@ -113,8 +115,10 @@ func run(ctx context.Context, f flags) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.Scheme,
+		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
+		PprofBindAddress:        f.pprofAddr,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "clusterset-controller",
 		LeaderElectionNamespace: f.leaderElectionNamespace,

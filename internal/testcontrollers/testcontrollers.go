@@ -28,6 +28,7 @@ import (
 func Run(cfg *rest.Config, name string, opts controllers.Options, manager ...func(*ctrl.Options)) (*registrylink.Link, func() error, error) {
 	mo := ctrl.Options{
 		Scheme:                 testenv.Scheme,
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Several members' managers share the test process.

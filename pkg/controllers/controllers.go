@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/clusterset/clusterset/pkg/controllers/export"
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
@@ -35,6 +36,16 @@ type Options struct {
 	// change times, liveness). Default the real clock; tests give a member
 	// a wrong one. Link.Clock, when set, wins for the link.
 	Clock clock.PassiveClock
+}
+
+// CacheOptions are the options of the manager's cache that the controllers
+// are written for: objects are cached without their managedFields, which
+// nothing here reads and which take a large part of each cached object
+// (every Service and EndpointSlice of the cluster is cached). Writes of a
+// cached object leave the stored managedFields as they are: the API server
+// keeps them when a request carries none.
+func CacheOptions() cache.Options {
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 }
 
 // DefaultWorkers is the default of Options.Workers: reconciles wait on the

@@ -4,6 +4,8 @@ package bench
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -115,6 +118,7 @@ type scaleMember struct {
 	args       []string
 	env        []string
 	metrics    string // the controller's metrics address
+	pprof      string // the controller's /debug/pprof address
 	proc       *exec.Cmd
 	exited     chan struct{}
 	logFile    string
@@ -209,19 +213,16 @@ func writeKubeconfig(b *testing.B, cfg *rest.Config, user string) string {
 
 // startController starts m's controller process with a fresh metrics port.
 func (s *scale) startController(b *testing.B, m *scaleMember) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.metrics = l.Addr().String()
-	_ = l.Close()
+	m.metrics, m.pprof = freeAddress(b), freeAddress(b)
 	log, err := os.CreateTemp(s.logDir, m.name+"-*.log")
 	if err != nil {
 		b.Fatal(err)
 	}
 	m.logFile = log.Name()
-	m.proc = exec.Command(s.bin, append(m.args, "--metrics-bind-address", m.metrics)...)
+	m.proc = exec.Command(s.bin, append(m.args, "--metrics-bind-address", m.metrics, "--pprof-bind-address", m.pprof)...)
 	m.proc.Env = m.env
+	// The controller dies with the benchmark, even one that is killed.
+	m.proc.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	m.proc.Stdout, m.proc.Stderr = log, log
 	if err := m.proc.Start(); err != nil {
 		b.Fatal(err)
@@ -243,6 +244,43 @@ func (s *scale) startController(b *testing.B, m *scaleMember) {
 			b.Fatalf("%s: no metrics at %s after 30s; its log: %s", m.name, m.metrics, m.logFile)
 		}
 	}
+}
+
+// freeAddress is a 127.0.0.1 address with a port free at the time of the
+// call.
+func freeAddress(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// heapProfile saves m's controller's heap profile into BENCH_PROFILE_DIR,
+// when it is set.
+func (m *scaleMember) heapProfile(b *testing.B) {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		return
+	}
+	resp, err := http.Get("http://" + m.pprof + "/debug/pprof/heap")
+	if err != nil {
+		b.Logf("heap profile of %s: %v", m.name, err)
+		return
+	}
+	defer resp.Body.Close()
+	file := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"-"+m.name+"-heap.pprof")
+	f, err := os.Create(file)
+	if err == nil {
+		_, err = io.Copy(f, resp.Body)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		b.Logf("heap profile of %s: %v", m.name, err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "heap profile of %s's controller: %s\n", m.name, file)
 }
 
 // stopController stops m's controller as the kubelet would (SIGTERM) and
@@ -314,6 +352,7 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 		b.ReportMetric(rss, m.name+"-rss-MiB")
 		b.ReportMetric(peak, m.name+"-peak-rss-MiB")
 		fmt.Fprintf(os.Stderr, "%s: %s's controller: RSS %.0f MiB, peak %.0f MiB\n", b.Name(), m.name, rss, peak)
+		m.heapProfile(b)
 	}
 
 	// Restart cls2's controller: it must find everything in place.
@@ -373,7 +412,22 @@ func (s *scale) createServices(b *testing.B, services, endpoints, namespaces int
 		}
 	}
 	exports := make([]pendingExport, services)
+	var created atomic.Int64
+	t0 := time.Now()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Second):
+				fmt.Fprintf(os.Stderr, "%s: %d/%d Services created after %v\n", b.Name(), created.Load(), services, time.Since(t0).Round(time.Second))
+			}
+		}
+	}()
 	parallel(b, 16, services, func(i int) error {
+		defer created.Add(1)
 		m := s.members[i%2]
 		namespace, name := fmt.Sprintf("scale-%d", i%namespaces), fmt.Sprintf("svc-%d", i)
 		svc := service(name)
