@@ -91,6 +91,13 @@ bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs C
 	go test -tags bench -run '^$$' -bench BenchmarkClusterset -benchtime 30x -count 1 -timeout 20m ./test/bench/ | tee $(BENCH_OUT)/clusterset.txt
 	go test -tags bench -run '^$$' -bench BenchmarkBurst -benchtime 1x -count 1 -timeout 30m ./test/bench/ | tee $(BENCH_OUT)/burst-$${BENCH_BURST:-200}.txt
 	go test -tags bench -run '^$$' -bench BenchmarkChangeCost -benchtime 30x -count 1 -timeout 20m ./pkg/registry/cloudmap/ | tee $(BENCH_OUT)/changecost.txt
+	go test -tags bench -run '^$$' -bench BenchmarkChurn -benchtime 10x -count 1 -timeout 20m ./test/bench/ | tee $(BENCH_OUT)/churn-$${BENCH_CHURN:-100}.txt
+
+.PHONY: bench-scale
+bench-scale: sandbox-binaries moto ## at scale: clusterset-controller processes with BENCH_SCALE services (default 5,000; convergence, memory, a restart), and the hub's load with 2, 5 and 10 members (docs/benchmarks.md); about 20 minutes for the hub
+	mkdir -p $(BENCH_OUT)
+	go test -tags bench -run '^$$' -bench BenchmarkScale -benchtime 1x -count 1 -timeout 90m ./test/bench/ | tee $(BENCH_OUT)/scale-$${BENCH_SCALE:-5000}.txt
+	go test -tags bench -run '^$$' -bench BenchmarkMembers -benchtime 1x -count 1 -timeout 60m ./test/bench/ | tee $(BENCH_OUT)/members.txt
 
 .PHONY: bench-plot
 bench-plot: ## draw BENCH_OUT's results (make bench) against size as SVG into docs/benchmarks/ (hack/benchplot)

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -105,6 +107,7 @@ func (e *env) benchIdle(b *testing.B) {
 
 func (e *env) benchEndpoint(b *testing.B) {
 	b.StopTimer()
+	defer profileProcess(b)()
 	base := []string{"10.1.0.1", "10.1.0.2", "10.1.0.3"}
 	var lat []time.Duration
 	m0 := e.mark()
@@ -510,4 +513,29 @@ func (e *env) updateSlice(b *testing.B, s *discoveryv1.EndpointSlice) {
 		b.Fatal(err)
 	}
 	e.lastWrite = time.Now()
+}
+
+// profileProcess, when BENCH_PROFILE_DIR is set, records a CPU profile of
+// this process (the controllers of every member, and the benchmark) until
+// the returned func is called, into <dir>/<benchmark>-process.pprof.
+func profileProcess(b *testing.B) func() {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" || b.N == 1 {
+		return func() {}
+	}
+	file := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"-process.pprof")
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Logf("CPU profile: %v", err)
+		_ = f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+		fmt.Fprintf(os.Stderr, "CPU profile of the benchmark process: %s\n", file)
+	}
 }

@@ -90,6 +90,13 @@ type Controller struct {
 	published map[registry.ServiceKey]publishedRecord
 
 	stats exportStats
+	// registered is when Register was called: the process's start, for
+	// startGrace.
+	registered time.Time
+	// indexed is set by Register: the client reads a cache with
+	// sliceIndex, so that a service's EndpointSlices are found without
+	// going through every slice of its namespace.
+	indexed bool
 	// lag tells a reconcile that reads a ServiceExport this controller has
 	// since written (finalizer, status) from a cache that has not caught
 	// up: writing from it would be refused (409) and repeat its events.
@@ -117,7 +124,17 @@ func (c *Controller) Name() string { return "export" }
 
 // Register wires the ServiceExport, its Service, the Service's EndpointSlices
 // and registry changes (for conflicts) to the controller.
-func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
+func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
+	c.registered = c.Clock.Now()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &discoveryv1.EndpointSlice{}, sliceIndex, func(o client.Object) []string {
+		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	c.indexed = true
 	notOurSlices := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetLabels()[discoveryv1.LabelManagedBy] != names.ManagedBy
 	})
@@ -178,6 +195,18 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return result, err
 }
 
+// sliceIndex is the name of the cache index of EndpointSlices by their
+// kubernetes.io/service-name label. A label selector on a cached List is
+// matched against every object of the namespace: with 1,000 services in a
+// namespace that scan was most of a reconcile's CPU (docs/benchmarks.md).
+const sliceIndex = "export.serviceName"
+
+// startGrace is how long after its start the controller leaves Ready
+// exports alone while its registry link is still starting. A registry view
+// syncs in seconds (4 s for 5,000 services, docs/benchmarks.md); one that
+// has not after a minute has a problem the export's condition should show.
+const startGrace = time.Minute
+
 // cacheLagRequeue is when a reconcile that found the cache behind its own
 // write looks again, in case the write's watch event never comes.
 const cacheLagRequeue = 5 * time.Second
@@ -222,13 +251,15 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 
 	reg, id, err := c.link.Registry()
 	if err != nil {
-		if registrylink.Starting(err) && meta.IsStatusConditionTrue(export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)) {
+		if registrylink.Starting(err) && c.Clock.Since(c.registered) < startGrace &&
+			meta.IsStatusConditionTrue(export.Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady)) {
 			// This process has just started and its view of the registry
 			// is not synced yet: the record an earlier run published is
 			// still there (records outlive the controller, R3), so the
 			// export stays Ready rather than flip to False and back, a
 			// rewrite of every ServiceExport at every restart. The link's
-			// first sync reconciles every service again.
+			// first sync reconciles every service again; a registry that
+			// is still not ready after startGrace is reported.
 			return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 		}
 		// C1: no usable identity or registry yet: say so and look again.
@@ -242,7 +273,11 @@ func (c *Controller) reconcileExport(ctx context.Context, export *mcsv1beta1.Ser
 	}
 
 	var slices discoveryv1.EndpointSliceList
-	if err := c.client.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: key.Name}); err != nil {
+	byService := client.ListOption(client.MatchingLabels{discoveryv1.LabelServiceName: key.Name})
+	if c.indexed {
+		byService = client.MatchingFields{sliceIndex: key.Name}
+	}
+	if err := c.client.List(ctx, &slices, client.InNamespace(key.Namespace), byService); err != nil {
 		return reconcile.Result{}, err
 	}
 	own := slices.Items[:0]

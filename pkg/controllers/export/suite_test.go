@@ -307,6 +307,46 @@ func TestRegistryNotReady(t *testing.T) {
 	s.records("web", 1)
 }
 
+// A Ready export stays Ready, unwritten, while a just-started controller's
+// registry link is starting (its view syncing: the record published by the
+// previous process is still there), for startGrace; a link that is not ready
+// for another reason, or still starting after startGrace, is reported.
+func TestRestartKeepsReadyWhileTheLinkStarts(t *testing.T) {
+	s := newSuite(t)
+	s.create(service("web"), serviceExport("web"))
+	s.mustReconcile("web")
+	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
+
+	// The process restarts: a new controller, its link not ready yet.
+	s.ctrl = NewController(s.c, s.events, s.link, controllertest.Exclusions(t, "kube-system"))
+	s.ctrl.Clock = s.clock
+	s.ctrl.registered = s.clock.Now()
+	s.link.SetNotReady(controllertest.NotReady)
+	before := s.export("web").ResourceVersion
+	if res := s.mustReconcile("web"); res.RequeueAfter <= 0 {
+		t.Error("not requeued while the link starts")
+	}
+	if se := s.export("web"); se.ResourceVersion != before {
+		t.Errorf("the ServiceExport was written while the link started (resourceVersion %s, was %s)", se.ResourceVersion, before)
+	}
+	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
+
+	// Not a start: the identity is wrong. Reported at once.
+	s.link.SetNotReady(errors.Join(controllertest.NotReady, errors.New("identity not set")))
+	s.mustReconcile("web")
+	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionFalse, reasonRegistryNotReady)
+
+	// Ready again, then a start that lasts past startGrace.
+	s.link.SetNotReady(nil)
+	s.mustReconcile("web")
+	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
+	s.ctrl.registered = s.clock.Now()
+	s.link.SetNotReady(controllertest.NotReady)
+	s.clock.Step(startGrace)
+	s.mustReconcile("web")
+	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionFalse, reasonRegistryNotReady)
+}
+
 // The registry refusing a write makes Ready=False Failed, a Warning event,
 // and an error (retried with backoff) (R2); the record comes once it is back.
 func TestRegistryDown(t *testing.T) {

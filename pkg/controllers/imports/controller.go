@@ -77,11 +77,20 @@ type Controller struct {
 	// Clock times the propagation lag (clusterset_propagation_lag_seconds).
 	// Default the real clock.
 	Clock clock.PassiveClock
+	// indexed is set by Register: the client reads a cache with
+	// sliceIndex.
+	indexed bool
 	// lag tells a reconcile that reads a ServiceImport this controller has
 	// since written (IPs, status) from a cache that has not caught up:
 	// writing from it would be refused (409) and repeat its events.
 	lag cachelag.Tracker
 }
+
+// sliceIndex is the name of the cache index of the EndpointSlices this
+// controller wrote, by the service they import (the
+// multicluster.kubernetes.io/service-name label), so that applySlices does
+// not match a label selector against every slice of the namespace.
+const sliceIndex = "imports.serviceImport"
 
 // errCacheBehind stops a reconcile that read a ServiceImport older than this
 // controller's own last write of it.
@@ -102,7 +111,17 @@ func (c *Controller) Name() string { return "imports" }
 
 // Register wires registry changes, the objects the controller writes and
 // namespace creation to the controller.
-func (c *Controller) Register(_ context.Context, mgr ctrl.Manager) error {
+func (c *Controller) Register(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &discoveryv1.EndpointSlice{}, sliceIndex, func(o client.Object) []string {
+		l := o.GetLabels()
+		if l[discoveryv1.LabelManagedBy] == names.ManagedBy && l[mcsv1beta1.LabelServiceName] != "" {
+			return []string{l[mcsv1beta1.LabelServiceName]}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	c.indexed = true
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[names.LabelManagedBy] == names.ManagedBy })
 	oursSlice := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetLabels()[discoveryv1.LabelManagedBy] == names.ManagedBy
@@ -383,8 +402,11 @@ func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.S
 // applySlices makes this import's EndpointSlices exactly the desired ones.
 func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desired []discoveryv1.EndpointSlice) error {
 	var existing discoveryv1.EndpointSliceList
-	if err := c.client.List(ctx, &existing, client.InNamespace(key.Namespace),
-		client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: names.ManagedBy}); err != nil {
+	ofImport := client.ListOption(client.MatchingLabels{mcsv1beta1.LabelServiceName: key.Name, discoveryv1.LabelManagedBy: names.ManagedBy})
+	if c.indexed {
+		ofImport = client.MatchingFields{sliceIndex: key.Name}
+	}
+	if err := c.client.List(ctx, &existing, client.InNamespace(key.Namespace), ofImport); err != nil {
 		return err
 	}
 	have := map[string]*discoveryv1.EndpointSlice{}
