@@ -233,3 +233,22 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+func TestUnitKinds(t *testing.T) {
+	for unit, want := range map[string]string{
+		"export-s": "latency", "p99-ms": "latency", "calls/change": "count", "cls1-writes/service": "count",
+		"hub-burst-requests": "count", "restart-rewritten-objects": "count", "cls1-rss-MiB": "memory",
+		"hub-idle-cpu-%": "share", "ns/op": "", "export-services/s": "",
+	} {
+		if got := unitKind(unit); got != want {
+			t.Errorf("unitKind(%q) = %q, want %q", unit, got, want)
+		}
+	}
+	for unit, want := range map[string]string{
+		"cls1-rss-MiB": "cls1-rss-MiB (memory, MiB)", "hub-idle-cpu-%": "hub-idle-cpu-% (percent)", "export-s": "export-s (latency, seconds)",
+	} {
+		if got := yLabel(unit); got != want {
+			t.Errorf("yLabel(%q) = %q, want %q", unit, got, want)
+		}
+	}
+}

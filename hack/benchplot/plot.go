@@ -165,6 +165,10 @@ func yLabel(unit string) string {
 		return unit + " (latency, milliseconds)"
 	case unitKind(unit) == "latency":
 		return unit + " (latency, seconds)"
+	case unitKind(unit) == "memory":
+		return unit + " (memory, MiB)"
+	case unitKind(unit) == "share":
+		return unit + " (percent)"
 	}
 	return unit + " (count)"
 }
@@ -172,9 +176,10 @@ func yLabel(unit string) string {
 var unsafeInFileName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 // fileUnit turns a unit into part of a file name: "calls/change" becomes
-// "calls-per-change".
+// "calls-per-change", "cpu-%" "cpu-pct".
 func fileUnit(unit string) string {
-	return unsafeInFileName.ReplaceAllString(strings.ReplaceAll(unit, "/", "-per-"), "_")
+	unit = strings.NewReplacer("/", "-per-", "%", "pct").Replace(unit)
+	return unsafeInFileName.ReplaceAllString(unit, "_")
 }
 
 // sortedKeys returns the keys of m in increasing order, as strings.

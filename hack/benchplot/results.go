@@ -155,13 +155,18 @@ func (r *results) add(name string, values []benchfmt.Value) {
 }
 
 // unitKind returns "latency" for units ending in -ms or -s, "count" for
-// units about calls or writes, and "" for the units benchplot does not plot
-// (ns/op, rates such as export-services/s).
+// units about calls, writes, requests or objects, "memory" for units ending
+// in -MiB, "share" for units ending in -%, and "" for the units benchplot
+// does not plot (ns/op, rates such as export-services/s).
 func unitKind(unit string) string {
 	switch {
 	case strings.HasSuffix(unit, "-ms"), strings.HasSuffix(unit, "-s"):
 		return "latency"
-	case strings.Contains(unit, "calls"), strings.Contains(unit, "writes"):
+	case strings.HasSuffix(unit, "-MiB"):
+		return "memory"
+	case strings.HasSuffix(unit, "-%"):
+		return "share"
+	case strings.Contains(unit, "calls"), strings.Contains(unit, "writes"), strings.Contains(unit, "requests"), strings.Contains(unit, "objects"):
 		return "count"
 	}
 	return ""
