@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -11,6 +12,9 @@ import (
 // start lock in the same process waits for the first, and gives up with the
 // context's error when the context ends first.
 func TestKubeletStartLockExcludes(t *testing.T) {
+	was := kubeletStartLock
+	kubeletStartLock = filepath.Join(t.TempDir(), "kubelet-start.lock")
+	t.Cleanup(func() { kubeletStartLock = was })
 	unlock, err := lockKubeletStart(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -184,8 +184,8 @@ egressSelections:
 
 // kubeletStartLock is the file whose flock serializes the start of
 // kubelets on this machine, across clusters, sandboxes and processes (see
-// startNode).
-const kubeletStartLock = "/run/clusterset-kubelet-start.lock"
+// startNode). A variable for the tests.
+var kubeletStartLock = "/run/clusterset-kubelet-start.lock"
 
 // lockKubeletStart blocks until this process holds kubeletStartLock, or ctx
 // ends. The returned func releases it. The lock is per open file, so two

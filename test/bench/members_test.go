@@ -79,6 +79,7 @@ func BenchmarkMembers(b *testing.B) {
 
 			e := &env{cls1: members[0]}
 			exports, want := e.servicesToExport(b, "m", services)
+			cpu1, req1 = hubLoad(b, hubCP.Config) // the burst from here
 			b.StartTimer()
 			t0 := time.Now()
 			mustCreate(b, members[0].admin, exports...)

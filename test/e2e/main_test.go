@@ -182,16 +182,6 @@ func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sa
 // output: usually the quickest way to see why an import did not happen.
 func dumpLogs(t *testing.T, s *sandbox.Sandbox) {
 	t.Helper()
-	// What each controller's goroutines were doing, ours only: a reconcile
-	// that never returns shows here, and nowhere else.
-	if err := s.QuitControllers(); err != nil {
-		t.Logf("SIGQUIT to the controllers: %v", err)
-	}
-	for _, f := range s.ControllerLogs() {
-		if stacks := ourGoroutines(f); stacks != "" {
-			t.Logf("goroutines of clusterset code in %s at the failure (SIGQUIT):\n%s", f, stacks)
-		}
-	}
 	logs := s.ControllerLogs()
 	dnsLogs, _ := filepath.Glob(filepath.Join(s.Dir, "logs", "*coredns*.log"))
 	logs = append(logs, dnsLogs...)
@@ -215,6 +205,17 @@ func dumpLogs(t *testing.T, s *sandbox.Sandbox) {
 			lines = lines[len(lines)-40:]
 		}
 		t.Logf("last %d lines of %s:\n%s", len(lines), f, strings.Join(lines, "\n"))
+	}
+	// Then what each controller's goroutines were doing, ours only (after
+	// the log tails, which the dump would push out): a reconcile that never
+	// returns shows here, and nowhere else.
+	if err := s.QuitControllers(); err != nil {
+		t.Logf("SIGQUIT to the controllers: %v", err)
+	}
+	for _, f := range s.ControllerLogs() {
+		if stacks := ourGoroutines(f); stacks != "" {
+			t.Logf("goroutines of clusterset code in %s at the failure (SIGQUIT):\n%s", f, stacks)
+		}
 	}
 }
 

@@ -60,19 +60,22 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 		// Replicas set the gauge at their liveness check, once per
 		// heartbeat interval (10s), so one that started moments ago may
 		// not have judged yet: wait up to three intervals.
-		var alive, stale float64
+		var wrong []string
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
-			alive = controllerMetric(t, env, c, "clusterset_members", `state="alive"`)
-			stale = controllerMetric(t, env, c, "clusterset_members", `state="stale"`)
-			if (alive >= float64(len(env.Clusters())) && stale == 0) || time.Now().After(deadline) {
+			wrong = nil
+			alive := controllerMetricByPod(t, env, c, "clusterset_members", `state="alive"`)
+			stale := controllerMetricByPod(t, env, c, "clusterset_members", `state="stale"`)
+			for pod, v := range alive {
+				if v < float64(len(env.Clusters())) || stale[pod] != 0 {
+					wrong = append(wrong, fmt.Sprintf("%s: alive %v, stale %v", pod, v, stale[pod]))
+				}
+			}
+			if len(wrong) == 0 || time.Now().After(deadline) {
 				break
 			}
 		}
-		if alive < float64(len(env.Clusters())) {
-			t.Errorf("%s: clusterset_members{state=alive} = %v after 30s, want at least %d", c, alive, len(env.Clusters()))
-		}
-		if stale != 0 {
-			t.Errorf("%s: clusterset_members{state=stale} = %v after 30s, want 0", c, stale)
+		if len(wrong) > 0 {
+			t.Errorf("%s: replicas that do not see all %d clusters alive after 30s (clusterset_members): %s", c, len(env.Clusters()), strings.Join(wrong, "; "))
 		}
 	}
 
@@ -106,6 +109,17 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 // through the API server's pod proxy.
 func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ...string) float64 {
 	t.Helper()
+	var sum float64
+	for _, v := range controllerMetricByPod(t, env, cluster, name, labels...) {
+		sum += v
+	}
+	return sum
+}
+
+// controllerMetricByPod is controllerMetric for each running controller pod
+// of cluster, by pod name.
+func controllerMetricByPod(t *testing.T, env *wt.Env, cluster, name string, labels ...string) map[string]float64 {
+	t.Helper()
 	cfg, err := env.Sandbox.RESTConfig(cluster)
 	if err != nil {
 		t.Fatal(err)
@@ -121,8 +135,7 @@ func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ..
 	if len(pods.Items) == 0 {
 		t.Fatalf("%s: no clusterset-controller pod", cluster)
 	}
-	var sum float64
-	read := 0
+	out := map[string]float64{}
 	for _, p := range pods.Items {
 		// A pod a rollout is replacing may still be listed; its counts
 		// leave with it.
@@ -133,7 +146,7 @@ func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ..
 		if err != nil {
 			t.Fatalf("%s: /metrics of %s: %v", cluster, p.Name, err)
 		}
-		read++
+		out[p.Name] = 0 // a replica without the series yet reads 0
 		for _, line := range strings.Split(string(raw), "\n") {
 			series, value, ok := strings.Cut(line, " ")
 			if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
@@ -144,12 +157,12 @@ func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ..
 				matches = matches && strings.Contains(series, l)
 			}
 			if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); matches && err == nil {
-				sum += v
+				out[p.Name] += v
 			}
 		}
 	}
-	if read == 0 {
+	if len(out) == 0 {
 		t.Fatalf("%s: no running clusterset-controller pod", cluster)
 	}
-	return sum
+	return out
 }

@@ -330,6 +330,12 @@ func TestRestartKeepsReadyWhileTheLinkStarts(t *testing.T) {
 		t.Errorf("the ServiceExport was written while the link started (resourceVersion %s, was %s)", se.ResourceVersion, before)
 	}
 	s.condition(s.export("web"), mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, "Exported")
+	// Earlier still: the identity was not read yet.
+	s.link.SetNotReady(identity.ErrNotRead)
+	s.mustReconcile("web")
+	if se := s.export("web"); se.ResourceVersion != before {
+		t.Errorf("the ServiceExport was written before the identity was read (resourceVersion %s, was %s)", se.ResourceVersion, before)
+	}
 
 	// Not a start: the identity is wrong. Reported at once.
 	s.link.SetNotReady(errors.Join(controllertest.NotReady, errors.New("identity not set")))

@@ -5,6 +5,7 @@
 package identity
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
@@ -54,9 +55,13 @@ type Store struct {
 	ready   chan struct{}
 }
 
+// ErrNotRead is Current's error until the identity controller has read the
+// ClusterProperties once: the process is starting.
+var ErrNotRead = errors.New("cluster identity has not been read yet")
+
 // NewStore returns a Store with no identity yet.
 func NewStore() *Store {
-	return &Store{ready: make(chan struct{}), err: fmt.Errorf("cluster identity has not been read yet")}
+	return &Store{ready: make(chan struct{}), err: ErrNotRead}
 }
 
 // Ready is closed once a valid identity is known.

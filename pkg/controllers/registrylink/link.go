@@ -78,12 +78,13 @@ var ErrNotReady = errors.New("the registry is not ready yet")
 // no other member holds this cluster ID: nothing is written before.
 var errIDUnchecked = fmt.Errorf("%w: checking that no other cluster uses this cluster ID", ErrNotReady)
 
-// Starting reports whether err, from Registry, only says that the link has
-// not finished starting: the backend is not built or its view not synced
-// yet, or the heartbeats were not read yet. Other errors (no usable
-// identity, the cluster ID in use by another cluster) need a user's action.
+// Starting reports whether err, from Registry, only says that the process
+// has not finished starting: the identity was not read yet, the backend is
+// not built or its view not synced yet, or the heartbeats were not read yet.
+// Other errors (no usable identity, the cluster ID in use by another
+// cluster) need a user's action.
 func Starting(err error) bool {
-	return err == ErrNotReady || err == errIDUnchecked
+	return err == ErrNotReady || err == errIDUnchecked || err == identity.ErrNotRead
 }
 
 // Link is safe for concurrent use.
