@@ -552,7 +552,9 @@ func TestClusterset(t *testing.T) {
 		mustCreate(t, cls1.admin, service(ns, "early", tcpPort("http", 80)),
 			endpointSlice(ns, "early", "early-1", discoveryv1.AddressTypeIPv4, 8080, true, "10.10.6.2"),
 			serviceExport(ns, "early"))
-		eventually(t, wait, "cls2 imported the skewed member's endpoints", func() error { return sliceAddresses(cls2, ns, "late", "cls3", "10.10.6.1") })
+		for _, m := range []*member{cls1, cls2} {
+			eventually(t, wait, m.name+" imported the skewed member's endpoints", func() error { return sliceAddresses(m, ns, "late", "cls3", "10.10.6.1") })
+		}
 		eventually(t, wait, "the skewed member imported cls1's endpoints", func() error { return sliceAddresses(cls3, ns, "early", "cls1", "10.10.6.2") })
 		// Three grace periods: with liveness judged by the writer's clock,
 		// cls3 would look five minutes silent to the others at once.
