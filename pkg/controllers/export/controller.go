@@ -202,9 +202,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 const sliceIndex = "export.serviceName"
 
 // startGrace is how long after its start the controller leaves Ready
-// exports alone while its registry link is still starting. A registry view
-// syncs in seconds (4 s for 5,000 services, docs/benchmarks.md); one that
-// has not after a minute has a problem the export's condition should show.
+// exports alone while its registry link is still starting. A restarted
+// controller had reconciled 5,000 services within 10 s (docs/benchmarks.md);
+// a link that is not ready after a minute has a problem the export's
+// condition should show.
 const startGrace = time.Minute
 
 // cacheLagRequeue is when a reconcile that found the cache behind its own
