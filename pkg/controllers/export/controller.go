@@ -197,8 +197,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 
 // sliceIndex is the name of the cache index of EndpointSlices by their
 // kubernetes.io/service-name label. A label selector on a cached List is
-// matched against every object of the namespace: with 1,000 services in a
-// namespace that scan was most of a reconcile's CPU (docs/benchmarks.md).
+// matched against every object of the namespace, so each reconcile cost
+// more the more services the namespace held (it showed in CPU profiles of
+// the controllers, docs/benchmarks.md).
 const sliceIndex = "export.serviceName"
 
 // startGrace is how long after its start the controller leaves Ready
