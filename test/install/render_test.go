@@ -461,3 +461,35 @@ func TestChartNotes(t *testing.T) {
 		}
 	}
 }
+
+// Every way to install gives the controller a memory limit, and the Go
+// runtime that limit as GOMEMLIMIT (from the container's own limit, through
+// the downward API), so that it collects harder before the limit instead of
+// being killed at it.
+func TestMemoryLimitIsTheGoMemoryLimit(t *testing.T) {
+	for name, objs := range map[string]func(t *testing.T) []*unstructured.Unstructured{
+		"chart, hub":         func(t *testing.T) []*unstructured.Unstructured { return render(t, nil) },
+		"chart, Cloud Map":   func(t *testing.T) []*unstructured.Unstructured { return render(t, cloudMapValues()) },
+		"overlay, hub":       func(t *testing.T) []*unstructured.Unstructured { return kustomizeBuild(t, "overlays/hub") },
+		"overlay, Cloud Map": func(t *testing.T) []*unstructured.Unstructured { return kustomizeBuild(t, "overlays/cloudmap") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := controllerContainer(t, find[appsv1.Deployment](t, objs(t), "Deployment", "clusterset-controller"))
+			if c.Resources.Limits.Memory().IsZero() {
+				t.Error("no memory limit")
+			}
+			var found bool
+			for _, e := range c.Env {
+				if e.Name == "GOMEMLIMIT" {
+					found = true
+					if e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil || e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+						t.Errorf("GOMEMLIMIT = %+v, want the container's limits.memory", e)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no GOMEMLIMIT in the controller's environment: %+v", c.Env)
+			}
+		})
+	}
+}
