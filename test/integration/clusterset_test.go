@@ -368,8 +368,13 @@ func TestClusterset(t *testing.T) {
 				return nil
 			})
 		}
-		if conflicts := controllerCalls.ConflictsIn(ns); len(conflicts) > 0 {
-			t.Errorf("the controllers' writes refused with 409 Conflict in namespace %s: %v", ns, conflicts)
+		// Updates only: a create from a cache that has not seen the
+		// controller's own create yet is refused as AlreadyExists (also 409),
+		// and retried; cachelag tracks writes over a version, not creates.
+		for call, n := range controllerCalls.ConflictsIn(ns) {
+			if call.Verb != "create" {
+				t.Errorf("the controllers' %s of %s refused with 409 Conflict %d times in namespace %s", call.Verb, call.Resource, n, ns)
+			}
 		}
 		for _, c := range []struct {
 			m            *member
