@@ -54,6 +54,7 @@ func (s *Sandbox) startCluster(ctx context.Context, env *upEnv, c *Cluster) erro
 		st.createObjects,
 		st.startCoreDNS,
 		st.waitReady,
+		st.warmKwokIPPool,
 	} {
 		if err := phase(ctx); err != nil {
 			return err

@@ -10,7 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -84,4 +90,61 @@ func kwokStages(stagesDir string) ([]byte, error) {
 		}
 	}
 	return buf.Bytes(), nil
+}
+
+// kwokWarmupPod names the pod warmKwokIPPool creates and deletes.
+const kwokWarmupPod = "clusterset-sandbox-kwok-warmup"
+
+// warmKwokIPPool has kwok give one pod an IP before any test's pods exist,
+// then deletes that pod.
+//
+// Why: kwok (v0.8.0, pod_controller.go ipPool) creates a node CIDR's IP pool
+// on first use with a Load followed by a Store, not LoadOrStore. When its
+// parallel stage players give the very first pods of a node their IPs at the
+// same moment, each can create its own pool and both hand out the CIDR's
+// first address: two pods with one IP. The exporter rightly counts an
+// address once, so a test expecting 3 endpoints from 3 pods then waits for
+// ever (seen twice in CI: "2 endpoints (2 ready)" from 3 Ready pods). One pod
+// served alone creates the pool; every later pod shares it.
+func (st *clusterStart) warmKwokIPPool(ctx context.Context) error {
+	if st.real {
+		return nil
+	}
+	pods := st.cl.kube.CoreV1().Pods(metav1.NamespaceDefault)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: kwokWarmupPod},
+		Spec: corev1.PodSpec{
+			NodeName:                     st.c.NodeName,
+			AutomountServiceAccountToken: ptr.To(false),
+			// kwok pulls and runs nothing; the image is never fetched.
+			Containers: []corev1.Container{{Name: "warmup", Image: "registry.k8s.io/pause:3.10"}},
+		},
+	}
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("kwok IP pool warm-up pod: %w", err)
+	}
+	var ip string
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, componentsTimeout, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, kwokWarmupPod, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ip = p.Status.PodIP
+		return ip != "", nil
+	})
+	if err != nil {
+		return fmt.Errorf("kwok gave the warm-up pod %s no IP within %v: %w", kwokWarmupPod, componentsTimeout, err)
+	}
+	if err := pods.Delete(ctx, kwokWarmupPod, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the kwok warm-up pod: %w", err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, componentsTimeout, true, func(ctx context.Context) (bool, error) {
+		_, err := pods.Get(ctx, kwokWarmupPod, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the kwok warm-up pod %s is not gone within %v: %w", kwokWarmupPod, componentsTimeout, err)
+	}
+	st.step("kwok IP pool of %s started (warm-up pod got %s)", st.c.PodCIDR, ip)
+	return nil
 }

@@ -61,15 +61,40 @@ func allOf(conds ...wt.Condition) wt.Condition {
 }
 
 // podsReady holds when exactly n pods labelled app=name are Running and
-// Ready in the cluster.
+// Ready in the cluster, each with its own IP. The tests count endpoints by
+// pods, and an export counts an address once: two pods sharing an IP (a
+// kwok fault the sandbox works around, see warmKwokIPPool) would otherwise
+// show as an import that never completes.
 func podsReady(env *wt.Env, cluster, name string, n int) wt.Condition {
 	return func(ctx context.Context) (bool, string, error) {
 		pods, err := env.ReadyPods(ctx, cluster, wt.Namespace, name)
 		if err != nil {
 			return false, "", err
 		}
-		return len(pods) == n, fmt.Sprintf("%s: %d/%d pods of %s Ready", cluster, len(pods), n, name), nil
+		state := fmt.Sprintf("%s: %d/%d pods of %s Ready", cluster, len(pods), n, name)
+		if shared := sharedPodIPs(pods); len(shared) > 0 {
+			return false, state + "; pods sharing an IP: " + strings.Join(shared, ", "), nil
+		}
+		return len(pods) == n, state, nil
 	}
+}
+
+// sharedPodIPs lists "IP: pod, pod" for every IP that more than one of the
+// pods has, sorted.
+func sharedPodIPs(pods map[string]corev1.Pod) []string {
+	byIP := map[string][]string{}
+	for name, p := range pods {
+		byIP[p.Status.PodIP] = append(byIP[p.Status.PodIP], name)
+	}
+	var out []string
+	for ip, names := range byIP {
+		if len(names) > 1 {
+			slices.Sort(names)
+			out = append(out, ip+": "+strings.Join(names, ", "))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // exportReady holds when the ServiceExport needs no attention by the CLI's

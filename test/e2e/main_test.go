@@ -23,16 +23,24 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/pkg/sandbox"
 	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
@@ -160,6 +168,7 @@ func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sa
 	t.Logf("sandbox up (%s registry) in %.1fs, logs in %s", registry, time.Since(start).Seconds(), filepath.Join(s.Dir, "logs"))
 	t.Cleanup(func() {
 		if t.Failed() {
+			dumpState(t, s)
 			dumpLogs(t, s)
 		}
 		start := time.Now()
@@ -176,6 +185,86 @@ func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sa
 		t.Fatal(err)
 	}
 	return env
+}
+
+// dumpState shows, for every cluster and every namespace that holds a
+// ServiceExport or ServiceImport, what the export and import were built
+// from: the pods (IP, Ready), the EndpointSlices (address, ready), and the
+// ServiceExports' conditions and ServiceImports' IPs and clusters. A wait
+// that timed out says what it last saw; this says why.
+func dumpState(t *testing.T, s *sandbox.Sandbox) {
+	t.Helper()
+	env, err := wt.New(s)
+	if err != nil {
+		t.Logf("state dump: %v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, cluster := range env.Clusters() {
+		var b strings.Builder
+		if err := writeState(ctx, &b, env.Client(cluster)); err != nil {
+			fmt.Fprintf(&b, "error: %v\n", err)
+		}
+		t.Logf("state of %s at the failure:\n%s", cluster, b.String())
+	}
+}
+
+// writeState writes the state dumpState shows for one cluster.
+func writeState(ctx context.Context, w io.Writer, c client.Client) error {
+	var exports mcsv1beta1.ServiceExportList
+	var imports mcsv1beta1.ServiceImportList
+	if err := c.List(ctx, &exports); err != nil {
+		return err
+	}
+	if err := c.List(ctx, &imports); err != nil {
+		return err
+	}
+	namespaces := map[string]bool{}
+	for _, se := range exports.Items {
+		namespaces[se.Namespace] = true
+		var conds []string
+		for _, cond := range se.Status.Conditions {
+			conds = append(conds, fmt.Sprintf("%s=%s(%s: %s)", cond.Type, cond.Status, cond.Reason, cond.Message))
+		}
+		fmt.Fprintf(w, "ServiceExport %s/%s: %s\n", se.Namespace, se.Name, strings.Join(conds, "; "))
+	}
+	for _, si := range imports.Items {
+		namespaces[si.Namespace] = true
+		var clusters []string
+		for _, sc := range si.Status.Clusters {
+			clusters = append(clusters, sc.Cluster)
+		}
+		fmt.Fprintf(w, "ServiceImport %s/%s: type %s, ips %v, clusters %v\n", si.Namespace, si.Name, si.Spec.Type, si.Spec.IPs, clusters)
+	}
+	for _, ns := range slices.Sorted(maps.Keys(namespaces)) {
+		var slicesList discoveryv1.EndpointSliceList
+		if err := c.List(ctx, &slicesList, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, es := range slicesList.Items {
+			var eps []string
+			for _, ep := range es.Endpoints {
+				eps = append(eps, fmt.Sprintf("%v ready=%t", ep.Addresses, ptr.Deref(ep.Conditions.Ready, true)))
+			}
+			fmt.Fprintf(w, "EndpointSlice %s/%s (service %s, managed by %s, rv %s): %s\n", ns, es.Name,
+				es.Labels[discoveryv1.LabelServiceName], es.Labels[discoveryv1.LabelManagedBy], es.ResourceVersion, strings.Join(eps, ", "))
+		}
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			ready := false
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady {
+					ready = cond.Status == corev1.ConditionTrue
+				}
+			}
+			fmt.Fprintf(w, "Pod %s/%s: %s, IP %s, ready=%t, deleting=%t\n", ns, p.Name, p.Status.Phase, p.Status.PodIP, ready, p.DeletionTimestamp != nil)
+		}
+	}
+	return nil
 }
 
 // dumpLogs shows the end of every controller's and CoreDNS's log (and moto's) in the test
