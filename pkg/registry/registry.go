@@ -159,7 +159,8 @@ type Registry interface {
 	Withdraw(ctx context.Context, key ServiceKey) error
 	// Run keeps a view of every cluster's records current until ctx ends and
 	// calls onChange with the key of each service whose records may have
-	// changed (spurious calls are allowed, missed ones are not). Run returns
+	// changed (spurious calls are allowed, missed ones are not), possibly
+	// from several goroutines at once, and must not block. Run returns
 	// when ctx ends. Registry errors are retried inside Run and never clear the
 	// view: readers keep seeing the last records that were read successfully.
 	Run(ctx context.Context, onChange func(ServiceKey)) error

@@ -350,11 +350,23 @@ func (e *env) burst(b *testing.B, n int) {
 	e.cls1.api.Reset()
 	e.cls2.api.Reset()
 	e.profileAPIServers(b, b.Name(), 20*time.Second)
+	before := e.mark()
 	b.StartTimer()
 	t0 := time.Now()
 	mustCreate(b, e.cls1.admin, exports...)
 	exp := e.until(b, "imported", n, t0, imported(want))
 	b.StopTimer()
+	// What the burst cost in registry calls, idle calls included (the
+	// heartbeats and polls of the burst's duration).
+	for _, m := range []struct {
+		*member
+		before map[string]int64
+		count  int64
+	}{{e.cls1, before.by1, before.c1}, {e.cls2, before.by2, before.c2}} {
+		calls := float64(m.calls.n.Load()-m.count) / float64(n)
+		fmt.Fprintf(os.Stderr, "burst: %s made %.2f registry calls per service: %s\n", m.name, calls, m.calls.since(m.before, n))
+		b.ReportMetric(calls, m.name+"-calls/service")
+	}
 	// What the controllers wrote to their own API servers for the burst
 	// (until all were imported): the cost that grows with the services.
 	for _, m := range []*member{e.cls1, e.cls2} {

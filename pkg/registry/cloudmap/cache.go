@@ -3,6 +3,7 @@ package cloudmap
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -108,52 +109,78 @@ func (r *Registry) namespaceOf(ctx context.Context, serviceID string) (string, e
 	return ns, nil
 }
 
-// findService lists the services of ns and returns the first named name.
+// findService lists the services of ns, remembers the listing (listed),
+// and returns the first service named name that is really in ns.
 func (r *Registry) findService(ctx context.Context, ns nsInfo, name string) (svcInfo, bool, error) {
 	list, err := r.api.listServices(ctx, ns.ID)
 	if err != nil {
 		return svcInfo{}, false, err
 	}
+	byName := map[string][]svcInfo{}
 	for _, s := range list {
-		if s.Name != name {
-			continue
-		}
-		nsID, err := r.namespaceOf(ctx, s.ID)
-		if err != nil {
-			if isCode(err, "ServiceNotFound") {
-				continue
-			}
-			return svcInfo{}, false, err
-		}
-		if nsID != ns.ID {
-			continue
-		}
-		s.NamespaceID = nsID
-		r.mu.Lock()
-		r.services[[2]string{ns.ID, name}] = s
-		r.mu.Unlock()
-		return s, true, nil
+		byName[s.Name] = append(byName[s.Name], s)
 	}
-	return svcInfo{}, false, nil
+	r.mu.Lock()
+	r.listed[ns.ID] = byName
+	r.mu.Unlock()
+	s, ok := r.pickService(ns, name, byName[name])
+	return s, ok, nil
+}
+
+// pickService returns the first of candidates (services named name, in the
+// order of a listing of ns) and caches it. Duplicates are moto's:
+// DiscoverInstances reads the first. A listing of one namespace says where
+// its services are, so no GetService is needed.
+func (r *Registry) pickService(ns nsInfo, name string, candidates []svcInfo) (svcInfo, bool) {
+	if len(candidates) == 0 {
+		return svcInfo{}, false
+	}
+	s := candidates[0]
+	s.NamespaceID = ns.ID
+	r.mu.Lock()
+	r.svcNS[s.ID] = ns.ID
+	r.services[[2]string{ns.ID, name}] = s
+	r.mu.Unlock()
+	return s, true
 }
 
 // service finds (and with create, creates) the Cloud Map service name in ns.
 // Services are created without DNS records: discovery is through the API
 // (DiscoverInstances), and instances without an IP (markers) stay valid.
+//
+// A namespace's services are listed once (ListServices, paged), not once
+// per service: a name the listing has is picked from it, and one it does
+// not have is created at once. A service another cluster created since the
+// listing makes Cloud Map answer ServiceAlreadyExists, and the namespace is
+// listed again. Before, each new service listed the whole namespace twice,
+// so a burst of N services in one namespace cost O(N²) listed services
+// (docs/benchmarks.md, bursts).
 func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create bool) (svcInfo, bool, error) {
 	r.mu.Lock()
 	s, ok := r.services[[2]string{ns.ID, name}]
+	listing, listed := r.listed[ns.ID]
+	candidates := listing[name]
 	r.mu.Unlock()
 	if ok {
 		return s, true, nil
 	}
-	s, ok, err := r.findService(ctx, ns, name)
-	if err != nil || ok || !create {
-		return s, ok, err
+	if s, ok := r.pickService(ns, name, candidates); ok {
+		return s, true, nil
+	}
+	if !listed || !create {
+		s, ok, err := r.findService(ctx, ns, name)
+		if err != nil || ok || !create {
+			return s, ok, err
+		}
 	}
 
-	r.createMu.Lock()
-	defer r.createMu.Unlock()
+	defer r.lockCreate(ns.ID, name)()
+	r.mu.Lock()
+	s, ok = r.services[[2]string{ns.ID, name}]
+	r.mu.Unlock()
+	if ok {
+		return s, true, nil // created by another caller while this one waited
+	}
 	out, err := r.api.c.CreateService(ctx, &sd.CreateServiceInput{
 		Name:             aws.String(name),
 		NamespaceId:      aws.String(ns.ID),
@@ -161,30 +188,66 @@ func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create b
 		CreatorRequestId: aws.String(requestID("svc", r.opts.ClusterID, ns.ID+"/"+name)),
 		Tags:             []sdtypes.Tag{{Key: aws.String(createdByTag), Value: aws.String(controllerName)}},
 	})
-	var created string
 	switch {
 	case isCode(err, "ServiceAlreadyExists", "DuplicateRequest"):
+		// Created since the listing, by another cluster or an earlier
+		// attempt: list again to learn its ID and ARN.
+		s, ok, err := r.findService(ctx, ns, name)
+		if err != nil {
+			return svcInfo{}, false, err
+		}
+		if !ok {
+			return svcInfo{}, false, fmt.Errorf("cloudmap: service %s/%s exists but is not listed", ns.Name, name)
+		}
+		return s, true, nil
 	case err != nil:
 		return svcInfo{}, false, fmt.Errorf("cloudmap: create service %s/%s: %w", ns.Name, name, err)
-	default:
-		created = aws.ToString(out.Service.Id)
-		r.mu.Lock()
-		r.svcNS[created] = ns.ID
-		r.mu.Unlock()
-		r.log.Info("created Cloud Map service", "namespace", ns.Name, "service", name, "id", created)
 	}
-	s, ok, err = r.findService(ctx, ns, name)
-	if err != nil {
-		return svcInfo{}, false, err
+	created := svcInfo{ID: aws.ToString(out.Service.Id), ARN: aws.ToString(out.Service.Arn), Name: name, NamespaceID: ns.ID}
+	r.mu.Lock()
+	r.svcNS[created.ID] = ns.ID
+	r.mu.Unlock()
+	r.log.Info("created Cloud Map service", "namespace", ns.Name, "service", name, "id", created.ID)
+	if r.opts.MotoWorkarounds {
+		// moto, unlike Cloud Map, accepts a second service of a name that
+		// exists: if another cluster created it at the same moment, keep
+		// the first listed, which DiscoverInstances reads.
+		s, ok, err := r.findService(ctx, ns, name)
+		if err != nil {
+			return svcInfo{}, false, err
+		}
+		if !ok {
+			return svcInfo{}, false, fmt.Errorf("cloudmap: service %s/%s not listed after creation", ns.Name, name)
+		}
+		if s.ID != created.ID {
+			_, _ = r.api.c.DeleteService(ctx, &sd.DeleteServiceInput{Id: aws.String(created.ID)})
+			return s, true, nil
+		}
+		s.Created = true
+		return s, true, nil
 	}
-	if !ok {
-		return svcInfo{}, false, fmt.Errorf("cloudmap: service %s/%s not listed after creation", ns.Name, name)
+	r.mu.Lock()
+	r.services[[2]string{ns.ID, name}] = created
+	if l := r.listed[ns.ID]; l != nil {
+		l[name] = []svcInfo{created}
 	}
-	if created != "" && created != s.ID {
-		// Concurrent creation of the same name (moto only): keep the first.
-		_, _ = r.api.c.DeleteService(ctx, &sd.DeleteServiceInput{Id: aws.String(created)})
+	r.mu.Unlock()
+	created.Created = true
+	return created, true, nil
+}
+
+// lockCreate serialises this process's creations of one service name in a
+// namespace; creations of different names run in parallel.
+func (r *Registry) lockCreate(namespaceID, name string) func() {
+	r.mu.Lock()
+	l := r.createLocks[[2]string{namespaceID, name}]
+	if l == nil {
+		l = &sync.Mutex{}
+		r.createLocks[[2]string{namespaceID, name}] = l
 	}
-	return s, true, nil
+	r.mu.Unlock()
+	l.Lock()
+	return l.Unlock
 }
 
 func (r *Registry) forgetNamespace(name string) {
@@ -196,6 +259,9 @@ func (r *Registry) forgetNamespace(name string) {
 func (r *Registry) forgetService(ns nsInfo, name string) {
 	r.mu.Lock()
 	delete(r.services, [2]string{ns.ID, name})
+	if l := r.listed[ns.ID]; l != nil {
+		delete(l, name)
+	}
 	r.mu.Unlock()
 }
 

@@ -210,12 +210,18 @@ type svcInfo struct {
 	ARN         string
 	Name        string
 	NamespaceID string // filled by the caller: ServiceSummary has no namespace
+	// Created is set on what Registry.service returns when that call
+	// created the service, which therefore holds no instance yet; never on
+	// what is cached.
+	Created bool
 }
 
-// listServices pages through the services of namespaceID, or of the whole
-// account when it is empty. ServiceSummary carries no namespace ID, and an
-// unpatched moto ignores the NAMESPACE_ID filter, so callers map services to
-// namespaces with GetService (cached: a service never moves).
+// listServices pages through the services of namespaceID (the NAMESPACE_ID
+// filter, which moto honours with hack/moto's patch, as
+// TestMotoAppliesListFilters checks), or of the whole account when it is
+// empty. ServiceSummary carries no namespace ID, so callers of an account
+// listing map services to namespaces with GetService (cached: a service
+// never moves).
 func (a api) listServices(ctx context.Context, namespaceID string) ([]svcInfo, error) {
 	in := &sd.ListServicesInput{MaxResults: aws.Int32(100)}
 	if namespaceID != "" {

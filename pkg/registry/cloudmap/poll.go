@@ -210,22 +210,37 @@ func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.Serv
 // listTargets returns the services of the namespaces named in nsByID (all of
 // the account when namespaceID is empty, else of that namespace). The first
 // service of a name wins, as in moto's DiscoverInstances.
+//
+// A listing of one namespace says where its services are; one of the whole
+// account does not (ServiceSummary has no namespace), so the services it
+// shows for the first time are looked up with GetService, in parallel.
+// Before, each new service of a namespace listing cost a GetService too,
+// one after the other, inside the poll: a burst of 500 new services held
+// the reader's poll for about 10 s on moto.
 func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID map[string]string) ([]target, error) {
 	svcs, err := r.api.listServices(ctx, namespaceID)
 	if err != nil {
 		return nil, err
 	}
+	if namespaceID != "" {
+		r.mu.Lock()
+		for _, s := range svcs {
+			r.svcNS[s.ID] = namespaceID
+		}
+		r.mu.Unlock()
+	} else if err := r.lookUpNamespaces(ctx, svcs); err != nil {
+		// Without every service's namespace we cannot tell removed
+		// services from unknown ones: keep the view as it is.
+		return nil, err
+	}
 	seen := map[registry.ServiceKey]bool{}
 	var out []target
 	for _, s := range svcs {
-		nsID, err := r.namespaceOf(ctx, s.ID)
-		if err != nil {
-			if isCode(err, "ServiceNotFound") {
-				continue
-			}
-			// Without every service's namespace we cannot tell removed
-			// services from unknown ones: keep the view as it is.
-			return nil, err
+		r.mu.Lock()
+		nsID, known := r.svcNS[s.ID]
+		r.mu.Unlock()
+		if !known {
+			continue // deleted since the listing
 		}
 		name, ok := nsByID[nsID]
 		if !ok {
@@ -239,6 +254,26 @@ func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID m
 		out = append(out, target{key: key, id: s.ID})
 	}
 	return out, nil
+}
+
+// lookUpNamespaces learns the namespace of every service of svcs it does not
+// know yet (namespaceOf, Options.Concurrency at a time). A service deleted
+// since it was listed stays unknown; other errors are returned.
+func (r *Registry) lookUpNamespaces(ctx context.Context, svcs []svcInfo) error {
+	var unknown []string
+	r.mu.Lock()
+	for _, s := range svcs {
+		if _, ok := r.svcNS[s.ID]; !ok {
+			unknown = append(unknown, s.ID)
+		}
+	}
+	r.mu.Unlock()
+	return r.parallel(ctx, len(unknown), func(ctx context.Context, i int) error {
+		if _, err := r.namespaceOf(ctx, unknown[i]); err != nil && !isCode(err, "ServiceNotFound") {
+			return err
+		}
+		return nil
+	})
 }
 
 // listAccount lists every service of the account's namespaces but the
@@ -496,11 +531,17 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 	var mu sync.Mutex
 	var failed int
 	var firstErr error
-	var changed []registry.ServiceKey
 	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
 		tg := order[i]
 		f := force(tg.key)
 		ch, err := r.refreshService(ctx, tg, f)
+		if ch && err == nil {
+			// Told at once, not when the whole poll is done: a poll that
+			// reads hundreds of changed services (a burst) would otherwise
+			// hold back the imports of the first ones until the last is
+			// read. onChange does not block (registrylink queues keys).
+			onChange(tg.key)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -515,14 +556,8 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 			ps.retry[tg.key] = ps.retry[tg.key] || f
 			return nil // other services still refresh
 		}
-		if ch {
-			changed = append(changed, tg.key)
-		}
 		return nil
 	})
-	for _, k := range changed {
-		onChange(k)
-	}
 	return failed, firstErr
 }
 

@@ -1,6 +1,7 @@
 package cloudmap
 
 import (
+	"bytes"
 	"io"
 	"log"
 	"net/http"
@@ -20,7 +21,8 @@ type faultProxy struct {
 	URL string
 
 	mu        sync.Mutex
-	throttle  func(target string, n int) bool // by X-Amz-Target and request number
+	throttle  func(target string, n int) bool         // by X-Amz-Target and request number
+	refuse    func(target string, body []byte) string // an error type to answer instead of moto, or ""
 	down      bool
 	n         int
 	throttled atomic.Int64
@@ -43,12 +45,25 @@ func newFaultProxy(t testing.TB, motoURL string) *faultProxy {
 		}
 		// The throttle function runs under the lock: tests keep state in it
 		// (streaks) and requests arrive concurrently.
+		var body []byte
+		if r.Body != nil {
+			body, _ = io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		p.mu.Lock()
 		p.n++
 		down := p.down
 		throttle := p.throttle != nil && p.throttle(target, p.n)
+		refused := ""
+		if p.refuse != nil {
+			refused = p.refuse(target, body)
+		}
 		p.mu.Unlock()
 		switch {
+		case refused != "":
+			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"__type":"` + refused + `","message":"injected by the test proxy"}`))
 		case down:
 			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -72,6 +87,14 @@ func newFaultProxy(t testing.TB, motoURL string) *faultProxy {
 func (p *faultProxy) setThrottle(f func(target string, n int) bool) {
 	p.mu.Lock()
 	p.throttle = f
+	p.mu.Unlock()
+}
+
+// setRefuse makes the proxy answer a request with the error type f returns
+// for it (by X-Amz-Target and JSON body), when not "".
+func (p *faultProxy) setRefuse(f func(target string, body []byte) string) {
+	p.mu.Lock()
+	p.refuse = f
 	p.mu.Unlock()
 }
 

@@ -68,6 +68,9 @@ func (r *Registry) publish(ctx context.Context, rec *registry.Record) error {
 		cur = p.insts
 	}
 	r.mu.Unlock()
+	if cur == nil && svc.Created {
+		cur = map[string]instance{} // created just now: nothing to read
+	}
 	if cur == nil {
 		// First publish of this key since start (or after an error): read
 		// what we hold from the control plane, which is consistent.

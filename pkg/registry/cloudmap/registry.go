@@ -217,13 +217,15 @@ type Registry struct {
 	calls callCounter
 	log   logr.Logger
 
-	mu         sync.Mutex
-	namespaces map[string]nsInfo                 // by name; first listed wins
-	svcNS      map[string]string                 // service ID -> namespace ID (immutable)
-	services   map[[2]string]svcInfo             // (namespace ID, name) -> service
-	published  map[registry.ServiceKey]*pubState // what this cluster wrote, per key
-	keyLocks   map[registry.ServiceKey]*sync.Mutex
-	createMu   sync.Mutex // serialises namespace/service creation in this process
+	mu          sync.Mutex
+	namespaces  map[string]nsInfo                 // by name; first listed wins
+	svcNS       map[string]string                 // service ID -> namespace ID (immutable)
+	services    map[[2]string]svcInfo             // (namespace ID, name) -> service
+	listed      map[string]map[string][]svcInfo   // namespace ID -> name -> services, from its last listing
+	published   map[registry.ServiceKey]*pubState // what this cluster wrote, per key
+	keyLocks    map[registry.ServiceKey]*sync.Mutex
+	createMu    sync.Mutex                // serialises namespace creation in this process
+	createLocks map[[2]string]*sync.Mutex // serialise the creation of one service name (lockCreate)
 
 	beacons map[string]*beaconState // by namespace: this cluster's change beacons
 	writer  string                  // CHANGE_WRITER of this process's beacons
@@ -249,16 +251,18 @@ func New(cfg aws.Config, opts Options) (*Registry, error) {
 	}
 	opts.setDefaults()
 	r := &Registry{
-		opts:       opts,
-		log:        opts.Logger.WithValues("clusterset", opts.ClusterSetID, "cluster", opts.ClusterID),
-		namespaces: map[string]nsInfo{},
-		svcNS:      map[string]string{},
-		services:   map[[2]string]svcInfo{},
-		published:  map[registry.ServiceKey]*pubState{},
-		keyLocks:   map[registry.ServiceKey]*sync.Mutex{},
-		beacons:    map[string]*beaconState{},
-		writer:     rand.Text()[:12],
-		poke:       make(chan struct{}, 1),
+		opts:        opts,
+		log:         opts.Logger.WithValues("clusterset", opts.ClusterSetID, "cluster", opts.ClusterID),
+		namespaces:  map[string]nsInfo{},
+		svcNS:       map[string]string{},
+		services:    map[[2]string]svcInfo{},
+		listed:      map[string]map[string][]svcInfo{},
+		createLocks: map[[2]string]*sync.Mutex{},
+		published:   map[registry.ServiceKey]*pubState{},
+		keyLocks:    map[registry.ServiceKey]*sync.Mutex{},
+		beacons:     map[string]*beaconState{},
+		writer:      rand.Text()[:12],
+		poke:        make(chan struct{}, 1),
 	}
 	r.view.init()
 	r.ps.init()

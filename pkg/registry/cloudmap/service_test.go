@@ -1,0 +1,149 @@
+package cloudmap
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	sdtypes "github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+)
+
+// TestNewServicesListTheNamespaceOnce publishes services that do not exist
+// yet into one namespace and counts the writer's ListServices calls: the
+// namespace is listed once, not once or twice per new service (a burst of
+// N services used to cost O(N²) listed services), and a service just
+// created is not read back (ListInstances). Under MotoWorkarounds each
+// creation is checked by one listing, since moto, unlike Cloud Map, accepts
+// a second service of a name.
+func TestNewServicesListTheNamespaceOnce(t *testing.T) {
+	const n = 12
+	for _, moto := range []bool{false, true} {
+		t.Run(fmt.Sprintf("MotoWorkarounds=%t", moto), func(t *testing.T) {
+			ctx := context.Background()
+			url := cloudmaptest.StartMoto(t)
+			w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = moto })
+			first := sampleRecord("set1", "cls1", "burst", "svc-0", "10.0.0.1")
+			if err := w.Publish(ctx, &first); err != nil {
+				t.Fatal(err)
+			}
+			before := w.calls.snapshot()
+			for i := 1; i <= n; i++ {
+				rec := sampleRecord("set1", "cls1", "burst", fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.0.1.%d", i))
+				if err := w.Publish(ctx, &rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := w.calls.snapshot()
+			want := 0
+			if moto {
+				want = n
+			}
+			if got := after["ListServices"] - before["ListServices"]; got != want {
+				t.Errorf("%d new services in a listed namespace cost %d ListServices, want %d", n, got, want)
+			}
+			// A service created by this call holds nothing yet: its
+			// instances are not read back.
+			if got := after["ListInstances"] - before["ListInstances"]; got != 0 {
+				t.Errorf("%d new services cost %d ListInstances, want 0", n, got)
+			}
+			if got := after["CreateService"] - before["CreateService"]; got != n {
+				t.Errorf("%d new services cost %d CreateService, want %d", n, got, n)
+			}
+			// Each is one Cloud Map service that a reader sees.
+			names := serviceNames(t, url, "burst")
+			for i := 0; i <= n; i++ {
+				if k := names[fmt.Sprintf("svc-%d", i)]; k != 1 {
+					t.Errorf("Cloud Map has %d services named svc-%d, want 1", k, i)
+				}
+			}
+			rd := newTestRegistry(t, url, "set1", "cls2")
+			run(t, rd)
+			waitRecords(t, rd, registry.ServiceKey{Namespace: "burst", Name: fmt.Sprintf("svc-%d", n)},
+				[]registry.Record{sampleRecord("set1", "cls1", "burst", fmt.Sprintf("svc-%d", n), fmt.Sprintf("10.0.1.%d", n))})
+		})
+	}
+}
+
+// TestServiceCreatedSinceTheListing: another cluster creates a service
+// after this writer listed the namespace. Cloud Map refuses the second
+// creation with ServiceAlreadyExists (the proxy answers it, as moto does
+// not); the writer lists again and publishes into the existing service.
+// With MotoWorkarounds, moto's duplicate is found by the check after the
+// creation and deleted. Either way one service of the name remains, holding
+// both clusters' records.
+func TestServiceCreatedSinceTheListing(t *testing.T) {
+	for _, moto := range []bool{false, true} {
+		t.Run(fmt.Sprintf("MotoWorkarounds=%t", moto), func(t *testing.T) {
+			ctx := context.Background()
+			url := cloudmaptest.StartMoto(t)
+			proxy := newFaultProxy(t, url)
+			w1 := newTestRegistry(t, proxy.URL, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = moto })
+			w2 := newTestRegistry(t, url, "set1", "cls2", func(o *Options) { o.MotoWorkarounds = moto })
+			seed := sampleRecord("set1", "cls1", "shared", "seed", "10.0.0.1")
+			if err := w1.Publish(ctx, &seed); err != nil { // w1 lists "shared"
+				t.Fatal(err)
+			}
+			late2 := sampleRecord("set1", "cls2", "shared", "late", "10.0.2.1")
+			if err := w2.Publish(ctx, &late2); err != nil { // created after w1's listing
+				t.Fatal(err)
+			}
+			if !moto {
+				proxy.setRefuse(func(target string, body []byte) string {
+					if target == "CreateService" && strings.Contains(string(body), `"Name":"late"`) {
+						return "ServiceAlreadyExists"
+					}
+					return ""
+				})
+			}
+			before := w1.calls.snapshot()
+			late1 := sampleRecord("set1", "cls1", "shared", "late", "10.0.1.1")
+			if err := w1.Publish(ctx, &late1); err != nil {
+				t.Fatal(err)
+			}
+			if got := w1.calls.snapshot()["ListServices"] - before["ListServices"]; got != 1 {
+				t.Errorf("publishing into a service created since the listing cost %d ListServices, want 1", got)
+			}
+			if k := serviceNames(t, url, "shared")["late"]; k != 1 {
+				t.Errorf("Cloud Map has %d services named late, want 1", k)
+			}
+			rd := newTestRegistry(t, url, "set1", "cls3")
+			run(t, rd)
+			waitRecords(t, rd, late1.Key(), []registry.Record{late1, late2})
+		})
+	}
+}
+
+// serviceNames counts the Cloud Map services of the namespace named ns by
+// name.
+func serviceNames(t *testing.T, url, ns string) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	c := rawClient(url)
+	nss, err := c.ListNamespaces(ctx, &sd.ListNamespacesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, n := range nss.Namespaces {
+		if *n.Name != ns {
+			continue
+		}
+		p := sd.NewListServicesPaginator(c, &sd.ListServicesInput{Filters: []sdtypes.ServiceFilter{{
+			Name: sdtypes.ServiceFilterNameNamespaceId, Values: []string{*n.Id}, Condition: sdtypes.FilterConditionEq}}})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range page.Services {
+				out[*s.Name]++
+			}
+		}
+	}
+	return out
+}
