@@ -23,9 +23,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -34,7 +32,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/names"
@@ -357,7 +354,10 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 
 	// Restart cls2's controller: it must find everything in place.
 	cls2 := s.members[1]
-	before := versions(b, cls2.admin)
+	before, err := testenv.ResourceVersions(ctx, cls2.admin, metav1.NamespaceAll)
+	if err != nil {
+		b.Fatal(err)
+	}
 	s.stopController(b, cls2)
 	b.StartTimer()
 	t0 = time.Now()
@@ -378,9 +378,14 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 	}
 	rewritten := map[string]int{}
 	total := 0
-	for obj, rv := range versions(b, cls2.admin) {
+	after, err := testenv.ResourceVersions(ctx, cls2.admin, metav1.NamespaceAll)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for obj, rv := range after {
 		if old, ok := before[obj]; !ok || old != rv {
-			rewritten[obj.kind]++
+			kind, _, _ := strings.Cut(obj, " ")
+			rewritten[kind]++
 			total++
 		}
 	}
@@ -613,30 +618,4 @@ func memory(b *testing.B, pid int) (rss, peak float64) {
 		}
 	}
 	return rss, peak
-}
-
-// object names one object of a member cluster.
-type object struct{ kind, namespace, name string }
-
-// versions returns the resourceVersion of every ServiceExport,
-// ServiceImport, Service, EndpointSlice and Event in c.
-func versions(b *testing.B, c client.Client) map[object]string {
-	out := map[object]string{}
-	for kind, list := range map[string]client.ObjectList{
-		"ServiceExport": &mcsv1beta1.ServiceExportList{}, "ServiceImport": &mcsv1beta1.ServiceImportList{},
-		"Service": &corev1.ServiceList{}, "EndpointSlice": &discoveryv1.EndpointSliceList{}, "Event": &eventsv1.EventList{},
-	} {
-		if err := c.List(ctx, list); err != nil {
-			b.Fatal(err)
-		}
-		items, err := meta.ExtractList(list)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, item := range items {
-			o := item.(client.Object)
-			out[object{kind, o.GetNamespace(), o.GetName()}] = o.GetResourceVersion()
-		}
-	}
-	return out
 }
