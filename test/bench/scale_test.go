@@ -29,8 +29,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/clusterset/clusterset/internal/testenv"
@@ -145,7 +143,7 @@ func startScale(b *testing.B, bin, backend string) *scale {
 	}
 	for _, name := range []string{"cls1", "cls2"} {
 		cp := testenv.Start(b)
-		m := &scaleMember{name: name, cp: cp, admin: cp.Client, kubeconfig: writeKubeconfig(b, cp.Config, "")}
+		m := &scaleMember{name: name, cp: cp, admin: cp.Client, kubeconfig: testenv.WriteKubeconfig(b, name, map[string]*rest.Config{name: cp.Config})}
 		m.args = []string{
 			"--kubeconfig", m.kubeconfig,
 			"--cluster-id", name, "--clusterset-id", clusterSet,
@@ -158,7 +156,9 @@ func startScale(b *testing.B, bin, backend string) *scale {
 				rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
 				b.Fatal(err)
 			}
-			hubKubeconfig[name] = writeKubeconfig(b, hubCP.Config, user)
+			asMember := rest.CopyConfig(hubCP.Config)
+			asMember.Impersonate.UserName = user
+			hubKubeconfig[name] = testenv.WriteKubeconfig(b, "hub", map[string]*rest.Config{"hub": asMember})
 			m.args = append(m.args, "--registry", "hub", "--hub-kubeconfig", hubKubeconfig[name])
 		case "cloudmap":
 			m.args = append(m.args, "--registry", "cloudmap", "--cloudmap-moto-workarounds")
@@ -187,25 +187,6 @@ func hostOf(b *testing.B, cfg *rest.Config) string {
 		b.Fatal(err)
 	}
 	return u.Host
-}
-
-// writeKubeconfig writes a kubeconfig with cfg's admin credentials, acting as
-// user when user is not empty (impersonation), and returns its path.
-func writeKubeconfig(b *testing.B, cfg *rest.Config, user string) string {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["c"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken, Impersonate: user}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
-	kc.CurrentContext = "c"
-	f, err := os.CreateTemp(b.TempDir(), "kubeconfig-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = f.Close()
-	if err := clientcmd.WriteToFile(*kc, f.Name()); err != nil {
-		b.Fatal(err)
-	}
-	return f.Name()
 }
 
 // startController starts m's controller process with a fresh metrics port.
