@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/clusterset/clusterset/internal/promtext"
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
@@ -346,16 +347,16 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 	restart := s.untilReconciled(b, cls2, t0, services, services/2)
 	b.StopTimer()
 	b.ReportMetric(restart.Seconds(), "restart-s")
-	lines, err := scrape(cls2.metrics)
+	scraped, err := scrape(cls2.metrics)
 	if err != nil {
 		b.Fatal(err)
 	}
-	memberWrites, registryWrites := writesByHost(lines, hostOf(b, cls2.cp.Config), s.hubHost)
+	memberWrites, registryWrites := writesByHost(scraped, hostOf(b, cls2.cp.Config), s.hubHost)
 	b.ReportMetric(memberWrites, "restart-member-writes")
 	if s.backend == "hub" {
 		b.ReportMetric(registryWrites, "restart-registry-writes")
 	} else {
-		b.ReportMetric(sumMetric(lines, "clusterset_cloudmap_requests_total", ""), "restart-registry-calls")
+		b.ReportMetric(promtext.Sum(scraped, "clusterset_cloudmap_requests_total", nil), "restart-registry-calls")
 	}
 	rewritten := map[string]int{}
 	total := 0
@@ -501,16 +502,16 @@ func (s *scale) untilImported(b *testing.B, what string, t0 time.Time, services,
 func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, imports, exports int) time.Duration {
 	empty := 0
 	for {
-		lines, err := scrape(m.metrics)
+		scraped, err := scrape(m.metrics)
 		if err != nil {
 			b.Fatal(err)
 		}
 		// Only reconciles that did their work: the first pass after a
 		// start finds the registry view not synced yet and requeues
 		// (result="requeue_after").
-		ri := sumMetric(lines, "controller_runtime_reconcile_total", `controller="imports",result="success"`)
-		re := sumMetric(lines, "controller_runtime_reconcile_total", `controller="export",result="success"`)
-		depth := sumMetric(lines, "workqueue_depth", `name="imports"`) + sumMetric(lines, "workqueue_depth", `name="export"`)
+		ri := promtext.Sum(scraped, "controller_runtime_reconcile_total", map[string]string{"controller": "imports", "result": "success"})
+		re := promtext.Sum(scraped, "controller_runtime_reconcile_total", map[string]string{"controller": "export", "result": "success"})
+		depth := promtext.Sum(scraped, "workqueue_depth", map[string]string{"name": "imports"}) + promtext.Sum(scraped, "workqueue_depth", map[string]string{"name": "export"})
 		if ri >= float64(imports) && re >= float64(exports) && depth == 0 {
 			if empty++; empty == 2 {
 				return time.Since(t0)
@@ -526,7 +527,7 @@ func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, impo
 }
 
 // scrape reads the Prometheus text exposition at addr's /metrics.
-func scrape(addr string) ([]string, error) {
+func scrape(addr string) (map[string]*dto.MetricFamily, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return nil, err
@@ -535,44 +536,16 @@ func scrape(addr string) ([]string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("/metrics: %s", resp.Status)
 	}
-	var lines []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if l := sc.Text(); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
-	}
-	return lines, sc.Err()
-}
-
-// sumMetric adds up the samples of name whose labels contain every one of
-// labels (each `key="value"`, comma-separated; "" matches all).
-func sumMetric(lines []string, name, labels string) float64 {
-	var sum float64
-	for _, l := range lines {
-		series, value, ok := strings.Cut(l, " ")
-		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
-			continue
-		}
-		match := true
-		for _, want := range strings.Split(labels, ",") {
-			match = match && strings.Contains(series, want)
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); match && err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return promtext.Parse(resp.Body)
 }
 
 // writesByHost adds up client-go's rest_client_requests_total of the
 // methods that change something, to member and to hub ("" for none).
-func writesByHost(lines []string, member, hub string) (toMember, toHub float64) {
+func writesByHost(scraped map[string]*dto.MetricFamily, member, hub string) (toMember, toHub float64) {
 	for _, method := range []string{"POST", "PUT", "PATCH", "DELETE"} {
-		toMember += sumMetric(lines, "rest_client_requests_total", `host="`+member+`",method="`+method+`"`)
+		toMember += promtext.Sum(scraped, "rest_client_requests_total", map[string]string{"host": member, "method": method})
 		if hub != "" {
-			toHub += sumMetric(lines, "rest_client_requests_total", `host="`+hub+`",method="`+method+`"`)
+			toHub += promtext.Sum(scraped, "rest_client_requests_total", map[string]string{"host": hub, "method": method})
 		}
 	}
 	return toMember, toHub
