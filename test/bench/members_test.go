@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"sort"
@@ -19,6 +20,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/clusterset/clusterset/internal/apicalls"
+	"github.com/clusterset/clusterset/internal/promtext"
 	"github.com/clusterset/clusterset/internal/testenv"
 )
 
@@ -109,13 +111,11 @@ func hubLoad(b *testing.B, cfg *rest.Config) (cpuSeconds, requests float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var lines []string
-	for _, l := range strings.Split(string(raw), "\n") {
-		if l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
+	scraped, err := promtext.Parse(bytes.NewReader(raw))
+	if err != nil {
+		b.Fatal(err)
 	}
-	return sumMetric(lines, "process_cpu_seconds_total", ""), sumMetric(lines, "apiserver_request_total", "")
+	return promtext.Sum(scraped, "process_cpu_seconds_total", nil), promtext.Sum(scraped, "apiserver_request_total", nil)
 }
 
 // waitImported waits until m imports every service of want from cls1 with

@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -21,21 +20,18 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/internal/promtext"
 	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/names"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
@@ -148,7 +144,7 @@ func startScale(b *testing.B, bin, backend string) *scale {
 	}
 	for _, name := range []string{"cls1", "cls2"} {
 		cp := testenv.Start(b)
-		m := &scaleMember{name: name, cp: cp, admin: cp.Client, kubeconfig: writeKubeconfig(b, cp.Config, "")}
+		m := &scaleMember{name: name, cp: cp, admin: cp.Client, kubeconfig: testenv.WriteKubeconfig(b, name, map[string]*rest.Config{name: cp.Config})}
 		m.args = []string{
 			"--kubeconfig", m.kubeconfig,
 			"--cluster-id", name, "--clusterset-id", clusterSet,
@@ -161,7 +157,9 @@ func startScale(b *testing.B, bin, backend string) *scale {
 				rbacv1.Subject{Kind: rbacv1.UserKind, Name: user, APIGroup: rbacv1.GroupName}); err != nil {
 				b.Fatal(err)
 			}
-			hubKubeconfig[name] = writeKubeconfig(b, hubCP.Config, user)
+			asMember := rest.CopyConfig(hubCP.Config)
+			asMember.Impersonate.UserName = user
+			hubKubeconfig[name] = testenv.WriteKubeconfig(b, "hub", map[string]*rest.Config{"hub": asMember})
 			m.args = append(m.args, "--registry", "hub", "--hub-kubeconfig", hubKubeconfig[name])
 		case "cloudmap":
 			m.args = append(m.args, "--registry", "cloudmap", "--cloudmap-moto-workarounds")
@@ -190,25 +188,6 @@ func hostOf(b *testing.B, cfg *rest.Config) string {
 		b.Fatal(err)
 	}
 	return u.Host
-}
-
-// writeKubeconfig writes a kubeconfig with cfg's admin credentials, acting as
-// user when user is not empty (impersonation), and returns its path.
-func writeKubeconfig(b *testing.B, cfg *rest.Config, user string) string {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["c"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken, Impersonate: user}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
-	kc.CurrentContext = "c"
-	f, err := os.CreateTemp(b.TempDir(), "kubeconfig-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = f.Close()
-	if err := clientcmd.WriteToFile(*kc, f.Name()); err != nil {
-		b.Fatal(err)
-	}
-	return f.Name()
 }
 
 // startController starts m's controller process with a fresh metrics port.
@@ -357,7 +336,10 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 
 	// Restart cls2's controller: it must find everything in place.
 	cls2 := s.members[1]
-	before := versions(b, cls2.admin)
+	before, err := testenv.ResourceVersions(ctx, cls2.admin, metav1.NamespaceAll)
+	if err != nil {
+		b.Fatal(err)
+	}
 	s.stopController(b, cls2)
 	b.StartTimer()
 	t0 = time.Now()
@@ -365,22 +347,27 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 	restart := s.untilReconciled(b, cls2, t0, services, services/2)
 	b.StopTimer()
 	b.ReportMetric(restart.Seconds(), "restart-s")
-	lines, err := scrape(cls2.metrics)
+	scraped, err := scrape(cls2.metrics)
 	if err != nil {
 		b.Fatal(err)
 	}
-	memberWrites, registryWrites := writesByHost(lines, hostOf(b, cls2.cp.Config), s.hubHost)
+	memberWrites, registryWrites := writesByHost(scraped, hostOf(b, cls2.cp.Config), s.hubHost)
 	b.ReportMetric(memberWrites, "restart-member-writes")
 	if s.backend == "hub" {
 		b.ReportMetric(registryWrites, "restart-registry-writes")
 	} else {
-		b.ReportMetric(sumMetric(lines, "clusterset_cloudmap_requests_total", ""), "restart-registry-calls")
+		b.ReportMetric(promtext.Sum(scraped, "clusterset_cloudmap_requests_total", nil), "restart-registry-calls")
 	}
 	rewritten := map[string]int{}
 	total := 0
-	for obj, rv := range versions(b, cls2.admin) {
+	after, err := testenv.ResourceVersions(ctx, cls2.admin, metav1.NamespaceAll)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for obj, rv := range after {
 		if old, ok := before[obj]; !ok || old != rv {
-			rewritten[obj.kind]++
+			kind, _, _ := strings.Cut(obj, " ")
+			rewritten[kind]++
 			total++
 		}
 	}
@@ -515,16 +502,16 @@ func (s *scale) untilImported(b *testing.B, what string, t0 time.Time, services,
 func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, imports, exports int) time.Duration {
 	empty := 0
 	for {
-		lines, err := scrape(m.metrics)
+		scraped, err := scrape(m.metrics)
 		if err != nil {
 			b.Fatal(err)
 		}
 		// Only reconciles that did their work: the first pass after a
 		// start finds the registry view not synced yet and requeues
 		// (result="requeue_after").
-		ri := sumMetric(lines, "controller_runtime_reconcile_total", `controller="imports",result="success"`)
-		re := sumMetric(lines, "controller_runtime_reconcile_total", `controller="export",result="success"`)
-		depth := sumMetric(lines, "workqueue_depth", `name="imports"`) + sumMetric(lines, "workqueue_depth", `name="export"`)
+		ri := promtext.Sum(scraped, "controller_runtime_reconcile_total", map[string]string{"controller": "imports", "result": "success"})
+		re := promtext.Sum(scraped, "controller_runtime_reconcile_total", map[string]string{"controller": "export", "result": "success"})
+		depth := promtext.Sum(scraped, "workqueue_depth", map[string]string{"name": "imports"}) + promtext.Sum(scraped, "workqueue_depth", map[string]string{"name": "export"})
 		if ri >= float64(imports) && re >= float64(exports) && depth == 0 {
 			if empty++; empty == 2 {
 				return time.Since(t0)
@@ -540,7 +527,7 @@ func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, impo
 }
 
 // scrape reads the Prometheus text exposition at addr's /metrics.
-func scrape(addr string) ([]string, error) {
+func scrape(addr string) (map[string]*dto.MetricFamily, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return nil, err
@@ -549,44 +536,16 @@ func scrape(addr string) ([]string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("/metrics: %s", resp.Status)
 	}
-	var lines []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if l := sc.Text(); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
-	}
-	return lines, sc.Err()
-}
-
-// sumMetric adds up the samples of name whose labels contain every one of
-// labels (each `key="value"`, comma-separated; "" matches all).
-func sumMetric(lines []string, name, labels string) float64 {
-	var sum float64
-	for _, l := range lines {
-		series, value, ok := strings.Cut(l, " ")
-		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
-			continue
-		}
-		match := true
-		for _, want := range strings.Split(labels, ",") {
-			match = match && strings.Contains(series, want)
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); match && err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return promtext.Parse(resp.Body)
 }
 
 // writesByHost adds up client-go's rest_client_requests_total of the
 // methods that change something, to member and to hub ("" for none).
-func writesByHost(lines []string, member, hub string) (toMember, toHub float64) {
+func writesByHost(scraped map[string]*dto.MetricFamily, member, hub string) (toMember, toHub float64) {
 	for _, method := range []string{"POST", "PUT", "PATCH", "DELETE"} {
-		toMember += sumMetric(lines, "rest_client_requests_total", `host="`+member+`",method="`+method+`"`)
+		toMember += promtext.Sum(scraped, "rest_client_requests_total", map[string]string{"host": member, "method": method})
 		if hub != "" {
-			toHub += sumMetric(lines, "rest_client_requests_total", `host="`+hub+`",method="`+method+`"`)
+			toHub += promtext.Sum(scraped, "rest_client_requests_total", map[string]string{"host": hub, "method": method})
 		}
 	}
 	return toMember, toHub
@@ -613,30 +572,4 @@ func memory(b *testing.B, pid int) (rss, peak float64) {
 		}
 	}
 	return rss, peak
-}
-
-// object names one object of a member cluster.
-type object struct{ kind, namespace, name string }
-
-// versions returns the resourceVersion of every ServiceExport,
-// ServiceImport, Service, EndpointSlice and Event in c.
-func versions(b *testing.B, c client.Client) map[object]string {
-	out := map[object]string{}
-	for kind, list := range map[string]client.ObjectList{
-		"ServiceExport": &mcsv1beta1.ServiceExportList{}, "ServiceImport": &mcsv1beta1.ServiceImportList{},
-		"Service": &corev1.ServiceList{}, "EndpointSlice": &discoveryv1.EndpointSliceList{}, "Event": &eventsv1.EventList{},
-	} {
-		if err := c.List(ctx, list); err != nil {
-			b.Fatal(err)
-		}
-		items, err := meta.ExtractList(list)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, item := range items {
-			o := item.(client.Object)
-			out[object{kind, o.GetNamespace(), o.GetName()}] = o.GetResourceVersion()
-		}
-	}
-	return out
 }

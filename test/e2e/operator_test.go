@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/clusterset/clusterset/internal/promtext"
 	"github.com/clusterset/clusterset/pkg/cli"
 	"github.com/clusterset/clusterset/pkg/inspect"
 	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
@@ -63,8 +63,8 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 		var wrong []string
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
 			wrong = nil
-			alive := controllerMetricByPod(t, env, c, "clusterset_members", `state="alive"`)
-			stale := controllerMetricByPod(t, env, c, "clusterset_members", `state="stale"`)
+			alive := controllerMetricByPod(t, env, c, "clusterset_members", map[string]string{"state": "alive"})
+			stale := controllerMetricByPod(t, env, c, "clusterset_members", map[string]string{"state": "stale"})
 			for pod, v := range alive {
 				if v < float64(len(env.Clusters())) || stale[pod] != 0 {
 					wrong = append(wrong, fmt.Sprintf("%s: alive %v, stale %v", pod, v, stale[pod]))
@@ -103,14 +103,14 @@ func testOperatorCommands(t *testing.T, env *wt.Env) {
 	}
 }
 
-// controllerMetric sums one metric's samples whose labels include every
-// label="value" pair of labels, over every running clusterset-controller
+// controllerMetric sums one metric's samples whose labels have every value
+// of labels (see promtext.Sum), over every running clusterset-controller
 // pod of cluster that is not being deleted, read from each pod's /metrics
 // through the API server's pod proxy.
-func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ...string) float64 {
+func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels map[string]string) float64 {
 	t.Helper()
 	var sum float64
-	for _, v := range controllerMetricByPod(t, env, cluster, name, labels...) {
+	for _, v := range controllerMetricByPod(t, env, cluster, name, labels) {
 		sum += v
 	}
 	return sum
@@ -118,7 +118,7 @@ func controllerMetric(t *testing.T, env *wt.Env, cluster, name string, labels ..
 
 // controllerMetricByPod is controllerMetric for each running controller pod
 // of cluster, by pod name.
-func controllerMetricByPod(t *testing.T, env *wt.Env, cluster, name string, labels ...string) map[string]float64 {
+func controllerMetricByPod(t *testing.T, env *wt.Env, cluster, name string, labels map[string]string) map[string]float64 {
 	t.Helper()
 	cfg, err := env.Sandbox.RESTConfig(cluster)
 	if err != nil {
@@ -146,20 +146,12 @@ func controllerMetricByPod(t *testing.T, env *wt.Env, cluster, name string, labe
 		if err != nil {
 			t.Fatalf("%s: /metrics of %s: %v", cluster, p.Name, err)
 		}
-		out[p.Name] = 0 // a replica without the series yet reads 0
-		for _, line := range strings.Split(string(raw), "\n") {
-			series, value, ok := strings.Cut(line, " ")
-			if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
-				continue
-			}
-			matches := true
-			for _, l := range labels {
-				matches = matches && strings.Contains(series, l)
-			}
-			if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); matches && err == nil {
-				out[p.Name] += v
-			}
+		scraped, err := promtext.Parse(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("%s: /metrics of %s: %v", cluster, p.Name, err)
 		}
+		// A replica without the series yet reads 0.
+		out[p.Name] = promtext.Sum(scraped, name, labels)
 	}
 	if len(out) == 0 {
 		t.Fatalf("%s: no running clusterset-controller pod", cluster)

@@ -208,7 +208,7 @@ func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 	// The registry metrics of the exporter's controller (scraped from its
 	// pods) count each publish the scaling causes.
 	published := func() float64 {
-		return controllerMetric(t, env, wt.Exporter, "clusterset_registry_calls_total", `backend="`+env.Sandbox.Registry+`"`, `operation="publish"`, `result="ok"`)
+		return controllerMetric(t, env, wt.Exporter, "clusterset_registry_calls_total", map[string]string{"backend": env.Sandbox.Registry, "operation": "publish", "result": "ok"})
 	}
 	publishedBefore := published()
 	if publishedBefore < 1 {
@@ -218,7 +218,7 @@ func testScaleFollowedByTraffic(t *testing.T, env *wt.Env) {
 	// took to reach its import: the export itself, then each scaling step
 	// (from the EndpointSlice controller's last-change-trigger-time).
 	lag := func(suffix string) float64 {
-		return controllerMetric(t, env, wt.Importer, "clusterset_propagation_lag_seconds_"+suffix, `source_cluster="`+wt.Exporter+`"`)
+		return controllerMetric(t, env, wt.Importer, "clusterset_propagation_lag_seconds_"+suffix, map[string]string{"source_cluster": wt.Exporter})
 	}
 	lagBefore := lag("count")
 	// The export itself is measured when the importer's controllers ran

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/cli"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/inspect"
@@ -57,7 +58,7 @@ func TestCLICloudMap(t *testing.T) {
 	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	kubeconfig := writeKubeconfig(t, map[string]*rest.Config{"cls1": cls1.cp.Config, "cls2": cls2.cp.Config})
+	kubeconfig := testenv.WriteKubeconfig(t, "cls1", map[string]*rest.Config{"cls1": cls1.cp.Config, "cls2": cls2.cp.Config})
 	run := func(args ...string) (string, error) {
 		t.Helper()
 		return runCLI(kubeconfig, append(args, "--contexts", "cls1,cls2")...)

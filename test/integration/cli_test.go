@@ -21,8 +21,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -79,7 +77,7 @@ func TestCLI(t *testing.T) {
 	bare := testenv.StartWithoutCRDs(t)
 	// cls1-alias is a second context of cls1, as an admin often has: the
 	// commands count it once.
-	kubeconfig := writeKubeconfig(t, map[string]*rest.Config{"cls1": cls1.cp.Config, "cls1-alias": cls1.cp.Config, "cls2": cls2.cp.Config, "cls3": cls3.cp.Config, "bare": bare.Config})
+	kubeconfig := testenv.WriteKubeconfig(t, "cls1", map[string]*rest.Config{"cls1": cls1.cp.Config, "cls1-alias": cls1.cp.Config, "cls2": cls2.cp.Config, "cls3": cls3.cp.Config, "bare": bare.Config})
 	run := func(args ...string) (string, error) {
 		t.Helper()
 		return runCLI(kubeconfig, args...)
@@ -386,23 +384,6 @@ func installAround(t *testing.T, m *member, deployment ...func(*appsv1.Deploymen
 		ObjectMeta: metav1.ObjectMeta{Namespace: inspect.CoreDNSNamespace, Name: inspect.CoreDNSConfigMap},
 		Data:       map[string]string{"Corefile": patch.Data["Corefile"]},
 	})
-}
-
-// writeKubeconfig writes a kubeconfig with one context per config.
-func writeKubeconfig(t *testing.T, contexts map[string]*rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	for name, cfg := range contexts {
-		kc.Clusters[name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-		kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
-	}
-	kc.CurrentContext = "cls1"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // runCLI runs `kubectl clusterset ARGS --kubeconfig KUBECONFIG` and returns

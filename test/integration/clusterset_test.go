@@ -20,6 +20,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/internal/testenv"
 	"github.com/clusterset/clusterset/pkg/controllers/imports"
 	"github.com/clusterset/clusterset/pkg/controllers/registrylink"
 	"github.com/clusterset/clusterset/pkg/names"
@@ -596,7 +597,11 @@ func TestClusterset(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		before := map[string]map[string]string{}
 		for _, m := range cs.members {
-			before[m.name] = resourceVersions(t, m.admin, ns)
+			vs, err := testenv.ResourceVersions(ctx, m.admin, ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before[m.name] = vs
 		}
 		opts := registrylink.Options{HeartbeatInterval: time.Second, GracePeriod: 5 * time.Second}
 		for _, m := range []*member{cls1, cls2} {
@@ -611,7 +616,10 @@ func TestClusterset(t *testing.T) {
 		consistently(t, 3*time.Second, "nothing from before the restart is written again", func() error {
 			var errs []error
 			for _, m := range cs.members {
-				after := resourceVersions(t, m.admin, ns)
+				after, err := testenv.ResourceVersions(ctx, m.admin, ns)
+				if err != nil {
+					t.Fatal(err)
+				}
 				for obj, rv := range after {
 					was, existed := before[m.name][obj]
 					switch {
@@ -746,33 +754,3 @@ type skewedClock struct{ offset time.Duration }
 
 func (c skewedClock) Now() time.Time                  { return time.Now().Add(c.offset) }
 func (c skewedClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
-
-// resourceVersions returns, by "Kind name", the resourceVersion of every
-// ServiceExport, ServiceImport, Service, EndpointSlice and Event in ns. An
-// event's key also names what it is about: "Event name about regarding
-// (reason)".
-func resourceVersions(t *testing.T, c client.Client, ns string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for kind, list := range map[string]client.ObjectList{
-		"ServiceExport": &mcsv1beta1.ServiceExportList{}, "ServiceImport": &mcsv1beta1.ServiceImportList{},
-		"Service": &corev1.ServiceList{}, "EndpointSlice": &discoveryv1.EndpointSliceList{}, "Event": &eventsv1.EventList{},
-	} {
-		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
-			t.Fatal(err)
-		}
-		items, err := meta.ExtractList(list)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, item := range items {
-			o := item.(client.Object)
-			key := kind + " " + o.GetName()
-			if e, ok := o.(*eventsv1.Event); ok {
-				key += fmt.Sprintf(" about %s (%s)", e.Regarding.Name, e.Reason)
-			}
-			out[key] = o.GetResourceVersion()
-		}
-	}
-	return out
-}

@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/go-logr/logr"
@@ -41,9 +42,8 @@ func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) 
 	logger := log.FromContext(ctx).WithValues("clusterSet", r.setID, "cluster", r.clusterID)
 	lw := cache.NewFilteredListWatchFromClient(r.client.rest, hubv1alpha1.Resource, metav1.NamespaceAll,
 		func(o *metav1.ListOptions) { o.LabelSelector = r.selector() })
-	inf := cache.NewSharedIndexInformer(lw, &hubv1alpha1.ClusterSetRecord{}, 0, cache.Indexers{})
-	// Managed fields are a good part of a small object and of no use here.
-	if err := inf.SetTransform(dropManagedFields); err != nil {
+	inf, err := newRecordInformer(lw)
+	if err != nil {
 		return err
 	}
 	if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
@@ -92,11 +92,15 @@ func (v *view) cached(namespace, name string) (obj *hubv1alpha1.ClusterSetRecord
 	return rec.DeepCopy(), true, true
 }
 
-func dropManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
+// newRecordInformer returns an informer of the ClusterSetRecords that lw
+// lists and watches, which keeps them without their managed fields: those
+// are a good part of a small object and of no use here.
+func newRecordInformer(lw cache.ListerWatcher) (cache.SharedIndexInformer, error) {
+	inf := cache.NewSharedIndexInformer(lw, &hubv1alpha1.ClusterSetRecord{}, 0, cache.Indexers{})
+	if err := inf.SetTransform(crcache.TransformStripManagedFields()); err != nil {
+		return nil, err
 	}
-	return obj, nil
+	return inf, nil
 }
 
 // handle re-assembles the record that a changed head or chunk belongs to.

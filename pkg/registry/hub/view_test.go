@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,9 @@ import (
 	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
@@ -127,3 +131,52 @@ func matching(lines []string, parts ...string) []string {
 	}
 	return out
 }
+
+// TestRecordInformerDropsManagedFields: the view's informer keeps records,
+// listed or watched, without their managed fields.
+func TestRecordInformerDropsManagedFields(t *testing.T) {
+	record := func(name string) *hubv1alpha1.ClusterSetRecord {
+		return &hubv1alpha1.ClusterSetRecord{ObjectMeta: metav1.ObjectMeta{
+			Namespace: "clusterset-set-cls", Name: name, ResourceVersion: "1",
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "clusterset-controller", Operation: metav1.ManagedFieldsOperationApply}},
+		}}
+	}
+	watcher := watch.NewFake()
+	inf, err := newRecordInformer(listWatchWithoutWatchList{&cache.ListWatch{
+		ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+			return &hubv1alpha1.ClusterSetRecordList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []hubv1alpha1.ClusterSetRecord{*record("listed")}}, nil
+		},
+		WatchFuncWithContext: func(context.Context, metav1.ListOptions) (watch.Interface, error) { return watcher, nil },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go inf.RunWithContext(t.Context())
+	if !cache.WaitForCacheSync(t.Context().Done(), inf.HasSynced) {
+		t.Fatal("the informer did not sync")
+	}
+	watcher.Add(record("watched"))
+	for _, name := range []string{"listed", "watched"} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			obj, found, err := inf.GetStore().GetByKey("clusterset-set-cls/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if found {
+				if mf := obj.(*hubv1alpha1.ClusterSetRecord).ManagedFields; mf != nil {
+					t.Errorf("%s record kept its managed fields: %v", name, mf)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s record in the informer's store after 10s", name)
+			}
+		}
+	}
+}
+
+// listWatchWithoutWatchList lists and watches without client-go's WatchList
+// semantics (a list as initial watch events), as a fake does.
+type listWatchWithoutWatchList struct{ *cache.ListWatch }
+
+func (listWatchWithoutWatchList) IsWatchListSemanticsUnSupported() bool { return true }
