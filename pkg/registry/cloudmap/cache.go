@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -151,8 +152,10 @@ func (r *Registry) pickService(ns nsInfo, name string, candidates []svcInfo) (sv
 // A namespace's services are listed once (ListServices, paged), not once
 // per service: a name the listing has is picked from it, and one it does
 // not have is created at once. A service another cluster created since the
-// listing makes Cloud Map answer ServiceAlreadyExists, and the namespace is
-// listed again. Before, each new service listed the whole namespace twice,
+// listing makes Cloud Map answer ServiceAlreadyExists, which names it (the
+// namespace is listed again when it does not). moto refuses a second
+// service of a name too with hack/moto's patch, as
+// TestMotoRefusesDuplicateServiceNames checks. Before, each new service listed the whole namespace twice,
 // so a burst of N services in one namespace cost O(N²) listed services
 // (docs/benchmarks.md, bursts).
 func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create bool) (svcInfo, bool, error) {
@@ -164,12 +167,17 @@ func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create b
 	if ok {
 		return s, true, nil
 	}
+	if !create {
+		// Withdraw and repair, rare: a fresh listing, not one another
+		// cluster may have outdated by deleting and recreating the name.
+		return r.findService(ctx, ns, name)
+	}
 	if s, ok := r.pickService(ns, name, candidates); ok {
 		return s, true, nil
 	}
-	if !listed || !create {
+	if !listed {
 		s, ok, err := r.findService(ctx, ns, name)
-		if err != nil || ok || !create {
+		if err != nil || ok {
 			return s, ok, err
 		}
 	}
@@ -188,7 +196,17 @@ func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create b
 		CreatorRequestId: aws.String(requestID("svc", r.opts.ClusterID, ns.ID+"/"+name)),
 		Tags:             []sdtypes.Tag{{Key: aws.String(createdByTag), Value: aws.String(controllerName)}},
 	})
+	var exists *sdtypes.ServiceAlreadyExists
 	switch {
+	case errors.As(err, &exists) && aws.ToString(exists.ServiceId) != "" && aws.ToString(exists.ServiceArn) != "":
+		// Created since the listing, by another cluster: Cloud Map says
+		// which service it is.
+		s := svcInfo{ID: aws.ToString(exists.ServiceId), ARN: aws.ToString(exists.ServiceArn), Name: name, NamespaceID: ns.ID}
+		r.mu.Lock()
+		r.svcNS[s.ID] = ns.ID
+		r.services[[2]string{ns.ID, name}] = s
+		r.mu.Unlock()
+		return s, true, nil
 	case isCode(err, "ServiceAlreadyExists", "DuplicateRequest"):
 		// Created since the listing, by another cluster or an earlier
 		// attempt: list again to learn its ID and ARN.
@@ -208,24 +226,6 @@ func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create b
 	r.svcNS[created.ID] = ns.ID
 	r.mu.Unlock()
 	r.log.Info("created Cloud Map service", "namespace", ns.Name, "service", name, "id", created.ID)
-	if r.opts.MotoWorkarounds {
-		// moto, unlike Cloud Map, accepts a second service of a name that
-		// exists: if another cluster created it at the same moment, keep
-		// the first listed, which DiscoverInstances reads.
-		s, ok, err := r.findService(ctx, ns, name)
-		if err != nil {
-			return svcInfo{}, false, err
-		}
-		if !ok {
-			return svcInfo{}, false, fmt.Errorf("cloudmap: service %s/%s not listed after creation", ns.Name, name)
-		}
-		if s.ID != created.ID {
-			_, _ = r.api.c.DeleteService(ctx, &sd.DeleteServiceInput{Id: aws.String(created.ID)})
-			return s, true, nil
-		}
-		s.Created = true
-		return s, true, nil
-	}
 	r.mu.Lock()
 	r.services[[2]string{ns.ID, name}] = created
 	if l := r.listed[ns.ID]; l != nil {

@@ -2,10 +2,12 @@ package cloudmap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 	sdtypes "github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 
@@ -17,9 +19,7 @@ import (
 // yet into one namespace and counts the writer's ListServices calls: the
 // namespace is listed once, not once or twice per new service (a burst of
 // N services used to cost O(N²) listed services), and a service just
-// created is not read back (ListInstances). Under MotoWorkarounds each
-// creation is checked by one listing, since moto, unlike Cloud Map, accepts
-// a second service of a name.
+// created is not read back (ListInstances).
 func TestNewServicesListTheNamespaceOnce(t *testing.T) {
 	const n = 12
 	for _, moto := range []bool{false, true} {
@@ -39,12 +39,8 @@ func TestNewServicesListTheNamespaceOnce(t *testing.T) {
 				}
 			}
 			after := w.calls.snapshot()
-			want := 0
-			if moto {
-				want = n
-			}
-			if got := after["ListServices"] - before["ListServices"]; got != want {
-				t.Errorf("%d new services in a listed namespace cost %d ListServices, want %d", n, got, want)
+			if got := after["ListServices"] - before["ListServices"]; got != 0 {
+				t.Errorf("%d new services in a listed namespace cost %d ListServices, want 0", n, got)
 			}
 			// A service created by this call holds nothing yet: its
 			// instances are not read back.
@@ -71,19 +67,26 @@ func TestNewServicesListTheNamespaceOnce(t *testing.T) {
 
 // TestServiceCreatedSinceTheListing: another cluster creates a service
 // after this writer listed the namespace. Cloud Map refuses the second
-// creation with ServiceAlreadyExists (the proxy answers it, as moto does
-// not); the writer lists again and publishes into the existing service.
-// With MotoWorkarounds, moto's duplicate is found by the check after the
-// creation and deleted. Either way one service of the name remains, holding
-// both clusters' records.
+// creation with ServiceAlreadyExists, which names the service (moto does
+// too, with hack/moto's patch); the writer publishes into that service. When
+// the refusal does not name it (the test proxy answers one without), the
+// writer lists the namespace again. Either way one service of the name
+// remains, holding both clusters' records.
 func TestServiceCreatedSinceTheListing(t *testing.T) {
-	for _, moto := range []bool{false, true} {
-		t.Run(fmt.Sprintf("MotoWorkarounds=%t", moto), func(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		refuse    bool
+		wantLists int
+	}{
+		{name: "refusal names the service", wantLists: 0},
+		{name: "refusal without the service", refuse: true, wantLists: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			url := cloudmaptest.StartMoto(t)
 			proxy := newFaultProxy(t, url)
-			w1 := newTestRegistry(t, proxy.URL, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = moto })
-			w2 := newTestRegistry(t, url, "set1", "cls2", func(o *Options) { o.MotoWorkarounds = moto })
+			w1 := newTestRegistry(t, proxy.URL, "set1", "cls1")
+			w2 := newTestRegistry(t, url, "set1", "cls2")
 			seed := sampleRecord("set1", "cls1", "shared", "seed", "10.0.0.1")
 			if err := w1.Publish(ctx, &seed); err != nil { // w1 lists "shared"
 				t.Fatal(err)
@@ -92,7 +95,7 @@ func TestServiceCreatedSinceTheListing(t *testing.T) {
 			if err := w2.Publish(ctx, &late2); err != nil { // created after w1's listing
 				t.Fatal(err)
 			}
-			if !moto {
+			if tc.refuse {
 				proxy.setRefuse(func(target string, body []byte) string {
 					if target == "CreateService" && strings.Contains(string(body), `"Name":"late"`) {
 						return "ServiceAlreadyExists"
@@ -105,8 +108,8 @@ func TestServiceCreatedSinceTheListing(t *testing.T) {
 			if err := w1.Publish(ctx, &late1); err != nil {
 				t.Fatal(err)
 			}
-			if got := w1.calls.snapshot()["ListServices"] - before["ListServices"]; got != 1 {
-				t.Errorf("publishing into a service created since the listing cost %d ListServices, want 1", got)
+			if got := w1.calls.snapshot()["ListServices"] - before["ListServices"]; got != tc.wantLists {
+				t.Errorf("publishing into a service created since the listing cost %d ListServices, want %d", got, tc.wantLists)
 			}
 			if k := serviceNames(t, url, "shared")["late"]; k != 1 {
 				t.Errorf("Cloud Map has %d services named late, want 1", k)
@@ -115,6 +118,39 @@ func TestServiceCreatedSinceTheListing(t *testing.T) {
 			run(t, rd)
 			waitRecords(t, rd, late1.Key(), []registry.Record{late1, late2})
 		})
+	}
+}
+
+// TestMotoRefusesDuplicateServiceNames checks the test environment: Cloud
+// Map refuses a second service of a name in a namespace and names the
+// first, and the Registry relies on it (Registry.service). moto does the
+// same only with hack/moto's patch.
+func TestMotoRefusesDuplicateServiceNames(t *testing.T) {
+	ctx := context.Background()
+	url := cloudmaptest.StartMoto(t)
+	w := newTestRegistry(t, url, "set1", "cls1")
+	rec := sampleRecord("set1", "cls1", "uniq", "svc", "10.0.0.1")
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	ns, _, err := w.namespace(ctx, "uniq", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, ok, err := w.service(ctx, ns, "svc", false)
+	if err != nil || !ok {
+		t.Fatalf("the published service is not found: %v", err)
+	}
+	_, err = rawClient(url).CreateService(ctx, &sd.CreateServiceInput{Name: aws.String("svc"), NamespaceId: aws.String(ns.ID)})
+	var exists *sdtypes.ServiceAlreadyExists
+	if !errors.As(err, &exists) {
+		t.Fatalf("a second service named svc: err = %v, want ServiceAlreadyExists: moto without hack/moto's patches? Run hack/install-moto.sh", err)
+	}
+	if got := aws.ToString(exists.ServiceId); got != first.ID {
+		t.Errorf("ServiceAlreadyExists names service %q, want %q", got, first.ID)
+	}
+	if got := aws.ToString(exists.ServiceArn); got != first.ARN {
+		t.Errorf("ServiceAlreadyExists names ARN %q, want %q", got, first.ARN)
 	}
 }
 
