@@ -15,6 +15,12 @@
 // A Tracker remembers the versions this process wrote over, per object UID.
 // A reconciler that reads one of them skips its writes: the watch event of
 // its own write is on its way and reconciles the object again.
+//
+// Creates are the same case with no version to compare: a reconcile that
+// does not find in its cache an object this process has just created would
+// create it again, and be answered AlreadyExists (also 409). A Tracker also
+// remembers what this process created, by kind and key, until the cache shows
+// it (Created, Unseen, Seen).
 package cachelag
 
 import (
@@ -45,6 +51,58 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	written map[types.UID]*writes
+	created map[createdKey]time.Time // when this process created each
+}
+
+// createdKey names an object this process created.
+type createdKey struct {
+	kind string
+	key  types.NamespacedName
+}
+
+// CreateExpiry is how long Unseen reports an object this process created
+// that the cache does not show: a cache shows its own creates within
+// milliseconds, and an object deleted before the cache showed it (by someone
+// else, at once) is created again after at most this long.
+const CreateExpiry = 10 * time.Second
+
+// Created records that this process has just created the object of kind
+// (any name the caller uses consistently, such as "ServiceImport") and key.
+func (t *Tracker) Created(kind string, key types.NamespacedName) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.created == nil {
+		t.created = map[createdKey]time.Time{}
+	}
+	t.created[createdKey{kind, key}] = t.now()
+}
+
+// Unseen reports whether this process created the object of kind and key
+// less than CreateExpiry ago: a cache that does not show it is behind, and
+// creating it again would be refused. Call it only when the cache does not
+// show the object.
+func (t *Tracker) Unseen(kind string, key types.NamespacedName) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := createdKey{kind, key}
+	at, ok := t.created[k]
+	if ok && t.now().Sub(at) < CreateExpiry {
+		return true
+	}
+	delete(t.created, k)
+	for k, at := range t.created {
+		if t.now().Sub(at) >= CreateExpiry {
+			delete(t.created, k)
+		}
+	}
+	return false
+}
+
+// Seen ends the tracking of a create once the cache shows the object.
+func (t *Tracker) Seen(kind string, key types.NamespacedName) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.created, createdKey{kind, key})
 }
 
 // writes are the versions of one object this process wrote over.

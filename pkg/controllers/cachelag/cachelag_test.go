@@ -73,3 +73,48 @@ func TestBehind(t *testing.T) {
 		t.Errorf("%d objects still tracked after expiry, want 0", n)
 	}
 }
+
+func TestUnseen(t *testing.T) {
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	tr := &Tracker{Clock: clk}
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
+	b := types.NamespacedName{Namespace: "ns", Name: "b"}
+
+	if tr.Unseen("ServiceImport", a) {
+		t.Error("an object this process never created is unseen")
+	}
+	tr.Created("ServiceImport", a)
+	if !tr.Unseen("ServiceImport", a) {
+		t.Error("an object just created is not unseen")
+	}
+	if !tr.Unseen("ServiceImport", a) {
+		t.Error("asking twice ends the tracking")
+	}
+	if tr.Unseen("Service", a) {
+		t.Error("another kind of the same key is unseen")
+	}
+	if tr.Unseen("ServiceImport", b) {
+		t.Error("another key is unseen")
+	}
+	tr.Seen("ServiceImport", a)
+	if tr.Unseen("ServiceImport", a) {
+		t.Error("still unseen after the cache showed it")
+	}
+
+	tr.Created("ServiceImport", a)
+	clk.SetTime(clk.Now().Add(CreateExpiry - time.Millisecond))
+	if !tr.Unseen("ServiceImport", a) {
+		t.Errorf("not unseen just before %v", CreateExpiry)
+	}
+	clk.SetTime(clk.Now().Add(time.Millisecond))
+	if tr.Unseen("ServiceImport", a) {
+		t.Errorf("still unseen %v after the create: an object deleted before the cache showed it would never be created again", CreateExpiry)
+	}
+
+	tr.Created("EndpointSlice", a)
+	clk.SetTime(clk.Now().Add(2 * CreateExpiry))
+	tr.Unseen("EndpointSlice", b) // sweeps a's expired entry
+	if n := len(tr.created); n != 0 {
+		t.Errorf("%d expired creates kept", n)
+	}
+}

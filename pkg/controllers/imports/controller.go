@@ -93,8 +93,16 @@ type Controller struct {
 const sliceIndex = "imports.serviceImport"
 
 // errCacheBehind stops a reconcile that read a ServiceImport older than this
-// controller's own last write of it.
-var errCacheBehind = errors.New("the cache is behind this controller's last write of the ServiceImport")
+// controller's own last write of it, or whose cache does not show yet a
+// ServiceImport, derived Service or EndpointSlice it has just created.
+var errCacheBehind = errors.New("the cache is behind this controller's own writes")
+
+// Kinds of the objects whose creation the controller tracks (cachelag).
+const (
+	kindServiceImport = "ServiceImport"
+	kindService       = "Service"
+	kindEndpointSlice = "EndpointSlice"
+)
 
 // cacheLagRequeue is when a reconcile stopped by errCacheBehind looks again,
 // in case the watch event of the write, which reconciles it first, is lost.
@@ -232,6 +240,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	ips, err := c.ensureDerivedService(ctx, imp, &res)
+	if errors.Is(err, errCacheBehind) {
+		logger.V(1).Info("waiting for the cache to show the derived Service this controller created")
+		return reconcile.Result{RequeueAfter: cacheLagRequeue}, nil
+	}
 	if err != nil {
 		return reconcile.Result{}, c.setNotReady(ctx, imp, err)
 	}
@@ -249,7 +261,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return reconcile.Result{}, err
 		}
 	}
-	if err := c.applySlices(ctx, req.NamespacedName, slices); err != nil {
+	if err := c.applySlices(ctx, req.NamespacedName, slices); errors.Is(err, errCacheBehind) {
+		logger.V(1).Info("waiting for the cache to show the EndpointSlices this controller created")
+		return reconcile.Result{RequeueAfter: cacheLagRequeue}, nil
+	} else if err != nil {
 		return reconcile.Result{}, err
 	}
 	if err := c.updateStatus(ctx, imp, &res, len(slices)); err != nil {
@@ -274,6 +289,11 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 	if exists && c.lag.Behind(&imp) {
 		return nil, errCacheBehind
 	}
+	if exists {
+		c.lag.Seen(kindServiceImport, key)
+	} else if c.lag.Unseen(kindServiceImport, key) {
+		return nil, errCacheBehind
+	}
 	desired := imp.DeepCopy()
 	desired.Namespace, desired.Name = key.Namespace, key.Name
 	desired.Labels = maps.Clone(res.Labels)
@@ -291,6 +311,7 @@ func (c *Controller) ensureServiceImport(ctx context.Context, key client.ObjectK
 		if err := c.client.Create(ctx, desired); err != nil {
 			return nil, err
 		}
+		c.lag.Created(kindServiceImport, key)
 		log.FromContext(ctx).Info("created ServiceImport", "type", desired.Spec.Type)
 		c.recorder.Eventf(desired, nil, corev1.EventTypeNormal, reasonImported, "Import", "imported as %s, exported by %s", desired.Spec.Type, strings.Join(res.Clusters, ", "))
 		return desired, nil
@@ -354,17 +375,23 @@ func (c *Controller) ensureDerivedService(ctx context.Context, imp *mcsv1beta1.S
 	}
 
 	var svc corev1.Service
-	err := c.client.Get(ctx, client.ObjectKeyFromObject(&desired), &svc)
+	svcKey := client.ObjectKeyFromObject(&desired)
+	err := c.client.Get(ctx, svcKey, &svc)
 	if apierrors.IsNotFound(err) {
+		if c.lag.Unseen(kindService, svcKey) {
+			return nil, errCacheBehind
+		}
 		if err := c.client.Create(ctx, &desired); err != nil {
 			return nil, err
 		}
+		c.lag.Created(kindService, svcKey)
 		log.FromContext(ctx).Info("created derived Service", "derivedService", name, "clusterIPs", desired.Spec.ClusterIPs)
 		return desired.Spec.ClusterIPs, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	c.lag.Seen(kindService, svcKey)
 	if svc.Labels[names.LabelManagedBy] != names.ManagedBy {
 		// The name is derived from the import's, so a user's Service can
 		// hold it; taking it over would rewrite (or later delete) theirs.
@@ -412,6 +439,12 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 	have := map[string]*discoveryv1.EndpointSlice{}
 	for i := range existing.Items {
 		have[existing.Items[i].Name] = &existing.Items[i]
+		c.lag.Seen(kindEndpointSlice, client.ObjectKeyFromObject(&existing.Items[i]))
+	}
+	for i := range desired {
+		if _, ok := have[desired[i].Name]; !ok && c.lag.Unseen(kindEndpointSlice, client.ObjectKeyFromObject(&desired[i])) {
+			return errCacheBehind // before any write: the slices go together
+		}
 	}
 	for i := range desired {
 		want := &desired[i]
@@ -422,6 +455,7 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 			if err := c.client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
 				return err
 			}
+			c.lag.Created(kindEndpointSlice, client.ObjectKeyFromObject(want))
 			slicesWritten.WithLabelValues("create").Inc()
 		case cur.AddressType != want.AddressType:
 			// addressType is immutable: replace the slice.
@@ -431,6 +465,7 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 			if err := c.client.Create(ctx, want); err != nil {
 				return err
 			}
+			c.lag.Created(kindEndpointSlice, client.ObjectKeyFromObject(want))
 			slicesWritten.WithLabelValues("replace").Inc()
 		case !equality.Semantic.DeepEqual(cur.Endpoints, want.Endpoints) || !equality.Semantic.DeepEqual(cur.Ports, want.Ports) ||
 			!equality.Semantic.DeepEqual(cur.Labels, want.Labels) || !equality.Semantic.DeepEqual(cur.OwnerReferences, want.OwnerReferences):
