@@ -52,6 +52,7 @@ type Tracker struct {
 	mu      sync.Mutex
 	written map[types.UID]*writes
 	created map[createdKey]time.Time // when this process created each
+	swept   time.Time                // when created was last swept of expired creates
 }
 
 // createdKey names an object this process created.
@@ -74,7 +75,13 @@ func (t *Tracker) Created(kind string, key types.NamespacedName) {
 	if t.created == nil {
 		t.created = map[createdKey]time.Time{}
 	}
-	t.created[createdKey{kind, key}] = t.now()
+	now := t.now()
+	if now.Sub(t.swept) >= CreateExpiry {
+		// Drop creates nobody marked Seen (an object deleted by someone
+		// else before the cache showed it), at most once per CreateExpiry.
+		t.sweepCreated(now)
+	}
+	t.created[createdKey{kind, key}] = now
 }
 
 // Unseen reports whether this process created the object of kind and key
@@ -84,21 +91,44 @@ func (t *Tracker) Created(kind string, key types.NamespacedName) {
 func (t *Tracker) Unseen(kind string, key types.NamespacedName) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now()
 	k := createdKey{kind, key}
 	at, ok := t.created[k]
-	if ok && t.now().Sub(at) < CreateExpiry {
+	if !ok {
+		return false
+	}
+	if now.Sub(at) < CreateExpiry {
 		return true
 	}
-	delete(t.created, k)
-	for k, at := range t.created {
-		if t.now().Sub(at) >= CreateExpiry {
-			delete(t.created, k)
-		}
-	}
+	t.sweepCreated(now) // drops this expired create, and any other
 	return false
 }
 
-// Seen ends the tracking of a create once the cache shows the object.
+// sweepCreated drops the creates older than CreateExpiry. t.mu is held.
+func (t *Tracker) sweepCreated(now time.Time) {
+	for k, at := range t.created {
+		if now.Sub(at) >= CreateExpiry {
+			delete(t.created, k)
+		}
+	}
+	t.swept = now
+}
+
+// ForgetCreated ends the tracking of the creates of kind: the caller deleted
+// what it had created (or gave up on it), so a cache that does not show it
+// is not behind.
+func (t *Tracker) ForgetCreated(kind string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k := range t.created {
+		if k.kind == kind {
+			delete(t.created, k)
+		}
+	}
+}
+
+// Seen ends the tracking of one create: the cache shows the object, or the
+// caller deleted it.
 func (t *Tracker) Seen(kind string, key types.NamespacedName) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -111,10 +111,28 @@ func TestUnseen(t *testing.T) {
 		t.Errorf("still unseen %v after the create: an object deleted before the cache showed it would never be created again", CreateExpiry)
 	}
 
+	// A create nobody marks Seen (deleted before the cache showed it) is
+	// dropped at the next create after CreateExpiry.
 	tr.Created("EndpointSlice", a)
 	clk.SetTime(clk.Now().Add(2 * CreateExpiry))
-	tr.Unseen("EndpointSlice", b) // sweeps a's expired entry
-	if n := len(tr.created); n != 0 {
-		t.Errorf("%d expired creates kept", n)
+	tr.Created("EndpointSlice", b)
+	if n := len(tr.created); n != 1 {
+		t.Errorf("%d creates kept, want 1: the expired one stays", n)
+	}
+}
+
+func TestForgetCreated(t *testing.T) {
+	tr := &Tracker{}
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
+	b := types.NamespacedName{Namespace: "ns", Name: "b"}
+	tr.Created("EndpointSlice of ns/x", a)
+	tr.Created("EndpointSlice of ns/x", b)
+	tr.Created("EndpointSlice of ns/y", a)
+	tr.ForgetCreated("EndpointSlice of ns/x")
+	if tr.Unseen("EndpointSlice of ns/x", a) || tr.Unseen("EndpointSlice of ns/x", b) {
+		t.Error("unseen after ForgetCreated of its kind")
+	}
+	if !tr.Unseen("EndpointSlice of ns/y", a) {
+		t.Error("ForgetCreated forgot another kind")
 	}
 }

@@ -101,8 +101,13 @@ var errCacheBehind = errors.New("the cache is behind this controller's own write
 const (
 	kindServiceImport = "ServiceImport"
 	kindService       = "Service"
-	kindEndpointSlice = "EndpointSlice"
 )
+
+// kindSlicesOf is the cachelag kind of the EndpointSlices of the import
+// key, so that removing the import forgets their creates together.
+func kindSlicesOf(key client.ObjectKey) string {
+	return "EndpointSlice of " + key.String()
+}
 
 // cacheLagRequeue is when a reconcile stopped by errCacheBehind looks again,
 // in case the watch event of the write, which reconciles it first, is lost.
@@ -436,26 +441,27 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 	if err := c.client.List(ctx, &existing, client.InNamespace(key.Namespace), ofImport); err != nil {
 		return err
 	}
+	kind := kindSlicesOf(key)
 	have := map[string]*discoveryv1.EndpointSlice{}
 	for i := range existing.Items {
 		have[existing.Items[i].Name] = &existing.Items[i]
-		c.lag.Seen(kindEndpointSlice, client.ObjectKeyFromObject(&existing.Items[i]))
+		c.lag.Seen(kind, client.ObjectKeyFromObject(&existing.Items[i]))
 	}
-	for i := range desired {
-		if _, ok := have[desired[i].Name]; !ok && c.lag.Unseen(kindEndpointSlice, client.ObjectKeyFromObject(&desired[i])) {
-			return errCacheBehind // before any write: the slices go together
-		}
-	}
+	behind := false
 	for i := range desired {
 		want := &desired[i]
 		cur, ok := have[want.Name]
 		delete(have, want.Name)
 		switch {
+		case !ok && c.lag.Unseen(kind, client.ObjectKeyFromObject(want)):
+			// Created by this controller moments ago; the cache shows it
+			// soon. The other slices are written meanwhile.
+			behind = true
 		case !ok:
 			if err := c.client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
 				return err
 			}
-			c.lag.Created(kindEndpointSlice, client.ObjectKeyFromObject(want))
+			c.lag.Created(kind, client.ObjectKeyFromObject(want))
 			slicesWritten.WithLabelValues("create").Inc()
 		case cur.AddressType != want.AddressType:
 			// addressType is immutable: replace the slice.
@@ -465,7 +471,7 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 			if err := c.client.Create(ctx, want); err != nil {
 				return err
 			}
-			c.lag.Created(kindEndpointSlice, client.ObjectKeyFromObject(want))
+			c.lag.Created(kind, client.ObjectKeyFromObject(want))
 			slicesWritten.WithLabelValues("replace").Inc()
 		case !equality.Semantic.DeepEqual(cur.Endpoints, want.Endpoints) || !equality.Semantic.DeepEqual(cur.Ports, want.Ports) ||
 			!equality.Semantic.DeepEqual(cur.Labels, want.Labels) || !equality.Semantic.DeepEqual(cur.OwnerReferences, want.OwnerReferences):
@@ -484,6 +490,9 @@ func (c *Controller) applySlices(ctx context.Context, key client.ObjectKey, desi
 			return err
 		}
 		slicesWritten.WithLabelValues("delete").Inc()
+	}
+	if behind {
+		return errCacheBehind
 	}
 	return nil
 }
@@ -573,6 +582,12 @@ func (c *Controller) remove(ctx context.Context, key client.ObjectKey) error {
 	case err != nil && !apierrors.IsNotFound(err):
 		return err
 	}
+	// What this controller created and its cache may not show yet is gone
+	// too (or its create event removes it): nothing to wait for if the
+	// service is imported again.
+	c.lag.ForgetCreated(kindSlicesOf(key))
+	c.lag.Seen(kindService, client.ObjectKey{Namespace: key.Namespace, Name: DerivedServiceName(key.Name)})
+	c.lag.Seen(kindServiceImport, key)
 	if imp.Name != "" {
 		if err := c.client.Delete(ctx, &imp); client.IgnoreNotFound(err) != nil {
 			return err

@@ -111,7 +111,7 @@ func (r *Registry) namespaceOf(ctx context.Context, serviceID string) (string, e
 }
 
 // findService lists the services of ns, remembers the listing (listed),
-// and returns the first service named name that is really in ns.
+// and returns the first service of the listing named name.
 func (r *Registry) findService(ctx context.Context, ns nsInfo, name string) (svcInfo, bool, error) {
 	list, err := r.api.listServices(ctx, ns.ID)
 	if err != nil {
@@ -155,9 +155,9 @@ func (r *Registry) pickService(ns nsInfo, name string, candidates []svcInfo) (sv
 // listing makes Cloud Map answer ServiceAlreadyExists, which names it (the
 // namespace is listed again when it does not). moto refuses a second
 // service of a name too with hack/moto's patch, as
-// TestMotoRefusesDuplicateServiceNames checks. Before, each new service listed the whole namespace twice,
-// so a burst of N services in one namespace cost O(N²) listed services
-// (docs/benchmarks.md, bursts).
+// TestMotoRefusesDuplicateServiceNames checks. Before, each new service
+// listed the whole namespace twice, so a burst of N services in one
+// namespace cost O(N²) listed services (docs/benchmarks.md, bursts).
 func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create bool) (svcInfo, bool, error) {
 	r.mu.Lock()
 	s, ok := r.services[[2]string{ns.ID, name}]
