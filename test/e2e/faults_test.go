@@ -294,6 +294,12 @@ type probe struct {
 }
 
 type probeResult struct {
+	// at is when the request was sent. Windows count requests by it, not
+	// by when they ended: on a loaded machine an exec can end seconds after
+	// its request timed out, and a request sent to a frozen pod before its
+	// endpoints were dropped must not count among those sent after (CI: an
+	// exec whose nc timed out at 8 s ended 16 s after it began, inside the
+	// window).
 	at  time.Time
 	by  string
 	err error
@@ -330,7 +336,7 @@ func startProbe(t *testing.T, env *wt.Env, cluster, host string) *probe {
 				err = fmt.Errorf("after %s: %w", time.Since(began).Round(100*time.Millisecond), err)
 			}
 			p.mu.Lock()
-			p.res = append(p.res, probeResult{at: time.Now(), by: by, err: err})
+			p.res = append(p.res, probeResult{at: began, by: by, err: err})
 			p.mu.Unlock()
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -362,8 +368,7 @@ func (p *probe) errors(from, to time.Time) []string {
 	return p.res.errors(from, to)
 }
 
-// count returns the answered and the failed requests that ended in
-// [from, to].
+// count returns the answered and the failed requests sent in [from, to].
 func (r probeResults) count(from, to time.Time) (ok, failed int) {
 	for _, x := range r {
 		if x.at.Before(from) || x.at.After(to) {
