@@ -138,11 +138,20 @@ func (r *Registry) pickService(ns nsInfo, name string, candidates []svcInfo) (sv
 	}
 	s := candidates[0]
 	s.NamespaceID = ns.ID
+	r.remember(ns, name, s, false)
+	return s, true
+}
+
+// remember caches s as the service name of ns, and with listed also puts it
+// in the kept listing of ns (a service this process just created).
+func (r *Registry) remember(ns nsInfo, name string, s svcInfo, listed bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.svcNS[s.ID] = ns.ID
 	r.services[[2]string{ns.ID, name}] = s
-	r.mu.Unlock()
-	return s, true
+	if l := r.listed[ns.ID]; listed && l != nil {
+		l[name] = []svcInfo{s}
+	}
 }
 
 // service finds (and with create, creates) the Cloud Map service name in ns.
@@ -202,10 +211,7 @@ func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create b
 		// Created since the listing, by another cluster: Cloud Map says
 		// which service it is.
 		s := svcInfo{ID: aws.ToString(exists.ServiceId), ARN: aws.ToString(exists.ServiceArn), Name: name, NamespaceID: ns.ID}
-		r.mu.Lock()
-		r.svcNS[s.ID] = ns.ID
-		r.services[[2]string{ns.ID, name}] = s
-		r.mu.Unlock()
+		r.remember(ns, name, s, false)
 		return s, true, nil
 	case isCode(err, "ServiceAlreadyExists", "DuplicateRequest"):
 		// Created since the listing, by another cluster or an earlier
@@ -222,16 +228,8 @@ func (r *Registry) service(ctx context.Context, ns nsInfo, name string, create b
 		return svcInfo{}, false, fmt.Errorf("cloudmap: create service %s/%s: %w", ns.Name, name, err)
 	}
 	created := svcInfo{ID: aws.ToString(out.Service.Id), ARN: aws.ToString(out.Service.Arn), Name: name, NamespaceID: ns.ID}
-	r.mu.Lock()
-	r.svcNS[created.ID] = ns.ID
-	r.mu.Unlock()
 	r.log.Info("created Cloud Map service", "namespace", ns.Name, "service", name, "id", created.ID)
-	r.mu.Lock()
-	r.services[[2]string{ns.ID, name}] = created
-	if l := r.listed[ns.ID]; l != nil {
-		l[name] = []svcInfo{created}
-	}
-	r.mu.Unlock()
+	r.remember(ns, name, created, true)
 	created.Created = true
 	return created, true, nil
 }
