@@ -103,8 +103,11 @@ const kwokWarmupPod = "clusterset-sandbox-kwok-warmup"
 // parallel stage players give the very first pods of a node their IPs at the
 // same moment, each can create its own pool and both hand out the CIDR's
 // first address: two pods with one IP. The exporter rightly counts an
-// address once, so a test expecting 3 endpoints from 3 pods then waits for
-// ever (seen twice in CI: "2 endpoints (2 ready)" from 3 Ready pods). One pod
+// address once, so a test expecting 3 endpoints from 3 pods would then wait
+// for ever. That reading of kwok's code fits two CI failures ("2 endpoints
+// (2 ready)" from 3 Ready pods) but was not reproduced (20 fresh sandboxes
+// gave distinct IPs), so it is a hypothesis; e2e's podsReady also refuses
+// pods that share an IP, and a failed e2e test dumps the pods' IPs. One pod
 // served alone creates the pool; every later pod shares it.
 func (st *clusterStart) warmKwokIPPool(ctx context.Context) error {
 	if st.real {

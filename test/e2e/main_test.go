@@ -37,6 +37,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/kubectl/pkg/util/podutils"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -255,13 +256,7 @@ func writeState(ctx context.Context, w io.Writer, c client.Client) error {
 			return err
 		}
 		for _, p := range pods.Items {
-			ready := false
-			for _, cond := range p.Status.Conditions {
-				if cond.Type == corev1.PodReady {
-					ready = cond.Status == corev1.ConditionTrue
-				}
-			}
-			fmt.Fprintf(w, "Pod %s/%s: %s, IP %s, ready=%t, deleting=%t\n", ns, p.Name, p.Status.Phase, p.Status.PodIP, ready, p.DeletionTimestamp != nil)
+			fmt.Fprintf(w, "Pod %s/%s: %s, IP %s, ready=%t, deleting=%t\n", ns, p.Name, p.Status.Phase, p.Status.PodIP, podutils.IsPodReady(&p), p.DeletionTimestamp != nil)
 		}
 	}
 	return nil

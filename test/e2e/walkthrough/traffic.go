@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/kubectl/pkg/util/podutils"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -138,10 +139,8 @@ func (e *Env) WaitPodReady(ctx context.Context, cluster, namespace, name string,
 		if err := e.Client(cluster).Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &pod); err != nil {
 			return false, "", err
 		}
-		for _, c := range pod.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return true, "ready", nil
-			}
+		if podutils.IsPodReady(&pod) {
+			return true, "ready", nil
 		}
 		return false, fmt.Sprintf("pod %s is %s, not Ready", name, pod.Status.Phase), nil
 	})
