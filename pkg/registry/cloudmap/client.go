@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -51,7 +52,10 @@ func isCode(err error, codes ...string) bool {
 // throttled together do not retry together.
 type jitterBackoff struct{ base, max time.Duration }
 
-func (b jitterBackoff) BackoffDelay(attempt int, _ error) (time.Duration, error) {
+func (b jitterBackoff) BackoffDelay(attempt int, err error) (time.Duration, error) {
+	if attempt >= unreachableAttempts && unreachable(err) {
+		return 0, err // no further attempt: the SDK returns err
+	}
 	d := b.base
 	for i := 1; i < attempt && d < b.max; i++ {
 		d *= 2
@@ -61,6 +65,24 @@ func (b jitterBackoff) BackoffDelay(attempt int, _ error) (time.Duration, error)
 	}
 	half := d / 2
 	return half + time.Duration(rand.Int64N(int64(half)+1)), nil
+}
+
+// unreachableAttempts is how many attempts a call makes when it cannot
+// connect to Cloud Map (refused, no route, name not resolved): a blip is
+// tried once more, while an endpoint that is down fails the call within a
+// second instead of after MaxAttempts backoffs (about a minute at the
+// defaults), so that exports say Failed, reconcile workers are not held,
+// and callers retry at their own pace (the next poll, the requeue).
+// Throttling and 5xx answers keep MaxAttempts: Cloud Map is there and asks
+// for patience.
+const unreachableAttempts = 2
+
+// unreachable reports whether err is a failure to connect, so that no
+// request was sent: a dial error, of the connection or of the name lookup.
+func unreachable(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial")
 }
 
 // callCounter counts API attempts of one Registry by operation; tests use it
