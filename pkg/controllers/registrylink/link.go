@@ -115,6 +115,9 @@ type Link struct {
 	// holder was logged. Only heartbeatLoop uses them.
 	lastBeat       time.Time
 	noHolderLogged bool
+	// unreachable says the last heartbeat round failed to read or write
+	// the registry. Only heartbeatLoop uses it.
+	unreachable bool
 
 	subsMu sync.Mutex
 	subs   []*subscriber
@@ -268,6 +271,7 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 				l.lastBeat = now
 			}
 		}
+		l.noteReachable(ctx, reg, readErr == nil && beatErr == nil)
 		// A cluster that cannot reach the registry sees every heartbeat go
 		// stale at once; that says nothing about the others, so liveness is
 		// only judged while this cluster's own heartbeat gets through (R2).
@@ -283,6 +287,29 @@ func (l *Link) heartbeatLoop(ctx context.Context, reg registry.Registry, id iden
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// noteReachable records whether this heartbeat round reached the registry.
+// When it does again after a round that did not, every service of the view
+// is queued for its controllers: a reconcile that failed during the outage
+// waits in its backoff (up to MaxRetryDelay) otherwise, so an export would
+// stay Failed, or a withdrawal pending, for up to that long after the
+// registry came back. Exports without a record yet keep their backoff.
+func (l *Link) noteReachable(ctx context.Context, reg registry.Registry, reachable bool) {
+	was := !l.unreachable
+	l.unreachable = !reachable
+	if !reachable || was {
+		return
+	}
+	keys, err := reg.Keys()
+	if err != nil {
+		log.FromContext(ctx).Error(err, "listing services to retry now that the registry answers again")
+		return
+	}
+	log.FromContext(ctx).Info("the registry answers again; retrying every service now", "services", len(keys))
+	for _, k := range keys {
+		l.notify(k)
 	}
 }
 
