@@ -2,8 +2,9 @@ package sandbox
 
 // Faults a test does to a running sandbox, to prove what docs/reliability.md
 // claims: a process paused (a hung server: connections are accepted and
-// never answered) or restarted, every pod of a real node frozen, a
-// container's process killed.
+// never answered), stopped (a server that is down: connections refused) or
+// restarted, a port refused to a real node's pods, every pod of a real node
+// frozen, a container's process killed.
 
 import (
 	"bufio"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -73,15 +75,42 @@ func (s *Sandbox) signal(sig syscall.Signal, names []string) error {
 // starts it again with the same command line, environment and log file, as
 // a supervisor would after a crash or an upgrade.
 func (s *Sandbox) Restart(ctx context.Context, name string, grace time.Duration) error {
-	p, err := s.process(name)
-	if err != nil {
-		return err
-	}
-	if err := p.stop(grace); err != nil {
+	if err := s.Stop(name, grace); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	return s.Start(name)
+}
+
+// Stop stops the named process (SIGTERM, then SIGKILL after grace) and keeps
+// its record for Start: a server that is down, whose clients have their
+// connections refused (unlike Pause, where they hang).
+func (s *Sandbox) Stop(name string, grace time.Duration) error {
+	p, err := s.process(name)
+	if err != nil {
+		return err
+	}
+	return p.stop(grace)
+}
+
+// Start runs the named process, stopped by Stop, again with the same command
+// line, environment and log file. It fails when the process still runs.
+func (s *Sandbox) Start(name string) error {
+	s.mu.Lock()
+	var p *Process
+	for i := len(s.Processes) - 1; i >= 0 && p == nil; i-- {
+		if s.Processes[i].Name == name {
+			p = s.Processes[i]
+		}
+	}
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("the sandbox has no process %s", name)
+	}
+	if p.running() {
+		return fmt.Errorf("sandbox process %s (pid %d) is running: Stop it first", name, p.PID)
 	}
 	np, err := startProcess(p.Name, p.Log, p.Env, p.Args...)
 	if err != nil {
@@ -97,35 +126,83 @@ func (s *Sandbox) Restart(ctx context.Context, name string, grace time.Duration)
 	return s.save()
 }
 
+// faultTable is the nftables table RefusePort adds to a node's network
+// namespace; deleting it undoes every refusal there.
+const faultTable = "clusterset-fault"
+
+// RefusePort makes the real node of cluster answer every TCP packet sent to
+// port on its own addresses with a reset (refuse true), or stops doing so:
+// for the pods of that node the server behind the port is down, new
+// connections are refused and open ones are cut, while the server itself
+// keeps running and keeps its data (moto, which holds its records in
+// memory, stands for a Cloud Map that cannot be reached). Only the node's
+// namespace, made by the sandbox, is changed.
+func (s *Sandbox) RefusePort(ctx context.Context, cluster string, port int, refuse bool) error {
+	c := s.Cluster(cluster)
+	if c == nil || s.Nodes != NodesReal {
+		return fmt.Errorf("cluster %s has no real node", cluster)
+	}
+	node := s.Network.Prefix + "-" + c.Name
+	if !refuse {
+		err := run(ctx, inNetns(node, "nft", "delete", "table", "inet", faultTable)...)
+		if err != nil && !strings.Contains(err.Error(), "No such file") {
+			return fmt.Errorf("letting %s's pods reach port %d again: %w", cluster, port, err)
+		}
+		return nil
+	}
+	for _, cmd := range [][]string{
+		{"nft", "add", "table", "inet", faultTable},
+		// Before kube-proxy's filter chains (priority 0), on input: the
+		// packets the node's pods send to the node's own addresses.
+		{"nft", "add", "chain", "inet", faultTable, "input", "{ type filter hook input priority -10 ; }"},
+		{"nft", "add", "rule", "inet", faultTable, "input", "tcp", "dport", strconv.Itoa(port), "reject", "with", "tcp", "reset"},
+	} {
+		if err := run(ctx, inNetns(node, cmd...)...); err != nil {
+			return fmt.Errorf("refusing port %d to %s's pods: %w", port, cluster, err)
+		}
+	}
+	return nil
+}
+
 // FreezePods freezes (true) or thaws every pod of cluster's real node with
-// the cgroup v1 freezer on the kubelet's cgroup root: their processes stop
-// where they are, as on a machine that hangs. The node's own processes
-// (kubelet, containerd, kube-proxy) are sandbox processes: Pause them.
+// the cgroup freezer on the kubelet's cgroup root (v1's freezer.state, or
+// v2's cgroup.freeze): their processes stop where they are, as on a machine
+// that hangs. The node's own processes (kubelet, containerd, kube-proxy)
+// are sandbox processes: Pause them.
 func (s *Sandbox) FreezePods(cluster string, frozen bool) error {
 	c := s.Cluster(cluster)
 	if c == nil || s.Nodes != NodesReal {
 		return fmt.Errorf("cluster %s has no real node", cluster)
 	}
-	state := "THAWED"
-	if frozen {
-		state = "FROZEN"
-	}
+	// What to write where, and the line that says the kernel is done.
+	write, state, done := "freezer.state", "THAWED", "THAWED"
 	dir := filepath.Join("/sys/fs/cgroup/freezer", s.cgroupRoot(c))
-	if err := os.WriteFile(filepath.Join(dir, "freezer.state"), []byte(state), 0o644); err != nil {
+	if frozen {
+		state, done = "FROZEN", "FROZEN"
+	}
+	read := write
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil { // cgroup v2
+		dir = filepath.Join("/sys/fs/cgroup", s.cgroupRoot(c))
+		write, read, state, done = "cgroup.freeze", "cgroup.events", "0", "frozen 0"
+		if frozen {
+			state, done = "1", "frozen 1"
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, write), []byte(state), 0o644); err != nil {
 		return fmt.Errorf("freezing the pods of %s: %w", cluster, err)
 	}
 	// The kernel freezes asynchronously: wait until it says so.
 	for range 100 {
-		got, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+		got, err := os.ReadFile(filepath.Join(dir, read))
 		if err != nil {
 			return err
 		}
-		if strings.TrimSpace(string(got)) == state {
+		if slices.Contains(strings.Split(string(got), "\n"), done) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("the pods of %s did not become %s", cluster, state)
+	return fmt.Errorf("the pods of %s did not become %s", cluster, done)
 }
 
 // KillContainerProcesses sends sig to every process of cluster's real node
