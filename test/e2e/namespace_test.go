@@ -5,7 +5,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,6 +50,9 @@ func testNamespaceDeleted(t *testing.T, env *wt.Env) {
 
 	deleteNamespace(t, env, wt.Importer, ns)
 	waitFor(t, "namespace "+ns+" to be deleted entirely in "+wt.Importer, propagation, namespaceGone(env, wt.Importer, ns))
+	// No Event can be created in a terminating namespace: the log says it.
+	waitFor(t, wt.Importer+"'s controller to log that the import goes with its namespace", 30*time.Second,
+		controllerLogHas(env, wt.Importer, "the namespace is being deleted", `"namespace":"`+ns+`"`, `"service":"`+name+`"`))
 	if err := env.CreateNamespace(ctx, ns, wt.Importer); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +60,8 @@ func testNamespaceDeleted(t *testing.T, env *wt.Env) {
 
 	deleteNamespace(t, env, wt.Exporter, ns)
 	waitFor(t, "namespace "+ns+" to be deleted entirely in "+wt.Exporter+" (the ServiceExport's finalizer released)", propagation, namespaceGone(env, wt.Exporter, ns))
+	waitFor(t, wt.Exporter+"'s controller to log the withdrawal", 30*time.Second,
+		controllerLogHas(env, wt.Exporter, "withdrew record", `"namespace":"`+ns+`"`, `"service":"`+name+`"`))
 	waitFor(t, "E5/I5 "+ns+"/"+name+" to disappear from "+wt.Importer, propagation, func(ctx context.Context) (bool, string, error) {
 		imp, err := env.GetImport(ctx, wt.Importer, ns, name)
 		if err != nil {
@@ -93,5 +102,32 @@ func namespaceGone(env *wt.Env, cluster, name string) wt.Condition {
 			}
 		}
 		return false, state, nil
+	}
+}
+
+// controllerLogHas holds once a line of cluster's clusterset-controller log
+// (the sandbox's process log, or its pods' logs on a real node) contains
+// every one of parts.
+func controllerLogHas(env *wt.Env, cluster string, parts ...string) wt.Condition {
+	return func(context.Context) (bool, string, error) {
+		for _, f := range env.Sandbox.ControllerLogs() {
+			if !strings.HasPrefix(filepath.Base(f), cluster+"-") && !strings.Contains(f, "/"+cluster+"/") {
+				continue
+			}
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return false, "", err
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				missing := false
+				for _, p := range parts {
+					missing = missing || !strings.Contains(line, p)
+				}
+				if !missing {
+					return true, "logged: " + line, nil
+				}
+			}
+		}
+		return false, fmt.Sprintf("no line of %s's controller log has all of %q", cluster, parts), nil
 	}
 }

@@ -221,6 +221,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ns.DeletionTimestamp.IsZero() {
+		// Nothing of clusterset holds the namespace (no finalizer on what
+		// it imported there), so the import goes with it; an Event could
+		// not be created in a terminating namespace, so this says it.
+		logger.Info("the namespace is being deleted: nothing is imported into it, and the import goes with it")
 		c.observer.removed(req.NamespacedName)
 		return reconcile.Result{}, nil
 	}
