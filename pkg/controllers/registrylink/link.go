@@ -341,9 +341,13 @@ type observation struct {
 // this cluster's clock: a member whose clock is minutes off is alive as long
 // as its heartbeat moves (as the node lifecycle controller judges node
 // leases). A heartbeat seen for the first time is taken at its word when it
-// looks fresh, and as already past the grace period when it does not (a
-// member that died while this one was down is judged dead at once; a live
-// one with a wrong clock comes back at its next renewal).
+// looks fresh on this cluster's clock. When it does not, but is within the
+// grace period of the newest other heartbeat, this cluster's own clock may
+// be ahead (or every other member died together): it counts as alive for
+// two heartbeat intervals, within which a live member renews. Otherwise it
+// is judged already past the grace period (a member that died while this
+// one was down is dead at once; a live one whose clock is behind comes back
+// at its next renewal).
 func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id identity.Identity, seen map[string]time.Time, now time.Time) {
 	if l.viewStale(seen[id.ClusterID]) {
 		// The view does not even show this cluster's own recent heartbeat:
@@ -356,6 +360,12 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 	// controller sharing the registry, counts for as long as its records exist.
 	dead := map[string]bool{}
 	heartbeatAge.Reset()
+	var newest time.Time // the newest heartbeat of another cluster, by its writer's clock
+	for cluster, renew := range seen {
+		if cluster != id.ClusterID && renew.After(newest) {
+			newest = renew
+		}
+	}
 	for cluster, renew := range seen {
 		if cluster == id.ClusterID {
 			heartbeatAge.WithLabelValues(cluster).Set(max(now.Sub(renew), 0).Seconds())
@@ -367,6 +377,8 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 			// Not renewed since: its age grows on this cluster's clock.
 		case known || now.Sub(renew) <= l.opts.GracePeriod:
 			o = observation{renew: renew, at: now}
+		case newest.Sub(renew) <= l.opts.GracePeriod:
+			o = observation{renew: renew, at: now.Add(-max(l.opts.GracePeriod-2*l.opts.HeartbeatInterval, 0))}
 		default:
 			o = observation{renew: renew, at: now.Add(-l.opts.GracePeriod - time.Nanosecond)}
 		}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/clusterset/clusterset/pkg/controllers/identity"
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/registrytest"
@@ -73,6 +75,50 @@ func TestLivenessByObservedRenewals(t *testing.T) {
 	}
 }
 
+// A member that starts with its clock five minutes ahead sees every other
+// heartbeat five minutes old. They are within the grace period of each
+// other, so it keeps them alive for two heartbeat intervals instead of
+// dropping every other member's endpoints until they renew; they renew and
+// stay alive. Had they all died together, they would be dead after those two
+// intervals. A heartbeat far older than the newest one is dead at once.
+func TestLivenessFirstSightWithClockAhead(t *testing.T) {
+	const grace, interval = 30 * time.Second, 10 * time.Second
+	id := identity.Identity{ClusterSetID: "set", ClusterID: "cls-a"}
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC) // the true time
+	ahead := 5 * time.Minute
+	for _, renewing := range []bool{true, false} {
+		l := New(identity.Fixed(id), nil, Options{GracePeriod: grace, HeartbeatInterval: interval})
+		l.id = id
+		reg := registrytest.NewMemoryStore().Registry("set", "cls-a")
+		ctx := context.Background()
+		beats := func(now time.Time) map[string]time.Time {
+			renewed := t0
+			if renewing {
+				renewed = now.Truncate(interval)
+			}
+			return map[string]time.Time{
+				"cls-a":   now.Add(ahead), // its own, by its clock
+				"cls-b":   renewed,
+				"cls-c":   renewed.Add(-2 * time.Second),
+				"cls-old": t0.Add(-time.Hour), // dead long before
+			}
+		}
+		for s := 0; s <= 60; s += 10 {
+			now := t0.Add(time.Duration(s) * time.Second)
+			l.updateLiveness(ctx, reg, id, beats(now), now.Add(ahead))
+			for _, c := range []string{"cls-b", "cls-c"} {
+				wantAlive := renewing || s <= int((2*interval).Seconds())
+				if got := l.Alive(c); got != wantAlive {
+					t.Errorf("renewing %t, +%ds: %s alive = %t, want %t", renewing, s, c, got, wantAlive)
+				}
+			}
+			if l.Alive("cls-old") {
+				t.Errorf("renewing %t, +%ds: cls-old, an hour older than the others, is alive", renewing, s)
+			}
+		}
+	}
+}
+
 // Another cluster renewing a heartbeat of this member's cluster ID blocks
 // this one (Registry says why). It unblocks only once that heartbeat has not
 // moved for the grace period while the view is seen to move; a heartbeat of
@@ -94,6 +140,14 @@ func TestClusterIDHeldByAnotherMember(t *testing.T) {
 		conflict := l.clusterIDConflict()
 		if _, _, err := l.Registry(); conflict != nil && err != conflict {
 			t.Fatalf("Registry error %v while blocked by %v", err, conflict)
+		}
+		// The gauge behind the ClustersetClusterIDInUse alert says the same.
+		want := 0.0
+		if conflict != nil {
+			want = 1
+		}
+		if got := testutil.ToFloat64(clusterIDConflict); got != want {
+			t.Fatalf("clusterset_cluster_id_conflict = %v while the conflict is %v, want %v", got, conflict, want)
 		}
 		return conflict
 	}
