@@ -157,6 +157,7 @@ func TestHubRBACIsolation(t *testing.T) {
 	staleBeat := beatB.DeepCopy()
 	staleBeat.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}
 	forbidden("updating cls-b's heartbeat", a.Update(ctx, staleBeat))
+	forbidden("patching cls-b's heartbeat", a.Patch(ctx, beatB.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"renewTime":"2000-01-01T00:00:00.000000Z"}}`))))
 	forbidden("deleting cls-b's heartbeat", a.Delete(ctx, beatB.DeepCopy()))
 	// Nor anything else, its own namespace included.
 	forbidden("creating a ConfigMap in its own namespace", a.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: nsA}}))
