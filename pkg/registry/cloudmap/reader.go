@@ -129,14 +129,29 @@ func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID st
 		return nil, err
 	}
 	insts, _ = dedupe(insts)
+	// Skipped instances are not logged: this runs at every liveness check,
+	// and a cluster left without a valid heartbeat shows as silent (in
+	// doctor, and in the members' liveness) whatever the reason.
+	return decodeHeartbeats(clusterSetID, insts, func(string, error) {}), nil
+}
+
+// decodeHeartbeats returns the newest heartbeat of every cluster of
+// clusterSetID among insts (de-duplicated), in no order. skip is called
+// with the ID of each instance that is not a heartbeat of the clusterset
+// naming a cluster, or whose time does not parse, and the reason. An
+// instance that is not the newest of its cluster is not skipped: its
+// cluster's newest heartbeat is returned.
+func decodeHeartbeats(clusterSetID string, insts []instance, skip func(id string, err error)) []registry.Heartbeat {
 	newest := map[string]registry.Heartbeat{}
 	for _, in := range insts {
 		a := in.Attrs
 		if a[attrRecordKind] != kindHeartbeat || a[attrClusterSetID] != clusterSetID || a[attrClusterID] == "" {
+			skip(in.ID, fmt.Errorf("not a heartbeat of clusterset %s naming a cluster", clusterSetID))
 			continue
 		}
 		ms, err := strconv.ParseInt(a[attrHeartbeat], 10, 64)
 		if err != nil {
+			skip(in.ID, fmt.Errorf("%s: %w", attrHeartbeat, err))
 			continue
 		}
 		hb := registry.Heartbeat{ClusterID: a[attrClusterID], RenewTime: time.UnixMilli(ms).UTC(), Holder: a[attrHeartbeatHolder]}
@@ -151,5 +166,5 @@ func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID st
 	for _, hb := range newest {
 		out = append(out, hb)
 	}
-	return out, nil
+	return out
 }
