@@ -37,3 +37,37 @@ func TestDecodeSkipsUnimportableClusters(t *testing.T) {
 		t.Errorf("skipped %v, want one ErrUnimportableCluster naming the 64-character ID", skipped)
 	}
 }
+
+// TestDecodeReportsWhatItLeavesOut: instances that claim the clusterset and
+// are not read into their cluster's record are reported, not only skipped:
+// a second marker of a cluster (the lowest InstanceId is read) and an
+// instance of a kind this version does not know. Found by
+// FuzzDecodeInstances' count of what is left out; both were skipped
+// silently before.
+func TestDecodeReportsWhatItLeavesOut(t *testing.T) {
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	enc, err := encodeRecord(&rec, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var insts []instance
+	for _, in := range enc {
+		insts = append(insts, in)
+	}
+	marker := enc[markerID("set1", "cls1")]
+	second := instance{ID: "zz-second-marker", Attrs: copyAttrs(marker.Attrs)}
+	second.Attrs[attrServicePorts] = "[]"
+	unknown := instance{ID: "tcp-10_0_0_2-80", Attrs: map[string]string{attrClusterSetID: "set1", attrClusterID: "cls1",
+		attrRecordKind: "endpoint-v2", attrIPv4: "10.0.0.2", attrPort: "80"}}
+	insts = append(insts, second, unknown)
+
+	skipped := map[string]string{}
+	got := decodeInstances("set1", "demo", "web", insts, func(id string, err error) { skipped[id] = err.Error() })
+	if !equalRecords(got, []registry.Record{rec}) {
+		t.Errorf("decoded %+v, want cls1's record as written", got)
+	}
+	if len(skipped) != 2 || !strings.Contains(skipped[second.ID], "a second marker of cluster cls1") ||
+		!strings.Contains(skipped[unknown.ID], `"endpoint-v2"`) {
+		t.Errorf("reported %q, want the second marker and the instance of an unknown kind", skipped)
+	}
+}
