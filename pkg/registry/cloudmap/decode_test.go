@@ -2,8 +2,10 @@ package cloudmap
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clusterset/clusterset/pkg/registry"
 )
@@ -69,5 +71,27 @@ func TestDecodeReportsWhatItLeavesOut(t *testing.T) {
 	if len(skipped) != 2 || !strings.Contains(skipped[second.ID], "a second marker of cluster cls1") ||
 		!strings.Contains(skipped[unknown.ID], `"endpoint-v2"`) {
 		t.Errorf("reported %q, want the second marker and the instance of an unknown kind", skipped)
+	}
+}
+
+// TestDecodeHeartbeatsAtTheEdges: found by FuzzDecodeHeartbeats. A heartbeat
+// dated before year 1 (the zero time.Time) was dropped without being
+// skipped, leaving its cluster with no heartbeat at all; it is now read as
+// the very old heartbeat it says. A lease of more seconds than
+// time.Duration holds wrapped around to an arbitrary, even negative,
+// duration; it now reads as no lease.
+func TestDecodeHeartbeatsAtTheEdges(t *testing.T) {
+	hb := func(id, cluster, ms, lease string) instance {
+		return instance{ID: id, Attrs: map[string]string{attrClusterSetID: "set1", attrClusterID: cluster, attrRecordKind: kindHeartbeat,
+			attrHeartbeat: ms, attrHeartbeatLease: lease}}
+	}
+	insts := []instance{hb("a", "ancient", "-62135596800001", "30"), hb("b", "long", "1700000000000", "9223372037")}
+	got := decodeHeartbeats("set1", insts, func(id string, err error) { t.Errorf("%s skipped: %v", id, err) })
+	slices.SortFunc(got, func(a, b registry.Heartbeat) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	if len(got) != 2 || got[0].ClusterID != "ancient" || got[0].RenewTime.Year() != 0 || got[0].LeaseDuration != 30*time.Second {
+		t.Errorf("the heartbeat before year 1 read as %+v", got)
+	}
+	if len(got) == 2 && (got[1].ClusterID != "long" || got[1].LeaseDuration != 0) {
+		t.Errorf("the heartbeat with a lease of 9,223,372,037 s read as %+v, want no lease", got[1])
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -155,10 +156,14 @@ func decodeHeartbeats(clusterSetID string, insts []instance, skip func(id string
 			continue
 		}
 		hb := registry.Heartbeat{ClusterID: a[attrClusterID], RenewTime: time.UnixMilli(ms).UTC(), Holder: a[attrHeartbeatHolder]}
-		if s, err := strconv.ParseInt(a[attrHeartbeatLease], 10, 64); err == nil && s > 0 {
+		// A lease past time.Duration's range (292 years) says nothing
+		// either: multiplied, it would wrap around to any value.
+		if s, err := strconv.ParseInt(a[attrHeartbeatLease], 10, 64); err == nil && s > 0 && s <= int64(math.MaxInt64/time.Second) {
 			hb.LeaseDuration = time.Duration(s) * time.Second
 		}
-		if hb.RenewTime.After(newest[hb.ClusterID].RenewTime) {
+		// The first heartbeat of a cluster counts whatever its time: one
+		// before year 1, the zero time.Time, is not after "none".
+		if cur, ok := newest[hb.ClusterID]; !ok || hb.RenewTime.After(cur.RenewTime) {
 			newest[hb.ClusterID] = hb
 		}
 	}
