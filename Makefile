@@ -63,8 +63,11 @@ e2e: sandbox-binaries node-binaries node-tools build images moto ## end-to-end s
 	hack/go-test.sh -tags e2e -timeout 40m ./test/e2e/...
 
 # Every Fuzz target of the module, FUZZTIME each (go test -fuzz takes one
-# target of one package at a time). Inputs that fail are saved under the
-# package's testdata/fuzz/, where go test then replays them as seeds.
+# target of one package at a time), found in the test files git tracks or
+# would track (new ones too) anywhere in the module: not in the ignored
+# .cache, nor in testdata or vendor trees, which go test does not build.
+# Inputs that fail are saved under the package's testdata/fuzz/, where go
+# test then replays them as seeds.
 # FUZZTIME counts executions (Nx) by default: a duration makes Go 1.26's fuzz
 # coordinator fail now and then with "context deadline exceeded" when the
 # time ends while a worker is busy, without any failing input
@@ -73,7 +76,8 @@ e2e: sandbox-binaries node-binaries node-tools build images moto ## end-to-end s
 FUZZTIME ?= 20000x
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 20000x executions; CI runs this)
-	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg | xargs -n1 dirname | sort -u); do \
+	@for pkg in $$(git ls-files --cached --others --exclude-standard '*_test.go' | grep -v -e '\(^\|/\)testdata/' -e '\(^\|/\)vendor/' \
+	    | xargs -r grep -l '^func Fuzz' | xargs -r -n1 dirname | sort -u); do \
 	  for target in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
 	    echo "fuzz ./$$pkg $$target ($(FUZZTIME))"; \
 	    go test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) ./$$pkg > /tmp/clusterset-fuzz.log 2>&1 || { cat /tmp/clusterset-fuzz.log; exit 1; }; \

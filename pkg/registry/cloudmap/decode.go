@@ -18,14 +18,20 @@ import (
 )
 
 // decodeInstances turns the instances of one Cloud Map service (already
-// de-duplicated) into one record per cluster of clusterSetID. Instances that
-// do not parse (other writers, other clustersets, our heartbeats) are
-// skipped; bad is called for each with the reason. The records of a cluster
-// whose ID registry.ImportableClusterID rejects are skipped too, with one
-// call of bad whose error wraps registry.ErrUnimportableCluster.
+// de-duplicated) into one record per cluster of clusterSetID. Instances of
+// other clustersets and of no clusterset (other writers sharing the
+// namespace) are left out silently. Every instance of clusterSetID that is
+// not read into its cluster's record is reported to bad with its ID and the
+// reason: one that does not parse, of a kind this version does not know, or
+// a second marker of its cluster. A cluster whose record cannot be decoded
+// is left out with one call of bad, with markerID's ID for it when it has a
+// marker, else its first endpoint instance's; when
+// registry.ImportableClusterID rejects the cluster's ID, the error wraps
+// registry.ErrUnimportableCluster.
 func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad func(id string, err error)) []registry.Record {
 	type acc struct {
 		marker    map[string]string
+		markerID  string
 		first     map[string]string // service attrs of the first endpoint instance by ID
 		firstID   string
 		endpoints map[string]*registry.Endpoint
@@ -53,15 +59,22 @@ func decodeInstances(clusterSetID, namespace, name string, insts []instance, bad
 			bad(in.ID, fmt.Errorf("no %s attribute", attrClusterID))
 			continue
 		}
-		switch a[attrRecordKind] {
+		switch kind := a[attrRecordKind]; kind {
 		case kindService:
-			if get(cluster).marker == nil { // the lowest InstanceId wins
-				get(cluster).marker = a
+			// The lowest InstanceId wins; ours is markerID, so another
+			// one is someone else's, or left by a broken writer.
+			if c := get(cluster); c.marker == nil {
+				c.marker, c.markerID = a, in.ID
+			} else {
+				bad(in.ID, fmt.Errorf("a second marker of cluster %s; instance %s is read instead", cluster, c.markerID))
 			}
 			continue
 		case "":
 		default:
-			continue // a kind this version does not know
+			// Reported, not only skipped: the instance claims the
+			// clusterset, and its cluster's record is read without it.
+			bad(in.ID, fmt.Errorf("%s %q is not one this version knows", attrRecordKind, kind))
+			continue
 		}
 		ep, sp, err := decodeEndpoint(a)
 		if err == nil {

@@ -98,9 +98,20 @@ func FuzzDecodeInstances(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		insts := parseInstances(data)
-		recs := decodeInstances("set1", "demo", "web", insts, func(string, error) {})
+		insts, _ := dedupe(parseInstances(data)) // as every caller does
+		var reports []string
+		reported := map[string]int{}
+		recs := decodeInstances("set1", "demo", "web", insts, func(id string, err error) {
+			if err == nil {
+				t.Errorf("instance %s reported without a reason", id)
+				return
+			}
+			reported[id]++
+			reports = append(reports, id+": "+err.Error())
+		})
+		byCluster := map[string]*registry.Record{}
 		for i, rec := range recs {
+			byCluster[rec.ClusterID] = &recs[i]
 			if rec.ClusterSetID != "set1" || rec.ClusterID == "" || rec.Namespace != "demo" || rec.Name != "web" {
 				t.Fatalf("record %d has identity %q/%q %s/%s", i, rec.ClusterSetID, rec.ClusterID, rec.Namespace, rec.Name)
 			}
@@ -119,10 +130,73 @@ func FuzzDecodeInstances(f *testing.F) {
 				}
 			}
 		}
+		checkNothingDroppedSilently(t, insts, byCluster, reported)
+
 		reversed := slices.Clone(insts)
 		slices.Reverse(reversed)
-		if again := decodeInstances("set1", "demo", "web", reversed, func(string, error) {}); !reflect.DeepEqual(recs, again) {
+		var reportsAgain []string
+		again := decodeInstances("set1", "demo", "web", reversed, func(id string, err error) {
+			reportsAgain = append(reportsAgain, id+": "+err.Error())
+		})
+		if !reflect.DeepEqual(recs, again) {
 			t.Fatalf("the decoded records depend on the order of the instances:\n%+v\n%+v", recs, again)
 		}
+		slices.Sort(reports)
+		slices.Sort(reportsAgain)
+		if !slices.Equal(reports, reportsAgain) {
+			t.Fatalf("the reports depend on the order of the instances:\n%q\n%q", reports, reportsAgain)
+		}
 	})
+}
+
+// checkNothingDroppedSilently checks that every instance of set1 is read
+// into its cluster's record in recs (an endpoint instance: an endpoint at
+// its address; a marker: the one marker read) or reported: by its own ID,
+// or, when its cluster has no record, with the whole cluster, under
+// markerID or the ID of its first endpoint instance. reported counts the
+// reports by ID.
+func checkNothingDroppedSilently(t *testing.T, insts []instance, recs map[string]*registry.Record, reported map[string]int) {
+	t.Helper()
+	unreported := map[string][]instance{} // by cluster
+	for _, in := range insts {
+		if clusterSetOf(in.Attrs) != "set1" || reported[in.ID] > 0 {
+			continue
+		}
+		c := in.Attrs[attrClusterID]
+		unreported[c] = append(unreported[c], in)
+	}
+	for c, ins := range unreported {
+		rec := recs[c]
+		if rec == nil {
+			if reported[markerID("set1", c)] > 0 {
+				continue
+			}
+			// Reported under its first endpoint instance: one of its
+			// cluster, with an ID below those of the others.
+			lowest := slices.MinFunc(ins, func(a, b instance) int { return strings.Compare(a.ID, b.ID) }).ID
+			if !slices.ContainsFunc(insts, func(in instance) bool {
+				return in.Attrs[attrClusterID] == c && reported[in.ID] > 0 && in.ID < lowest
+			}) {
+				t.Fatalf("cluster %q has no record, and its instance %s was not reported, nor the cluster", c, lowest)
+			}
+			continue
+		}
+		markers := 0
+		for _, in := range ins {
+			if in.Attrs[attrRecordKind] == kindService {
+				if markers++; markers > 1 {
+					t.Fatalf("cluster %s: a second marker, %s, neither read nor reported", c, in.ID)
+				}
+				continue
+			}
+			raw := in.Attrs[attrIPv6]
+			if raw == "" {
+				raw = in.Attrs[attrIPv4]
+			}
+			addr, _, err := normalizeAddr(raw)
+			if err != nil || !slices.ContainsFunc(rec.Endpoints, func(ep registry.Endpoint) bool { return ep.Address == addr }) {
+				t.Fatalf("cluster %s: endpoint instance %s (address %q) neither read nor reported", c, in.ID, raw)
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,21 +130,40 @@ func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID st
 		return nil, err
 	}
 	insts, _ = dedupe(insts)
+	// Skipped instances are not logged: this runs at every liveness check,
+	// and a cluster left without a valid heartbeat shows as silent (in
+	// doctor, and in the members' liveness) whatever the reason.
+	return decodeHeartbeats(clusterSetID, insts, func(string, error) {}), nil
+}
+
+// decodeHeartbeats returns the newest heartbeat of every cluster of
+// clusterSetID among insts (de-duplicated), in no order. skip is called
+// with the ID of each instance that is not a heartbeat of the clusterset
+// naming a cluster, or whose time does not parse, and the reason. An
+// instance that is not the newest of its cluster is not skipped: its
+// cluster's newest heartbeat is returned.
+func decodeHeartbeats(clusterSetID string, insts []instance, skip func(id string, err error)) []registry.Heartbeat {
 	newest := map[string]registry.Heartbeat{}
 	for _, in := range insts {
 		a := in.Attrs
 		if a[attrRecordKind] != kindHeartbeat || a[attrClusterSetID] != clusterSetID || a[attrClusterID] == "" {
+			skip(in.ID, fmt.Errorf("not a heartbeat of clusterset %s naming a cluster", clusterSetID))
 			continue
 		}
 		ms, err := strconv.ParseInt(a[attrHeartbeat], 10, 64)
 		if err != nil {
+			skip(in.ID, fmt.Errorf("%s: %w", attrHeartbeat, err))
 			continue
 		}
 		hb := registry.Heartbeat{ClusterID: a[attrClusterID], RenewTime: time.UnixMilli(ms).UTC(), Holder: a[attrHeartbeatHolder]}
-		if s, err := strconv.ParseInt(a[attrHeartbeatLease], 10, 64); err == nil && s > 0 {
+		// A lease past time.Duration's range (292 years) says nothing
+		// either: multiplied, it would wrap around to any value.
+		if s, err := strconv.ParseInt(a[attrHeartbeatLease], 10, 64); err == nil && s > 0 && s <= int64(math.MaxInt64/time.Second) {
 			hb.LeaseDuration = time.Duration(s) * time.Second
 		}
-		if hb.RenewTime.After(newest[hb.ClusterID].RenewTime) {
+		// The first heartbeat of a cluster counts whatever its time: one
+		// before year 1, the zero time.Time, is not after "none".
+		if cur, ok := newest[hb.ClusterID]; !ok || hb.RenewTime.After(cur.RenewTime) {
 			newest[hb.ClusterID] = hb
 		}
 	}
@@ -151,5 +171,5 @@ func readHeartbeats(ctx context.Context, a api, systemNamespace, clusterSetID st
 	for _, hb := range newest {
 		out = append(out, hb)
 	}
-	return out, nil
+	return out
 }
