@@ -68,8 +68,9 @@ func (b jitterBackoff) BackoffDelay(attempt int, err error) (time.Duration, erro
 }
 
 // unreachableAttempts is how many attempts a call makes when it cannot
-// connect to Cloud Map (refused, no route, name not resolved): a blip is
-// tried once more, while an endpoint that is down fails the call within a
+// connect to Cloud Map (refused, no route, no answer to the name lookup, the
+// HTTPS proxy down; a name that does not exist the SDK never retries): a
+// blip is tried once more, while an endpoint that is down fails the call within a
 // second instead of after MaxAttempts backoffs (about a minute at the
 // defaults), so that exports say Failed, reconcile workers are not held,
 // and callers retry at their own pace (the next poll, the requeue).
@@ -78,11 +79,12 @@ func (b jitterBackoff) BackoffDelay(attempt int, err error) (time.Duration, erro
 const unreachableAttempts = 2
 
 // unreachable reports whether err is a failure to connect, so that no
-// request was sent: a dial error, of the connection or of the name lookup.
+// request was sent: a dial error, of the connection or of the name lookup,
+// to Cloud Map or to the HTTPS proxy.
 func unreachable(err error) bool {
 	var op *net.OpError
 	var dns *net.DNSError
-	return errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial")
+	return errors.As(err, &dns) || (errors.As(err, &op) && (op.Op == "dial" || op.Op == "proxyconnect"))
 }
 
 // callCounter counts API attempts of one Registry by operation; tests use it

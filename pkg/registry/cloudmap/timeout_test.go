@@ -83,6 +83,7 @@ func TestUnreachable(t *testing.T) {
 		{refused, true},
 		{fmt.Errorf("send: %w", &url.Error{Op: "Post", URL: "http://x", Err: refused}), true},
 		{&net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}, true},
+		{&net.OpError{Op: "proxyconnect", Net: "tcp", Err: refused}, true},
 		{reset, false},
 		{errors.New("ThrottlingException"), false},
 		{nil, false},
