@@ -342,9 +342,10 @@ type observation struct {
 // as its heartbeat moves (as the node lifecycle controller judges node
 // leases). A heartbeat seen for the first time is taken at its word when it
 // looks fresh on this cluster's clock. When it does not, but is within the
-// grace period of the newest other heartbeat, this cluster's own clock may
-// be ahead (or every other member died together): it counts as alive for
-// two heartbeat intervals, within which a live member renews. Otherwise it
+// grace period of the newest heartbeat of another cluster (neither this one
+// nor the one judged), this cluster's own clock may be ahead (or those
+// members died together): it counts as alive for two heartbeat intervals
+// (at most the grace period), within which a live member renews. Otherwise it
 // is judged already past the grace period (a member that died while this
 // one was down is dead at once; a live one whose clock is behind comes back
 // at its next renewal).
@@ -360,10 +361,20 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 	// controller sharing the registry, counts for as long as its records exist.
 	dead := map[string]bool{}
 	heartbeatAge.Reset()
-	var newest time.Time // the newest heartbeat of another cluster, by its writer's clock
+	// The two newest heartbeats of other clusters, by their writers'
+	// clocks: a heartbeat seen for the first time is compared with the
+	// newest one other than itself, so that another member vouches for it.
+	var newest, second struct {
+		cluster string
+		renew   time.Time
+	}
 	for cluster, renew := range seen {
-		if cluster != id.ClusterID && renew.After(newest) {
-			newest = renew
+		switch {
+		case cluster == id.ClusterID:
+		case renew.After(newest.renew):
+			second, newest.cluster, newest.renew = newest, cluster, renew
+		case renew.After(second.renew):
+			second.cluster, second.renew = cluster, renew
 		}
 	}
 	for cluster, renew := range seen {
@@ -377,7 +388,8 @@ func (l *Link) updateLiveness(ctx context.Context, reg registry.Registry, id ide
 			// Not renewed since: its age grows on this cluster's clock.
 		case known || now.Sub(renew) <= l.opts.GracePeriod:
 			o = observation{renew: renew, at: now}
-		case newest.Sub(renew) <= l.opts.GracePeriod:
+		case !newest.renew.IsZero() && newest.cluster != cluster && newest.renew.Sub(renew) <= l.opts.GracePeriod,
+			!second.renew.IsZero() && newest.cluster == cluster && renew.Sub(second.renew) <= l.opts.GracePeriod:
 			o = observation{renew: renew, at: now.Add(-max(l.opts.GracePeriod-2*l.opts.HeartbeatInterval, 0))}
 		default:
 			o = observation{renew: renew, at: now.Add(-l.opts.GracePeriod - time.Nanosecond)}

@@ -80,7 +80,9 @@ func TestLivenessByObservedRenewals(t *testing.T) {
 // other, so it keeps them alive for two heartbeat intervals instead of
 // dropping every other member's endpoints until they renew; they renew and
 // stay alive. Had they all died together, they would be dead after those two
-// intervals. A heartbeat far older than the newest one is dead at once.
+// intervals. A heartbeat far older than the newest one is dead at once, and
+// so is an old heartbeat that no other member's vouches for: with no other
+// member, or none renewed near it.
 func TestLivenessFirstSightWithClockAhead(t *testing.T) {
 	const grace, interval = 30 * time.Second, 10 * time.Second
 	id := identity.Identity{ClusterSetID: "set", ClusterID: "cls-a"}
@@ -115,6 +117,23 @@ func TestLivenessFirstSightWithClockAhead(t *testing.T) {
 			if l.Alive("cls-old") {
 				t.Errorf("renewing %t, +%ds: cls-old, an hour older than the others, is alive", renewing, s)
 			}
+		}
+	}
+}
+
+func TestLivenessFirstSightNeedsAnotherMember(t *testing.T) {
+	const grace, interval = 30 * time.Second, 10 * time.Second
+	id := identity.Identity{ClusterSetID: "set", ClusterID: "cls-a"}
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for name, beats := range map[string]map[string]time.Time{
+		"alone":               {"cls-a": now, "cls-old": now.Add(-time.Hour)},
+		"with one even older": {"cls-a": now, "cls-old": now.Add(-time.Hour), "cls-older": now.Add(-2 * time.Hour)},
+	} {
+		l := New(identity.Fixed(id), nil, Options{GracePeriod: grace, HeartbeatInterval: interval})
+		l.id = id
+		l.updateLiveness(context.Background(), registrytest.NewMemoryStore().Registry("set", "cls-a"), id, beats, now)
+		if l.Alive("cls-old") {
+			t.Errorf("%s: cls-old, an hour old and vouched for by nobody near it, is alive at first sight", name)
 		}
 	}
 }
