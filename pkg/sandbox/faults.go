@@ -2,7 +2,7 @@ package sandbox
 
 // Faults a test does to a running sandbox, to prove what docs/reliability.md
 // claims: a process paused (a hung server: connections are accepted and
-// never answered), stopped (a server that is down: connections refused) or
+// never answered), stopped (a server that is down) or
 // restarted, a port refused to a real node's pods, every pod of a real node
 // frozen, a container's process killed.
 
@@ -85,8 +85,10 @@ func (s *Sandbox) Restart(ctx context.Context, name string, grace time.Duration)
 }
 
 // Stop stops the named process (SIGTERM, then SIGKILL after grace) and keeps
-// its record for Start: a server that is down, whose clients have their
-// connections refused (unlike Pause, where they hang).
+// its record for Start: a server that is down. Its clients on the host have
+// their connections refused (unlike Pause, where they hang); pods on real
+// nodes reach the API servers and moto through netproxy, which accepts and
+// then closes their connections, so they see them reset instead.
 func (s *Sandbox) Stop(name string, grace time.Duration) error {
 	p, err := s.process(name)
 	if err != nil {

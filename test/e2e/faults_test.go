@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilexec "k8s.io/client-go/util/exec"
+	"k8s.io/kubectl/pkg/util/podutils"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -145,7 +146,8 @@ func setupFaults(t *testing.T, env *wt.Env, writer, reader string) {
 }
 
 // testRegistryUnreachable: the registry is unreachable for 60 s (hung:
-// connections accepted and never answered; or down: connections refused)
+// connections accepted and never answered; or down: connections reset or
+// refused)
 // while writer scales shared 2 → 4 and deletes the ServiceExport of leaving.
 // Meanwhile reader keeps its imports as they were, so traffic keeps flowing
 // to live endpoints; writer's exports say Ready=False Failed, and leaving
@@ -166,10 +168,6 @@ func testRegistryUnreachable(t *testing.T, env *wt.Env, fault registryFault, wri
 		allOf(importedEverywhere(env, shared, []string{writer, reader}, 4), importedEverywhere(env, leaving, []string{writer}, 1)))
 	before := importedAddresses(t, env, reader, shared)
 	p := startProbe(t, env, reader, host)
-	start := time.Now()
-	if err := fault.begin(); err != nil {
-		t.Fatal(err)
-	}
 	ended := false
 	end := func() {
 		if !ended {
@@ -179,7 +177,13 @@ func testRegistryUnreachable(t *testing.T, env *wt.Env, fault registryFault, wri
 			}
 		}
 	}
+	// Undone even when begin fails half-way (one node of two refused), so
+	// that the tests after this one do not run with the fault in place.
 	defer end()
+	start := time.Now()
+	if err := fault.begin(); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := env.Scale(ctx, writer, wt.Namespace, shared, 4); err != nil {
 		t.Fatal(err)
@@ -263,6 +267,7 @@ func testControllerKilledDuringChurn(t *testing.T, env *wt.Env) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a third of churn's pods ready in cls2", 5*time.Minute, podsReadyAtLeast(env, "cls2", churn, replicas/3))
+	waitFor(t, "both of cls2's controller pods Ready", time.Minute, controllerPodsReady(env, "cls2", 2))
 	killed, err := env.Sandbox.KillContainerProcesses("cls2", "clusterset-cont", syscall.SIGKILL)
 	// Both replicas (config/manager), so that the leader is certainly one.
 	if err != nil || killed != 2 {
@@ -577,6 +582,24 @@ func eventOn(env *wt.Env, cluster, kind, name, reason string) wt.Condition {
 
 // controllerRestarts adds up the restarts of cluster's controller
 // containers.
+// controllerPodsReady holds once n clusterset-controller pods of cluster
+// are Ready.
+func controllerPodsReady(env *wt.Env, cluster string, n int) wt.Condition {
+	return func(ctx context.Context) (bool, string, error) {
+		var pods corev1.PodList
+		if err := env.Client(cluster).List(ctx, &pods, client.MatchingLabels{"app.kubernetes.io/name": "clusterset-controller"}); err != nil {
+			return false, "", err
+		}
+		ready := 0
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && podutils.IsPodReady(&p) {
+				ready++
+			}
+		}
+		return ready == n, fmt.Sprintf("%s: %d of %d controller pods Ready", cluster, ready, len(pods.Items)), nil
+	}
+}
+
 func controllerRestarts(t *testing.T, env *wt.Env, cluster string) int {
 	t.Helper()
 	var pods corev1.PodList
