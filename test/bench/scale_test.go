@@ -52,6 +52,8 @@ import (
 //     until both members import every service with all its endpoints;
 //   - <member>-rss-MiB and <member>-peak-rss-MiB: each controller's resident
 //     memory (VmRSS, VmHWM) once converged;
+//   - <member>-cpu-s: each controller's CPU seconds from its start until
+//     then (process_cpu_seconds_total);
 //   - restart-s: after cls2's controller is stopped (SIGTERM) and started
 //     again, until it has reconciled every service (controller-runtime's
 //     reconcile counters) and its work queues are empty;
@@ -59,6 +61,10 @@ import (
 //     restarted controller that change something (POST, PUT, PATCH,
 //     DELETE), to its cluster and to the hub, until then; Cloud Map calls
 //     are counted by clusterset_cloudmap_requests_total instead.
+//
+// BENCH_CONTROLLER_ENV adds space-separated VAR=value settings to each
+// controller's environment (GOGC=50, GOMEMLIMIT=200MiB), to measure what
+// they trade.
 //
 // One op is the whole scenario; run it with -benchtime 1x:
 //
@@ -165,6 +171,12 @@ func startScale(b *testing.B, bin, backend string) *scale {
 			m.args = append(m.args, "--registry", "cloudmap", "--cloudmap-moto-workarounds")
 			m.env = append(os.Environ(), "AWS_ENDPOINT_URL="+s.motoURL, "AWS_REGION="+cloudmaptest.Region,
 				"AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing")
+		}
+		if extra := strings.Fields(os.Getenv("BENCH_CONTROLLER_ENV")); len(extra) > 0 {
+			if m.env == nil {
+				m.env = os.Environ()
+			}
+			m.env = append(m.env, extra...)
 		}
 		s.members = append(s.members, m)
 	}
@@ -330,7 +342,15 @@ func (s *scale) run(b *testing.B, services, endpoints, namespaces int) {
 		rss, peak := memory(b, m.proc.Process.Pid)
 		b.ReportMetric(rss, m.name+"-rss-MiB")
 		b.ReportMetric(peak, m.name+"-peak-rss-MiB")
-		fmt.Fprintf(os.Stderr, "%s: %s's controller: RSS %.0f MiB, peak %.0f MiB\n", b.Name(), m.name, rss, peak)
+		// CPU from the start through convergence and the 10 s settling,
+		// for the memory/CPU trade of GOGC or GOMEMLIMIT
+		// (BENCH_CONTROLLER_ENV).
+		cpu := 0.0
+		if scraped, err := scrape(m.metrics); err == nil {
+			cpu = promtext.Sum(scraped, "process_cpu_seconds_total", nil)
+		}
+		b.ReportMetric(cpu, m.name+"-cpu-s")
+		fmt.Fprintf(os.Stderr, "%s: %s's controller: RSS %.0f MiB, peak %.0f MiB, CPU %.1f s\n", b.Name(), m.name, rss, peak, cpu)
 		m.heapProfile(b)
 	}
 
