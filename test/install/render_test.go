@@ -465,7 +465,8 @@ func TestChartNotes(t *testing.T) {
 // Every way to install gives the controller a memory limit, and the Go
 // runtime that limit as GOMEMLIMIT (from the container's own limit, through
 // the downward API), so that it collects harder before the limit instead of
-// being killed at it.
+// being killed at it, and GOGC=50 (docs/benchmarks.md: 15% less memory for
+// 13% more CPU).
 func TestMemoryLimitIsTheGoMemoryLimit(t *testing.T) {
 	for name, objs := range map[string]func(t *testing.T) []*unstructured.Unstructured{
 		"chart, hub":         func(t *testing.T) []*unstructured.Unstructured { return render(t, nil) },
@@ -490,6 +491,26 @@ func TestMemoryLimitIsTheGoMemoryLimit(t *testing.T) {
 			if !found {
 				t.Errorf("no GOMEMLIMIT in the controller's environment: %+v", c.Env)
 			}
+			if gogc := envValue(c.Env, "GOGC"); gogc != "50" {
+				t.Errorf("GOGC = %q, want 50", gogc)
+			}
 		})
 	}
+	// The chart's goGC sets it, and empty leaves Go's default.
+	for value, want := range map[any]string{"100": "100", "": ""} {
+		c := controllerContainer(t, find[appsv1.Deployment](t, render(t, map[string]any{"goGC": value}), "Deployment", "clusterset-controller"))
+		if got := envValue(c.Env, "GOGC"); got != want {
+			t.Errorf("goGC=%q: GOGC = %q, want %q", value, got, want)
+		}
+	}
+}
+
+// envValue is the value of the environment variable name, "" without it.
+func envValue(env []corev1.EnvVar, name string) string {
+	for _, e := range env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
