@@ -138,7 +138,9 @@ func holdInstances(insts map[string]instance) map[string]heldInstance {
 // order and allocates nothing: the sum of each attribute's 64-bit FNV-1a
 // hash (key, a zero byte, value). It runs for every instance written and
 // read, so hash.Hash, whose Write takes a []byte and whose use needs the
-// keys sorted, would cost dozens of allocations per instance.
+// keys sorted, would cost dozens of allocations per instance. It stays in
+// this process; instanceDigest is the digest other clusters read (change
+// beacons) and keeps its format.
 func attrsDigest(a map[string]string) uint64 {
 	const offset, prime = 14695981039346656037, 1099511628211
 	var sum uint64
@@ -180,9 +182,12 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		return err
 	}
 
+	// What will be kept of desired once written; its digests also tell
+	// which instances differ from what is held.
+	kept := holdInstances(desired)
 	var reg []instance
 	for id, in := range desired {
-		if old, ok := cur[id]; !ok || old.digest != attrsDigest(in.Attrs) {
+		if old, ok := cur[id]; !ok || old.digest != kept[id].digest {
 			reg = append(reg, in)
 		}
 	}
@@ -199,6 +204,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		// What is remembered as published keeps the held time too, so that
 		// a later repair does not write a new one.
 		desired[mid] = instance{ID: mid, Attrs: cur[mid].attrs}
+		kept[mid] = cur[mid]
 		reg = nil
 		kept := *rec
 		kept.Changed = recordChanged(cur[mid].attrs)
@@ -206,7 +212,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	}
 	done := func() {
 		r.mu.Lock()
-		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: holdInstances(desired), at: time.Now()}
+		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: kept, at: time.Now()}
 		r.mu.Unlock()
 	}
 	if len(reg) == 0 && len(dereg) == 0 {
@@ -217,7 +223,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 		if p := r.published[key]; p != nil {
 			at = p.at
 		}
-		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: holdInstances(desired), at: at}
+		r.published[key] = &pubState{rec: *rec.DeepCopy(), insts: kept, at: at}
 		r.mu.Unlock()
 		return nil
 	}
@@ -273,6 +279,7 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	}
 	if markerDropped {
 		delete(desired, mid)
+		delete(kept, mid)
 	}
 	done()
 	log.V(1).Info("published", "registered", len(reg), "deregistered", len(dereg))
