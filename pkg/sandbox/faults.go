@@ -36,13 +36,20 @@ func (s *Sandbox) ProcessesOf(cluster string) []string {
 
 // process returns the running recorded process of that name.
 func (s *Sandbox) process(name string) (*Process, error) {
+	p, err := s.lastRecord(name)
+	if err == nil && !p.running() {
+		return nil, fmt.Errorf("sandbox process %s (pid %d) is not running", name, p.PID)
+	}
+	return p, err
+}
+
+// lastRecord returns the latest record of the process of that name, running
+// or not.
+func (s *Sandbox) lastRecord(name string) (*Process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := len(s.Processes) - 1; i >= 0; i-- {
 		if p := s.Processes[i]; p.Name == name {
-			if !p.running() {
-				return nil, fmt.Errorf("sandbox process %s (pid %d) is not running", name, p.PID)
-			}
 			return p, nil
 		}
 	}
@@ -100,16 +107,9 @@ func (s *Sandbox) Stop(name string, grace time.Duration) error {
 // Start runs the named process, stopped by Stop, again with the same command
 // line, environment and log file. It fails when the process still runs.
 func (s *Sandbox) Start(name string) error {
-	s.mu.Lock()
-	var p *Process
-	for i := len(s.Processes) - 1; i >= 0 && p == nil; i-- {
-		if s.Processes[i].Name == name {
-			p = s.Processes[i]
-		}
-	}
-	s.mu.Unlock()
-	if p == nil {
-		return fmt.Errorf("the sandbox has no process %s", name)
+	p, err := s.lastRecord(name)
+	if err != nil {
+		return err
 	}
 	if p.running() {
 		return fmt.Errorf("sandbox process %s (pid %d) is running: Stop it first", name, p.PID)
@@ -144,7 +144,7 @@ func (s *Sandbox) RefusePort(ctx context.Context, cluster string, port int, refu
 	if c == nil || s.Nodes != NodesReal {
 		return fmt.Errorf("cluster %s has no real node", cluster)
 	}
-	node := s.Network.Prefix + "-" + c.Name
+	node := s.nodeNetns(c)
 	if !refuse {
 		err := run(ctx, inNetns(node, "nft", "delete", "table", "inet", faultTable)...)
 		if err != nil && !strings.Contains(err.Error(), "No such file") {

@@ -63,6 +63,9 @@ func networkPrefix(dir string) string {
 
 func netnsPath(name string) string { return filepath.Join("/var/run/netns", name) }
 
+// nodeNetns names the network namespace of cluster c's real node.
+func (s *Sandbox) nodeNetns(c *Cluster) string { return s.Network.Prefix + "-" + c.Name }
+
 // realNodeAddress is node I's address on its link to the vpc namespace, and
 // the address of the kube-apiserver it advertises to pods.
 func realNodeAddress(i int) string { return fmt.Sprintf("172.16.%d.10", i) }
@@ -127,7 +130,7 @@ func (s *Sandbox) setupNetwork(ctx context.Context, env *upEnv) error {
 		}
 	}
 	for _, c := range s.Clusters {
-		node := n.Prefix + "-" + c.Name
+		node := s.nodeNetns(c)
 		if err := addNS(node); err != nil {
 			return err
 		}

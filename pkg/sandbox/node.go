@@ -118,7 +118,7 @@ func (s *Sandbox) cgroupRoot(c *Cluster) string {
 func (s *Sandbox) startNetproxy(ctx context.Context, env *upEnv, binary string) error {
 	var cfg netproxy.Config
 	for _, c := range s.Clusters {
-		ns := netnsPath(s.Network.Prefix + "-" + c.Name)
+		ns := netnsPath(s.nodeNetns(c))
 		cfg.Forwards = append(cfg.Forwards, netproxy.Forward{
 			NetNS:  ns,
 			Listen: fmt.Sprintf("%s:%d", realNodeAddress(c.Index), c.Ports.APIServer),
@@ -218,7 +218,7 @@ func lockKubeletStart(ctx context.Context) (func(), error) {
 // and waits until the node is Ready.
 func (s *Sandbox) startNode(ctx context.Context, env *upEnv, cl *clients, c *Cluster, step func(string, ...any)) error {
 	d := s.nodeDirs(c)
-	ns := s.Network.Prefix + "-" + c.Name
+	ns := s.nodeNetns(c)
 	for _, dir := range []string{d.base, d.run, d.cniConf, d.kubeletDir, d.podLogs} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
