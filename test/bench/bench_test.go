@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -350,12 +351,33 @@ func (e *env) burst(b *testing.B, n int) {
 	e.cls1.api.Reset()
 	e.cls2.api.Reset()
 	e.profileAPIServers(b, b.Name(), 20*time.Second)
+	profileSelf(b.Name(), 20*time.Second)
 	before := e.mark()
+	cpu0 := cpuByProcess()
+	served0 := e.servedRequests()
 	b.StartTimer()
 	t0 := time.Now()
 	mustCreate(b, e.cls1.admin, exports...)
 	exp := e.until(b, "imported", n, t0, imported(want))
 	b.StopTimer()
+	// Where the machine's CPU went until all were imported: the API
+	// servers, etcd, and this process (the controllers of both members,
+	// and the benchmark's clients and informers). What the API servers
+	// and their etcds used, spread over every core, is how long the burst
+	// would take if they had the machine to themselves: a floor that no
+	// controller making these requests can beat here.
+	used := cpuUsed(cpu0, cpuByProcess())
+	each, total := formatCPU(used, exp)
+	floor := (used["kube-apiserver"] + used["etcd"]) / float64(runtime.NumCPU())
+	fmt.Fprintf(os.Stderr, "burst: CPU until imported: %.1f s (%.2f cores): %s; the API servers' and etcds' share alone takes %.1f s on %d cores\n",
+		total, total/exp.Seconds(), each, floor, runtime.NumCPU())
+	b.ReportMetric(total/float64(n)*1000, "cpu-ms/service")
+	b.ReportMetric(floor, "apiserver-floor-s")
+	for i, m := range []*member{e.cls1, e.cls2} {
+		if after, err := servedRequests(m.config); err == nil && served0[i] != nil {
+			fmt.Fprintf(os.Stderr, "burst: %s's API server served, per service, until imported: %s\n", m.name, requestsSince(served0[i], after, n))
+		}
+	}
 	// What the burst cost in registry calls, idle calls included (the
 	// heartbeats and polls of the burst's duration).
 	for _, m := range []struct {

@@ -25,6 +25,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -274,6 +275,11 @@ func startController(b *testing.B, cfg *rest.Config, m *member, factory registry
 // watchImports keeps an informer on cls2's EndpointSlices in ns, the way a
 // consumer (kube-proxy, CoreDNS) sees imports.
 func (e *env) watchImports(b *testing.B, cfg *rest.Config) {
+	// In protobuf, as kube-proxy and CoreDNS watch: the API server encodes
+	// each event once per encoding its watchers ask for, and the
+	// controllers' informers ask for protobuf too.
+	cfg = rest.CopyConfig(cfg)
+	cfg.ContentType = runtime.ContentTypeProtobuf
 	f := informers.NewSharedInformerFactoryWithOptions(kubernetes.NewForConfigOrDie(cfg), 0, informers.WithNamespace(ns))
 	inf := f.Discovery().V1().EndpointSlices()
 	signal := func() {
