@@ -1,8 +1,10 @@
 package integration
 
-// This file's name puts it last: go test runs a package's tests in the order
-// of their files' names, and this test compares the calls that every test
-// before it made with the shipped RBAC.
+// TestShippedRBACIsWhatTheCodeCalls compares the calls that every other test
+// of the package made with the shipped RBAC, so it runs last: it is the
+// package's only parallel test, and go test starts the parallel top-level
+// tests once every other one has returned, whatever their order (-shuffle
+// included).
 
 import (
 	"flag"
@@ -53,6 +55,9 @@ func TestShippedRBACIsWhatTheCodeCalls(t *testing.T) {
 	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
 		t.Skip("compares the calls of the whole package's tests; run without -run")
 	}
+	// Waits until every other (sequential) test of the package has
+	// returned. Another parallel test would run alongside: there is none.
+	t.Parallel()
 	role := shippedRBAC[rbacv1.ClusterRole](t, "role.yaml")
 	leader := shippedRBAC[rbacv1.Role](t, "leader_election_role.yaml")
 	calls := controllerCalls.Calls()
