@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -22,10 +23,12 @@ import (
 
 // cpuByProcess returns the CPU seconds (user and system) used so far by this
 // process, which runs the controllers and the benchmark's own clients, under
-// "bench", and by its child processes, summed by command name
-// ("kube-apiserver", "etcd", "python3" for moto). A child that has exited is
+// "bench", and by its child processes, by command name: "kube-apiserver
+// cls1" and "etcd cls1" for the control plane of the member whose API
+// server listens on a port that members maps to its name, the bare command
+// name for any other ("python3" for moto). A child that has exited is
 // missing. On a system without /proc it returns nil.
-func cpuByProcess() map[string]float64 {
+func cpuByProcess(members map[string]string) map[string]float64 {
 	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return nil
@@ -35,6 +38,12 @@ func cpuByProcess() map[string]float64 {
 		return nil
 	}
 	self := os.Getpid()
+	type child struct {
+		comm string
+		args []string
+		cpu  float64
+	}
+	var children []child
 	out := map[string]float64{}
 	for _, p := range procs {
 		st, err := p.Stat()
@@ -45,10 +54,63 @@ func cpuByProcess() map[string]float64 {
 		case p.PID == self:
 			out["bench"] += st.CPUTime()
 		case st.PPID == self:
-			out[st.Comm] += st.CPUTime()
+			args, _ := p.CmdLine()
+			children = append(children, child{st.Comm, args, st.CPUTime()})
 		}
 	}
+	// An API server names its etcd's client port; its etcd listens on it.
+	etcdOf := map[string]string{}
+	for _, c := range children {
+		if m := members[flagPort(c.args, "--secure-port")]; c.comm == "kube-apiserver" && m != "" {
+			etcdOf[flagPort(c.args, "--etcd-servers")] = m
+		}
+	}
+	for _, c := range children {
+		m := ""
+		switch c.comm {
+		case "kube-apiserver":
+			m = members[flagPort(c.args, "--secure-port")]
+		case "etcd":
+			m = etcdOf[flagPort(c.args, "--listen-client-urls")]
+		}
+		name := c.comm
+		if m != "" {
+			name += " " + m
+		}
+		out[name] += c.cpu
+	}
 	return out
+}
+
+// flagPort returns the port of flag in args ("--secure-port=6443", or
+// "--etcd-servers=http://127.0.0.1:2379" and its first URL), "" when args
+// lack it.
+func flagPort(args []string, flag string) string {
+	for _, a := range args {
+		v, ok := strings.CutPrefix(a, flag+"=")
+		if !ok {
+			continue
+		}
+		v, _, _ = strings.Cut(v, ",")
+		if i := strings.LastIndex(v, ":"); i >= 0 {
+			return v[i+1:]
+		}
+		return v
+	}
+	return ""
+}
+
+// controlPlaneCPU adds up the seconds of used that went to the API servers
+// and etcds, all of them, or of member only when member is not "".
+func controlPlaneCPU(used map[string]float64, member string) float64 {
+	total := 0.0
+	for name, s := range used {
+		comm, m, _ := strings.Cut(name, " ")
+		if (comm == "kube-apiserver" || comm == "etcd") && (member == "" || m == member) {
+			total += s
+		}
+	}
+	return total
 }
 
 // cpuUsed is what each process of after used since before, in seconds.
@@ -155,6 +217,18 @@ func requestsSince(before, after map[string]float64, n int) string {
 		parts = append(parts, fmt.Sprintf("%s %.2f", k.key, k.k))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// apiPorts maps the port of each member's API server to the member's name,
+// for cpuByProcess.
+func (e *env) apiPorts() map[string]string {
+	out := map[string]string{}
+	for _, m := range []*member{e.cls1, e.cls2} {
+		if u, err := url.Parse(m.config.Host); err == nil {
+			out[u.Port()] = m.name
+		}
+	}
+	return out
 }
 
 // servedRequests is servedRequests of cls1 and cls2, nil for one that could
