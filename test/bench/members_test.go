@@ -70,10 +70,11 @@ func BenchmarkMembers(b *testing.B) {
 				mustCreate(b, m.admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 				members = append(members, m)
 			}
-			fmt.Fprintf(os.Stderr, "%s: %d members started\n", b.Name(), n)
+			fmt.Fprintf(os.Stderr, "%s: %d members started; 15 s for their first heartbeats\n", b.Name(), n)
 			time.Sleep(15 * time.Second) // first heartbeats, views synced
 
 			cpu0, req0 := hubLoad(b, hubCP.Config)
+			fmt.Fprintf(os.Stderr, "%s: measuring the idle hub for %v\n", b.Name(), idle)
 			time.Sleep(idle)
 			cpu1, req1 := hubLoad(b, hubCP.Config)
 			b.ReportMetric(100*(cpu1-cpu0)/idle.Seconds(), "hub-idle-cpu-%")
@@ -121,6 +122,7 @@ func hubLoad(b *testing.B, cfg *rest.Config) (cpuSeconds, requests float64) {
 // waitImported waits until m imports every service of want from cls1 with
 // exactly its addresses (sorted, space-separated), polling m's API server.
 func waitImported(b *testing.B, m *member, want map[string]string, t0 time.Time) {
+	printed := time.Now()
 	for {
 		var list discoveryv1.EndpointSliceList
 		if err := m.admin.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{mcsv1beta1.LabelSourceCluster: "cls1"}); err != nil {
@@ -145,6 +147,10 @@ func waitImported(b *testing.B, m *member, want map[string]string, t0 time.Time)
 		}
 		if time.Since(t0) > 5*time.Minute {
 			b.Fatalf("%s imports %d of %d services after 5m", m.name, done, len(want))
+		}
+		if time.Since(printed) >= 5*time.Second {
+			printed = time.Now()
+			fmt.Fprintf(os.Stderr, "%s: %s imports %d/%d after %v\n", b.Name(), m.name, done, len(want), time.Since(t0).Round(time.Second))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -528,6 +528,7 @@ func (s *scale) untilImported(b *testing.B, what string, t0 time.Time, services,
 // empty at two scrapes in a row.
 func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, imports, exports int) time.Duration {
 	empty := 0
+	printed := time.Now()
 	for {
 		scraped, err := scrape(m.metrics)
 		if err != nil {
@@ -548,6 +549,11 @@ func (s *scale) untilReconciled(b *testing.B, m *scaleMember, t0 time.Time, impo
 		}
 		if time.Since(t0) > 5*time.Minute {
 			b.Fatalf("%s: after 5m, %v import and %v export reconciles (want %d, %d), %v queued; log: %s", m.name, ri, re, imports, exports, depth, m.logFile)
+		}
+		if time.Since(printed) >= 5*time.Second {
+			printed = time.Now()
+			fmt.Fprintf(os.Stderr, "%s: restarted %s: %.0f/%d import and %.0f/%d export reconciles, %.0f queued, after %v\n",
+				b.Name(), m.name, ri, imports, re, exports, depth, time.Since(t0).Round(time.Second))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
