@@ -2,6 +2,9 @@
 
 package bench
 
+// What a benchmark costs the machine: the CPU of each process, and the
+// requests each API server served.
+
 import (
 	"bytes"
 	"fmt"
