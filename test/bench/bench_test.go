@@ -253,6 +253,10 @@ func (e *env) logCalls(b *testing.B, m0 mark, per string, n int) {
 // all ServiceExports are deleted at once, until cls2 imports none
 // (withdraw-s). Each service is selector-less with one EndpointSlice of 3
 // ready endpoints. BENCH_BURST sets the number of services (default 200).
+// It also reports the registry calls and the controllers' writes to their
+// API servers per service (<member>-calls/service, <member>-writes/service)
+// and where the machine's CPU went until all were imported (reportCPU), and
+// prints the requests each API server served per service.
 // One op is one burst; run it with -benchtime 1x:
 //
 //	go test -tags bench -run '^$' -bench BenchmarkBurst -benchtime 1x -timeout 30m ./test/bench/
@@ -345,39 +349,49 @@ func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(go
 	}
 }
 
+// reportCPU prints where the machine's CPU went during a burst of n
+// services that took d (used, by process: the API servers, etcd, and this
+// process, which runs the controllers of both members and the benchmark's
+// clients and informers), and reports:
+//   - cpu-per-service-ms: all of it, per service;
+//   - apiserver-floor-s: what the API servers and etcds used, over the
+//     cores this process may use. An estimate of how long the burst would
+//     take if they had the machine to themselves and the controllers cost
+//     nothing, with this request mix; it includes their background work,
+//     and CPU time on shared cores is inflated by contention;
+//   - <member>-controlplane-cpu-s: the seconds of each member's API server
+//     and etcd, what it would need on a control plane of its own.
+func (e *env) reportCPU(b *testing.B, n int, d time.Duration, used map[string]float64) {
+	cores := runtime.GOMAXPROCS(0) // the cgroup's CPU limit, when it has one
+	each, total := formatCPU(used, d)
+	floor := controlPlaneCPU(used, "") / float64(cores)
+	fmt.Fprintf(os.Stderr, "burst: CPU until imported: %.1f s (%.2f cores): %s; the API servers' and etcds' share alone takes %.1f s on %d cores\n",
+		total, total/d.Seconds(), each, floor, cores)
+	b.ReportMetric(total/float64(n)*1000, "cpu-per-service-ms")
+	b.ReportMetric(floor, "apiserver-floor-s")
+	for _, m := range []*member{e.cls1, e.cls2} {
+		b.ReportMetric(controlPlaneCPU(used, m.name), m.name+"-controlplane-cpu-s")
+	}
+}
+
 func (e *env) burst(b *testing.B, n int) {
 	b.StopTimer()
 	exports, want := e.servicesToExport(b, "burst", n)
 	e.cls1.api.Reset()
 	e.cls2.api.Reset()
 	e.profileAPIServers(b, b.Name(), 20*time.Second)
-	profileSelf(b.Name(), 20*time.Second)
+	stopProfile := profileSelf(b.Name(), 20*time.Second)
 	before := e.mark()
 	cpu0 := cpuByProcess(e.apiPorts())
-	served0 := e.servedRequests()
+	served0 := e.servedByMember()
 	b.StartTimer()
 	t0 := time.Now()
 	mustCreate(b, e.cls1.admin, exports...)
 	exp := e.until(b, "imported", n, t0, imported(want))
 	b.StopTimer()
-	// Where the machine's CPU went until all were imported: the API
-	// servers, etcd, and this process (the controllers of both members,
-	// and the benchmark's clients and informers). What the API servers
-	// and their etcds used, spread over every core, is how long the burst
-	// would take if they had the machine to themselves: a floor that no
-	// controller making these requests can beat here.
-	used := cpuUsed(cpu0, cpuByProcess(e.apiPorts()))
-	each, total := formatCPU(used, exp)
-	floor := controlPlaneCPU(used, "") / float64(runtime.NumCPU())
-	fmt.Fprintf(os.Stderr, "burst: CPU until imported: %.1f s (%.2f cores): %s; the API servers' and etcds' share alone takes %.1f s on %d cores\n",
-		total, total/exp.Seconds(), each, floor, runtime.NumCPU())
-	b.ReportMetric(total/float64(n)*1000, "cpu-ms/service")
-	b.ReportMetric(floor, "apiserver-floor-s")
-	for _, m := range []*member{e.cls1, e.cls2} {
-		// What each member's control plane would need on its own
-		// machine: the burst's floor on separate control planes is the
-		// larger of the two over that machine's cores.
-		b.ReportMetric(controlPlaneCPU(used, m.name), m.name+"-apiserver-cpu-s")
+	stopProfile()
+	if cpu0 != nil {
+		e.reportCPU(b, n, exp, cpuUsed(cpu0, cpuByProcess(e.apiPorts())))
 	}
 	for i, m := range []*member{e.cls1, e.cls2} {
 		if after, err := servedRequests(m.config); err == nil && served0[i] != nil {

@@ -24,7 +24,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -279,7 +279,7 @@ func (e *env) watchImports(b *testing.B, cfg *rest.Config) {
 	// each event once per encoding its watchers ask for, and the
 	// controllers' informers ask for protobuf too.
 	cfg = rest.CopyConfig(cfg)
-	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.ContentType = k8sruntime.ContentTypeProtobuf
 	f := informers.NewSharedInformerFactoryWithOptions(kubernetes.NewForConfigOrDie(cfg), 0, informers.WithNamespace(ns))
 	inf := f.Discovery().V1().EndpointSlices()
 	signal := func() {

@@ -16,22 +16,31 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/procfs"
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterset/clusterset/internal/promtext"
 )
 
-// cpuByProcess returns the CPU seconds (user and system) used so far by this
-// process, which runs the controllers and the benchmark's own clients, under
-// "bench", and by its child processes, by command name: "kube-apiserver
+// procCPU is one process's CPU seconds (user and system) so far, and the
+// name it is reported under.
+type procCPU struct {
+	name string
+	cpu  float64
+}
+
+// cpuByProcess returns, by PID, the CPU seconds used so far by this process,
+// which runs the controllers and the benchmark's own clients, named
+// "bench", and by its child processes, named by command: "kube-apiserver
 // cls1" and "etcd cls1" for the control plane of the member whose API
 // server listens on a port that members maps to its name, the bare command
 // name for any other ("python3" for moto). A child that has exited is
-// missing. On a system without /proc it returns nil.
-func cpuByProcess(members map[string]string) map[string]float64 {
+// missing. Without /proc it returns nil.
+func cpuByProcess(members map[string]string) map[int]procCPU {
 	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return nil
@@ -42,26 +51,27 @@ func cpuByProcess(members map[string]string) map[string]float64 {
 	}
 	self := os.Getpid()
 	type child struct {
+		pid  int
 		comm string
 		args []string
 		cpu  float64
 	}
 	var children []child
-	out := map[string]float64{}
+	out := map[int]procCPU{}
 	for _, p := range procs {
 		st, err := p.Stat()
 		if err != nil {
-			continue
+			continue // exited meanwhile
 		}
 		switch {
 		case p.PID == self:
-			out["bench"] += st.CPUTime()
+			out[p.PID] = procCPU{"bench", st.CPUTime()}
 		case st.PPID == self:
 			args, _ := p.CmdLine()
-			children = append(children, child{st.Comm, args, st.CPUTime()})
+			children = append(children, child{p.PID, st.Comm, args, st.CPUTime()})
 		}
 	}
-	// An API server names its etcd's client port; its etcd listens on it.
+	// An API server names its etcd's client URL; its etcd listens on it.
 	etcdOf := map[string]string{}
 	for _, c := range children {
 		if m := members[flagPort(c.args, "--secure-port")]; c.comm == "kube-apiserver" && m != "" {
@@ -80,14 +90,15 @@ func cpuByProcess(members map[string]string) map[string]float64 {
 		if m != "" {
 			name += " " + m
 		}
-		out[name] += c.cpu
+		out[c.pid] = procCPU{name, c.cpu}
 	}
 	return out
 }
 
-// flagPort returns the port of flag in args ("--secure-port=6443", or
-// "--etcd-servers=http://127.0.0.1:2379" and its first URL), "" when args
-// lack it.
+// flagPort returns the port that flag has in args, in the form
+// "--flag=value": value itself ("--secure-port=6443"), or the port of its
+// first URL ("--etcd-servers=http://127.0.0.1:2379,…"). "" when args lack
+// the flag or its value has no port.
 func flagPort(args []string, flag string) string {
 	for _, a := range args {
 		v, ok := strings.CutPrefix(a, flag+"=")
@@ -95,12 +106,26 @@ func flagPort(args []string, flag string) string {
 			continue
 		}
 		v, _, _ = strings.Cut(v, ",")
-		if i := strings.LastIndex(v, ":"); i >= 0 {
-			return v[i+1:]
+		if !strings.Contains(v, "://") {
+			return v
 		}
-		return v
+		if u, err := url.Parse(v); err == nil {
+			return u.Port()
+		}
+		return ""
 	}
 	return ""
+}
+
+// cpuUsed is what the processes of after used since before, in seconds, by
+// name. A process is compared with itself (by PID): one that started in
+// between counts from 0, one that exited in between is missing.
+func cpuUsed(before, after map[int]procCPU) map[string]float64 {
+	out := map[string]float64{}
+	for pid, a := range after {
+		out[a.name] += a.cpu - before[pid].cpu
+	}
+	return out
 }
 
 // controlPlaneCPU adds up the seconds of used that went to the API servers
@@ -114,15 +139,6 @@ func controlPlaneCPU(used map[string]float64, member string) float64 {
 		}
 	}
 	return total
-}
-
-// cpuUsed is what each process of after used since before, in seconds.
-func cpuUsed(before, after map[string]float64) map[string]float64 {
-	out := map[string]float64{}
-	for name, s := range after {
-		out[name] = s - before[name]
-	}
-	return out
 }
 
 // formatCPU formats used, in seconds over d, as "kube-apiserver 40.1 s
@@ -139,38 +155,43 @@ func formatCPU(used map[string]float64, d time.Duration) (string, float64) {
 	return strings.Join(parts, ", "), total
 }
 
-// profileSelf, when BENCH_PROFILE_DIR is set, records a CPU profile of this
+// profileSelf, when BENCH_PROFILE_DIR is set, starts a CPU profile of this
 // process (the controllers of both members and the benchmark's clients)
-// for d, in the background, as <name>-bench.pprof in that directory.
-func profileSelf(name string, d time.Duration) {
+// into <name>-bench.pprof in that directory, for d at most, and returns the
+// function that stops it sooner (safe to call more than once, and when no
+// profile was started).
+func profileSelf(name string, d time.Duration) (stop func()) {
 	dir := os.Getenv("BENCH_PROFILE_DIR")
 	if dir == "" {
-		return
+		return func() {}
 	}
 	file := filepath.Join(dir, strings.ReplaceAll(name, "/", "_")+"-bench.pprof")
 	f, err := os.Create(file)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "profile of the benchmark process: %v\n", err)
-		return
+		return func() {}
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		// go test -cpuprofile holds the profiler already.
 		fmt.Fprintf(os.Stderr, "profile of the benchmark process: %v\n", err)
 		f.Close()
-		return
+		os.Remove(file)
+		return func() {}
 	}
-	go func() {
-		time.Sleep(d)
-		pprof.StopCPUProfile()
-		f.Close()
-		fmt.Fprintf(os.Stderr, "CPU profile of the benchmark process: %s\n", file)
-	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			fmt.Fprintf(os.Stderr, "CPU profile of the benchmark process: %s\n", file)
+		})
+	}
+	time.AfterFunc(d, stop)
+	return stop
 }
 
-// servedRequests reads, from the /metrics of the API server at cfg, how many
-// requests it has served so far (apiserver_request_total), by "VERB
-// resource[/subresource]", watches included.
-func servedRequests(cfg *rest.Config) (map[string]float64, error) {
+// apiServerMetrics reads the /metrics of the API server at cfg.
+func apiServerMetrics(cfg *rest.Config) (map[string]*dto.MetricFamily, error) {
 	rc, err := rest.RESTClientFor(withoutTimeout(cfg))
 	if err != nil {
 		return nil, err
@@ -179,7 +200,15 @@ func servedRequests(cfg *rest.Config) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	scraped, err := promtext.Parse(bytes.NewReader(raw))
+	return promtext.Parse(bytes.NewReader(raw))
+}
+
+// servedRequests reads, from the /metrics of the API server at cfg, how many
+// requests it has served so far (apiserver_request_total), by "VERB
+// resource[/subresource]", watches included, with the HTTP code appended
+// to those not answered 2xx ("PUT serviceimports/status 409").
+func servedRequests(cfg *rest.Config) (map[string]float64, error) {
+	scraped, err := apiServerMetrics(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -193,14 +222,18 @@ func servedRequests(cfg *rest.Config) (map[string]float64, error) {
 		if l["subresource"] != "" {
 			key += "/" + l["subresource"]
 		}
+		if !strings.HasPrefix(l["code"], "2") {
+			key += " " + l["code"]
+		}
 		out[key] += m.GetCounter().GetValue()
 	}
 	return out, nil
 }
 
 // requestsSince formats the requests of after not in before, per service
-// (n), largest first: "POST events 3.00, PUT serviceimports 2.00, …". Kinds
-// under 0.01 per service are left out.
+// (n), largest first: "19.00 in all, POST events 3.00, PUT serviceimports
+// 2.00, …". Kinds under 0.01 per service count in the total but are not
+// listed.
 func requestsSince(before, after map[string]float64, n int) string {
 	type kind struct {
 		key string
@@ -209,9 +242,10 @@ func requestsSince(before, after map[string]float64, n int) string {
 	var kinds []kind
 	total := 0.0
 	for key, v := range after {
-		if k := (v - before[key]) / float64(n); k >= 0.01 {
+		k := (v - before[key]) / float64(n)
+		total += k
+		if k >= 0.01 {
 			kinds = append(kinds, kind{key, k})
-			total += k
 		}
 	}
 	sort.Slice(kinds, func(i, j int) bool { return kinds[i].k > kinds[j].k })
@@ -227,16 +261,16 @@ func requestsSince(before, after map[string]float64, n int) string {
 func (e *env) apiPorts() map[string]string {
 	out := map[string]string{}
 	for _, m := range []*member{e.cls1, e.cls2} {
-		if u, err := url.Parse(m.config.Host); err == nil {
+		if u, err := url.Parse(m.config.Host); err == nil && u.Port() != "" {
 			out[u.Port()] = m.name
 		}
 	}
 	return out
 }
 
-// servedRequests is servedRequests of cls1 and cls2, nil for one that could
+// servedByMember is servedRequests of cls1 and cls2, nil for one that could
 // not be read (with a line on stderr).
-func (e *env) servedRequests() [2]map[string]float64 {
+func (e *env) servedByMember() [2]map[string]float64 {
 	var out [2]map[string]float64
 	for i, m := range []*member{e.cls1, e.cls2} {
 		got, err := servedRequests(m.config)

@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"sort"
@@ -104,15 +103,7 @@ func BenchmarkMembers(b *testing.B) {
 // hubLoad reads the hub API server's CPU seconds and served requests so far
 // from its /metrics.
 func hubLoad(b *testing.B, cfg *rest.Config) (cpuSeconds, requests float64) {
-	rc, err := rest.RESTClientFor(withoutTimeout(cfg))
-	if err != nil {
-		b.Fatal(err)
-	}
-	raw, err := rc.Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	scraped, err := promtext.Parse(bytes.NewReader(raw))
+	scraped, err := apiServerMetrics(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
