@@ -27,9 +27,7 @@ import (
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 )
 
 // BenchmarkClusterset runs, for each backend, on one clusterset:
@@ -460,22 +458,11 @@ func (e *env) burst(b *testing.B, n int) {
 // importedAll is what cls2 imports from cls1, by service: the sorted
 // addresses of its imported EndpointSlices.
 func (e *env) importedAll() map[string]string {
-	sel := labels.SelectorFromSet(labels.Set{mcsv1beta1.LabelSourceCluster: "cls1"})
-	list, err := e.slices.EndpointSlices(ns).List(sel)
-	if err != nil {
-		return nil
-	}
-	by := map[string][]string{}
-	for _, s := range list {
-		svc := s.Labels[mcsv1beta1.LabelServiceName]
-		for _, ep := range s.Endpoints {
-			by[svc] = append(by[svc], ep.Addresses...)
-		}
-	}
 	out := map[string]string{}
-	for svc, a := range by {
-		sort.Strings(a)
-		out[svc] = strings.Join(a, " ")
+	for _, svc := range e.byName.ListIndexFuncValues(importedFrom) {
+		if a := e.importedAddresses(svc); a != "" {
+			out[svc] = a
+		}
 	}
 	return out
 }
