@@ -29,7 +29,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -160,7 +159,6 @@ type env struct {
 	quiet     time.Duration // settle time before idle is measured
 	jitterMax time.Duration // upper bound of the random pause between ops
 
-	slices  discoverylisters.EndpointSliceLister
 	byName  cache.Indexer // cls2's slices by the imported service's name (importedFrom)
 	changed chan struct{} // signalled on every event of cls2's slices
 
@@ -307,7 +305,6 @@ func (e *env) watchImports(b *testing.B, cfg *rest.Config) {
 	}}); err != nil {
 		b.Fatal(err)
 	}
-	e.slices = inf.Lister()
 	e.byName = inf.Informer().GetIndexer()
 	stop := make(chan struct{})
 	f.Start(stop)
