@@ -41,11 +41,10 @@ func (r *Registry) registerSystem(ctx context.Context, service string, in instan
 	if r.opts.MotoWorkarounds {
 		// Without this, moto keeps every version and DiscoverInstances (at
 		// most 1,000 results) would eventually stop returning the newest.
-		if err := r.deregister(ctx, svc.ID, in.ID); err != nil && !isCode(err, "ServiceNotFound") {
-			return err
-		}
+		err = r.replaceOnMoto(ctx, svc.ID, in, true)
+	} else {
+		err = r.register(ctx, svc.ID, in)
 	}
-	err = r.register(ctx, svc.ID, in)
 	if isCode(err, "ServiceNotFound") {
 		r.forgetService(ns, service)
 	}
@@ -68,4 +67,38 @@ func (r *Registry) Liveness(ctx context.Context) (map[string]registry.Heartbeat,
 		out[hb.ClusterID] = hb
 	}
 	return out, nil
+}
+
+// replaceOnMoto replaces instance in of the service with ID serviceID on
+// moto (MotoWorkarounds), which keeps every registration of an instance ID
+// where Cloud Map replaces it: it deregisters the old version, then
+// registers in. A deregistration refused with ServiceNotFound is ignored
+// when missingServiceOK (the register then reports it).
+//
+// Once started, the pair is finished even when ctx ends in between (a
+// controller stopping), for up to RequestTimeout after ctx ends: stopped
+// half-way, it would leave no version at all, which readers take for a
+// withdrawn endpoint or, for a heartbeat, a cluster that never renewed one.
+// Cloud Map itself replaces in one call and has no such gap.
+func (r *Registry) replaceOnMoto(ctx context.Context, serviceID string, in instance, missingServiceOK bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := outliving(ctx, r.opts.RequestTimeout)
+	defer cancel()
+	if err := r.deregister(ctx, serviceID, in.ID); err != nil && !(missingServiceOK && isCode(err, "ServiceNotFound")) {
+		return err
+	}
+	return r.register(ctx, serviceID, in)
+}
+
+// outliving returns a context with ctx's values that ends grace after ctx
+// does, or when its cancel function is called.
+func outliving(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return out, func() {
+		stop()
+		cancel()
+	}
 }

@@ -250,12 +250,12 @@ func (r *Registry) apply(ctx context.Context, ns nsInfo, svc svcInfo, rec *regis
 	markerDropped := false
 	var dmu sync.Mutex
 	err = r.parallel(ctx, len(reg), func(ctx context.Context, i int) error {
+		var err error
 		if _, exists := cur[reg[i].ID]; (exists || repairing) && r.opts.MotoWorkarounds {
-			if err := r.deregister(ctx, svc.ID, reg[i].ID); err != nil {
-				return err
-			}
+			err = r.replaceOnMoto(ctx, svc.ID, reg[i], false)
+		} else {
+			err = r.register(ctx, svc.ID, reg[i])
 		}
-		err := r.register(ctx, svc.ID, reg[i])
 		if err != nil && reg[i].ID == mid && isCode(err, "InvalidInput") && len(desired) > 1 {
 			// A service created by someone else with DNS records rejects an
 			// instance without an IP. Readers then take the service-level
