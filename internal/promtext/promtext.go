@@ -93,17 +93,21 @@ func total(m *dto.Metric) float64 {
 	return m.GetSummary().GetSampleSum()
 }
 
+// Label returns the value of m's label name, "" when m has no such label
+// (as in PromQL, where a missing label and an empty one are the same).
+func Label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
 // matches reports whether m has every label value of want.
 func matches(m *dto.Metric, want map[string]string) bool {
 	for name, v := range want {
-		got := ""
-		for _, l := range m.GetLabel() {
-			if l.GetName() == name {
-				got = l.GetValue()
-				break
-			}
-		}
-		if got != v {
+		if Label(m, name) != v {
 			return false
 		}
 	}

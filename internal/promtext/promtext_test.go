@@ -85,3 +85,24 @@ func TestParseRefusesWhatIsNotAnExposition(t *testing.T) {
 		t.Error("no error for a sample whose value is not a number")
 	}
 }
+
+// TestLabel reads a sample's label values; a label the sample lacks reads
+// as "".
+func TestLabel(t *testing.T) {
+	families, err := Parse(strings.NewReader(exposition))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range families["controller_runtime_reconcile_total"].GetMetric() {
+		got[Label(m, "controller")+"/"+Label(m, "result")+"/"+Label(m, "missing")] = ""
+	}
+	for _, want := range []string{"export/success/", "export/error/", "imports/success/", "imports/requeue_after/"} {
+		if _, ok := got[want]; !ok {
+			t.Errorf("labels read %v, want %q among them", got, want)
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("labels read %v, want 4 samples", got)
+	}
+}

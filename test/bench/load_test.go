@@ -214,16 +214,12 @@ func servedRequests(cfg *rest.Config) (map[string]float64, error) {
 	}
 	out := map[string]float64{}
 	for _, m := range scraped["apiserver_request_total"].GetMetric() {
-		l := map[string]string{}
-		for _, p := range m.GetLabel() {
-			l[p.GetName()] = p.GetValue()
+		key := promtext.Label(m, "verb") + " " + promtext.Label(m, "resource")
+		if sub := promtext.Label(m, "subresource"); sub != "" {
+			key += "/" + sub
 		}
-		key := l["verb"] + " " + l["resource"]
-		if l["subresource"] != "" {
-			key += "/" + l["subresource"]
-		}
-		if !strings.HasPrefix(l["code"], "2") {
-			key += " " + l["code"]
+		if code := promtext.Label(m, "code"); !strings.HasPrefix(code, "2") {
+			key += " " + code
 		}
 		out[key] += m.GetCounter().GetValue()
 	}

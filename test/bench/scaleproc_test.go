@@ -78,12 +78,7 @@ func cloudMapWrites(scraped map[string]*dto.MetricFamily) float64 {
 	by := map[string]float64{}
 	total := 0.0
 	for _, m := range scraped["clusterset_cloudmap_requests_total"].GetMetric() {
-		op := ""
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "operation" {
-				op = l.GetValue()
-			}
-		}
+		op := promtext.Label(m, "operation")
 		if op == "" || strings.HasPrefix(op, "Get") || strings.HasPrefix(op, "List") || strings.HasPrefix(op, "Discover") {
 			continue
 		}
