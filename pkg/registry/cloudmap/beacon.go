@@ -61,8 +61,16 @@ const (
 	// generation: the beacon write that announced it first).
 	attrChangeServices = "CHANGE_SERVICES"
 	// attrChangeSince is the generation after which CHANGE_SERVICES names
-	// every change of the writer in the namespace; empty when it cannot.
+	// every change of the writer in the namespace; empty when it cannot, or
+	// restartSince.
 	attrChangeSince = "CHANGE_SINCE"
+	// restartSince, as CHANGE_SINCE, says that a new process of the writer
+	// started: its previous one may have died between writing instances
+	// and announcing them, so readers check every service of the namespace
+	// (announceRestart). Readers of earlier versions cannot parse it and
+	// check the namespace too, the way they check any list they cannot
+	// trust.
+	restartSince = "restart"
 	// attrChangeWriter identifies the process that wrote the beacon (random
 	// per process), so that a reader compares generations of one writer
 	// only (two replicas, or a restarted process whose clock is behind,
@@ -97,6 +105,9 @@ type beaconState struct {
 	// first. Both guarded by Registry.mu.
 	pending map[string]string
 	history []beaconWrite
+	// restart makes the next write say CHANGE_SINCE=restartSince; guarded
+	// by Registry.mu.
+	restart bool
 }
 
 // beaconWrite is one successful beacon write: its generation and the
@@ -222,6 +233,57 @@ func instanceDigest(insts map[string]instance) string {
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
+// announceRestart runs once per process, after the first poll has read
+// every service: it re-registers this cluster's beacon of every namespace a
+// previous process of this cluster may have written into (those holding one
+// of its beacons or one of its instances) with CHANGE_SINCE=restartSince.
+// A process that dies between writing instances and registering the beacon
+// that announces them leaves writes no reader would see before its full
+// resync; this process cannot know which they were, so it has the readers
+// check those namespaces in full once. It costs one beacon write per such
+// namespace at each start, nothing on a first start, and nothing in a
+// namespace where this process wrote a beacon already (its first one there
+// had an empty CHANGE_SINCE, which makes readers check the namespace too);
+// failed writes are retried at the next poll like any beacon write.
+func (r *Registry) announceRestart(ctx context.Context) {
+	r.pollMu.Lock()
+	nss := maps.Clone(r.ps.ownNS)
+	r.pollMu.Unlock()
+	r.view.mu.RLock()
+	for k, s := range r.view.services {
+		for _, c := range s.owners {
+			if c == r.opts.ClusterID {
+				nss[k.Namespace] = true
+				break
+			}
+		}
+	}
+	r.view.mu.RUnlock()
+	r.mu.Lock()
+	for ns := range nss {
+		b := r.beacons[ns]
+		if b != nil && b.want > 0 {
+			// This process has announced changes there already, and its
+			// first beacon write there left CHANGE_SINCE empty: readers
+			// checked the whole namespace then.
+			delete(nss, ns)
+			continue
+		}
+		if b == nil {
+			b = &beaconState{pending: map[string]string{}}
+			r.beacons[ns] = b
+		}
+		b.restart = true
+		b.want++
+	}
+	r.mu.Unlock()
+	if len(nss) == 0 {
+		return
+	}
+	r.log.Info("announcing this process's start in the change beacons: the other clusters check these namespaces once", "namespaces", slices.Sorted(maps.Keys(nss)))
+	r.flushBeacons(ctx)
+}
+
 // flushBeacons writes every beacon with changes no write covers yet.
 func (r *Registry) flushBeacons(ctx context.Context) {
 	type due struct {
@@ -262,6 +324,10 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 		gen = b.gen + 1
 	}
 	list, since, keep := changeList(gen, announced, b.history)
+	restart := b.restart
+	if restart {
+		since = restartSince
+	}
 	r.mu.Unlock()
 	err := r.registerSystem(ctx, changesService, instance{
 		ID: beaconID(r.opts.ClusterSetID, r.opts.ClusterID, namespace),
@@ -289,6 +355,9 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 	b.gen = gen
 	if cur > b.done {
 		b.done = cur
+	}
+	if restart {
+		b.restart = false
 	}
 	for name, d := range announced {
 		if b.pending[name] == d {
@@ -348,6 +417,9 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 		}
 		present[in.ID] = true
 		seen := beaconSeen{writer: a[attrChangeWriter], gen: a[attrChangeGeneration]}
+		if a[attrClusterID] == r.opts.ClusterID && seen.writer != r.writer {
+			ps.ownNS[ns] = true // a previous process of this cluster wrote there
+		}
 		prev, seenBefore := ps.beaconGen[in.ID]
 		if seenBefore && prev == seen {
 			continue
@@ -365,6 +437,23 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 				}
 			} else if g, err := strconv.ParseInt(seen.gen, 10, 64); err != nil || g > recent {
 				ps.heat(ns, now, until, r.opts.PollInterval)
+			}
+			continue
+		}
+		if a[attrChangeSince] == restartSince {
+			// A new process of that writer: what its previous one wrote
+			// last may never have been announced. Those writes are older
+			// than the new process, so one check of the namespace now and
+			// one when RepairDelay has passed suffice; the changes the new
+			// process made already are announced as usual.
+			if changes, ok := parseChangeList(a[attrChangeServices], 0); ok {
+				for name, digest := range changes {
+					ps.announce(registry.ServiceKey{Namespace: ns, Name: name}, a[attrClusterID], digest, until)
+				}
+			}
+			ps.pendingNS[ns] = true
+			if ps.hot[ns] == nil {
+				ps.hot[ns] = &hotNamespace{until: until, next: until.Add(r.opts.RepairDelay), every: r.opts.RepairDelay}
 			}
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -457,4 +458,121 @@ func exportToReader(t *testing.T, url string, mutate func(*Options)) (w, rd *Reg
 	run(t, rd)
 	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
 	return w, rd, rec
+}
+
+// TestRestartAnnouncesWhatThePreviousProcessLeftUnannounced: a writer that
+// died between registering an instance and the beacon write announcing it
+// left a write that no reader checks (no sweep here, the full resync an
+// hour away). Its next process, once its first poll has read everything,
+// re-registers its beacon with CHANGE_SINCE=restart: the reader checks the
+// namespace and sees the write, and checks it once more when RepairDelay
+// has passed instead of after 1, 2, 4, … polls. A first start announces
+// nothing.
+func TestRestartAnnouncesWhatThePreviousProcessLeftUnannounced(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	const repair = 2 * time.Second
+	_, rd, rec := exportToReader(t, url, func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.ForeignPollInterval = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = repair
+	})
+	// A first start: nothing of this cluster's in the registry yet.
+	fresh := newTestRegistry(t, url, "set1", "cls3")
+	run(t, fresh)
+	eventually(t, 5*time.Second, "cls3's first sync", fresh.HasSynced)
+	if d := beaconWrites(fresh); d != 0 {
+		t.Errorf("a first start wrote %d beacons, want none", d)
+	}
+
+	// cls1's last write before it died: one more endpoint, never announced.
+	changed := rec
+	changed.Endpoints = append(slices.Clone(rec.Endpoints), rec.Endpoints[0])
+	changed.Endpoints[1].Address = "10.0.0.2"
+	insts, err := encodeRecord(&changed, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unannounced := map[string]map[string]string{}
+	for id, in := range insts {
+		if in.Attrs[attrIPv4] == "10.0.0.2" {
+			unannounced[id] = in.Attrs
+		}
+	}
+	if len(unannounced) == 0 {
+		t.Fatal("no instance for the new endpoint")
+	}
+	registerExisting(t, url, "demo", "web", unannounced)
+	time.Sleep(time.Second) // 10 polls
+	if got, _ := rd.Records(rec.Key()); !equalRecords(got, []registry.Record{rec}) {
+		t.Fatalf("the reader saw the unannounced write before the restart (%d records): the test cannot tell the fix from the sweep", len(got))
+	}
+
+	// cls1's next process starts; it changes nothing itself.
+	c0, p0, _ := quiet(rd)
+	w2 := newTestRegistry(t, url, "set1", "cls1")
+	run(t, w2)
+	waitRecords(t, rd, rec.Key(), []registry.Record{changed})
+	if n := beaconWrites(w2); n != 1 {
+		t.Errorf("the restarted writer wrote %d beacons, want 1 (one namespace)", n)
+	}
+
+	// The namespace is checked twice: at the beacon, and after RepairDelay.
+	eventually(t, 3*repair, "the end of the checks", func() bool { return !checking(rd) })
+	c1, p1, _ := quiet(rd)
+	d := beyondPolls(c1, c0, p1-p0)
+	if d["ListServices"] != 2 {
+		t.Errorf("the restart cost the reader %v over %d polls; want 2 checks of the namespace (2 ListServices)", d, p1-p0)
+	}
+	t.Logf("a writer's restart cost the reader %v over %d polls", d, p1-p0)
+}
+
+// beaconWrites is how many change beacons r registered.
+func beaconWrites(r *Registry) int {
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
+	c := r.calls.snapshot()
+	return c["RegisterInstance"]
+}
+
+// TestRestartAnnouncesAnUnannouncedWithdrawal is the sibling of the test
+// above: the previous process deregistered every instance it had in the
+// namespace and died before announcing it. The new process holds nothing
+// there, only its beacon says it ever wrote there, and that is enough.
+func TestRestartAnnouncesAnUnannouncedWithdrawal(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	_, rd, rec := exportToReader(t, url, func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.ForeignPollInterval = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = time.Second
+	})
+	c := rawClient(url)
+	id := existingServiceID(t, url, "demo", "web")
+	out, err := c.ListInstances(ctx, &sd.ListInstancesInput{ServiceId: aws.String(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range out.Instances {
+		if _, err := c.DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(id), InstanceId: in.Id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // 10 polls
+	if got, _ := rd.Records(rec.Key()); len(got) != 1 {
+		t.Fatalf("the reader saw the unannounced withdrawal before the restart: the test cannot tell the fix from the sweep")
+	}
+
+	w2 := newTestRegistry(t, url, "set1", "cls1")
+	run(t, w2)
+	eventually(t, 5*time.Second, "the withdrawal seen by the reader", func() bool {
+		got, _ := rd.Records(rec.Key())
+		return len(got) == 0
+	})
+	if n := beaconWrites(w2); n != 1 {
+		t.Errorf("the restarted writer wrote %d beacons, want 1 (the namespace of its beacon)", n)
+	}
 }

@@ -18,10 +18,15 @@ import (
 func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	t := time.NewTicker(r.opts.PollInterval)
 	defer t.Stop()
+	restartAnnounced := false
 	for {
 		if err := r.poll(ctx, onChange); err != nil && ctx.Err() == nil {
 			viewErrorsTotal.Inc()
 			r.log.Error(err, "Cloud Map poll failed; keeping the last records read")
+		}
+		if !restartAnnounced && r.HasSynced() {
+			restartAnnounced = true
+			r.announceRestart(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -49,6 +54,7 @@ type pollState struct {
 	hot           map[string]*hotNamespace // namespaces checked again, less and less often
 	announced     map[registry.ServiceKey]*announcement
 	listNS        map[string]bool              // namespaces to list for the IDs of announced services
+	ownNS         map[string]bool              // namespaces of this cluster's beacons written by another process
 	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
 	lastSweep     time.Time                    // last sweep of every service
 	lastFull      time.Time                    // last sweep that read every service in full
@@ -64,6 +70,7 @@ func (ps *pollState) init() {
 	ps.hot = map[string]*hotNamespace{}
 	ps.announced = map[registry.ServiceKey]*announcement{}
 	ps.listNS = map[string]bool{}
+	ps.ownNS = map[string]bool{}
 	ps.retry = map[registry.ServiceKey]bool{}
 }
 
