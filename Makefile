@@ -98,10 +98,11 @@ bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs C
 	go test -tags bench -run '^$$' -bench BenchmarkChurn -benchtime 10x -count 1 -timeout 20m ./test/bench/ | tee $(BENCH_OUT)/churn-$${BENCH_CHURN:-100}.txt
 
 .PHONY: bench-scale
-bench-scale: sandbox-binaries moto ## at scale: clusterset-controller processes with BENCH_SCALE services (default 5,000; convergence, memory, a restart), and the hub's load with 2, 5 and 10 members (docs/benchmarks.md); about 20 minutes for the hub
+bench-scale: sandbox-binaries moto ## at scale: clusterset-controller processes with BENCH_SCALE services (default 5,000; convergence, memory, a restart), and the hub's load with 2, 5 and 10 members, bare and in sandbox up --clusters N (docs/benchmarks.md); about 25 minutes for the hub
 	mkdir -p $(BENCH_OUT)
 	go test -tags bench -run '^$$' -bench BenchmarkScale -benchtime 1x -count 1 -timeout 90m ./test/bench/ | tee $(BENCH_OUT)/scale-$${BENCH_SCALE:-5000}.txt
 	go test -tags bench -run '^$$' -bench BenchmarkMembers -benchtime 1x -count 1 -timeout 60m ./test/bench/ | tee $(BENCH_OUT)/members.txt
+	go test -tags bench -run '^$$' -bench BenchmarkSandboxMembers -benchtime 1x -count 1 -timeout 30m ./test/bench/ | tee $(BENCH_OUT)/sandbox-members.txt
 
 .PHONY: bench-plot
 bench-plot: ## draw BENCH_OUT's results (make bench) against size as SVG into docs/benchmarks/ (hack/benchplot)
