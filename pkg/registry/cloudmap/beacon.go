@@ -233,18 +233,29 @@ func instanceDigest(insts map[string]instance) string {
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
-// announceRestart runs once per process, after the first poll has read
-// every service: it re-registers this cluster's beacon of every namespace a
-// previous process of this cluster may have written into (those holding one
-// of its beacons or one of its instances) with CHANGE_SINCE=restartSince.
-// A process that dies between writing instances and registering the beacon
-// that announces them leaves writes no reader would see before its full
-// resync; this process cannot know which they were, so it has the readers
-// check those namespaces in full once. It costs one beacon write per such
-// namespace at each start, nothing on a first start, and nothing in a
-// namespace where this process wrote a beacon already (its first one there
-// had an empty CHANGE_SINCE, which makes readers check the namespace too);
-// failed writes are retried at the next poll like any beacon write.
+// maybeAnnounceRestart runs announceRestart once per process, when the
+// view has synced and this process has renewed the heartbeat: a standby
+// replica writes nothing, and a replica that takes over from a leader that
+// died announces at its first heartbeat.
+func (r *Registry) maybeAnnounceRestart(ctx context.Context) {
+	if r.HasSynced() && r.restartAnnounced.CompareAndSwap(false, true) {
+		r.announceRestart(ctx)
+	}
+}
+
+// announceRestart re-registers this cluster's beacon of every namespace
+// another process of this cluster may have written into (those holding one
+// of its beacons or one of its instances, and still in the account) with
+// CHANGE_SINCE=restartSince. A process that dies between writing instances
+// and registering the beacon that announces them leaves writes no reader
+// would see before its full resync; its successor (the restarted process,
+// or the standby that takes over) cannot know which they were, so it has
+// the readers check those namespaces in full once. It costs one beacon
+// write per such namespace at each start or takeover, Options.Concurrency
+// at a time; nothing at a first start, and nothing in a namespace where
+// this process wrote a beacon already (its first one there had an empty
+// CHANGE_SINCE, which makes readers check the namespace too). Failed
+// writes are retried at the next poll like any beacon write.
 func (r *Registry) announceRestart(ctx context.Context) {
 	r.pollMu.Lock()
 	nss := maps.Clone(r.ps.ownNS)
@@ -262,10 +273,12 @@ func (r *Registry) announceRestart(ctx context.Context) {
 	r.mu.Lock()
 	for ns := range nss {
 		b := r.beacons[ns]
-		if b != nil && b.want > 0 {
-			// This process has announced changes there already, and its
-			// first beacon write there left CHANGE_SINCE empty: readers
-			// checked the whole namespace then.
+		_, exists := r.namespaces[ns]
+		if !exists || b != nil && b.want > 0 {
+			// Deleted since (nothing to check), or this process has
+			// announced changes there already, and its first beacon write
+			// there left CHANGE_SINCE empty: readers checked the whole
+			// namespace then.
 			delete(nss, ns)
 			continue
 		}
@@ -280,8 +293,18 @@ func (r *Registry) announceRestart(ctx context.Context) {
 	if len(nss) == 0 {
 		return
 	}
-	r.log.Info("announcing this process's start in the change beacons: the other clusters check these namespaces once", "namespaces", slices.Sorted(maps.Keys(nss)))
-	r.flushBeacons(ctx)
+	names := slices.Sorted(maps.Keys(nss))
+	r.log.Info("announcing this process's start in the change beacons: the other clusters check these namespaces once", "namespaces", names)
+	_ = r.parallel(ctx, len(names), func(ctx context.Context, i int) error {
+		r.mu.Lock()
+		b := r.beacons[names[i]]
+		target := b.want
+		r.mu.Unlock()
+		if err := r.flushBeacon(ctx, names[i], b, target); err != nil {
+			r.log.Error(err, "writing the change beacon failed; will retry", "namespace", names[i])
+		}
+		return nil
+	})
 }
 
 // flushBeacons writes every beacon with changes no write covers yet.

@@ -482,8 +482,11 @@ func TestRestartAnnouncesWhatThePreviousProcessLeftUnannounced(t *testing.T) {
 	fresh := newTestRegistry(t, url, "set1", "cls3")
 	run(t, fresh)
 	eventually(t, 5*time.Second, "cls3's first sync", fresh.HasSynced)
-	if d := beaconWrites(fresh); d != 0 {
-		t.Errorf("a first start wrote %d beacons, want none", d)
+	if err := fresh.Heartbeat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := beaconOf(t, rd, "cls3", "demo"); got != nil {
+		t.Errorf("a first start wrote a beacon: %v", got)
 	}
 
 	// cls1's last write before it died: one more endpoint, never announced.
@@ -509,13 +512,23 @@ func TestRestartAnnouncesWhatThePreviousProcessLeftUnannounced(t *testing.T) {
 		t.Fatalf("the reader saw the unannounced write before the restart (%d records): the test cannot tell the fix from the sweep", len(got))
 	}
 
-	// cls1's next process starts; it changes nothing itself.
+	// cls1's next process starts, as a standby first: its view syncs, and
+	// it writes nothing.
 	c0, p0, _ := quiet(rd)
 	w2 := newTestRegistry(t, url, "set1", "cls1")
 	run(t, w2)
+	eventually(t, 5*time.Second, "the new process's first sync", w2.HasSynced)
+	time.Sleep(300 * time.Millisecond) // 3 polls
+	if n := writes(w2); n != 0 {
+		t.Fatalf("a standby (no heartbeat renewed) wrote %d times", n)
+	}
+	// It leads: its first heartbeat announces the restart.
+	if err := w2.Heartbeat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	waitRecords(t, rd, rec.Key(), []registry.Record{changed})
-	if n := beaconWrites(w2); n != 1 {
-		t.Errorf("the restarted writer wrote %d beacons, want 1 (one namespace)", n)
+	if got := beaconOf(t, rd, "cls1", "demo"); got[attrChangeSince] != restartSince || got[attrChangeWriter] != w2.writer {
+		t.Errorf("cls1's beacon after the restart: %v, want CHANGE_SINCE=%s by the new process", got, restartSince)
 	}
 
 	// The namespace is checked twice: at the beacon, and after RepairDelay.
@@ -526,14 +539,43 @@ func TestRestartAnnouncesWhatThePreviousProcessLeftUnannounced(t *testing.T) {
 		t.Errorf("the restart cost the reader %v over %d polls; want 2 checks of the namespace (2 ListServices)", d, p1-p0)
 	}
 	t.Logf("a writer's restart cost the reader %v over %d polls", d, p1-p0)
+
+	// The new process's next change is announced in a list the reader
+	// trusts: no check of the namespace.
+	changed.Endpoints = changed.Endpoints[:1]
+	if err := w2.Publish(context.Background(), &changed); err != nil {
+		t.Fatal(err)
+	}
+	waitRecords(t, rd, rec.Key(), []registry.Record{changed})
+	eventually(t, 3*repair, "the end of the checks", func() bool { return !checking(rd) })
+	c2, p2, _ := quiet(rd)
+	if d := beyondPolls(c2, c1, p2-p1); d["ListServices"] != 0 {
+		t.Errorf("a change after the restart cost the reader %v: it did not trust the list", d)
+	}
 }
 
-// beaconWrites is how many change beacons r registered.
-func beaconWrites(r *Registry) int {
-	r.pollMu.Lock()
-	defer r.pollMu.Unlock()
+// writes is how many RegisterInstance and DeregisterInstance calls r made.
+func writes(r *Registry) int {
 	c := r.calls.snapshot()
-	return c["RegisterInstance"]
+	return c["RegisterInstance"] + c["DeregisterInstance"]
+}
+
+// beaconOf returns the attributes of cluster's change beacon of namespace,
+// as r reads them from Cloud Map.
+func beaconOf(t *testing.T, r *Registry, cluster, namespace string) map[string]string {
+	t.Helper()
+	insts, _, err := r.api.discover(context.Background(), r.opts.SystemNamespace, changesService, attrClusterSetID, r.opts.ClusterSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insts, _ = dedupe(insts)
+	id := beaconID(r.opts.ClusterSetID, cluster, namespace)
+	for _, in := range insts {
+		if in.ID == id {
+			return in.Attrs
+		}
+	}
+	return nil
 }
 
 // TestRestartAnnouncesAnUnannouncedWithdrawal is the sibling of the test
@@ -568,11 +610,15 @@ func TestRestartAnnouncesAnUnannouncedWithdrawal(t *testing.T) {
 
 	w2 := newTestRegistry(t, url, "set1", "cls1")
 	run(t, w2)
+	eventually(t, 5*time.Second, "the new process's first sync", w2.HasSynced)
+	if err := w2.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 5*time.Second, "the withdrawal seen by the reader", func() bool {
 		got, _ := rd.Records(rec.Key())
 		return len(got) == 0
 	})
-	if n := beaconWrites(w2); n != 1 {
-		t.Errorf("the restarted writer wrote %d beacons, want 1 (the namespace of its beacon)", n)
+	if got := beaconOf(t, rd, "cls1", "demo"); got[attrChangeSince] != restartSince {
+		t.Errorf("cls1's beacon after the restart: %v, want CHANGE_SINCE=%s", got, restartSince)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // the change beacons whose last write failed.
 func (r *Registry) Heartbeat(ctx context.Context) error {
 	r.flushBeacons(ctx)
-	return r.registerSystem(ctx, heartbeatService, instance{
+	err := r.registerSystem(ctx, heartbeatService, instance{
 		ID: heartbeatID(r.opts.ClusterSetID, r.opts.ClusterID),
 		Attrs: map[string]string{
 			attrClusterSetID:    r.opts.ClusterSetID,
@@ -25,6 +25,13 @@ func (r *Registry) Heartbeat(ctx context.Context) error {
 			attrHeartbeatHolder: r.opts.Holder,
 		},
 	})
+	if err == nil {
+		// Only the replica that leads, with a cluster ID of its own,
+		// renews the heartbeat: from now on this process writes.
+		r.writing.Store(true)
+		r.maybeAnnounceRestart(ctx)
+	}
+	return err
 }
 
 // registerSystem registers (replaces) an instance of this cluster in a

@@ -18,15 +18,13 @@ import (
 func (r *Registry) Run(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	t := time.NewTicker(r.opts.PollInterval)
 	defer t.Stop()
-	restartAnnounced := false
 	for {
 		if err := r.poll(ctx, onChange); err != nil && ctx.Err() == nil {
 			viewErrorsTotal.Inc()
 			r.log.Error(err, "Cloud Map poll failed; keeping the last records read")
 		}
-		if !restartAnnounced && r.HasSynced() {
-			restartAnnounced = true
-			r.announceRestart(ctx)
+		if r.writing.Load() {
+			r.maybeAnnounceRestart(ctx)
 		}
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -50,9 +51,11 @@ type Options struct {
 	PollInterval time.Duration
 	// FullResyncPeriod bounds how long an unchanged DiscoverInstancesRevision
 	// is trusted: every service is read in full at least this often. It
-	// heals what the change beacons cannot announce (a writer that died
-	// between its write and its beacon, a hand edit) and is the only idle
-	// cost that grows with the number of services. Default 30m.
+	// heals what the change beacons cannot announce (a hand edit, another
+	// controller's first write into a service that exists, a writer that
+	// died between its write and its beacon and never led again) and is
+	// the largest idle cost that grows with the number of services.
+	// Default 30m.
 	FullResyncPeriod time.Duration
 	// ForeignSweepPeriod is how often the services of the account are
 	// listed (ListNamespaces, ListServices) and checked for changes (one
@@ -229,6 +232,9 @@ type Registry struct {
 
 	beacons map[string]*beaconState // by namespace: this cluster's change beacons
 	writer  string                  // CHANGE_WRITER of this process's beacons
+	// writing is set once this process renewed the heartbeat (it leads and
+	// owns its cluster ID); restartAnnounced once announceRestart ran.
+	writing, restartAnnounced atomic.Bool
 
 	view view
 	poke chan struct{}
