@@ -90,7 +90,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20000x executions; CI 
 # pipefail: a failing go test still fails the target through tee.
 BENCH_OUT ?= bench-results
 .PHONY: bench
-bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map, and Cloud Map's cost per change by namespace size (docs/benchmarks.md); results also in BENCH_OUT (bench-results/)
+bench: sandbox-binaries moto ## propagation latency and registry calls, hub vs Cloud Map, and Cloud Map's cost per change by namespace size and by members (docs/benchmarks.md); results also in BENCH_OUT (bench-results/)
 	mkdir -p $(BENCH_OUT)
 	go test -tags bench -run '^$$' -bench BenchmarkClusterset -benchtime 30x -count 1 -timeout 20m ./test/bench/ | tee $(BENCH_OUT)/clusterset.txt
 	go test -tags bench -run '^$$' -bench BenchmarkBurst -benchtime 1x -count 1 -timeout 30m ./test/bench/ | tee $(BENCH_OUT)/burst-$${BENCH_BURST:-200}.txt

@@ -24,24 +24,39 @@ import (
 //   - one op adds an endpoint to a random service of the namespace, or
 //     removes it again, through cls1's Publish, after an untimed pause of
 //     20ms plus up to one PollInterval (so that changes land anywhere in the
-//     poll cycle), and waits until cls2's view shows it;
-//   - calls/change: the registry calls of both members from the first op
-//     until cls2 no longer checks anything (announcements, hot namespaces),
-//     minus one DiscoverInstancesRevision per poll of each member (the idle
-//     cost), per op; cls1-/cls2- split it by member;
-//   - p50-ms, p95-ms, p99-ms, max-ms: from the Publish call to cls2's view showing
-//     the change (nearest rank).
+//     poll cycle), and waits until every other member's view shows it;
+//   - calls/change: the registry calls of every member from the first op
+//     until no reader checks anything any more (announcements, hot
+//     namespaces), minus one DiscoverInstancesRevision per poll of each
+//     member (the idle cost), per op; cls1-calls/change is the writer's
+//     share, reader-calls/change the mean of each other member's;
+//   - p50-ms, p95-ms, p99-ms, max-ms: from the Publish call to the last
+//     reader's view showing the change (nearest rank).
 //
 // Run it with `make bench`, or alone:
 //
 //	go test -tags bench -run '^$' -bench BenchmarkChangeCost -benchtime 30x ./pkg/registry/cloudmap/
 func BenchmarkChangeCost(b *testing.B) {
 	for _, size := range []int{1, 100, 500} {
-		b.Run(fmt.Sprintf("services-%d", size), func(b *testing.B) { benchChangeCost(b, size) })
+		b.Run(fmt.Sprintf("services-%d", size), func(b *testing.B) { benchChangeCost(b, size, 2) })
 	}
 }
 
-func benchChangeCost(b *testing.B, size int) {
+// BenchmarkChangeCostMembers is BenchmarkChangeCost with 100 services in the
+// namespace and 2, 4, 6 or 10 members (one writer, the others readers), to
+// check the model that each further member adds its beacon read and its
+// read of the service (docs/cloudmap.md):
+//
+//	go test -tags bench -run '^$' -bench BenchmarkChangeCostMembers -benchtime 30x ./pkg/registry/cloudmap/
+func BenchmarkChangeCostMembers(b *testing.B) {
+	for _, members := range []int{2, 4, 6, 10} {
+		b.Run(fmt.Sprintf("members-%d", members), func(b *testing.B) { benchChangeCost(b, 100, members) })
+	}
+}
+
+// benchChangeCost runs one size of BenchmarkChangeCost: members members
+// (cls1 writes, the others read), size services in the namespace.
+func benchChangeCost(b *testing.B, size, members int) {
 	url := cloudmaptest.StartMoto(b)
 	ctx := context.Background()
 	member := func(cluster string) *Registry {
@@ -54,7 +69,11 @@ func benchChangeCost(b *testing.B, size int) {
 		}
 		return r
 	}
-	w, rd := member("cls1"), member("cls2")
+	w := member("cls1")
+	readers := make([]*Registry, members-1)
+	for i := range readers {
+		readers[i] = member(fmt.Sprintf("cls%d", i+2))
+	}
 	recs := make([]registry.Record, size)
 	for i := range recs {
 		recs[i] = sampleRecord("set1", "cls1", "bench", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
@@ -63,31 +82,39 @@ func benchChangeCost(b *testing.B, size int) {
 		}
 	}
 	run(b, w)
-	run(b, rd)
-	for i := range recs {
-		waitRecords(b, rd, recs[i].Key(), recs[i:i+1])
+	for _, rd := range readers {
+		run(b, rd)
+		for i := range recs {
+			waitRecords(b, rd, recs[i].Key(), recs[i:i+1])
+		}
 	}
 	waitSettled := func() {
 		deadline := time.Now().Add(2 * time.Minute)
-		for checking(rd) {
-			if time.Now().After(deadline) {
-				b.Fatal("cls2 never stopped checking")
+		for _, rd := range readers {
+			for checking(rd) {
+				if time.Now().After(deadline) {
+					b.Fatalf("%s never stopped checking", rd.opts.ClusterID)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	counts := func(r *Registry) (int, int64) {
-		r.pollMu.Lock()
-		defer r.pollMu.Unlock()
-		total := 0
-		for _, n := range r.calls.snapshot() {
-			total += n
+	// counts returns the calls and polls of rs so far, added up.
+	counts := func(rs ...*Registry) (int, int64) {
+		total, polls := 0, int64(0)
+		for _, r := range rs {
+			r.pollMu.Lock()
+			for _, n := range r.calls.snapshot() {
+				total += n
+			}
+			polls += r.ps.polls
+			r.pollMu.Unlock()
 		}
-		return total, r.ps.polls
+		return total, polls
 	}
 	waitSettled()
 	wc0, wp0 := counts(w)
-	rc0, rp0 := counts(rd)
+	rc0, rp0 := counts(readers...)
 
 	var lat []time.Duration
 	b.ResetTimer()
@@ -111,28 +138,30 @@ func benchChangeCost(b *testing.B, size int) {
 		if err := w.Publish(ctx, rec); err != nil {
 			b.Fatal(err)
 		}
-		for {
-			got, _ := rd.Records(rec.Key())
-			if len(got) == 1 && registry.SameContent(&got[0], rec) && got[0].Changed.Equal(rec.Changed) {
-				break
+		for _, rd := range readers {
+			for {
+				got, _ := rd.Records(rec.Key())
+				if len(got) == 1 && registry.SameContent(&got[0], rec) && got[0].Changed.Equal(rec.Changed) {
+					break
+				}
+				if time.Since(start) > time.Minute {
+					b.Fatalf("%s did not see the change of %s", rd.opts.ClusterID, rec.Key())
+				}
+				time.Sleep(2 * time.Millisecond)
 			}
-			if time.Since(start) > time.Minute {
-				b.Fatalf("cls2 did not see the change of %s", rec.Key())
-			}
-			time.Sleep(2 * time.Millisecond)
 		}
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()
 	waitSettled()
 	wc1, wp1 := counts(w)
-	rc1, rp1 := counts(rd)
+	rc1, rp1 := counts(readers...)
 	wNet := float64(wc1-wc0) - float64(wp1-wp0)
 	rNet := float64(rc1-rc0) - float64(rp1-rp0)
 	n := float64(b.N)
 	b.ReportMetric((wNet+rNet)/n, "calls/change")
 	b.ReportMetric(wNet/n, "cls1-calls/change")
-	b.ReportMetric(rNet/n, "cls2-calls/change")
+	b.ReportMetric(rNet/n/float64(len(readers)), "reader-calls/change")
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		i := int(math.Ceil(p*float64(len(lat)))) - 1
