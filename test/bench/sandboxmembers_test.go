@@ -40,7 +40,8 @@ import (
 //     registry-idle-calls/s-per-member (hub: the requests for
 //     ClusterSetRecords the hub served, per member; Cloud Map: every
 //     member's clusterset_cloudmap_requests_total, per member) and
-//     sandbox-idle-cpu-% (every process of the sandbox, in % of one core);
+//     sandbox-idle-cpu-% (every process of the sandbox and this benchmark's
+//     own, in % of one core);
 //   - import-all-s: cls1 exports BENCH_MEMBERS_SERVICES selector-less
 //     Services (default 100, 3 ready endpoints each) at once, until every
 //     member imports them all, and registry-burst-calls-per-service, the
