@@ -163,10 +163,13 @@ type env struct {
 	changed chan struct{} // signalled on every event of cls2's slices
 
 	lastWrite time.Time // of the benchmark, in cls1
-	idleRate  float64   // registry calls/s of both members
-	idleDone  bool      // idleRate is measured
-	seq       int       // unique suffix for objects across runs
-	extra     string    // the endpoint benchEndpoint added to web-1, if any
+	// settleUntil is when the readers are done checking the last burst
+	// (exportAndWait); benchEndpoint and benchExport start after it.
+	settleUntil time.Time
+	idleRate    float64 // registry calls/s of both members
+	idleDone    bool    // idleRate is measured
+	seq         int     // unique suffix for objects across runs
+	extra       string  // the endpoint benchEndpoint added to web-1, if any
 }
 
 // startEnv starts two control planes (cls1 doubles as the hub for the hub
