@@ -84,6 +84,36 @@ func envInt(b *testing.B, name string, def int) int {
 	return n
 }
 
+// envSizes is the comma-separated list of sizes in environment variable
+// name, or def when it is unset. Each size is at least 2 and, when max is
+// not 0, at most max.
+func envSizes(b *testing.B, name string, def []int, max int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var sizes []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 2 || max != 0 && n > max {
+			want := "at least 2"
+			if max != 0 {
+				want = fmt.Sprintf("from 2 to %d", max)
+			}
+			b.Fatalf("%s=%q: want sizes %s, comma-separated", name, v, want)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// benchAddress is the k-th distinct IPv4 address of the benchmark's
+// endpoints, 10.<base+k/62500>.<k/250%250>.<k%250+1>: k up to 62,499
+// per base.
+func benchAddress(base, k int) string {
+	return fmt.Sprintf("10.%d.%d.%d", base+k/62500, k/250%250, k%250+1)
+}
+
 func (e *env) benchIdle(b *testing.B) {
 	b.StopTimer()
 	if wait := time.Until(e.lastWrite.Add(e.quiet)); wait > 0 {
@@ -295,7 +325,7 @@ func (e *env) servicesToExport(b *testing.B, prefix string, n int) ([]client.Obj
 		ips := make([]string, 3)
 		for j := range ips {
 			k := e.seq*3 + j
-			ips[j] = fmt.Sprintf("10.%d.%d.%d", 4+k/62500, k/250%250, k%250+1)
+			ips[j] = benchAddress(4, k)
 		}
 		mustCreate(b, e.cls1.admin, service(name), endpointSlice(name, name+"-1", ips...))
 		sort.Strings(ips)

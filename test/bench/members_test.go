@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,17 +40,7 @@ import (
 //
 //	go test -tags bench -run '^$' -bench BenchmarkMembers -benchtime 1x -timeout 60m ./test/bench/
 func BenchmarkMembers(b *testing.B) {
-	sizes := []int{2, 5, 10}
-	if v := os.Getenv("BENCH_MEMBERS"); v != "" {
-		sizes = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(f)
-			if err != nil || n < 2 {
-				b.Fatalf("BENCH_MEMBERS=%q: want sizes of at least 2, comma-separated", v)
-			}
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := envSizes(b, "BENCH_MEMBERS", []int{2, 5, 10}, 0)
 	services := envInt(b, "BENCH_MEMBERS_SERVICES", 100)
 	idle := time.Duration(envInt(b, "BENCH_MEMBERS_IDLE", 30)) * time.Second
 	for _, n := range sizes {

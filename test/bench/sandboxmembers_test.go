@@ -59,17 +59,7 @@ import (
 //
 //	go test -tags bench -run '^$' -bench BenchmarkSandboxMembers -benchtime 1x -timeout 30m ./test/bench/
 func BenchmarkSandboxMembers(b *testing.B) {
-	sizes := []int{2, 10}
-	if v := os.Getenv("BENCH_SANDBOX_MEMBERS"); v != "" {
-		sizes = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(f)
-			if err != nil || n < 2 || n > sandbox.MaxClusters {
-				b.Fatalf("BENCH_SANDBOX_MEMBERS=%q: want sizes from 2 to %d, comma-separated", v, sandbox.MaxClusters)
-			}
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := envSizes(b, "BENCH_SANDBOX_MEMBERS", []int{2, 10}, sandbox.MaxClusters)
 	services := envInt(b, "BENCH_MEMBERS_SERVICES", 100)
 	idle := time.Duration(envInt(b, "BENCH_MEMBERS_IDLE", 30)) * time.Second
 	repo := testenv.RepoRoot()
@@ -241,7 +231,7 @@ func selectorlessServices(b *testing.B, c client.Client, n int) ([]client.Object
 		ips := make([]string, 3)
 		for j := range ips {
 			k := i*3 + j
-			ips[j] = fmt.Sprintf("10.%d.%d.%d", 4+k/62500, k/250%250, k%250+1)
+			ips[j] = benchAddress(4, k)
 		}
 		svc := service(name)
 		svc.Spec.Selector = nil

@@ -448,7 +448,7 @@ func (s *scale) createServices(b *testing.B, services, endpoints, namespaces int
 		slice.Namespace = namespace
 		for j := range endpoints {
 			k := i*endpoints + j
-			slice.Endpoints = append(slice.Endpoints, readyEndpoint(fmt.Sprintf("10.%d.%d.%d", 100+k/62500, k/250%250, k%250+1)))
+			slice.Endpoints = append(slice.Endpoints, readyEndpoint(benchAddress(100, k)))
 		}
 		export := serviceExport(name)
 		export.Namespace = namespace
