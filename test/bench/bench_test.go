@@ -292,7 +292,10 @@ func (e *env) logCalls(b *testing.B, m0 mark, per string, n int) {
 // all ServiceExports are deleted at once, until cls2 imports none
 // (withdraw-s). Each service is selector-less with one EndpointSlice of 3
 // ready endpoints. BENCH_BURST sets the number of services (default 200).
-// It also reports the registry calls and the controllers' writes to their
+// import-p50-ms … import-max-ms are the percentiles, over the services, of
+// the time from a service's own ServiceExport create (they are created one
+// after the other) until cls2 imports its addresses; withdraw-p50-ms … the
+// same from its delete until cls2 imports none. It also reports the registry calls and the controllers' writes to their
 // API servers per service (<member>-calls/service, <member>-writes/service)
 // and where the machine's CPU went until all were imported (reportCPU), and
 // prints the requests each API server served per service.
@@ -346,40 +349,49 @@ func (e *env) exportAndWait(b *testing.B, prefix string, n int) {
 	e.settleUntil = e.lastWrite.Add(e.quiet)
 }
 
-// imported counts the services of want that cls2 imports with exactly their
-// addresses.
-func imported(want map[string]string) func(got map[string]string) int {
-	return func(got map[string]string) int {
-		k := 0
+// imported returns the names of the services of want that cls2 imports
+// with exactly their addresses.
+func imported(want map[string]string) func(got map[string]string) []string {
+	return func(got map[string]string) []string {
+		var out []string
 		for name, ips := range want {
 			if got[name] == ips {
-				k++
+				out = append(out, name)
 			}
 		}
-		return k
+		return out
 	}
 }
 
-// until returns how long after t0 done, given what cls2 imports, reached n.
-// It prints progress to stderr every 2s and fails b when done stays the same
-// for waitTimeout.
-func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(got map[string]string) int) time.Duration {
+// until returns how long after t0 done, given what cls2 imports, reached n
+// services, and when each service was first done. done returns the names of
+// the services that are. It prints progress to stderr every 2s and fails b
+// when done stays the same for waitTimeout.
+func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(got map[string]string) []string) (time.Duration, map[string]time.Time) {
+	first := map[string]time.Time{}
 	last, lastAt, printed := -1, time.Now(), time.Time{}
 	for {
-		k := done(e.importedAll())
+		names := done(e.importedAll())
+		now := time.Now()
+		for _, name := range names {
+			if _, ok := first[name]; !ok {
+				first[name] = now
+			}
+		}
+		k := len(names)
 		if k == n {
-			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
-			return time.Since(t0)
+			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, now.Sub(t0).Round(100*time.Millisecond))
+			return now.Sub(t0), first
 		}
 		if k != last {
-			last, lastAt = k, time.Now()
+			last, lastAt = k, now
 		}
-		if time.Since(printed) >= 2*time.Second {
+		if now.Sub(printed) >= 2*time.Second {
 			// Progress as it happens: b.Logf prints only at the end.
-			printed = time.Now()
-			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, time.Since(t0).Round(100*time.Millisecond))
+			printed = now
+			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, now.Sub(t0).Round(100*time.Millisecond))
 		}
-		if time.Since(lastAt) > waitTimeout {
+		if now.Sub(lastAt) > waitTimeout {
 			b.Fatalf("%s: stuck at %d/%d for %v", what, k, n, waitTimeout)
 		}
 		select {
@@ -387,6 +399,16 @@ func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(go
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// sinceEach is, for each service of first, how long after its own start
+// (by name) it was first done.
+func sinceEach(start, first map[string]time.Time) []time.Duration {
+	out := make([]time.Duration, 0, len(first))
+	for name, t := range first {
+		out = append(out, t.Sub(start[name]))
+	}
+	return out
 }
 
 // reportCPU prints where the machine's CPU went during a burst of n
@@ -426,8 +448,10 @@ func (e *env) burst(b *testing.B, n int) {
 	served0 := e.servedByMember()
 	b.StartTimer()
 	t0 := time.Now()
-	mustCreate(b, e.cls1.admin, exports...)
-	exp := e.until(b, "imported", n, t0, imported(want))
+	// Each service's latency counts from its own ServiceExport: creating
+	// a thousand, one request each, takes seconds.
+	created := createEach(b, e.cls1.admin, exports)
+	exp, importedAt := e.until(b, "imported", n, t0, imported(want))
 	b.StopTimer()
 	stopProfile()
 	if cpu0 != nil {
@@ -476,25 +500,29 @@ func (e *env) burst(b *testing.B, n int) {
 	}
 	b.StartTimer()
 	t0 = time.Now()
+	deleted := map[string]time.Time{}
 	for _, o := range exports {
 		if err := e.cls1.admin.Delete(ctx, o); err != nil {
 			b.Fatal(err)
 		}
+		deleted[o.GetName()] = time.Now()
 	}
-	wd := e.until(b, "withdrawn", n, t0, func(got map[string]string) int {
-		k := 0
+	wd, withdrawnAt := e.until(b, "withdrawn", n, t0, func(got map[string]string) []string {
+		var out []string
 		for name := range want {
 			if got[name] == "" {
-				k++
+				out = append(out, name)
 			}
 		}
-		return k
+		return out
 	})
 	b.StopTimer()
 	e.lastWrite = time.Now()
 	b.ReportMetric(exp.Seconds(), "export-s")
 	b.ReportMetric(float64(n)/exp.Seconds(), "export-services/s")
 	b.ReportMetric(wd.Seconds(), "withdraw-s")
+	e.reportLatency(b, "import-", sinceEach(created, importedAt))
+	e.reportLatency(b, "withdraw-", sinceEach(deleted, withdrawnAt))
 }
 
 // importedAll is what cls2 imports from cls1, by service: the sorted

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +22,8 @@ import (
 
 // BenchmarkChangeCost measures what one endpoint change costs across a
 // clusterset of two members on Cloud Map (moto), at the default Options,
-// when the namespace of the changed service holds 1, 100 or 500 services:
+// when the namespace of the changed service holds 1, 100 or 500 services
+// (BENCH_CHANGE_SERVICES, comma-separated, sets other sizes):
 //
 //   - one op adds an endpoint to a random service of the namespace, or
 //     removes it again, through cls1's Publish, after an untimed pause of
@@ -39,7 +43,18 @@ import (
 //
 //	go test -tags bench -run '^$' -bench BenchmarkChangeCost -benchtime 30x ./pkg/registry/cloudmap/
 func BenchmarkChangeCost(b *testing.B) {
-	for _, size := range []int{1, 100, 500} {
+	sizes := []int{1, 100, 500}
+	if v := os.Getenv("BENCH_CHANGE_SERVICES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("BENCH_CHANGE_SERVICES=%q: want positive integers separated by commas", v)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, size := range sizes {
 		b.Run(fmt.Sprintf("services-%d", size), func(b *testing.B) { benchChangeCost(b, size, 2) })
 	}
 }
@@ -65,6 +80,11 @@ func benchChangeCost(b *testing.B, size, members int) {
 		r, err := New(cloudmaptest.Config(), Options{
 			ClusterSetID: "set1", ClusterID: cluster, Endpoint: url,
 			MotoWorkarounds: true, Logger: funcr.New(func(string, string) {}, funcr.Options{}),
+			// Each service is a marker and an instance per port of its
+			// endpoint (2), 2 more while one is changed: past 500
+			// services the AWS default quota (2,000 per namespace) is
+			// raised, as an account holding them would have it.
+			MaxInstancesPerNamespace: max(2000, 5*size),
 		})
 		if err != nil {
 			b.Fatal(err)
