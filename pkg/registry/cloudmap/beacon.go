@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,16 +28,18 @@ import (
 //
 // A beacon also names the services its writer changed lately, each with a
 // digest of the instances the writer holds there after the change
-// (CHANGE_SERVICES), and the generation after which that list is complete
-// (CHANGE_SINCE). A reader that saw that generation or a later one reads
+// (CHANGE_SERVICES, continued in CHANGE_SERVICES_2 … when it is longer
+// than one attribute value), and the generation after which that list is
+// complete (CHANGE_SINCE for the first attribute alone, CHANGE_SINCE_ALL
+// for all of them). A reader that saw that generation or a later one reads
 // only the listed services, and keeps re-checking each (one
 // DiscoverInstancesRevision per poll) only until it reads the announced
 // digest or RepairDelay passes: the beacon may become visible before the
 // writes it announces (asynchronous operations, eventually consistent
 // reads). So one change costs a reader a few calls however many services
 // its namespace holds. When the list cannot say (a reader that missed
-// generations, a writer's first beacon since it started, more changes than
-// fit in one attribute), the reader checks the whole namespace, as every
+// generations, a writer's first beacon since it started, more changes
+// than its parts hold), the reader checks the whole namespace, as every
 // reader did before the list existed.
 //
 // Beacons are per cluster, not per namespace only, so that writers never
@@ -55,10 +56,11 @@ const (
 	// the epoch, strictly increasing per writer.
 	attrChangeGeneration = "CHANGE_GENERATION"
 	// attrChangeServices lists the services of the namespace the writer
-	// changed after generation CHANGE_SINCE, as "name:digest:generation"
-	// joined by commas, newest first (digest: instanceDigest of the
-	// writer's instances there after the change, or unknownDigest;
-	// generation: the beacon write that announced it first).
+	// changed lately, as "name:digest:generation" joined by commas, newest
+	// first (digest: instanceDigest of the writer's instances there after
+	// the change, or unknownDigest; generation: the beacon write that
+	// announced it); a list longer than one value goes on in
+	// CHANGE_SERVICES_2 … (changeList).
 	attrChangeServices = "CHANGE_SERVICES"
 	// attrChangeSince is the generation after which CHANGE_SERVICES names
 	// every change of the writer in the namespace; empty when it cannot, or
@@ -76,9 +78,21 @@ const (
 	// only (two replicas, or a restarted process whose clock is behind,
 	// write the same beacon) and skips every beacon of its own process.
 	attrChangeWriter = "CHANGE_WRITER"
-	// maxChangeList bounds CHANGE_SERVICES in bytes: Cloud Map takes up to
-	// 1,024 characters per attribute value.
+	// attrChangeSinceAll is the generation after which CHANGE_SERVICES and
+	// its continuations CHANGE_SERVICES_2 … together name every change of
+	// the writer in the namespace; set only when there are continuations.
+	// Readers before the continuations read CHANGE_SERVICES and
+	// CHANGE_SINCE alone, which stay what they were (changeList).
+	attrChangeSinceAll = "CHANGE_SINCE_ALL"
+	// maxChangeList bounds each part of the change list in bytes: Cloud Map
+	// takes up to 1,024 characters per attribute value.
 	maxChangeList = 1000
+	// maxChangeParts bounds the parts (CHANGE_SERVICES and its
+	// continuations) that a writer writes: 4 parts of 1,000 characters
+	// leave room under Cloud Map's 5,000 per instance for the other
+	// attributes at their longest (continuationBudget, which also bounds
+	// them). About 100 entries in all. Readers read every part there is.
+	maxChangeParts = 4
 	// maxChangeHistory bounds the beacon writes a writer remembers.
 	maxChangeHistory = 64
 	// unknownDigest announces a change whose result the writer does not
@@ -137,80 +151,6 @@ func (r *Registry) changed(ctx context.Context, key registry.ServiceKey, digest 
 	if err := r.flushBeacon(ctx, key.Namespace, b, target); err != nil {
 		r.log.Error(err, "writing the change beacon failed; will retry", "namespace", key.Namespace, "service", key.Name)
 	}
-}
-
-// changeList returns CHANGE_SERVICES and CHANGE_SINCE for the beacon write
-// of generation gen announcing pending, after the writes of history
-// (oldest first). The list holds one "name:digest:generation" entry per
-// service, newest first: pending's at gen, then the services of as many of
-// the latest writes as fit in maxChangeList bytes, each at the generation
-// of the write that last changed it. since is the generation of the write
-// before the oldest one included (the anchor), or "" when there is none
-// (the first write since this process started) or pending alone does not
-// fit. keep is how many writes of history are still worth keeping (the
-// anchor and later ones).
-func changeList(gen int64, pending map[string]string, history []beaconWrite) (list, since string, keep int) {
-	seen := map[string]bool{}
-	var entries []string
-	size := 0
-	add := func(gen int64, services map[string]string) bool {
-		var add []string
-		var names []string
-		n := size
-		for _, name := range slices.Sorted(maps.Keys(services)) {
-			if seen[name] {
-				continue
-			}
-			e := name + ":" + services[name] + ":" + strconv.FormatInt(gen, 10)
-			if n > 0 {
-				n++ // the comma
-			}
-			n += len(e)
-			add, names = append(add, e), append(names, name)
-		}
-		if n > maxChangeList {
-			return false
-		}
-		for _, name := range names {
-			seen[name] = true
-		}
-		entries, size = append(entries, add...), n
-		return true
-	}
-	if !add(gen, pending) {
-		return "", "", 0
-	}
-	if len(history) == 0 {
-		return strings.Join(entries, ","), "", 0
-	}
-	i := len(history) - 1
-	for ; i > 0 && add(history[i].gen, history[i].services); i-- {
-	}
-	return strings.Join(entries, ","), strconv.FormatInt(history[i].gen, 10), len(history) - i
-}
-
-// parseChangeList returns the services CHANGE_SERVICES lists as changed at
-// a generation after prev, with their digests. ok is false when the value
-// is malformed; readers then check the namespace.
-func parseChangeList(s string, prev int64) (map[string]string, bool) {
-	out := map[string]string{}
-	if s == "" {
-		return out, true
-	}
-	for _, e := range strings.Split(s, ",") {
-		f := strings.Split(e, ":")
-		if len(f) != 3 || f[0] == "" || f[1] == "" {
-			return nil, false
-		}
-		gen, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil {
-			return nil, false
-		}
-		if gen > prev {
-			out[f[0]] = f[1]
-		}
-	}
-	return out, true
 }
 
 // instanceDigest is a short digest of a set of instances (IDs and
@@ -329,6 +269,20 @@ func (r *Registry) flushBeacons(ctx context.Context) {
 	}
 }
 
+// beaconAttrs are the attributes of a change beacon but its change list
+// (changeListing.addTo adds it).
+func beaconAttrs(clusterSetID, clusterID, namespace, writer string, gen int64) map[string]string {
+	return map[string]string{
+		attrClusterSetID:     clusterSetID,
+		attrClusterID:        clusterID,
+		attrController:       controllerName,
+		attrRecordKind:       kindChange,
+		attrChangeNamespace:  namespace,
+		attrChangeGeneration: strconv.FormatInt(gen, 10),
+		attrChangeWriter:     writer,
+	}
+}
+
 // flushBeacon makes sure a beacon write that started after change number
 // target of namespace has succeeded. Concurrent callers share one write: a
 // write covers every change counted before it started.
@@ -346,25 +300,17 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 	if gen <= b.gen {
 		gen = b.gen + 1
 	}
-	list, since, keep := changeList(gen, announced, b.history)
+	attrs := beaconAttrs(r.opts.ClusterSetID, r.opts.ClusterID, namespace, r.writer, gen)
+	listing := changeList(gen, announced, b.history, continuationBudget(attrs))
 	restart := b.restart
 	if restart {
-		since = restartSince
+		listing.since, listing.sinceAll = restartSince, ""
 	}
 	r.mu.Unlock()
+	listing.addTo(attrs)
 	err := r.registerSystem(ctx, changesService, instance{
-		ID: beaconID(r.opts.ClusterSetID, r.opts.ClusterID, namespace),
-		Attrs: map[string]string{
-			attrClusterSetID:     r.opts.ClusterSetID,
-			attrClusterID:        r.opts.ClusterID,
-			attrController:       controllerName,
-			attrRecordKind:       kindChange,
-			attrChangeNamespace:  namespace,
-			attrChangeGeneration: strconv.FormatInt(gen, 10),
-			attrChangeServices:   list,
-			attrChangeSince:      since,
-			attrChangeWriter:     r.writer,
-		},
+		ID:    beaconID(r.opts.ClusterSetID, r.opts.ClusterID, namespace),
+		Attrs: attrs,
 	})
 	if err != nil {
 		// The write may have landed all the same: later generations of
@@ -387,7 +333,7 @@ func (r *Registry) flushBeacon(ctx context.Context, namespace string, b *beaconS
 			delete(b.pending, name) // unless changed again meanwhile
 		}
 	}
-	b.history = append(b.history[len(b.history)-min(keep, len(b.history)):], beaconWrite{gen: gen, services: announced})
+	b.history = append(b.history[len(b.history)-min(listing.keep, len(b.history)):], beaconWrite{gen: gen, services: announced})
 	if len(b.history) > maxChangeHistory {
 		b.history = b.history[len(b.history)-maxChangeHistory:]
 	}
@@ -454,7 +400,7 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 		}
 		until := now.Add(r.opts.RepairDelay)
 		if !ps.beaconKnown {
-			if changes, ok := parseChangeList(a[attrChangeServices], recent); ok {
+			if changes, ok := parseChangeList(changeEntries(a), recent); ok {
 				for name, digest := range changes {
 					ps.announce(registry.ServiceKey{Namespace: ns, Name: name}, a[attrClusterID], digest, until)
 				}
@@ -469,7 +415,7 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 			// than the new process, so one check of the namespace now and
 			// one when RepairDelay has passed suffice; the changes the new
 			// process made already are announced as usual.
-			if changes, ok := parseChangeList(a[attrChangeServices], 0); ok {
+			if changes, ok := parseChangeList(changeEntries(a), 0); ok {
 				for name, digest := range changes {
 					ps.announce(registry.ServiceKey{Namespace: ns, Name: name}, a[attrClusterID], digest, until)
 				}
@@ -503,20 +449,3 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 
 // beaconSeen is the writer and generation of a beacon as a reader saw it.
 type beaconSeen struct{ writer, gen string }
-
-// changesSince returns the services a beacon's attributes a list as
-// changed, when that list names every change after prev, the generation
-// of the same beacon this reader saw last (seen is false when it saw
-// none).
-func changesSince(a map[string]string, prev string, seen bool) (map[string]string, bool) {
-	since, ok := a[attrChangeSince]
-	if !seen || !ok || since == "" {
-		return nil, false
-	}
-	s, err1 := strconv.ParseInt(since, 10, 64)
-	p, err2 := strconv.ParseInt(prev, 10, 64)
-	if err1 != nil || err2 != nil || s > p {
-		return nil, false
-	}
-	return parseChangeList(a[attrChangeServices], p)
-}

@@ -17,120 +17,6 @@ import (
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
 )
 
-func TestChangeList(t *testing.T) {
-	w := func(gen int64, services ...string) beaconWrite {
-		m := map[string]string{}
-		for _, s := range services {
-			m[s] = "d-" + s
-		}
-		return beaconWrite{gen: gen, services: m}
-	}
-	long := func(i int) string { return fmt.Sprintf("%s-%02d", strings.Repeat("s", 58), i) } // 61 bytes
-	many := map[string]string{}
-	for i := 0; i < 20; i++ {
-		many[long(i)] = "dddddddd"
-	}
-	cases := []struct {
-		name      string
-		pending   map[string]string
-		history   []beaconWrite
-		list      string
-		since     string
-		keep      int
-		readers   map[int64]map[string]string // reader's last generation -> what it reads
-		fallsBack []int64                     // reader's last generations that must check the namespace
-	}{{
-		name:      "first write of a process: no anchor",
-		pending:   map[string]string{"web": "d1"},
-		list:      "web:d1:50",
-		fallsBack: []int64{0, 10},
-	}, {
-		name:    "one write before: it is the anchor",
-		pending: map[string]string{"web": "d2"},
-		history: []beaconWrite{w(10, "db")},
-		list:    "web:d2:50",
-		since:   "10",
-		keep:    1,
-		readers: map[int64]map[string]string{10: {"web": "d2"}, 20: {"web": "d2"}},
-		// A reader that saw only an earlier generation missed db's change.
-		fallsBack: []int64{9},
-	}, {
-		name:    "newest first, one entry per service at its last change",
-		pending: map[string]string{"web": "d3"},
-		history: []beaconWrite{w(10, "a"), w(20, "web", "b"), w(30, "c")},
-		list:    "web:d3:50,c:d-c:30,b:d-b:20",
-		since:   "10",
-		keep:    3,
-		readers: map[int64]map[string]string{
-			10: {"web": "d3", "c": "d-c", "b": "d-b"},
-			20: {"web": "d3", "c": "d-c"},
-			30: {"web": "d3"},
-			50: {},
-		},
-		fallsBack: []int64{5},
-	}, {
-		name:    "what does not fit is left to the anchor",
-		pending: map[string]string{long(99): "d"},
-		history: []beaconWrite{{gen: 10, services: map[string]string{"x": "1"}}, {gen: 20, services: many}, w(30, "c")},
-		list:    long(99) + ":d:50,c:d-c:30",
-		since:   "20",
-		keep:    2,
-		readers: map[int64]map[string]string{20: {long(99): "d", "c": "d-c"}},
-		// The reader that saw 10 would miss the 20 services of 20.
-		fallsBack: []int64{10, 19},
-	}, {
-		name:      "pending alone does not fit: no list",
-		pending:   many,
-		history:   []beaconWrite{w(10, "a")},
-		fallsBack: []int64{10, 40},
-	}}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			list, since, keep := changeList(50, c.pending, c.history)
-			if list != c.list || since != c.since || keep != c.keep {
-				t.Fatalf("changeList = %q, %q, %d; want %q, %q, %d", list, since, keep, c.list, c.since, c.keep)
-			}
-			if len(list) > maxChangeList {
-				t.Fatalf("list of %d bytes", len(list))
-			}
-			attrs := map[string]string{attrChangeServices: list, attrChangeSince: since}
-			for prev, want := range c.readers {
-				got, ok := changesSince(attrs, strconv.FormatInt(prev, 10), true)
-				if !ok || !reflect.DeepEqual(got, want) {
-					t.Errorf("reader at %d reads %v, %v; want %v", prev, got, ok, want)
-				}
-			}
-			for _, prev := range c.fallsBack {
-				if got, ok := changesSince(attrs, strconv.FormatInt(prev, 10), true); ok {
-					t.Errorf("reader at %d reads only %v, want a check of the namespace", prev, got)
-				}
-			}
-			if _, ok := changesSince(attrs, "", false); ok {
-				t.Error("a reader that never saw the beacon reads only its list")
-			}
-		})
-	}
-}
-
-func TestChangesSinceRejectsMalformed(t *testing.T) {
-	for _, list := range []string{"web", "web:d", ":d:1", "web::1", "web:d:x", "web:d:1:2", "web:d:1,,b:d:2"} {
-		attrs := map[string]string{attrChangeServices: list, attrChangeSince: "1"}
-		if got, ok := changesSince(attrs, "5", true); ok {
-			t.Errorf("CHANGE_SERVICES %q read as %v", list, got)
-		}
-	}
-	for _, since := range []string{"", "x", "-"} {
-		attrs := map[string]string{attrChangeServices: "web:d:9", attrChangeSince: since}
-		if got, ok := changesSince(attrs, "5", true); ok {
-			t.Errorf("CHANGE_SINCE %q read as %v", since, got)
-		}
-	}
-	// A beacon of an earlier version, without the list.
-	if got, ok := changesSince(map[string]string{}, "5", true); ok {
-		t.Errorf("a beacon without a list read as %v", got)
-	}
-}
-
 func TestInstanceDigest(t *testing.T) {
 	a := map[string]instance{
 		"i-1": {ID: "i-1", Attrs: map[string]string{"A": "1", "B": "2"}},
@@ -266,6 +152,74 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("a withdrawn service in a namespace of %d cost the reader %v beyond its idle polls, want %v", big, d, want)
+	}
+}
+
+// TestManyChangesBetweenTwoPolls: when more services change between two
+// polls of a reader than CHANGE_SERVICES holds (a burst), the beacon's
+// continuations name them all, and the reader reads those services only:
+// no check of every service of the namespace, and nothing left to check
+// afterwards.
+func TestManyChangesBetweenTwoPolls(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	const size, changed = 60, 50 // 50 entries of 34 bytes: two parts
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = time.Hour // a check of the namespace would stay hot
+	})
+	recs := make([]registry.Record, size)
+	for i := range recs {
+		recs[i] = sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
+		if err := w.Publish(ctx, &recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, rd)
+	for i := range recs {
+		waitRecords(t, rd, recs[i].Key(), recs[i:i+1])
+	}
+	eventually(t, 10*time.Second, "the reader to have nothing left to check (a check of the namespace stays hot for RepairDelay)", func() bool {
+		rd.pollMu.Lock()
+		defer rd.pollMu.Unlock()
+		return !rd.ps.checking()
+	})
+
+	// The reader's polls wait while the writer changes 50 services, each
+	// Publish re-registering its beacon.
+	rd.pollMu.Lock()
+	c0, p0 := rd.calls.snapshot(), rd.ps.polls
+	for i := range changed {
+		recs[i].Endpoints = append(recs[i].Endpoints, recs[i].Endpoints[0])
+		recs[i].Endpoints[1].Address = "10.0.1.1"
+		if err := w.Publish(ctx, &recs[i]); err != nil {
+			rd.pollMu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	beacon := beaconOf(t, w, "cls1", "big") // w: not counted as the reader's
+	rd.pollMu.Unlock()
+	if beacon[changePartKey(1)] == "" || beacon[attrChangeSinceAll] == "" {
+		t.Fatalf("the beacon after %d changes has no continuation: %v", changed, beacon)
+	}
+	for i := range changed {
+		waitRecords(t, rd, recs[i].Key(), recs[i:i+1])
+	}
+	eventually(t, 10*time.Second, "the reader to have nothing left to check (a check of the namespace stays hot for RepairDelay)", func() bool {
+		rd.pollMu.Lock()
+		defer rd.pollMu.Unlock()
+		return !rd.ps.checking()
+	})
+	rd.pollMu.Lock()
+	c1, p1 := rd.calls.snapshot(), rd.ps.polls
+	rd.pollMu.Unlock()
+	// The beacons once, and each changed service once.
+	want := map[string]int{"DiscoverInstances": 1 + changed}
+	if d := beyondPolls(c1, c0, p1-p0); !reflect.DeepEqual(d, want) {
+		t.Errorf("%d changes between two polls, in a namespace of %d, cost the reader %v beyond its idle polls, want %v", changed, size, d, want)
 	}
 }
 
