@@ -191,6 +191,9 @@ func (e *env) benchEndpoint(b *testing.B) {
 func (e *env) benchExport(b *testing.B) {
 	b.StopTimer()
 	e.settle()
+	// With BENCH_PROFILE_DIR: where the API servers' CPU goes during the
+	// first 20 s of exports and withdrawals.
+	e.profileAPIServers(b, b.Name(), 20*time.Second)
 	var exp, wd []time.Duration
 	m0 := e.mark()
 	for range b.N {
