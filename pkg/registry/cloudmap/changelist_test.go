@@ -222,6 +222,40 @@ func joinMaps(ms ...map[string]string) map[string]string {
 	return out
 }
 
+func TestChangesSinceRejectsMalformed(t *testing.T) {
+	for _, list := range []string{"web", "web:d", ":d:1", "web::1", "web:d:x", "web:d:1:2", "web:d:1,,b:d:2"} {
+		attrs := map[string]string{attrChangeServices: list, attrChangeSince: "1"}
+		if got, ok := changesSince(attrs, "5", true); ok {
+			t.Errorf("CHANGE_SERVICES %q read as %v", list, got)
+		}
+		// The same in a continuation, trusted through either anchor.
+		for _, since := range []string{attrChangeSince, attrChangeSinceAll} {
+			attrs := map[string]string{attrChangeServices: "api:d:9", changePartKey(1): list, since: "1"}
+			if got, ok := changesSince(attrs, "5", true); ok {
+				t.Errorf("CHANGE_SERVICES_2 %q under %s read as %v", list, since, got)
+			}
+		}
+	}
+	for _, since := range []string{"", "x", "-", restartSince} {
+		for _, key := range []string{attrChangeSince, attrChangeSinceAll} {
+			attrs := map[string]string{attrChangeServices: "web:d:9", key: since}
+			if got, ok := changesSince(attrs, "5", true); ok {
+				t.Errorf("%s %q read as %v", key, since, got)
+			}
+		}
+	}
+	// A beacon of an earlier version, without the list.
+	if got, ok := changesSince(map[string]string{}, "5", true); ok {
+		t.Errorf("a beacon without a list read as %v", got)
+	}
+	// A continuation past maxChangeParts is read too: a later version may
+	// write more parts, and a list read in part must not be trusted whole.
+	attrs := map[string]string{attrChangeServices: "web:d:9", changePartKey(maxChangeParts): "api:e:8", attrChangeSinceAll: "1"}
+	if got, ok := changesSince(attrs, "5", true); !ok || !maps.Equal(got, map[string]string{"web": "d", "api": "e"}) {
+		t.Errorf("a list with a part past %d read as %v, %v", maxChangeParts, got, ok)
+	}
+}
+
 // TestBeaconFitsCloudMapLimits: a beacon with its change list at its
 // longest, and IDs at the longest the registry accepts (names_test.go), is
 // an instance Cloud Map accepts.
