@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/clusterset/clusterset/pkg/registry"
 	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
@@ -46,13 +47,14 @@ func TestInstanceDigest(t *testing.T) {
 
 // TestChangeCostIndependentOfNamespaceSize: one endpoint change costs a
 // reader the beacon read and one read of the changed service, the same in
-// a namespace of 40 services as in one of 1, and nothing more at the polls
-// after it. A new service in the large namespace costs one listing of it
-// and the new service's read, not a check of its 40 services.
+// a namespace of 120 services as in one of 1, and nothing more at the polls
+// after it. So do an export and a withdrawal, with at most one listing
+// page where it saves more than it costs: never a check of the namespace's
+// services.
 func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
 	ctx := context.Background()
-	const big = 40
+	const big = 120 // more than servicesPerPage
 	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
 	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
 		o.PollInterval = 100 * time.Millisecond
@@ -62,7 +64,7 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	})
 	var recs []registry.Record
 	for i := 0; i < big; i++ {
-		recs = append(recs, sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%02d", i), "10.0.0.1"))
+		recs = append(recs, sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%03d", i), "10.0.0.1"))
 	}
 	recs = append(recs, sampleRecord("set1", "cls1", "small", "only", "10.0.0.1"))
 	for i := range recs {
@@ -123,35 +125,50 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 		}
 	}
 
-	// A new service in the large namespace.
-	c0, p0 := settle("before the new service")
-	rec := sampleRecord("set1", "cls1", "big", "new", "10.0.0.9")
-	if err := w.Publish(ctx, &rec); err != nil {
-		t.Fatal(err)
+	// Exports and withdrawals. A new service in the large namespace is read
+	// by name: listing it would cost 2 pages on Cloud Map. One in the small
+	// namespace costs its listing, one page, which saves the GetService
+	// the next sweep would make for its ID (listingPays). A withdrawal
+	// deletes the Cloud Map service: the read that finds it gone drops it,
+	// with no listing and no failed poll, whether the reader found the
+	// service by name (big/new) or in a listing (svc-000, small/new).
+	// Then big/new is exported again, a new Cloud Map service of that name.
+	errs0 := testutil.ToFloat64(viewErrorsTotal)
+	bigNew := sampleRecord("set1", "cls1", "big", "new", "10.0.0.9")
+	smallNew := sampleRecord("set1", "cls1", "small", "new", "10.0.0.9")
+	byName := map[string]int{"DiscoverInstances": 2} // the beacons, the service
+	listed := map[string]int{"DiscoverInstances": 2, "ListServices": 1}
+	for _, step := range []struct {
+		rec      registry.Record
+		withdraw bool
+		want     map[string]int
+	}{
+		{bigNew, false, byName},
+		{smallNew, false, listed},
+		{bigNew, true, byName},
+		{recs[0], true, byName},
+		{smallNew, true, byName},
+		{bigNew, false, byName},
+	} {
+		what := map[bool]string{true: "the withdrawal", false: "the export"}[step.withdraw] + " of " + step.rec.Key().String()
+		c0, p0 := settle("before " + what)
+		wantRecs := []registry.Record{step.rec}
+		if step.withdraw {
+			wantRecs = nil
+			if err := w.Withdraw(ctx, step.rec.Key()); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := w.Publish(ctx, &step.rec); err != nil {
+			t.Fatal(err)
+		}
+		waitRecords(t, rd, step.rec.Key(), wantRecs)
+		c1, p1 := settle("after " + what)
+		if d := beyondPolls(c1, c0, p1-p0); !reflect.DeepEqual(d, step.want) {
+			t.Errorf("%s cost the reader %v beyond its idle polls, want %v", what, d, step.want)
+		}
 	}
-	waitRecords(t, rd, rec.Key(), []registry.Record{rec})
-	c1, p1 := settle("after the new service")
-	d := beyondPolls(c1, c0, p1-p0)
-	// The beacons and the new service, and the listing of its namespace,
-	// which says where the new ID is (no GetService).
-	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1}
-	if !reflect.DeepEqual(d, want) {
-		t.Errorf("a new service in a namespace of %d cost the reader %v beyond its idle polls, want %v", big, d, want)
-	}
-
-	// Its withdrawal, which deletes the Cloud Map service.
-	c0, p0 = settle("before the withdrawal")
-	if err := w.Withdraw(ctx, rec.Key()); err != nil {
-		t.Fatal(err)
-	}
-	waitRecords(t, rd, rec.Key(), nil)
-	c1, p1 = settle("after the withdrawal")
-	d = beyondPolls(c1, c0, p1-p0)
-	// The beacons, the read that finds the service gone, the listing that
-	// drops it.
-	want = map[string]int{"DiscoverInstances": 2, "ListServices": 1}
-	if !reflect.DeepEqual(d, want) {
-		t.Errorf("a withdrawn service in a namespace of %d cost the reader %v beyond its idle polls, want %v", big, d, want)
+	if d := testutil.ToFloat64(viewErrorsTotal) - errs0; d != 0 {
+		t.Errorf("withdrawals made %v polls fail, want none: a service gone is an outcome", d)
 	}
 }
 

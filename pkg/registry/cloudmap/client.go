@@ -240,6 +240,10 @@ type svcInfo struct {
 	Created bool
 }
 
+// servicesPerPage is the most services one ListServices page returns (its
+// largest MaxResults, Cloud Map API reference). moto answers in one page.
+const servicesPerPage = 100
+
 // listServices pages through the services of namespaceID (the NAMESPACE_ID
 // filter, which moto honours with hack/moto's patch, as
 // TestMotoAppliesListFilters checks), or of the whole account when it is
@@ -247,7 +251,7 @@ type svcInfo struct {
 // listing map services to namespaces with GetService (cached: a service
 // never moves).
 func (a api) listServices(ctx context.Context, namespaceID string) ([]svcInfo, error) {
-	in := &sd.ListServicesInput{MaxResults: aws.Int32(100)}
+	in := &sd.ListServicesInput{MaxResults: aws.Int32(servicesPerPage)}
 	if namespaceID != "" {
 		in.Filters = []sdtypes.ServiceFilter{{Name: sdtypes.ServiceFilterNameNamespaceId, Values: []string{namespaceID}, Condition: sdtypes.FilterConditionEq}}
 	}

@@ -51,7 +51,7 @@ type pollState struct {
 	pendingNS     map[string]bool          // namespaces to check in full (a beacon moved)
 	hot           map[string]*hotNamespace // namespaces checked again, less and less often
 	announced     map[registry.ServiceKey]*announcement
-	listNS        map[string]bool              // namespaces to list for the IDs of announced services
+	listNS        map[string]bool              // namespaces to list: for new services' IDs, or a read found the namespace gone
 	ownNS         map[string]bool              // namespaces of this cluster's beacons written by another process
 	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
 	lastSweep     time.Time                    // last sweep of every service
@@ -183,179 +183,6 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	return errors.Join(foreignErr, r.refreshChanged(ctx, onChange))
 }
 
-// foreignCheck finds the writes of controllers that bump no change beacon
-// (the AWS Cloud Map MCS controller) in a mixed clusterset sooner than the
-// sweep: ListNamespaces and ListServices of the account, then the usual
-// revision check of every service of the mixed namespaces and of every
-// service not in the view yet (a new export, in any namespace). Not found
-// here, only at the sweep: another controller's first write into a service
-// that exists already, in a namespace without its records.
-func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, mixed map[string]bool) error {
-	ps := &r.ps
-	ps.lastForeign = now
-	order, err := r.listAccount(ctx, onChange)
-	if err != nil {
-		return err
-	}
-	r.view.mu.RLock()
-	var check []target
-	for _, tg := range order {
-		if ps.pendingNS[tg.key.Namespace] {
-			continue // refreshChanged lists and checks it in this poll
-		}
-		if _, known := r.view.services[tg.key]; mixed[tg.key.Namespace] || !known {
-			check = append(check, tg)
-		}
-	}
-	r.view.mu.RUnlock()
-	_, err = r.refreshAll(ctx, onChange, check, func(registry.ServiceKey) bool { return false })
-	return err
-}
-
-// listTargets returns the services of the namespaces named in nsByID (all of
-// the account when namespaceID is empty, else of that namespace). The first
-// service of a name wins, as in moto's DiscoverInstances.
-//
-// A listing of one namespace says where its services are; one of the whole
-// account does not (ServiceSummary has no namespace), so the services it
-// shows for the first time are looked up with GetService, in parallel.
-// Before, each new service of a namespace listing cost a GetService too,
-// one after the other, inside the poll: a burst of 1,000 services took
-// 56.9 s with them and 51.5 s without (docs/benchmarks.md, bursts).
-func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID map[string]string) ([]target, error) {
-	svcs, err := r.api.listServices(ctx, namespaceID)
-	if err != nil {
-		return nil, err
-	}
-	if namespaceID != "" {
-		r.mu.Lock()
-		for _, s := range svcs {
-			r.svcNS[s.ID] = namespaceID
-		}
-		r.mu.Unlock()
-	} else if err := r.lookUpNamespaces(ctx, svcs); err != nil {
-		// Without every service's namespace we cannot tell removed
-		// services from unknown ones: keep the view as it is.
-		return nil, err
-	}
-	seen := map[registry.ServiceKey]bool{}
-	var out []target
-	for _, s := range svcs {
-		r.mu.Lock()
-		nsID, known := r.svcNS[s.ID]
-		r.mu.Unlock()
-		if !known {
-			continue // deleted since the listing
-		}
-		name, ok := nsByID[nsID]
-		if !ok {
-			continue
-		}
-		key := registry.ServiceKey{Namespace: name, Name: s.Name}
-		if seen[key] {
-			continue // moto duplicate: DiscoverInstances reads the first
-		}
-		seen[key] = true
-		out = append(out, target{key: key, id: s.ID})
-	}
-	return out, nil
-}
-
-// lookUpNamespaces learns the namespace of every service of svcs it does not
-// know yet (namespaceOf, Options.Concurrency at a time). A service deleted
-// since it was listed stays unknown; other errors are returned.
-func (r *Registry) lookUpNamespaces(ctx context.Context, svcs []svcInfo) error {
-	var unknown []string
-	r.mu.Lock()
-	for _, s := range svcs {
-		if _, ok := r.svcNS[s.ID]; !ok {
-			unknown = append(unknown, s.ID)
-		}
-	}
-	r.mu.Unlock()
-	return r.parallel(ctx, len(unknown), func(ctx context.Context, i int) error {
-		if _, err := r.namespaceOf(ctx, unknown[i]); err != nil && !isCode(err, "ServiceNotFound") {
-			return err
-		}
-		return nil
-	})
-}
-
-// listAccount lists every service of the account's namespaces but the
-// system one (ListNamespaces and ListServices, one paged call each, and
-// GetService once per new service ID) and drops from the view the services
-// the listing no longer shows. On error the view is kept as it is.
-func (r *Registry) listAccount(ctx context.Context, onChange func(registry.ServiceKey)) ([]target, error) {
-	nss, err := r.refreshNamespaces(ctx)
-	if err != nil {
-		return nil, err
-	}
-	nsByID := map[string]string{}
-	for _, n := range nss {
-		if n.Name != r.opts.SystemNamespace {
-			nsByID[n.ID] = n.Name
-		}
-	}
-	order, err := r.listTargets(ctx, "", nsByID)
-	if err != nil {
-		return nil, err
-	}
-	listed := map[registry.ServiceKey]bool{}
-	for _, tg := range order {
-		listed[tg.key] = true
-	}
-	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
-	return order, nil
-}
-
-// sweep lists the services of the clusterset's namespaces and checks them:
-//   - ListNamespaces and ListServices, one paged call each for the account;
-//   - GetService once per new service ID (ServiceSummary lacks the namespace);
-//   - per service checked, DiscoverInstancesRevision, and DiscoverInstances
-//     only when the revision moved, the service is new or written by us, or
-//     its last full read is older than FullResyncPeriod; with full,
-//     DiscoverInstances of every service (an equal revision is not a proof:
-//     moto's can repeat after a deregistration).
-//
-// A full sweep, and a sweep in a mixed clusterset (the view holds a record
-// of another controller), check every service. Otherwise (every writer
-// seen so far bumps change beacons) only the services new to the view and
-// those the poll had queued: so the idle cost of a clusterset run only by
-// clusterset grows with its namespaces, not with its services, and another
-// controller's first write is found at the sweep when it creates a service
-// and at the full resync when it writes into one that exists.
-func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
-	ps := &r.ps
-	order, err := r.listAccount(ctx, onChange)
-	if err != nil {
-		return err
-	}
-
-	dirty := r.takeDirty()
-	checked := ps.addAnnounced(dirty)
-	if !full && len(r.view.mixedNamespaces()) == 0 {
-		order = slices.DeleteFunc(order, func(tg target) bool {
-			k := tg.key
-			return !dirty[k] && !checked[k] && !ps.pendingNS[k.Namespace] && r.view.has(k)
-		})
-	}
-	ps.pendingNS = map[string]bool{} // every namespace that needs it is checked now
-	ps.listNS = map[string]bool{}
-
-	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
-	r.settleAnnounced(checked)
-	ps.lastSweep = now
-	if full {
-		ps.lastFull = now
-	}
-	if failed == 0 {
-		r.view.mu.Lock()
-		r.view.synced = true
-		r.view.mu.Unlock()
-	}
-	return err
-}
-
 // takeDirty returns the services this cluster wrote (view.dirty) and those
 // whose last check failed (ps.retry), true for those to read in full, and
 // clears both.
@@ -385,17 +212,29 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 		check[k] = true
 	}
 
-	// Single services first; those whose ID is unknown or that are gone
-	// send their namespace through a listing, which is authoritative.
+	// Single services first, by name (DiscoverInstances and its revision
+	// take names); one that is gone is dropped (refreshAll). Services new
+	// to the view (exports) are read by name too, or through a listing of
+	// their namespace where that is cheaper (listingPays).
 	var order []target
+	fresh := map[string][]registry.ServiceKey{}
 	for k := range check {
 		if ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
 			continue // the listing below checks it
 		}
-		if id := r.serviceID(k); id != "" {
+		if id := r.serviceID(k); id != "" || r.view.has(k) {
 			order = append(order, target{key: k, id: id})
 		} else {
-			ps.listNS[k.Namespace] = true
+			fresh[k.Namespace] = append(fresh[k.Namespace], k)
+		}
+	}
+	for ns, keys := range fresh {
+		if listingPays(len(keys), r.view.countIn(ns)) {
+			ps.listNS[ns] = true
+			continue
+		}
+		for _, k := range keys {
+			order = append(order, target{key: k}) // ID learned at the next sweep
 		}
 	}
 	_, firstErr := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
@@ -410,8 +249,9 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 	for _, ns := range slices.Sorted(maps.Keys(nss)) {
 		only := func(registry.ServiceKey) bool { return true } // the whole namespace
 		if !ps.pendingNS[ns] {
-			// Only to find the IDs of announced services: check those and
-			// the services new to the view.
+			// Listed for the IDs of new services, or because a read found
+			// the namespace gone: check the services waiting for it and
+			// those new to the view.
 			only = func(k registry.ServiceKey) bool { return check[k] || !r.view.has(k) }
 		}
 		listed, err := r.refreshNamespace(ctx, onChange, ns, force, only)
@@ -490,6 +330,21 @@ func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.
 	return true, err
 }
 
+// listingPays reports whether a reader should list a namespace
+// (ListServices, a page per servicesPerPage services) to find fresh
+// services new to its view, rather than read them by name. Both read each
+// service once; the listing costs its pages now, and reading by name costs
+// one GetService per service at the next sweep, whose account-wide
+// listing does not say a service's namespace (ServiceSummary has no
+// NamespaceId). known is how many services of the namespace the view holds.
+// One export in a namespace of up to 99 services lists it (1 call either
+// way, and no GetService later); in one of 5,000 services it reads by
+// name (2 calls instead of 51); a burst of new services lists.
+func listingPays(fresh, known int) bool {
+	pages := (known + fresh + servicesPerPage - 1) / servicesPerPage
+	return fresh >= pages
+}
+
 // serviceID returns the Cloud Map service ID of key as last seen, or "".
 func (r *Registry) serviceID(key registry.ServiceKey) string {
 	r.mu.Lock()
@@ -528,14 +383,18 @@ func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(regist
 }
 
 // refreshAll checks the services of order in parallel. A service whose check
-// fails keeps its records and is retried at the next poll; one that is gone
-// (ServiceNotFound) sends its namespace to a listing at the next poll, which
-// drops it or finds its new ID.
+// fails keeps its records and is retried at the next poll. One that is gone
+// (ServiceNotFound: DiscoverInstances finds services by name, so no service
+// of that name is left) is dropped from the view at once, an outcome, not a
+// failure: a withdrawal that deleted the Cloud Map service costs no listing
+// of its namespace. A gone namespace (NamespaceNotFound) sends it to a
+// listing at the next poll, which drops its services.
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
 	ps := &r.ps
 	var mu sync.Mutex
 	var failed int
 	var firstErr error
+	gone := map[registry.ServiceKey]bool{}
 	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
 		tg := order[i]
 		f := force(tg.key)
@@ -549,20 +408,25 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
+		switch {
+		case err == nil:
+		case isCode(err, "ServiceNotFound"):
+			gone[tg.key] = true
+		default:
 			failed++
 			if firstErr == nil {
 				firstErr = err
 			}
-			if isCode(err, "ServiceNotFound", "NamespaceNotFound") {
-				// A listing tells whether it is gone or has a new ID.
+			if isCode(err, "NamespaceNotFound") {
 				ps.listNS[tg.key.Namespace] = true
 			}
 			ps.retry[tg.key] = ps.retry[tg.key] || f
-			return nil // other services still refresh
 		}
-		return nil
+		return nil // other services still refresh
 	})
+	if len(gone) > 0 {
+		r.dropGone(onChange, func(k registry.ServiceKey) bool { return gone[k] })
+	}
 	return failed, firstErr
 }
 

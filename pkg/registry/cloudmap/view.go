@@ -10,7 +10,7 @@ import (
 
 // svcState is the view of one Cloud Map service.
 type svcState struct {
-	id       string
+	id       string // Cloud Map service ID; "" for a service read by name, until a listing names it
 	revision int64
 	loaded   bool      // read in full at least once
 	lastFull time.Time // last full DiscoverInstances
@@ -65,6 +65,33 @@ func (v *view) markDirty(key registry.ServiceKey) {
 	v.mu.Lock()
 	v.dirty[key] = true
 	v.mu.Unlock()
+}
+
+// countIn returns how many services of namespace ns the view holds.
+func (v *view) countIn(ns string) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	n := 0
+	for k := range v.services {
+		if k.Namespace == ns {
+			n++
+		}
+	}
+	return n
+}
+
+// learnIDs sets the Cloud Map service ID of each target's service in the
+// view that was read by name, before its ID was known (id "").
+func (v *view) learnIDs(targets []target) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, tg := range targets {
+		if s := v.services[tg.key]; s != nil && s.id == "" {
+			c := *s // states are replaced, never changed: readers hold them unlocked
+			c.id = tg.id
+			v.services[tg.key] = &c
+		}
+	}
 }
 
 // has reports whether the view holds key.

@@ -1,0 +1,195 @@
+package cloudmap
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+	"github.com/clusterset/clusterset/pkg/registry/cloudmap/cloudmaptest"
+)
+
+// Readers find the services that beacons announce by name
+// (refreshChanged): these tests cover the services new to a reader, gone,
+// or not created yet, and the IDs learned afterwards.
+
+// TestAnnouncedServiceNotCreatedYet: a beacon may announce a service that
+// the reader cannot find yet (its CreateService not visible yet). The
+// reader then looks for it at every poll, the cheaper way for the size of
+// its namespace (listingPays): a listing of a small namespace, one page,
+// or a read by name in a namespace of more than a page, a
+// DiscoverInstances that answers ServiceNotFound. No failed poll either
+// way, and once the service exists it is imported with no sweep.
+func TestAnnouncedServiceNotCreatedYet(t *testing.T) {
+	for _, tc := range []struct {
+		services int
+		perPoll  string
+	}{{1, "ListServices"}, {servicesPerPage, "DiscoverInstances"}} {
+		t.Run(fmt.Sprintf("namespace-of-%d", tc.services), func(t *testing.T) {
+			url := cloudmaptest.StartMoto(t)
+			ctx := context.Background()
+			w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+			rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+				o.PollInterval = 100 * time.Millisecond
+				o.ForeignSweepPeriod = -1
+				o.ForeignPollInterval = -1
+				o.FullResyncPeriod = time.Hour
+				o.RepairDelay = 3 * time.Second
+			})
+			var last registry.Record
+			for i := range tc.services {
+				last = sampleRecord("set1", "cls1", "demo", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
+				if err := w.Publish(ctx, &last); err != nil {
+					t.Fatal(err)
+				}
+			}
+			run(t, rd)
+			waitRecords(t, rd, last.Key(), []registry.Record{last})
+			eventually(t, 10*time.Second, "the reader to settle", func() bool { return !checking(rd) })
+
+			errs0 := testutil.ToFloat64(viewErrorsTotal)
+			late := registry.ServiceKey{Namespace: "demo", Name: "late"}
+			gen := time.Now().UnixMicro()
+			registerBeacon(t, url, w, "demo", w.writer, gen, "late:0badc0de:"+strconv.FormatInt(gen, 10))
+			eventually(t, 5*time.Second, "the announcement", func() bool { return isAnnounced(rd, late) })
+
+			c0, p0, _ := quiet(rd)
+			time.Sleep(500 * time.Millisecond)
+			c1, p1, _ := quiet(rd)
+			polls := int(p1 - p0)
+			if d, want := diff(c1, c0), map[string]int{"DiscoverInstancesRevision": polls, tc.perPoll: polls}; !reflect.DeepEqual(d, want) {
+				t.Errorf("%d polls waiting for an announced service that does not exist cost %v, want %v (the beacons' revision and a %s per poll)", polls, d, want, tc.perPoll)
+			}
+
+			c := rawClient(url)
+			if _, err := c.CreateService(ctx, &sd.CreateServiceInput{Name: aws.String(late.Name), NamespaceId: aws.String(rawNamespaceID(ctx, t, c, late.Namespace))}); err != nil {
+				t.Fatal(err)
+			}
+			registerAWSInstance(t, url, late.Namespace, late.Name, "10.9.9.9")
+			eventually(t, 2*time.Second, "the announced service, once it exists", func() bool {
+				got, _ := rd.Records(late)
+				return len(got) == 1
+			})
+			if d := testutil.ToFloat64(viewErrorsTotal) - errs0; d != 0 {
+				t.Errorf("looking for a service not created yet made %v polls fail, want none", d)
+			}
+		})
+	}
+}
+
+// TestListingPays: the choice between listing a namespace for the IDs of
+// the services new to the view and reading them by name (a GetService
+// each at the next sweep) takes the one with fewer calls.
+func TestListingPays(t *testing.T) {
+	for _, tc := range []struct {
+		fresh, known int
+		want         bool
+	}{
+		{1, 0, true},    // one page either way; the listing saves a GetService
+		{1, 98, true},   // 99 services: one page
+		{1, 99, true},   // 100 services: still one page
+		{1, 100, false}, // 101: two pages for one GetService
+		{2, 100, true},  // two pages, two GetService
+		{1, 5000, false},
+		{50, 4950, true},  // a burst: 50 pages for 50 services
+		{49, 4950, false}, // 50 pages for 49
+		{1000, 0, true},   // a burst into a new namespace
+	} {
+		if got := listingPays(tc.fresh, tc.known); got != tc.want {
+			t.Errorf("listingPays(fresh=%d, known=%d) = %v, want %v", tc.fresh, tc.known, got, tc.want)
+		}
+	}
+}
+
+// TestSweepLearnsTheIDOfAServiceReadByName: a service a reader read by name
+// (new, in a namespace of more than a page) gets its Cloud Map ID from the
+// next sweep's listing, with one GetService and no read, and later changes
+// of it cost the reader what any change costs.
+func TestSweepLearnsTheIDOfAServiceReadByName(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.PollInterval = 100 * time.Millisecond
+		o.ForeignSweepPeriod = 2 * time.Second
+		o.ForeignPollInterval = -1
+		o.FullResyncPeriod = time.Hour
+		o.RepairDelay = time.Hour // only a read showing the digest ends a check
+	})
+	for i := range servicesPerPage {
+		rec := sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
+		if err := w.Publish(ctx, &rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, rd)
+	eventually(t, 20*time.Second, "the reader to read the namespace", func() bool { return rd.view.countIn("big") == servicesPerPage && !checking(rd) })
+
+	// measure runs op right after a sweep, waits until the reader has read
+	// what op changed and settled, and returns the reader's calls beyond
+	// its polls; again if a sweep came in between (it would be counted).
+	measure := func(what string, op func(i int) registry.Record) (map[string]int, registry.Record) {
+		t.Helper()
+		for i := range 5 {
+			_, _, s := quiet(rd)
+			waitSweep(t, rd, s)
+			c0, p0, s0 := quiet(rd)
+			rec := op(i)
+			waitRecords(t, rd, rec.Key(), []registry.Record{rec})
+			eventually(t, 10*time.Second, "the reader to settle", func() bool { return !checking(rd) })
+			if c1, p1, s1 := quiet(rd); s1 == s0 {
+				return beyondPolls(c1, c0, p1-p0), rec
+			}
+		}
+		t.Fatalf("%s: a sweep came in each of 5 tries", what)
+		return nil, registry.Record{}
+	}
+	viewID := func(key registry.ServiceKey) string {
+		rd.view.mu.RLock()
+		defer rd.view.mu.RUnlock()
+		return rd.view.services[key].id
+	}
+
+	d, rec := measure("the export", func(i int) registry.Record {
+		rec := sampleRecord("set1", "cls1", "big", fmt.Sprintf("new-%d", i), "10.0.0.9")
+		if err := w.Publish(ctx, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	})
+	if !reflect.DeepEqual(d, map[string]int{"DiscoverInstances": 2}) {
+		t.Errorf("the export of %s cost the reader %v beyond its polls, want 2 DiscoverInstances (the beacons, the service by name)", rec.Key(), d)
+	}
+	if id := viewID(rec.Key()); id != "" {
+		t.Fatalf("%s was read with ID %q before any sweep: want it read by name (ID unknown)", rec.Key(), id)
+	}
+	c0, p0, s0 := quiet(rd)
+	c1, p1, s1 := waitSweep(t, rd, s0)
+	want := map[string]int{"ListNamespaces": 1, "ListServices": 1, "GetService": 1}
+	if d := beyondPolls(c1, c0, p1-p0); s1 != s0+1 || !reflect.DeepEqual(d, want) {
+		t.Errorf("%d sweeps after a service read by name cost %v beyond the polls, want 1 costing %v (the listing, the new service's namespace, no read)", s1-s0, d, want)
+	}
+	if got, want := viewID(rec.Key()), existingServiceID(t, url, "big", rec.Name); got != want {
+		t.Errorf("after the sweep the reader knows %s as %q, want its ID %q", rec.Key(), got, want)
+	}
+
+	// An endpoint change of it: the beacons and the service, as for any.
+	d, _ = measure("the endpoint change", func(i int) registry.Record {
+		rec.Endpoints = append(rec.Endpoints, rec.Endpoints[0])
+		rec.Endpoints[len(rec.Endpoints)-1].Address = fmt.Sprintf("10.0.1.%d", i+1)
+		if err := w.Publish(ctx, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	})
+	if !reflect.DeepEqual(d, map[string]int{"DiscoverInstances": 2}) {
+		t.Errorf("an endpoint change of a service whose ID the sweep taught cost the reader %v beyond its polls, want 2 DiscoverInstances", d)
+	}
+}

@@ -1,0 +1,186 @@
+package cloudmap
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/clusterset/clusterset/pkg/registry"
+)
+
+// foreignCheck finds the writes of controllers that bump no change beacon
+// (the AWS Cloud Map MCS controller) in a mixed clusterset sooner than the
+// sweep: ListNamespaces and ListServices of the account, then the usual
+// revision check of every service of the mixed namespaces and of every
+// service not in the view yet (a new export, in any namespace). Not found
+// here, only at the sweep: another controller's first write into a service
+// that exists already, in a namespace without its records.
+func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, mixed map[string]bool) error {
+	ps := &r.ps
+	ps.lastForeign = now
+	order, err := r.listAccount(ctx, onChange)
+	if err != nil {
+		return err
+	}
+	r.view.mu.RLock()
+	var check []target
+	for _, tg := range order {
+		if ps.pendingNS[tg.key.Namespace] {
+			continue // refreshChanged lists and checks it in this poll
+		}
+		if _, known := r.view.services[tg.key]; mixed[tg.key.Namespace] || !known {
+			check = append(check, tg)
+		}
+	}
+	r.view.mu.RUnlock()
+	_, err = r.refreshAll(ctx, onChange, check, func(registry.ServiceKey) bool { return false })
+	return err
+}
+
+// listTargets returns the services of the namespaces named in nsByID (all of
+// the account when namespaceID is empty, else of that namespace). The first
+// service of a name wins, as in moto's DiscoverInstances.
+//
+// A listing of one namespace says where its services are; one of the whole
+// account does not (ServiceSummary has no namespace), so the services it
+// shows for the first time are looked up with GetService, in parallel.
+// Before, each new service of a namespace listing cost a GetService too,
+// one after the other, inside the poll: a burst of 1,000 services took
+// 56.9 s with them and 51.5 s without (docs/benchmarks.md, bursts).
+func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID map[string]string) ([]target, error) {
+	svcs, err := r.api.listServices(ctx, namespaceID)
+	if err != nil {
+		return nil, err
+	}
+	if namespaceID != "" {
+		r.mu.Lock()
+		for _, s := range svcs {
+			r.svcNS[s.ID] = namespaceID
+		}
+		r.mu.Unlock()
+	} else if err := r.lookUpNamespaces(ctx, svcs); err != nil {
+		// Without every service's namespace we cannot tell removed
+		// services from unknown ones: keep the view as it is.
+		return nil, err
+	}
+	seen := map[registry.ServiceKey]bool{}
+	var out []target
+	for _, s := range svcs {
+		r.mu.Lock()
+		nsID, known := r.svcNS[s.ID]
+		r.mu.Unlock()
+		if !known {
+			continue // deleted since the listing
+		}
+		name, ok := nsByID[nsID]
+		if !ok {
+			continue
+		}
+		key := registry.ServiceKey{Namespace: name, Name: s.Name}
+		if seen[key] {
+			continue // moto duplicate: DiscoverInstances reads the first
+		}
+		seen[key] = true
+		out = append(out, target{key: key, id: s.ID})
+	}
+	// Services read by name before (refreshChanged) get their IDs from the
+	// listing, with no read: a read by name is a read of the service that
+	// the listing names.
+	r.view.learnIDs(out)
+	return out, nil
+}
+
+// lookUpNamespaces learns the namespace of every service of svcs it does not
+// know yet (namespaceOf, Options.Concurrency at a time). A service deleted
+// since it was listed stays unknown; other errors are returned.
+func (r *Registry) lookUpNamespaces(ctx context.Context, svcs []svcInfo) error {
+	var unknown []string
+	r.mu.Lock()
+	for _, s := range svcs {
+		if _, ok := r.svcNS[s.ID]; !ok {
+			unknown = append(unknown, s.ID)
+		}
+	}
+	r.mu.Unlock()
+	return r.parallel(ctx, len(unknown), func(ctx context.Context, i int) error {
+		if _, err := r.namespaceOf(ctx, unknown[i]); err != nil && !isCode(err, "ServiceNotFound") {
+			return err
+		}
+		return nil
+	})
+}
+
+// listAccount lists every service of the account's namespaces but the
+// system one (ListNamespaces and ListServices, one paged call each, and
+// GetService once per new service ID) and drops from the view the services
+// the listing no longer shows. On error the view is kept as it is.
+func (r *Registry) listAccount(ctx context.Context, onChange func(registry.ServiceKey)) ([]target, error) {
+	nss, err := r.refreshNamespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nsByID := map[string]string{}
+	for _, n := range nss {
+		if n.Name != r.opts.SystemNamespace {
+			nsByID[n.ID] = n.Name
+		}
+	}
+	order, err := r.listTargets(ctx, "", nsByID)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		listed[tg.key] = true
+	}
+	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
+	return order, nil
+}
+
+// sweep lists the services of the clusterset's namespaces and checks them:
+//   - ListNamespaces and ListServices, one paged call each for the account;
+//   - GetService once per new service ID (ServiceSummary lacks the namespace);
+//   - per service checked, DiscoverInstancesRevision, and DiscoverInstances
+//     only when the revision moved, the service is new or written by us, or
+//     its last full read is older than FullResyncPeriod; with full,
+//     DiscoverInstances of every service (an equal revision is not a proof:
+//     moto's can repeat after a deregistration).
+//
+// A full sweep, and a sweep in a mixed clusterset (the view holds a record
+// of another controller), check every service. Otherwise (every writer
+// seen so far bumps change beacons) only the services new to the view and
+// those the poll had queued: so the idle cost of a clusterset run only by
+// clusterset grows with its namespaces, not with its services, and another
+// controller's first write is found at the sweep when it creates a service
+// and at the full resync when it writes into one that exists.
+func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
+	ps := &r.ps
+	order, err := r.listAccount(ctx, onChange)
+	if err != nil {
+		return err
+	}
+
+	dirty := r.takeDirty()
+	checked := ps.addAnnounced(dirty)
+	if !full && len(r.view.mixedNamespaces()) == 0 {
+		order = slices.DeleteFunc(order, func(tg target) bool {
+			k := tg.key
+			return !dirty[k] && !checked[k] && !ps.pendingNS[k.Namespace] && r.view.has(k)
+		})
+	}
+	ps.pendingNS = map[string]bool{} // every namespace that needs it is checked now
+	ps.listNS = map[string]bool{}
+
+	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
+	r.settleAnnounced(checked)
+	ps.lastSweep = now
+	if full {
+		ps.lastFull = now
+	}
+	if failed == 0 {
+		r.view.mu.Lock()
+		r.view.synced = true
+		r.view.mu.Unlock()
+	}
+	return err
+}
