@@ -139,6 +139,7 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	ps.polls++
 	r.flushBeacons(ctx) // this cluster's beacons whose write failed
 	now := time.Now()
+	r.forgetWithdrawn(now)
 	if err := r.checkBeacons(ctx, now); err != nil {
 		return err
 	}

@@ -33,6 +33,9 @@ func (r *Registry) Publish(ctx context.Context, rec *registry.Record) error {
 	}
 	key := rec.Key()
 	defer r.lockKey(key)()
+	r.mu.Lock()
+	delete(r.withdrawn, key)
+	r.mu.Unlock()
 
 	// Validate before any side effect: a bad record, or one past a quota,
 	// creates nothing (no namespace, no service).

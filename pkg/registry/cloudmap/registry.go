@@ -220,12 +220,15 @@ type Registry struct {
 	calls callCounter
 	log   logr.Logger
 
-	mu          sync.Mutex
-	namespaces  map[string]nsInfo                 // by name; first listed wins
-	svcNS       map[string]string                 // service ID -> namespace ID (immutable)
-	services    map[[2]string]svcInfo             // (namespace ID, name) -> service
-	listed      map[string]map[string][]svcInfo   // namespace ID -> name -> services, from its last listing
-	published   map[registry.ServiceKey]*pubState // what this cluster wrote, per key
+	mu         sync.Mutex
+	namespaces map[string]nsInfo                 // by name; first listed wins
+	svcNS      map[string]string                 // service ID -> namespace ID (immutable)
+	services   map[[2]string]svcInfo             // (namespace ID, name) -> service
+	listed     map[string]map[string][]svcInfo   // namespace ID -> name -> services, from its last listing
+	published  map[registry.ServiceKey]*pubState // what this cluster wrote, per key
+	// withdrawn holds when this process last withdrew a key with nothing
+	// of its own left there and published nothing since (see Withdraw).
+	withdrawn   map[registry.ServiceKey]time.Time
 	keyLocks    map[registry.ServiceKey]*sync.Mutex
 	createMu    sync.Mutex                // serialises namespace creation in this process
 	createLocks map[[2]string]*sync.Mutex // serialise the creation of one service name (lockCreate)
@@ -265,6 +268,7 @@ func New(cfg aws.Config, opts Options) (*Registry, error) {
 		listed:      map[string]map[string][]svcInfo{},
 		createLocks: map[[2]string]*sync.Mutex{},
 		published:   map[registry.ServiceKey]*pubState{},
+		withdrawn:   map[registry.ServiceKey]time.Time{},
 		keyLocks:    map[registry.ServiceKey]*sync.Mutex{},
 		beacons:     map[string]*beaconState{},
 		writer:      rand.Text()[:12],

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
@@ -182,4 +183,70 @@ func serviceNames(t *testing.T, url, ns string) map[string]int {
 		}
 	}
 	return out
+}
+
+// TestWithdrawAgainCostsNothing: the export controller may withdraw a key
+// again before the view shows the first withdrawal. With nothing published
+// since, that costs no call (it used to list the namespace to look for the
+// service the first withdrawal deleted). A key withdrawn and published
+// again is withdrawn for real, and a key this process never withdrew still
+// goes to Cloud Map.
+func TestWithdrawAgainCostsNothing(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	calls := func(f func() error) map[string]int {
+		t.Helper()
+		c0 := w.calls.snapshot()
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		return diff(w.calls.snapshot(), c0)
+	}
+	publish := func() error { return w.Publish(ctx, &rec) }
+	withdraw := func() error { return w.Withdraw(ctx, rec.Key()) }
+	instances := func() int {
+		t.Helper()
+		out, err := rawClient(url).DiscoverInstances(ctx, &sd.DiscoverInstancesInput{NamespaceName: aws.String("demo"), ServiceName: aws.String("web")})
+		if isCode(err, "ServiceNotFound") {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(out.Instances)
+	}
+
+	for round := range 2 {
+		calls(publish)
+		if n := instances(); n == 0 {
+			t.Fatalf("round %d: no instance after Publish", round)
+		}
+		if d := calls(withdraw); d["DeregisterInstance"] == 0 {
+			t.Errorf("round %d: the withdrawal cost %v: no DeregisterInstance", round, d)
+		}
+		if n := instances(); n != 0 {
+			t.Errorf("round %d: %d instances left after Withdraw", round, n)
+		}
+		if d := calls(withdraw); len(d) != 0 {
+			t.Errorf("round %d: withdrawing again with nothing published since cost %v, want no call", round, d)
+		}
+	}
+
+	// A withdrawal older than withdrawnMemory is forgotten, and another
+	// process of the cluster (a restart) knows of none: both look in
+	// Cloud Map.
+	w.forgetWithdrawn(time.Now().Add(withdrawnMemory))
+	if d := calls(withdraw); d["ListServices"] == 0 {
+		t.Errorf("a withdrawal after the first was forgotten cost %v, want a look in Cloud Map (ListServices)", d)
+	}
+	w2 := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	c0 := w2.calls.snapshot()
+	if err := w2.Withdraw(ctx, rec.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(w2.calls.snapshot(), c0); d["ListServices"] == 0 {
+		t.Errorf("a withdrawal by a process that never withdrew the key cost %v, want a look in Cloud Map (ListServices)", d)
+	}
 }

@@ -3,6 +3,7 @@ package cloudmap
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
@@ -13,12 +14,31 @@ import (
 // Withdraw deregisters every instance of this cluster in key's service and
 // deletes the Cloud Map service when a clusterset controller created it and
 // no instance (of any writer) is left. Namespaces are never deleted.
-func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error {
+//
+// Withdrawing a key again, with nothing published since, within
+// withdrawnMemory costs no call: the export controller does so when it
+// reconciles again before this registry's view has caught up with the
+// first withdrawal, and each such call used to list the namespace (a page
+// per 100 services) to find the service the first had deleted. Only the
+// leader writes, and a process that loses the lease exits, so what this
+// process withdrew stays withdrawn until it publishes.
+func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) (err error) {
 	defer r.lockKey(key)()
-	defer r.wake()
 	r.mu.Lock()
 	delete(r.published, key)
+	at, done := r.withdrawn[key]
 	r.mu.Unlock()
+	if done && time.Since(at) < withdrawnMemory {
+		return nil
+	}
+	defer r.wake()
+	defer func() {
+		if err == nil {
+			r.mu.Lock()
+			r.withdrawn[key] = time.Now()
+			r.mu.Unlock()
+		}
+	}()
 	r.view.markDirty(key)
 
 	ns, ok, err := r.namespace(ctx, key.Namespace, false)
@@ -74,6 +94,22 @@ func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) error 
 		return nil
 	}
 	return r.deleteIfOurs(ctx, ns, svc)
+}
+
+// withdrawnMemory is how long a withdrawal is remembered (Withdraw): far
+// longer than a reconcile takes to repeat, and short enough that the
+// memory holds only recent withdrawals (forgetWithdrawn).
+const withdrawnMemory = 5 * time.Minute
+
+// forgetWithdrawn drops the withdrawals older than withdrawnMemory.
+func (r *Registry) forgetWithdrawn(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, at := range r.withdrawn {
+		if now.Sub(at) >= withdrawnMemory {
+			delete(r.withdrawn, k)
+		}
+	}
 }
 
 // deleteIfOurs deletes an empty Cloud Map service created by a clusterset
