@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,5 +194,105 @@ func TestSweepLearnsTheIDOfAServiceReadByName(t *testing.T) {
 	})
 	if !reflect.DeepEqual(d, map[string]int{"DiscoverInstances": 2}) {
 		t.Errorf("an endpoint change of a service whose ID the sweep taught cost the reader %v beyond its polls, want 2 DiscoverInstances", d)
+	}
+}
+
+// TestOwnServiceNotFoundYet: DiscoverInstances is eventually consistent,
+// and a service this cluster has just created may answer ServiceNotFound
+// for a while (the fault proxy answers it here, as a lagging Cloud Map
+// would). Within RepairDelay of the write, the reader reads it again at the
+// next poll rather than dropping it, and shows the record once the service
+// answers, with no failed poll. A service gone for good (someone deleted
+// it) drops this cluster's published state with it: the next Publish, which
+// the view's change brings, writes the record again.
+func TestOwnServiceNotFoundYet(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	proxy := newFaultProxy(t, url)
+	ctx := context.Background()
+	const sweepEvery = 300 * time.Millisecond
+	w := newTestRegistry(t, proxy.URL, "set1", "cls1", func(o *Options) {
+		o.MotoWorkarounds = true
+		o.RepairDelay = time.Second
+		o.FullResyncPeriod = time.Hour
+		o.ForeignSweepPeriod = sweepEvery // finds the deleted service
+	})
+	var mu sync.Mutex
+	told := map[registry.ServiceKey]bool{}
+	poll := func() {
+		t.Helper()
+		if err := w.poll(ctx, func(k registry.ServiceKey) { mu.Lock(); told[k] = true; mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll() // the first sweep, of an empty account
+
+	var lagging atomic.Bool
+	lagging.Store(true)
+	proxy.setRefuse(func(target string, body []byte) string {
+		if lagging.Load() && strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"ServiceName":"web"`) {
+			return "ServiceNotFound"
+		}
+		return ""
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	key := rec.Key()
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	errs0 := testutil.ToFloat64(viewErrorsTotal)
+	c0 := w.calls.snapshot()
+	poll()
+	poll()
+	if d := diff(w.calls.snapshot(), c0); d["DiscoverInstances"] < 2 {
+		t.Fatalf("two polls after Publish read the new service %d times, want at least 2 (the second a retry): %v", d["DiscoverInstances"], d)
+	}
+	lagging.Store(false)
+	poll()
+	if got, err := w.Records(key); err != nil || !equalRecords(got, []registry.Record{rec}) {
+		t.Fatalf("once the new service answers, the view shows %+v (%v), want this cluster's record", got, err)
+	}
+	if d := testutil.ToFloat64(viewErrorsTotal) - errs0; d != 0 {
+		t.Errorf("a service of this cluster not visible yet made %v polls fail, want none", d)
+	}
+
+	// Deleted by someone else, for good: the sweep finds it gone.
+	c := rawClient(url)
+	id := w.serviceID(key)
+	insts, err := c.ListInstances(ctx, &sd.ListInstancesInput{ServiceId: aws.String(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range insts.Instances {
+		if _, err := c.DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(id), InstanceId: in.Id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.DeleteService(ctx, &sd.DeleteServiceInput{Id: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second + sweepEvery)
+	mu.Lock()
+	clear(told)
+	mu.Unlock()
+	poll()
+	if got, _ := w.Records(key); len(got) != 0 {
+		t.Fatalf("the view still shows %+v after the service was deleted", got)
+	}
+	mu.Lock()
+	wasTold := told[key]
+	mu.Unlock()
+	if !wasTold {
+		t.Error("the deleted service was not told as changed (the export controller would not publish again)")
+	}
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.DiscoverInstances(ctx, &sd.DiscoverInstancesInput{NamespaceName: aws.String("demo"), ServiceName: aws.String("web"),
+		QueryParameters: map[string]string{attrClusterID: "cls1"}})
+	if err != nil {
+		t.Fatalf("after the deleted service's record was published again: %v", err)
+	}
+	if len(out.Instances) == 0 {
+		t.Error("Publish after the service was deleted wrote nothing: the record stays lost")
 	}
 }

@@ -304,6 +304,7 @@ func (r *Registry) settleAnnounced(checked map[registry.ServiceKey]bool) {
 // which only is true. It reports whether the listing succeeded.
 func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool, only func(registry.ServiceKey) bool) (bool, error) {
 	var order []target
+	start := time.Now()
 	ns, ok, err := r.namespace(ctx, name, false)
 	if err != nil {
 		return false, err
@@ -318,7 +319,7 @@ func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.
 	for _, tg := range order {
 		listed[tg.key] = true
 	}
-	r.dropGone(onChange, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
+	r.dropGone(onChange, start, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
 	order = slices.DeleteFunc(order, func(tg target) bool { return !only(tg.key) })
 	// A failed check of this poll is settled here: the service is gone, or
 	// checked again below (a failure queues it again).
@@ -365,8 +366,13 @@ func (r *Registry) serviceID(key registry.ServiceKey) string {
 }
 
 // dropGone removes the services for which gone is true from the view (a
-// listing no longer shows them).
-func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(registry.ServiceKey) bool) {
+// listing or read that started at since no longer shows them: not listed,
+// or a read by name answered ServiceNotFound). A record this process
+// published there more than RepairDelay before since was lost with its
+// service (someone deleted it): it is forgotten, so that the export
+// controller's next Publish, which onChange brings, reads Cloud Map and
+// writes it again instead of trusting what it wrote.
+func (r *Registry) dropGone(onChange func(registry.ServiceKey), since time.Time, gone func(registry.ServiceKey) bool) {
 	var removed []registry.ServiceKey
 	r.view.mu.Lock()
 	for key, s := range r.view.services {
@@ -378,9 +384,30 @@ func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(regist
 		}
 	}
 	r.view.mu.Unlock()
+	r.mu.Lock()
+	for k, p := range r.published {
+		if gone(k) && since.Sub(p.at) >= r.opts.RepairDelay {
+			delete(r.published, k)
+			if !slices.Contains(removed, k) {
+				removed = append(removed, k) // never shown by the view
+			}
+		}
+	}
+	r.mu.Unlock()
 	for _, k := range removed {
 		onChange(k)
 	}
+}
+
+// writtenSince reports whether this process published key's record less
+// than RepairDelay before t: a read that started at t may not show what it
+// wrote yet (DiscoverInstances is eventually consistent), not even the
+// service it created.
+func (r *Registry) writtenSince(key registry.ServiceKey, t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.published[key]
+	return p != nil && t.Sub(p.at) < r.opts.RepairDelay
 }
 
 // refreshAll checks the services of order in parallel. A service whose check
@@ -388,17 +415,22 @@ func (r *Registry) dropGone(onChange func(registry.ServiceKey), gone func(regist
 // (ServiceNotFound: DiscoverInstances finds services by name, so no service
 // of that name is left) is dropped from the view at once, an outcome, not a
 // failure: a withdrawal that deleted the Cloud Map service costs no listing
-// of its namespace. A gone namespace (NamespaceNotFound) sends it to a
-// listing at the next poll, which drops its services.
+// of its namespace. Not so a service this process published to less than
+// RepairDelay before the read: Cloud Map may not show a service it has
+// just created yet, so it is read again at the next poll. A gone namespace
+// (NamespaceNotFound) sends it to a listing at the next poll, which drops
+// its services.
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
 	ps := &r.ps
 	var mu sync.Mutex
 	var failed int
 	var firstErr error
 	gone := map[registry.ServiceKey]bool{}
+	start := time.Now()
 	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
 		tg := order[i]
 		f := force(tg.key)
+		readStart := time.Now()
 		ch, err := r.refreshService(ctx, tg, f)
 		if ch && err == nil {
 			// Told at once, not when the whole poll is done: a poll that
@@ -407,10 +439,13 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 			// read. onChange does not block (registrylink queues keys).
 			onChange(tg.key)
 		}
+		notYet := isCode(err, "ServiceNotFound") && r.writtenSince(tg.key, readStart)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case err == nil:
+		case notYet:
+			ps.retry[tg.key] = true
 		case isCode(err, "ServiceNotFound"):
 			gone[tg.key] = true
 		default:
@@ -426,7 +461,7 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 		return nil // other services still refresh
 	})
 	if len(gone) > 0 {
-		r.dropGone(onChange, func(k registry.ServiceKey) bool { return gone[k] })
+		r.dropGone(onChange, start, func(k registry.ServiceKey) bool { return gone[k] })
 	}
 	return failed, firstErr
 }

@@ -250,3 +250,104 @@ func TestWithdrawAgainCostsNothing(t *testing.T) {
 		t.Errorf("a withdrawal by a process that never withdrew the key cost %v, want a look in Cloud Map (ListServices)", d)
 	}
 }
+
+// TestWithdrawAgainAfterTheRecordCameBack: the memory of a withdrawal
+// counts only until the view reads the service again. A record of this
+// cluster that such a read still shows came back after the withdrawal
+// (here: the instances registered again directly in moto, as a
+// registration whose asynchronous operation lands after the withdrawal
+// listed the instances would), and the next Withdraw removes it.
+func TestWithdrawAgainAfterTheRecordCameBack(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) {
+		o.MotoWorkarounds = true
+		o.FullResyncPeriod = time.Hour
+		o.ForeignSweepPeriod = -1
+	})
+	other := newTestRegistry(t, url, "set1", "cls3", func(o *Options) { o.MotoWorkarounds = true })
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	key := rec.Key()
+	// cls3's record keeps the Cloud Map service when cls1 withdraws.
+	for _, p := range []struct {
+		r   *Registry
+		rec registry.Record
+	}{{w, rec}, {other, sampleRecord("set1", "cls3", "demo", "web", "10.0.0.3")}} {
+		if err := p.r.Publish(ctx, &p.rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll := func() {
+		t.Helper()
+		if err := w.poll(ctx, func(registry.ServiceKey) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shows := func() bool {
+		t.Helper()
+		recs, err := w.Records(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.ClusterID == "cls1" {
+				return true
+			}
+		}
+		return false
+	}
+	c := rawClient(url)
+	mine := func() []sdtypes.HttpInstanceSummary {
+		t.Helper()
+		out, err := c.DiscoverInstances(ctx, &sd.DiscoverInstancesInput{NamespaceName: aws.String("demo"), ServiceName: aws.String("web"),
+			QueryParameters: map[string]string{attrClusterID: "cls1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Instances
+	}
+	poll()
+	if !shows() {
+		t.Fatal("the view does not show cls1's record after Publish")
+	}
+	held := mine()
+	if len(held) == 0 {
+		t.Fatal("no instance of cls1 after Publish")
+	}
+	serviceID := w.serviceID(key)
+	if err := w.Withdraw(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mine()); n != 0 {
+		t.Fatalf("%d instances of cls1 left after Withdraw", n)
+	}
+	for _, in := range held {
+		if _, err := c.RegisterInstance(ctx, &sd.RegisterInstanceInput{ServiceId: aws.String(serviceID), InstanceId: in.InstanceId, Attributes: in.Attributes}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Before the view has read the service again, a repeated Withdraw
+	// trusts the first (the case the memory is for).
+	c0 := w.calls.snapshot()
+	if err := w.Withdraw(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(w.calls.snapshot(), c0); len(d) != 0 {
+		t.Errorf("a repeated Withdraw before the view read the service again cost %v, want no call", d)
+	}
+	poll()
+	if !shows() {
+		t.Fatal("the view does not show the record of cls1 that came back")
+	}
+	c0 = w.calls.snapshot()
+	if err := w.Withdraw(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(w.calls.snapshot(), c0); d["DeregisterInstance"] == 0 {
+		t.Errorf("a Withdraw after the view showed the record again cost %v, want its DeregisterInstance", d)
+	}
+	if n := len(mine()); n != 0 {
+		t.Errorf("%d instances of cls1 left after the record that came back was withdrawn", n)
+	}
+}

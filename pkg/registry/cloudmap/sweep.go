@@ -115,6 +115,7 @@ func (r *Registry) lookUpNamespaces(ctx context.Context, svcs []svcInfo) error {
 // GetService once per new service ID) and drops from the view the services
 // the listing no longer shows. On error the view is kept as it is.
 func (r *Registry) listAccount(ctx context.Context, onChange func(registry.ServiceKey)) ([]target, error) {
+	start := time.Now()
 	nss, err := r.refreshNamespaces(ctx)
 	if err != nil {
 		return nil, err
@@ -133,7 +134,7 @@ func (r *Registry) listAccount(ctx context.Context, onChange func(registry.Servi
 	for _, tg := range order {
 		listed[tg.key] = true
 	}
-	r.dropGone(onChange, func(k registry.ServiceKey) bool { return !listed[k] })
+	r.dropGone(onChange, start, func(k registry.ServiceKey) bool { return !listed[k] })
 	return order, nil
 }
 

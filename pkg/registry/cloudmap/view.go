@@ -67,6 +67,16 @@ func (v *view) markDirty(key registry.ServiceKey) {
 	v.mu.Unlock()
 }
 
+// readSince reports whether the view holds a full read of key that started
+// after t (svcState.lastFull is taken before the read, so a read under way
+// at t does not count).
+func (v *view) readSince(key registry.ServiceKey, t time.Time) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s := v.services[key]
+	return s != nil && s.loaded && s.lastFull.After(t)
+}
+
 // countIn returns how many services of namespace ns the view holds.
 func (v *view) countIn(ns string) int {
 	v.mu.RLock()

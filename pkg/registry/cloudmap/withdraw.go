@@ -19,16 +19,19 @@ import (
 // withdrawnMemory costs no call: the export controller does so when it
 // reconciles again before this registry's view has caught up with the
 // first withdrawal, and each such call used to list the namespace (a page
-// per 100 services) to find the service the first had deleted. Only the
-// leader writes, and a process that loses the lease exits, so what this
-// process withdrew stays withdrawn until it publishes.
+// per 100 services) to find the service the first had deleted. Once the
+// view has read the service again since, the memory no longer counts: a
+// record of this cluster that the view still shows came back after the
+// withdrawal (a registration whose asynchronous operation landed after
+// the withdrawal listed the instances, or a deregistration whose operation
+// failed), and is withdrawn again.
 func (r *Registry) Withdraw(ctx context.Context, key registry.ServiceKey) (err error) {
 	defer r.lockKey(key)()
 	r.mu.Lock()
 	delete(r.published, key)
 	at, done := r.withdrawn[key]
 	r.mu.Unlock()
-	if done && time.Since(at) < withdrawnMemory {
+	if done && time.Since(at) < withdrawnMemory && !r.view.readSince(key, at) {
 		return nil
 	}
 	defer r.wake()
