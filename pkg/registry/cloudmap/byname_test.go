@@ -89,24 +89,28 @@ func TestAnnouncedServiceNotCreatedYet(t *testing.T) {
 
 // TestListingPays: the choice between listing a namespace for the IDs of
 // the services new to the view and reading them by name (a GetService
-// each at the next sweep) takes the one with fewer calls.
+// each at the next sweep) takes the one with fewer calls, counting the
+// services read by name before that still wait for their GetService.
 func TestListingPays(t *testing.T) {
 	for _, tc := range []struct {
-		fresh, known int
-		want         bool
+		fresh, withoutID, known int
+		want                    bool
 	}{
-		{1, 0, true},    // one page either way; the listing saves a GetService
-		{1, 98, true},   // 99 services: one page
-		{1, 99, true},   // 100 services: still one page
-		{1, 100, false}, // 101: two pages for one GetService
-		{2, 100, true},  // two pages, two GetService
-		{1, 5000, false},
-		{50, 4950, true},  // a burst: 50 pages for 50 services
-		{49, 4950, false}, // 50 pages for 49
-		{1000, 0, true},   // a burst into a new namespace
+		{1, 0, 0, true},    // one page either way; the listing saves a GetService
+		{1, 0, 98, true},   // 99 services: one page
+		{1, 0, 99, true},   // 100 services: still one page
+		{1, 0, 100, false}, // 101: two pages for one GetService
+		{2, 0, 100, true},  // two pages, two GetService
+		{1, 1, 100, true},  // two pages, the GetService of this one and of one read before
+		{1, 0, 5000, false},
+		{1, 49, 5000, false}, // 51 pages for 50 GetService
+		{1, 50, 5000, true},  // 51 pages for 51
+		{50, 0, 4950, true},  // a burst: 50 pages for 50 services
+		{49, 0, 4950, false}, // 50 pages for 49
+		{1000, 0, 0, true},   // a burst into a new namespace
 	} {
-		if got := listingPays(tc.fresh, tc.known); got != tc.want {
-			t.Errorf("listingPays(fresh=%d, known=%d) = %v, want %v", tc.fresh, tc.known, got, tc.want)
+		if got := listingPays(tc.fresh, tc.withoutID, tc.known); got != tc.want {
+			t.Errorf("listingPays(fresh=%d, withoutID=%d, known=%d) = %v, want %v", tc.fresh, tc.withoutID, tc.known, got, tc.want)
 		}
 	}
 }
@@ -133,7 +137,10 @@ func TestSweepLearnsTheIDOfAServiceReadByName(t *testing.T) {
 		}
 	}
 	run(t, rd)
-	eventually(t, 20*time.Second, "the reader to read the namespace", func() bool { return rd.view.countIn("big") == servicesPerPage && !checking(rd) })
+	eventually(t, 20*time.Second, "the reader to read the namespace", func() bool {
+		n, _ := rd.view.countIn("big")
+		return n == servicesPerPage && !checking(rd)
+	})
 
 	// measure runs op right after a sweep, waits until the reader has read
 	// what op changed and settled, and returns the reader's calls beyond
@@ -294,5 +301,73 @@ func TestOwnServiceNotFoundYet(t *testing.T) {
 	}
 	if len(out.Instances) == 0 {
 		t.Error("Publish after the service was deleted wrote nothing: the record stays lost")
+	}
+}
+
+// TestNewFirst: a check of many services reads those new to the view
+// first, then this cluster's own writes, then the known ones, each group in
+// its listed order (the new exports of a burst that overflowed the change
+// list are imported before the revision checks of a whole namespace).
+func TestNewFirst(t *testing.T) {
+	r := newTestRegistry(t, "http://127.0.0.1:9", "set1", "cls1")
+	key := func(n string) registry.ServiceKey { return registry.ServiceKey{Namespace: "demo", Name: n} }
+	for _, n := range []string{"known-1", "known-2", "mine"} {
+		r.view.services[key(n)] = &svcState{loaded: true}
+	}
+	var order []target
+	for _, n := range []string{"known-1", "new-1", "mine", "known-2", "new-2"} {
+		order = append(order, target{key: key(n)})
+	}
+	got := r.newFirst(order, func(k registry.ServiceKey) bool { return k.Name == "mine" })
+	var names []string
+	for _, tg := range got {
+		names = append(names, tg.key.Name)
+	}
+	if want := []string{"new-1", "new-2", "mine", "known-1", "known-2"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("newFirst = %v, want %v", names, want)
+	}
+	if order[0].key.Name != "known-1" {
+		t.Error("newFirst changed its argument")
+	}
+}
+
+// TestSweepListsNamespacesForManyNewServices: a sweep that finds more
+// services of unknown namespace than listing each namespace costs lists the
+// namespaces (one page each here) instead of making a GetService per
+// service: a reader's first sweep, and its sweeps after a burst it read
+// partly by name (3,139 GetService in a burst of 5,000 before).
+func TestSweepListsNamespacesForManyNewServices(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+	var recs []registry.Record
+	for _, ns := range []string{"a", "b"} {
+		for i := range 10 {
+			rec := sampleRecord("set1", "cls1", ns, fmt.Sprintf("svc-%02d", i), "10.0.0.1")
+			if err := w.Publish(ctx, &rec); err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, rec)
+		}
+	}
+	rd := newTestRegistry(t, url, "set1", "cls2", func(o *Options) {
+		o.ForeignSweepPeriod = -1
+		o.FullResyncPeriod = time.Hour
+	})
+	c0 := rd.calls.snapshot()
+	if err := rd.poll(ctx, func(registry.ServiceKey) {}); err != nil {
+		t.Fatal(err)
+	}
+	d := diff(rd.calls.snapshot(), c0)
+	// The account's listing, then a and b. The services of the system
+	// namespace (the change beacons), which the sweep does not read, are
+	// looked up one by one: one here.
+	if d["ListServices"] != 3 || d["GetService"] > 1 {
+		t.Errorf("the first sweep of 20 services in 2 namespaces cost %v, want 3 ListServices (the account, a, b) and at most 1 GetService (the beacons' service)", d)
+	}
+	for _, rec := range recs {
+		if got, err := rd.Records(rec.Key()); err != nil || !equalRecords(got, []registry.Record{rec}) {
+			t.Errorf("after the first sweep the reader shows %+v (%v) for %s, want its record", got, err, rec.Key())
+		}
 	}
 }

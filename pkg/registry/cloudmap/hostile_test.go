@@ -127,8 +127,10 @@ func TestHostileNamespaceAtScale(t *testing.T) {
 		t.Fatalf("the reader shows records of %v (%v), want only %v, %v and %v", keys, err, apiKey, floodKey, webKey)
 	}
 	// Per service of the account (web, flood, forged, the junk ones, api
-	// and clusterset.system/changes) a GetService and, but the last, a
-	// DiscoverInstances; per oversized service (flood, forged) two more
+	// and clusterset.system/changes) a DiscoverInstances but the last, and
+	// its namespace: a GetService each, or, as here, where that costs
+	// less, a ListServices of each namespace (hostile, calm) and a
+	// GetService for the beacons' service only; per oversized service (flood, forged) two more
 	// DiscoverInstances and a DiscoverInstancesRevision; per poll a
 	// DiscoverInstancesRevision of the beacons, and once their
 	// DiscoverInstances. Once the view holds the garbage that claims set1
@@ -136,8 +138,8 @@ func TestHostileNamespaceAtScale(t *testing.T) {
 	// mixed namespace: per check of it (every ForeignPollInterval) a
 	// ListNamespaces, a ListServices and a DiscoverInstancesRevision per
 	// service of hostile. Nothing per instance.
-	services, hostileServices := 3+junkServices+1, 3+junkServices
-	limits := map[string]int{"ListNamespaces": 1 + int(coldChecks), "ListServices": 1 + int(coldChecks), "GetService": services + 1,
+	services, hostileServices, namespaces := 3+junkServices+1, 3+junkServices, 2
+	limits := map[string]int{"ListNamespaces": 1 + int(coldChecks), "ListServices": 1 + int(coldChecks) + namespaces, "GetService": 1,
 		"DiscoverInstances": services + 2*2 + 1, "DiscoverInstancesRevision": int(coldPolls) + 2 + int(coldChecks)*hostileServices}
 	for op, n := range cold {
 		if n > limits[op] {

@@ -230,7 +230,8 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 		}
 	}
 	for ns, keys := range fresh {
-		if listingPays(len(keys), r.view.countIn(ns)) {
+		known, withoutID := r.view.countIn(ns)
+		if listingPays(len(keys), withoutID, known) {
 			ps.listNS[ns] = true
 			continue
 		}
@@ -338,13 +339,17 @@ func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.
 // service once; the listing costs its pages now, and reading by name costs
 // one GetService per service at the next sweep, whose account-wide
 // listing does not say a service's namespace (ServiceSummary has no
-// NamespaceId). known is how many services of the namespace the view holds.
-// One export in a namespace of up to 99 services lists it (1 call either
-// way, and no GetService later); in one of 5,000 services it reads by
-// name (2 calls instead of 51); a burst of new services lists.
-func listingPays(fresh, known int) bool {
+// NamespaceId). known is how many services of the namespace the view
+// holds, withoutID how many of those were read by name before and still
+// wait for their GetService: a listing learns their IDs too, so a
+// namespace that receives exports one or a few at a time is listed once
+// they add up to its pages. One export in a namespace of up to 99 services
+// lists it (1 call, and no GetService later); in one of 5,000 services it
+// reads by name (2 calls instead of 51) until 50 exports wait for their
+// IDs; a burst of new services lists.
+func listingPays(fresh, withoutID, known int) bool {
 	pages := (known + fresh + servicesPerPage - 1) / servicesPerPage
-	return fresh >= pages
+	return fresh+withoutID >= pages
 }
 
 // serviceID returns the Cloud Map service ID of key as last seen, or "".
@@ -410,6 +415,32 @@ func (r *Registry) writtenSince(key registry.ServiceKey, t time.Time) bool {
 	return p != nil && t.Sub(p.at) < r.opts.RepairDelay
 }
 
+// newFirst returns order (a copy) with the services new to the view first,
+// then those to read in full (force: this cluster wrote them), then the
+// rest, each group in its listed order. A service new to the view has
+// changed for sure (an export), where a known one only may have: when a
+// burst overflows the change list and the reader checks the revision of
+// every service of a namespace of thousands, which takes minutes, the new
+// exports are imported first instead of after those checks.
+func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool) []target {
+	rank := make(map[registry.ServiceKey]int, len(order))
+	r.view.mu.RLock()
+	for _, tg := range order {
+		switch _, known := r.view.services[tg.key]; {
+		case !known:
+			rank[tg.key] = 0
+		case force(tg.key):
+			rank[tg.key] = 1
+		default:
+			rank[tg.key] = 2
+		}
+	}
+	r.view.mu.RUnlock()
+	out := slices.Clone(order)
+	slices.SortStableFunc(out, func(a, b target) int { return rank[a.key] - rank[b.key] })
+	return out
+}
+
 // refreshAll checks the services of order in parallel. A service whose check
 // fails keeps its records and is retried at the next poll. One that is gone
 // (ServiceNotFound: DiscoverInstances finds services by name, so no service
@@ -427,6 +458,7 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 	var firstErr error
 	gone := map[registry.ServiceKey]bool{}
 	start := time.Now()
+	order = r.newFirst(order, force)
 	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
 		tg := order[i]
 		f := force(tg.key)

@@ -77,17 +77,20 @@ func (v *view) readSince(key registry.ServiceKey, t time.Time) bool {
 	return s != nil && s.loaded && s.lastFull.After(t)
 }
 
-// countIn returns how many services of namespace ns the view holds.
-func (v *view) countIn(ns string) int {
+// countIn returns how many services of namespace ns the view holds, and
+// how many of those were read by name and have no Cloud Map ID yet.
+func (v *view) countIn(ns string) (n, withoutID int) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	n := 0
-	for k := range v.services {
+	for k, s := range v.services {
 		if k.Namespace == ns {
 			n++
+			if s.id == "" {
+				withoutID++
+			}
 		}
 	}
-	return n
+	return n, withoutID
 }
 
 // learnIDs sets the Cloud Map service ID of each target's service in the
