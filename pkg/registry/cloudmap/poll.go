@@ -447,8 +447,8 @@ func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool
 // of that name is left) is dropped from the view at once, an outcome, not a
 // failure: a withdrawal that deleted the Cloud Map service costs no listing
 // of its namespace. Not so a service this process published to less than
-// RepairDelay before the read: Cloud Map may not show a service it has
-// just created yet, so it is read again at the next poll. A gone namespace
+// RepairDelay before the check began: Cloud Map may not show a service it
+// has just created yet, so it is read again at the next poll. A gone namespace
 // (NamespaceNotFound) sends it to a listing at the next poll, which drops
 // its services.
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
@@ -462,7 +462,6 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 	_ = r.parallel(ctx, len(order), func(ctx context.Context, i int) error {
 		tg := order[i]
 		f := force(tg.key)
-		readStart := time.Now()
 		ch, err := r.refreshService(ctx, tg, f)
 		if ch && err == nil {
 			// Told at once, not when the whole poll is done: a poll that
@@ -471,7 +470,10 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 			// read. onChange does not block (registrylink queues keys).
 			onChange(tg.key)
 		}
-		notYet := isCode(err, "ServiceNotFound") && r.writtenSince(tg.key, readStart)
+		// Against the batch's start, as dropGone below: a record written
+		// in between is either read again or forgotten, never dropped from
+		// the view while its published state stays.
+		notYet := isCode(err, "ServiceNotFound") && r.writtenSince(tg.key, start)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

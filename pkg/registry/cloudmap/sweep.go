@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -102,19 +103,24 @@ func (r *Registry) listTargets(ctx context.Context, namespaceID string, nsByID m
 func (r *Registry) lookUpNamespaces(ctx context.Context, svcs []svcInfo, nsByID map[string]string) error {
 	unknown := r.unknownServiceIDs(svcs)
 	if len(unknown) > 0 && len(unknown) >= (len(svcs)+servicesPerPage-1)/servicesPerPage+len(nsByID) {
-		for nsID := range nsByID {
-			list, err := r.api.listServices(ctx, nsID)
+		ids := slices.Collect(maps.Keys(nsByID))
+		err := r.parallel(ctx, len(ids), func(ctx context.Context, i int) error {
+			list, err := r.api.listServices(ctx, ids[i])
 			if isCode(err, "NamespaceNotFound") {
-				continue
+				return nil
 			}
 			if err != nil {
 				return err
 			}
 			r.mu.Lock()
 			for _, s := range list {
-				r.svcNS[s.ID] = nsID
+				r.svcNS[s.ID] = ids[i]
 			}
 			r.mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		unknown = r.unknownServiceIDs(svcs) // created since, or in no namespace of nsByID
 	}
