@@ -371,3 +371,46 @@ func TestSweepListsNamespacesForManyNewServices(t *testing.T) {
 		}
 	}
 }
+
+// TestDropGoneForgetsOnlyOldWrites: a listing or read that no longer shows
+// a service forgets this cluster's published record there only when it
+// started RepairDelay or more after the record was written (a listing that
+// started earlier may not show a service just created); either way the
+// key is told as changed, so that the export controller reconciles it.
+func TestDropGoneForgetsOnlyOldWrites(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	ctx := context.Background()
+	const repairDelay = time.Minute
+	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) {
+		o.MotoWorkarounds = true
+		o.RepairDelay = repairDelay
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	key := rec.Key()
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	at := w.published[key].at
+	w.mu.Unlock()
+	for _, tc := range []struct {
+		since  time.Time
+		forget bool
+	}{
+		{at.Add(-time.Second), false},
+		{at.Add(repairDelay - time.Second), false},
+		{at.Add(repairDelay), true},
+	} {
+		var told []registry.ServiceKey
+		w.dropGone(func(k registry.ServiceKey) { told = append(told, k) }, tc.since, func(k registry.ServiceKey) bool { return k == key })
+		w.mu.Lock()
+		_, kept := w.published[key]
+		w.mu.Unlock()
+		if kept == tc.forget {
+			t.Errorf("a drop by a check that started %v after the write kept the published record: %v, want %v", tc.since.Sub(at), kept, !tc.forget)
+		}
+		if tc.forget && !reflect.DeepEqual(told, []registry.ServiceKey{key}) {
+			t.Errorf("a drop that forgot the published record told %v, want %v", told, key)
+		}
+	}
+}
