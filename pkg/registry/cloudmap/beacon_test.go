@@ -563,17 +563,7 @@ func TestRestartAnnouncesAnUnannouncedWithdrawal(t *testing.T) {
 		o.FullResyncPeriod = time.Hour
 		o.RepairDelay = time.Second
 	})
-	c := rawClient(url)
-	id := existingServiceID(t, url, "demo", "web")
-	out, err := c.ListInstances(ctx, &sd.ListInstancesInput{ServiceId: aws.String(id)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, in := range out.Instances {
-		if _, err := c.DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(id), InstanceId: in.Id}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deregisterAllRaw(ctx, t, url, existingServiceID(t, url, "demo", "web"))
 	time.Sleep(time.Second) // 10 polls
 	if got, _ := rd.Records(rec.Key()); len(got) != 1 {
 		t.Fatalf("the reader saw the unannounced withdrawal before the restart: the test cannot tell the fix from the sweep")

@@ -265,15 +265,7 @@ func TestOwnServiceNotFoundYet(t *testing.T) {
 	// Deleted by someone else, for good: the sweep finds it gone.
 	c := rawClient(url)
 	id := w.serviceID(key)
-	insts, err := c.ListInstances(ctx, &sd.ListInstancesInput{ServiceId: aws.String(id)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, in := range insts.Instances {
-		if _, err := c.DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(id), InstanceId: in.Id}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deregisterAllRaw(ctx, t, url, id)
 	if _, err := c.DeleteService(ctx, &sd.DeleteServiceInput{Id: aws.String(id)}); err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,23 @@ func rawClient(url string) *sd.Client {
 	})
 }
 
+// deregisterAllRaw deregisters every instance of the Cloud Map service
+// serviceID directly in moto, as someone else (an operator, a process that
+// died) would.
+func deregisterAllRaw(ctx context.Context, t testing.TB, url, serviceID string) {
+	t.Helper()
+	c := rawClient(url)
+	out, err := c.ListInstances(ctx, &sd.ListInstancesInput{ServiceId: aws.String(serviceID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range out.Instances {
+		if _, err := c.DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(serviceID), InstanceId: in.Id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // run starts r.Run for the test and returns a channel of changed keys.
 func run(t testing.TB, r *Registry) <-chan registry.ServiceKey {
 	t.Helper()
