@@ -392,7 +392,7 @@ func isAnnounced(r *Registry, key registry.ServiceKey) bool {
 }
 
 // checking reports whether r still checks anything a beacon announced
-// (announced services, hot or queued namespaces).
+// (announced services, hot or queued namespaces, queued checks).
 func checking(r *Registry) bool {
 	r.pollMu.Lock()
 	defer r.pollMu.Unlock()
@@ -401,7 +401,7 @@ func checking(r *Registry) bool {
 
 // checking is checking(r) for a caller holding pollMu.
 func (ps *pollState) checking() bool {
-	return len(ps.announced)+len(ps.hot)+len(ps.pendingNS)+len(ps.listNS) > 0
+	return len(ps.announced)+len(ps.hot)+len(ps.pendingNS)+len(ps.listNS)+ps.scan.len() > 0
 }
 
 // beyondPolls returns the calls of c since c0 beyond one

@@ -36,10 +36,18 @@ var (
 		Name: "clusterset_cloudmap_oversized_reads_total",
 		Help: "Reads of Cloud Map services holding more instances than one DiscoverInstances returns (1,000), by result: complete (the clusterset's instances were read with filtered reads) or incomplete (even those were cut at 1,000).",
 	}, []string{"result"})
+
+	// scanQueuedServices is the length of the scan queue (scanQueue): the
+	// services queued for a check that the polls spread over their spare
+	// time.
+	scanQueuedServices = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "clusterset_cloudmap_queued_checks",
+		Help: "Cloud Map services queued for a check that polls spread over their spare time (a namespace whose change beacon moved without naming the change, a full resync, the foreign check of a mixed clusterset); 0 when the view has caught up.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(requestsTotal, throttledTotal, viewErrorsTotal, oversizedReadsTotal)
+	metrics.Registry.MustRegister(requestsTotal, throttledTotal, viewErrorsTotal, oversizedReadsTotal, scanQueuedServices)
 	// Both series exist from the start, so that alerts see a rise from 0.
 	oversizedReadsTotal.WithLabelValues("complete")
 	oversizedReadsTotal.WithLabelValues("incomplete")

@@ -48,12 +48,13 @@ type pollState struct {
 	// beaconRecheck reads the beacons at the next poll even if the
 	// revision did not move.
 	beaconRecheck bool
-	pendingNS     map[string]bool          // namespaces to check in full (a beacon moved)
+	pendingNS     map[string]bool          // namespaces to list and queue a check of every service of (a beacon moved)
 	hot           map[string]*hotNamespace // namespaces checked again, less and less often
 	announced     map[registry.ServiceKey]*announcement
 	listNS        map[string]bool              // namespaces to list: for new services' IDs, or a read found the namespace gone
 	ownNS         map[string]bool              // namespaces of this cluster's beacons written by another process
 	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
+	scan          scanQueue                    // services to check when the poll has time
 	lastSweep     time.Time                    // last sweep of every service
 	lastFull      time.Time                    // last sweep that read every service in full
 	lastForeign   time.Time                    // last foreignCheck
@@ -132,9 +133,15 @@ func (ps *pollState) announce(key registry.ServiceKey, cluster, digest string, u
 //     (foreignCheck).
 //   - Otherwise only the services this cluster wrote and those of the
 //     namespaces whose beacon moved (refreshChanged).
+//
+// The sweep, the foreign check and a namespace whose beacon named no
+// service read at once only what this cluster wrote and what the beacons
+// announced; they queue the rest, which every poll checks for what is left
+// of its PollInterval (scanQueue, finishPoll).
 func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	r.pollMu.Lock()
 	defer r.pollMu.Unlock()
+	defer func() { scanQueuedServices.Set(float64(r.ps.scan.len())) }()
 	ps := &r.ps
 	ps.polls++
 	r.flushBeacons(ctx) // this cluster's beacons whose write failed
@@ -170,7 +177,8 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	if full || r.opts.ForeignSweepPeriod > 0 && now.Sub(ps.lastSweep) >= r.opts.ForeignSweepPeriod {
 		ps.sweeps++
 		ps.lastForeign = now
-		return r.sweep(ctx, onChange, now, full)
+		checked, err := r.sweep(ctx, onChange, now, full)
+		return r.finishPoll(ctx, onChange, now, checked, err)
 	}
 	var foreignErr error
 	// Polls come every PollInterval give or take a round trip; half a poll
@@ -181,7 +189,21 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 		ps.foreign++
 		foreignErr = r.foreignCheck(ctx, onChange, now, mixed)
 	}
-	return errors.Join(foreignErr, r.refreshChanged(ctx, onChange))
+	checked, err := r.refreshChanged(ctx, onChange)
+	return r.finishPoll(ctx, onChange, now, checked, errors.Join(foreignErr, err))
+}
+
+// finishPoll checks queued services for the rest of the poll (advanceScan),
+// then settles the announcements (settleAnnounced) of the services read in
+// this poll: checked, the services the poll read before, and those
+// advanceScan checked.
+func (r *Registry) finishPoll(ctx context.Context, onChange func(registry.ServiceKey), pollStart time.Time, checked map[registry.ServiceKey]bool, err error) error {
+	scanned, scanErr := r.advanceScan(ctx, onChange, pollStart)
+	for k := range scanned {
+		checked[k] = true
+	}
+	r.settleAnnounced(checked)
+	return errors.Join(err, scanErr)
 }
 
 // takeDirty returns the services this cluster wrote (view.dirty) and those
@@ -199,10 +221,12 @@ func (r *Registry) takeDirty() map[registry.ServiceKey]bool {
 	return dirty
 }
 
-// refreshChanged checks the services this cluster wrote (or whose last check
-// failed), the services change beacons announced, and every service of the
-// namespaces whose beacon moved without saying which services changed.
-func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) error {
+// refreshChanged reads the services this cluster wrote (or whose last check
+// failed) and the services change beacons announced, and queues a check of
+// every service of the namespaces whose beacon moved without saying which
+// services changed (scanQueue). It returns the services it read, and those
+// of them a listing showed gone.
+func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) (map[registry.ServiceKey]bool, error) {
 	ps := &r.ps
 	force := r.takeDirty()
 	// An announced service is read in full once (the beacon says it
@@ -216,16 +240,19 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 	// Single services first, by name (DiscoverInstances and its revision
 	// take names); one that is gone is dropped (refreshAll). Services new
 	// to the view (exports) are read by name too, or through a listing of
-	// their namespace where that is cheaper (listingPays).
-	var order []target
+	// their namespace where that is cheaper (listingPays). A service of a
+	// namespace whose check is queued is read now all the same: the check
+	// may take many polls.
+	var now []target
 	fresh := map[string][]registry.ServiceKey{}
 	for k := range check {
-		if ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
-			continue // the listing below checks it
-		}
-		if id := r.serviceID(k); id != "" || r.view.has(k) {
-			order = append(order, target{key: k, id: id})
-		} else {
+		id := r.serviceID(k)
+		switch known := id != "" || r.view.has(k); {
+		case ps.listNS[k.Namespace], !known && ps.pendingNS[k.Namespace]:
+			// The listing below finds it (or finds the namespace gone).
+		case known:
+			now = append(now, target{key: k, id: id})
+		default:
 			fresh[k.Namespace] = append(fresh[k.Namespace], k)
 		}
 	}
@@ -236,11 +263,13 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 			continue
 		}
 		for _, k := range keys {
-			order = append(order, target{key: k}) // ID learned at the next sweep
+			now = append(now, target{key: k}) // ID learned at the next sweep
 		}
 	}
-	_, firstErr := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
+	read, _, firstErr := r.readQueued(ctx, onChange, now, force)
 
+	// Then the namespaces to list: their services are queued, and those
+	// this poll waits for are read at once.
 	nss := map[string]bool{}
 	for ns := range ps.pendingNS {
 		nss[ns] = true
@@ -248,33 +277,45 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 	for ns := range ps.listNS {
 		nss[ns] = true
 	}
+	var waited []target
 	for _, ns := range slices.Sorted(maps.Keys(nss)) {
-		only := func(registry.ServiceKey) bool { return true } // the whole namespace
+		// The whole namespace but what this poll read (and did not fail).
+		only := func(k registry.ServiceKey) bool { _, failed := ps.retry[k]; return !read[k] || failed }
 		if !ps.pendingNS[ns] {
 			// Listed for the IDs of new services, or because a read found
-			// the namespace gone: check the services waiting for it and
-			// those new to the view.
+			// the namespace gone: the services waiting for it and those
+			// new to the view.
 			only = func(k registry.ServiceKey) bool { return check[k] || !r.view.has(k) }
 		}
 		listed, err := r.refreshNamespace(ctx, onChange, ns, force, only)
-		if listed {
-			// Services whose check failed are retried one by one.
+		for k := range check {
+			switch {
+			case k.Namespace != ns || read[k]:
+			case listed == nil:
+				// The services waiting for this listing wait for the next one.
+				ps.retry[k] = ps.retry[k] || force[k]
+			case listed[k] != "":
+				waited = append(waited, target{key: k, id: listed[k]})
+			default:
+				read[k] = true // gone: the listing dropped it
+			}
+		}
+		if listed != nil {
 			delete(ps.pendingNS, ns)
 			delete(ps.listNS, ns)
-		} else {
-			// The services waiting for this listing wait for the next one.
-			for k := range check {
-				if k.Namespace == ns {
-					ps.retry[k] = ps.retry[k] || force[k]
-				}
-			}
 		}
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
-	r.settleAnnounced(check)
-	return firstErr
+	more, _, err := r.readQueued(ctx, onChange, waited, force)
+	for k := range more {
+		read[k] = true
+	}
+	if err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return read, firstErr
 }
 
 // settleAnnounced marks the announced services among checked as read
@@ -285,7 +326,7 @@ func (r *Registry) settleAnnounced(checked map[registry.ServiceKey]bool) {
 	r.view.mu.RLock()
 	defer r.view.mu.RUnlock()
 	for k, a := range ps.announced {
-		if !checked[k] || ps.retry[k] || ps.pendingNS[k.Namespace] || ps.listNS[k.Namespace] {
+		if !checked[k] || ps.retry[k] || ps.scan.has(k) {
 			continue
 		}
 		a.read = true
@@ -301,36 +342,41 @@ func (r *Registry) settleAnnounced(checked map[registry.ServiceKey]bool) {
 	}
 }
 
-// refreshNamespace lists the services of one namespace and checks those for
-// which only is true. It reports whether the listing succeeded.
-func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool, only func(registry.ServiceKey) bool) (bool, error) {
+// refreshNamespace lists the services of one namespace, drops those it no
+// longer holds from the view, and queues a check of those for which only
+// is true (in full for those of force, or whose check failed before). It
+// returns the services listed, with their IDs, nil when the listing failed.
+func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.ServiceKey), name string, force map[registry.ServiceKey]bool, only func(registry.ServiceKey) bool) (map[registry.ServiceKey]string, error) {
 	var order []target
 	start := time.Now()
 	ns, ok, err := r.namespace(ctx, name, false)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if ok {
 		order, err = r.listTargets(ctx, ns.ID, map[string]string{ns.ID: name})
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 	}
-	listed := map[registry.ServiceKey]bool{}
+	listed := map[registry.ServiceKey]string{}
 	for _, tg := range order {
-		listed[tg.key] = true
+		listed[tg.key] = tg.id
 	}
-	r.dropGone(onChange, start, func(k registry.ServiceKey) bool { return k.Namespace == name && !listed[k] })
-	order = slices.DeleteFunc(order, func(tg target) bool { return !only(tg.key) })
-	// A failed check of this poll is settled here: the service is gone, or
-	// checked again below (a failure queues it again).
+	r.dropGone(onChange, start, func(k registry.ServiceKey) bool { _, ok := listed[k]; return k.Namespace == name && !ok })
+	// A failed check is settled here: the service is gone, or queued.
+	for _, tg := range order {
+		if only(tg.key) {
+			r.ps.scan.add(tg, force[tg.key] || r.ps.retry[tg.key])
+			delete(r.ps.retry, tg.key)
+		}
+	}
 	for k := range r.ps.retry {
-		if k.Namespace == name && (!listed[k] || only(k)) {
+		if _, ok := listed[k]; k.Namespace == name && !ok {
 			delete(r.ps.retry, k)
 		}
 	}
-	_, err = r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return force[k] })
-	return true, err
+	return listed, nil
 }
 
 // listingPays reports whether a reader should list a namespace
@@ -389,6 +435,11 @@ func (r *Registry) dropGone(onChange func(registry.ServiceKey), since time.Time,
 		}
 	}
 	r.view.mu.Unlock()
+	for k := range r.ps.scan.items {
+		if gone(k) {
+			r.ps.scan.take(k)
+		}
+	}
 	r.mu.Lock()
 	for k, p := range r.published {
 		if gone(k) && since.Sub(p.at) >= r.opts.RepairDelay {

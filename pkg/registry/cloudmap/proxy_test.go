@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // faultProxy is a reverse proxy on 127.0.0.1 in front of moto that can
@@ -23,6 +24,7 @@ type faultProxy struct {
 	mu        sync.Mutex
 	throttle  func(target string, n int) bool         // by X-Amz-Target and request number
 	refuse    func(target string, body []byte) string // an error type to answer instead of moto, or ""
+	delay     func(target string, body []byte) time.Duration
 	down      bool
 	n         int
 	throttled atomic.Int64
@@ -58,7 +60,12 @@ func newFaultProxy(t testing.TB, motoURL string) *faultProxy {
 		if p.refuse != nil {
 			refused = p.refuse(target, body)
 		}
+		var delay time.Duration
+		if p.delay != nil {
+			delay = p.delay(target, body)
+		}
 		p.mu.Unlock()
+		time.Sleep(delay)
 		switch {
 		case refused != "":
 			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
@@ -95,6 +102,15 @@ func (p *faultProxy) setThrottle(f func(target string, n int) bool) {
 func (p *faultProxy) setRefuse(f func(target string, body []byte) string) {
 	p.mu.Lock()
 	p.refuse = f
+	p.mu.Unlock()
+}
+
+// setDelay makes the proxy hold each request for the time f returns for it
+// (by X-Amz-Target and JSON body) before it answers, as a slower Cloud Map
+// would.
+func (p *faultProxy) setDelay(f func(target string, body []byte) time.Duration) {
+	p.mu.Lock()
+	p.delay = f
 	p.mu.Unlock()
 }
 

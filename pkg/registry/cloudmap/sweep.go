@@ -11,11 +11,11 @@ import (
 
 // foreignCheck finds the writes of controllers that bump no change beacon
 // (the AWS Cloud Map MCS controller) in a mixed clusterset sooner than the
-// sweep: ListNamespaces and ListServices of the account, then the usual
-// revision check of every service of the mixed namespaces and of every
-// service not in the view yet (a new export, in any namespace). Not found
-// here, only at the sweep: another controller's first write into a service
-// that exists already, in a namespace without its records.
+// sweep: ListNamespaces and ListServices of the account, then it queues the
+// usual revision check of every service of the mixed namespaces and of
+// every service not in the view yet (a new export, in any namespace). Not
+// found here, only at the sweep: another controller's first write into a
+// service that exists already, in a namespace without its records.
 func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, mixed map[string]bool) error {
 	ps := &r.ps
 	ps.lastForeign = now
@@ -24,18 +24,13 @@ func (r *Registry) foreignCheck(ctx context.Context, onChange func(registry.Serv
 		return err
 	}
 	r.view.mu.RLock()
-	var check []target
+	defer r.view.mu.RUnlock()
 	for _, tg := range order {
-		if ps.pendingNS[tg.key.Namespace] {
-			continue // refreshChanged lists and checks it in this poll
-		}
 		if _, known := r.view.services[tg.key]; mixed[tg.key.Namespace] || !known {
-			check = append(check, tg)
+			ps.scan.add(tg, false)
 		}
 	}
-	r.view.mu.RUnlock()
-	_, err = r.refreshAll(ctx, onChange, check, func(registry.ServiceKey) bool { return false })
-	return err
+	return nil
 }
 
 // listTargets returns the services of the namespaces named in nsByID (all of
@@ -173,7 +168,8 @@ func (r *Registry) listAccount(ctx context.Context, onChange func(registry.Servi
 	return order, nil
 }
 
-// sweep lists the services of the clusterset's namespaces and checks them:
+// sweep lists the services of the clusterset's namespaces and checks them
+// (reads them at once, or queues them: below):
 //   - ListNamespaces and ListServices, one paged call each for the account;
 //   - GetService once per new service ID (ServiceSummary lacks the namespace);
 //   - per service checked, DiscoverInstancesRevision, and DiscoverInstances
@@ -189,34 +185,65 @@ func (r *Registry) listAccount(ctx context.Context, onChange func(registry.Servi
 // clusterset grows with its namespaces, not with its services, and another
 // controller's first write is found at the sweep when it creates a service
 // and at the full resync when it writes into one that exists.
-func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) error {
+//
+// The first sweep, before the view has synced, checks every service
+// before it returns: until then the view has nothing to serve. Later
+// sweeps read the services this cluster wrote and those the beacons
+// announced at once, and queue the rest (scanQueue), so that a full resync
+// of thousands of services holds back no change. It returns the services
+// it read, and the announced ones the listing showed gone.
+func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) (map[registry.ServiceKey]bool, error) {
 	ps := &r.ps
 	order, err := r.listAccount(ctx, onChange)
 	if err != nil {
-		return err
+		return map[registry.ServiceKey]bool{}, err
 	}
 
 	dirty := r.takeDirty()
-	checked := ps.addAnnounced(dirty)
-	if !full && len(r.view.mixedNamespaces()) == 0 {
-		order = slices.DeleteFunc(order, func(tg target) bool {
-			k := tg.key
-			return !dirty[k] && !checked[k] && !ps.pendingNS[k.Namespace] && r.view.has(k)
-		})
+	announced := ps.addAnnounced(dirty)
+	every := full || len(r.view.mixedNamespaces()) > 0
+	r.view.mu.RLock()
+	synced := r.view.synced
+	r.view.mu.RUnlock()
+	var readNow []target
+	listed := map[registry.ServiceKey]bool{}
+	for _, tg := range order {
+		k := tg.key
+		listed[k] = true
+		_, written := dirty[k] // written by us, or its last check failed (false: a revision check)
+		switch {
+		case !synced || written || announced[k]:
+			readNow = append(readNow, tg)
+		case every || ps.pendingNS[k.Namespace] || !r.view.has(k):
+			ps.scan.add(tg, full)
+		}
 	}
-	ps.pendingNS = map[string]bool{} // every namespace that needs it is checked now
+	ps.pendingNS = map[string]bool{} // every namespace that needs it is queued now
 	ps.listNS = map[string]bool{}
 
-	failed, err := r.refreshAll(ctx, onChange, order, func(k registry.ServiceKey) bool { return full || dirty[k] })
-	r.settleAnnounced(checked)
+	read, failed, err := r.readQueued(ctx, onChange, readNow, func() map[registry.ServiceKey]bool {
+		if !full {
+			return dirty
+		}
+		all := make(map[registry.ServiceKey]bool, len(readNow))
+		for _, tg := range readNow {
+			all[tg.key] = true
+		}
+		return all
+	}())
+	for k := range announced {
+		if !listed[k] {
+			read[k] = true // gone: the listing dropped it
+		}
+	}
 	ps.lastSweep = now
 	if full {
 		ps.lastFull = now
 	}
-	if failed == 0 {
+	if failed == 0 && !synced {
 		r.view.mu.Lock()
 		r.view.synced = true
 		r.view.mu.Unlock()
 	}
-	return err
+	return read, err
 }
