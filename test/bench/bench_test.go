@@ -298,7 +298,9 @@ func (e *env) logCalls(b *testing.B, m0 mark, per string, n int) {
 // import-p50-ms … import-max-ms are the percentiles, over the services, of
 // the time from a service's own ServiceExport create (they are created one
 // after the other) until cls2 imports its addresses; withdraw-p50-ms … the
-// same from its delete until cls2 imports none. It also reports the registry calls and the controllers' writes to their
+// same from its delete until cls2 imports none; import-stall-max-s and
+// withdraw-stall-max-s the longest time during which no further service
+// was done (a reader that imports in waves pauses between them). It also reports the registry calls and the controllers' writes to their
 // API servers per service (<member>-calls/service, <member>-writes/service)
 // and where the machine's CPU went until all were imported (reportCPU), and
 // prints the requests each API server served per service.
@@ -369,10 +371,11 @@ func imported(want map[string]string) func(got map[string]string) []string {
 // until returns how long after t0 done, given what cls2 imports, reached n
 // services, and when each service was first done. done returns the names of
 // the services that are. It prints progress to stderr every 2s and fails b
-// when done stays the same for waitTimeout.
+// when done stays the same for waitTimeout. It sets e.longestStall.
 func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(got map[string]string) []string) (time.Duration, map[string]time.Time) {
 	first := map[string]time.Time{}
-	last, lastAt, printed := -1, time.Now(), time.Time{}
+	last, lastAt, printed := -1, t0, time.Time{}
+	e.longestStall = 0
 	for {
 		names := done(e.importedAll())
 		now := time.Now()
@@ -382,12 +385,13 @@ func (e *env) until(b *testing.B, what string, n int, t0 time.Time, done func(go
 			}
 		}
 		k := len(names)
-		if k == n {
-			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v\n", b.Name(), what, k, n, now.Sub(t0).Round(100*time.Millisecond))
-			return now.Sub(t0), first
-		}
 		if k != last {
+			e.longestStall = max(e.longestStall, now.Sub(lastAt))
 			last, lastAt = k, now
+		}
+		if k == n {
+			fmt.Fprintf(os.Stderr, "%s %s: %d/%d after %v (longest stall %v)\n", b.Name(), what, k, n, now.Sub(t0).Round(100*time.Millisecond), e.longestStall.Round(100*time.Millisecond))
+			return now.Sub(t0), first
 		}
 		if now.Sub(printed) >= 2*time.Second {
 			// Progress as it happens: b.Logf prints only at the end.
@@ -456,6 +460,7 @@ func (e *env) burst(b *testing.B, n int) {
 	created := createEach(b, e.cls1.admin, exports)
 	exp, importedAt := e.until(b, "imported", n, t0, imported(want))
 	b.StopTimer()
+	importStall := e.longestStall
 	stopProfile()
 	if cpu0 != nil {
 		e.reportCPU(b, n, exp, cpuUsed(cpu0, cpuByProcess(e.apiPorts())))
@@ -524,6 +529,8 @@ func (e *env) burst(b *testing.B, n int) {
 	b.ReportMetric(exp.Seconds(), "export-s")
 	b.ReportMetric(float64(n)/exp.Seconds(), "export-services/s")
 	b.ReportMetric(wd.Seconds(), "withdraw-s")
+	b.ReportMetric(importStall.Seconds(), "import-stall-max-s")
+	b.ReportMetric(e.longestStall.Seconds(), "withdraw-stall-max-s")
 	e.reportLatency(b, "import-", sinceEach(created, importedAt))
 	e.reportLatency(b, "withdraw-", sinceEach(deleted, withdrawnAt))
 }

@@ -163,6 +163,10 @@ type env struct {
 	changed chan struct{} // signalled on every event of cls2's slices
 
 	lastWrite time.Time // of the benchmark, in cls1
+	// longestStall is, for the last until, the longest time the count of
+	// services done did not grow before it reached n: how long a reader
+	// that imports in waves paused.
+	longestStall time.Duration
 	// settleUntil is when the readers are done checking the last burst
 	// (exportAndWait); benchEndpoint and benchExport start after it.
 	settleUntil time.Time
