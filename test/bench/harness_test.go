@@ -440,18 +440,30 @@ func readyEndpoint(ip string) discoveryv1.Endpoint {
 	}
 }
 
-// createEach creates objs one after the other and returns, by name, when
-// each create returned: the object is stored from then on.
-func createEach(b *testing.B, c client.Client, objs []client.Object) map[string]time.Time {
-	b.Helper()
-	at := make(map[string]time.Time, len(objs))
-	for _, o := range objs {
-		if err := c.Create(ctx, o); err != nil {
-			b.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+// createdEach is what createInBackground reports: when each object was
+// created, by name, or the first error.
+type createdEach struct {
+	at  map[string]time.Time
+	err error
+}
+
+// createInBackground creates objs one after the other in a goroutine, so
+// that the caller can watch their effect as they land: creating thousands takes minutes when the API server is busy. The
+// times say when each create returned: the object is stored from then on.
+func createInBackground(c client.Client, objs []client.Object) <-chan createdEach {
+	out := make(chan createdEach, 1)
+	go func() {
+		at := make(map[string]time.Time, len(objs))
+		for _, o := range objs {
+			if err := c.Create(ctx, o); err != nil {
+				out <- createdEach{err: fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)}
+				return
+			}
+			at[o.GetName()] = time.Now()
 		}
-		at[o.GetName()] = time.Now()
-	}
-	return at
+		out <- createdEach{at: at}
+	}()
+	return out
 }
 
 func serviceExport(name string) *mcsv1beta1.ServiceExport {
