@@ -74,9 +74,10 @@ func (ps *pollState) init() {
 }
 
 // hotNamespace is a namespace whose beacon moved without saying which
-// services changed: every service is checked at once, and again after
-// 1, 2, 4, … PollIntervals until RepairDelay has passed, since the beacon
-// may become visible before the writes it announces.
+// services changed: every service is queued for a check at once, and again
+// after 1, 2, 4, … PollIntervals until RepairDelay has passed, since the
+// beacon may become visible before the writes it announces. A check still
+// under way when the next is due delays it until it has ended.
 type hotNamespace struct {
 	until, next time.Time
 	every       time.Duration
@@ -134,10 +135,11 @@ func (ps *pollState) announce(key registry.ServiceKey, cluster, digest string, u
 //   - Otherwise only the services this cluster wrote and those of the
 //     namespaces whose beacon moved (refreshChanged).
 //
-// The sweep, the foreign check and a namespace whose beacon named no
-// service read at once only what this cluster wrote and what the beacons
-// announced; they queue the rest, which every poll checks for what is left
-// of its PollInterval (scanQueue, finishPoll).
+// Once the view has synced, the sweep and a namespace whose beacon named
+// no service read at once only what this cluster wrote and what the beacons
+// announced, and the foreign check reads nothing itself; they queue the
+// rest, which every poll checks for what is left of its PollInterval
+// (scanQueue, finishPoll). The first sweep reads every service at once.
 func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey)) error {
 	r.pollMu.Lock()
 	defer r.pollMu.Unlock()
@@ -150,7 +152,15 @@ func (r *Registry) poll(ctx context.Context, onChange func(registry.ServiceKey))
 	if err := r.checkBeacons(ctx, now); err != nil {
 		return err
 	}
+	busy := ps.scan.namespaces()
 	for ns, h := range ps.hot {
+		if busy[ns] {
+			// Its last check is still under way: the next waits for it to
+			// end rather than list the namespace again and queue what the
+			// check did already (a check of thousands of services takes
+			// longer than the first intervals).
+			continue
+		}
 		switch {
 		case !now.Before(h.until):
 			// One last check: a write may have landed since the last one.
@@ -224,8 +234,9 @@ func (r *Registry) takeDirty() map[registry.ServiceKey]bool {
 // refreshChanged reads the services this cluster wrote (or whose last check
 // failed) and the services change beacons announced, and queues a check of
 // every service of the namespaces whose beacon moved without saying which
-// services changed (scanQueue). It returns the services it read, and those
-// of them a listing showed gone.
+// services changed (scanQueue), and of those a listing found new to the
+// view. It returns the services it read (whether or not the read failed:
+// a failure is in ps.retry) and the announced ones a listing showed gone.
 func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.ServiceKey)) (map[registry.ServiceKey]bool, error) {
 	ps := &r.ps
 	force := r.takeDirty()
@@ -279,13 +290,15 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 	}
 	var waited []target
 	for _, ns := range slices.Sorted(maps.Keys(nss)) {
-		// The whole namespace but what this poll read (and did not fail).
-		only := func(k registry.ServiceKey) bool { _, failed := ps.retry[k]; return !read[k] || failed }
+		// The whole namespace but what this poll read: a read that failed
+		// stays in ps.retry, read again at the next poll rather than behind
+		// the namespace's check.
+		only := func(k registry.ServiceKey) bool { return !read[k] }
 		if !ps.pendingNS[ns] {
 			// Listed for the IDs of new services, or because a read found
 			// the namespace gone: the services waiting for it and those
 			// new to the view.
-			only = func(k registry.ServiceKey) bool { return check[k] || !r.view.has(k) }
+			only = func(k registry.ServiceKey) bool { return !read[k] && (check[k] || !r.view.has(k)) }
 		}
 		listed, err := r.refreshNamespace(ctx, onChange, ns, force, only)
 		for k := range check {
@@ -416,9 +429,10 @@ func (r *Registry) serviceID(key registry.ServiceKey) string {
 	return ""
 }
 
-// dropGone removes the services for which gone is true from the view (a
-// listing or read that started at since no longer shows them: not listed,
-// or a read by name answered ServiceNotFound). A record this process
+// dropGone removes the services for which gone is true from the view and
+// from the scan queue (a listing or read that started at since no longer
+// shows them: not listed, or a read by name answered ServiceNotFound).
+// Callers hold pollMu. A record this process
 // published there more than RepairDelay before since was lost with its
 // service (someone deleted it): it is forgotten, so that the export
 // controller's next Publish, which onChange brings, reads Cloud Map and
@@ -493,7 +507,8 @@ func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool
 }
 
 // refreshAll checks the services of order in parallel. A service whose check
-// fails keeps its records and is retried at the next poll. One that is gone
+// fails keeps its records and goes to ps.retry, read again at the next poll
+// (advanceScan puts it back in the queue instead). One that is gone
 // (ServiceNotFound: DiscoverInstances finds services by name, so no service
 // of that name is left) is dropped from the view at once, an outcome, not a
 // failure: a withdrawal that deleted the Cloud Map service costs no listing

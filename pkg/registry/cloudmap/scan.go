@@ -76,6 +76,15 @@ func (q *scanQueue) has(key registry.ServiceKey) bool {
 	return ok
 }
 
+// namespaces returns the namespaces of the services waiting for their check.
+func (q *scanQueue) namespaces() map[string]bool {
+	out := map[string]bool{}
+	for k := range q.items {
+		out[k.Namespace] = true
+	}
+	return out
+}
+
 // len returns the number of services waiting for their check.
 func (q *scanQueue) len() int { return len(q.items) }
 
@@ -125,14 +134,18 @@ func (r *Registry) readQueued(ctx context.Context, onChange func(registry.Servic
 // until PollInterval has passed since pollStart (at least one chunk, so
 // that the queue drains however long the rest of the poll took) or a poke
 // asks for a poll (this cluster wrote: its read-back should not wait), and
-// returns the services it checked. A chunk with a failed check ends it and
-// goes back to the queue in its place, so that an outage or throttling
-// costs a chunk per poll, not a check of everything queued.
+// returns the services it checked. A service whose check fails goes back
+// to the end of the queue, so that one that keeps failing holds up no
+// other; a chunk whose every check failed (an outage, throttling) ends
+// it, so that an outage costs a chunk per poll, not a check of everything
+// queued. A service announced and not read in full since is read in full
+// (an equal revision is no proof, see refreshService).
 func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.ServiceKey), pollStart time.Time) (map[registry.ServiceKey]bool, error) {
 	checked := map[registry.ServiceKey]bool{}
 	if r.ps.scan.len() == 0 {
 		return checked, nil
 	}
+	var firstErr error
 	order := r.scanOrder()
 	for len(order) > 0 && ctx.Err() == nil {
 		var batch []target
@@ -143,26 +156,27 @@ func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.Servi
 			order = order[1:]
 			if it, ok := r.ps.scan.take(k); ok { // else read or dropped since
 				batch = append(batch, target{key: k, id: it.id})
-				full[k], taken[k] = it.full, it
+				a := r.ps.announced[k]
+				full[k], taken[k] = it.full || a != nil && !a.read, it
 			}
 		}
 		failed, err := r.refreshAll(ctx, onChange, batch, func(k registry.ServiceKey) bool { return full[k] })
 		for _, tg := range batch {
 			checked[tg.key] = true
 		}
-		if failed > 0 {
-			for k, it := range taken {
-				if _, ok := r.ps.retry[k]; ok {
-					delete(r.ps.retry, k)
-					delete(checked, k)
-					r.ps.scan.items[k] = it
-				}
+		for k, it := range taken {
+			if _, ok := r.ps.retry[k]; ok {
+				delete(r.ps.retry, k)
+				delete(checked, k)
+				r.ps.scan.add(target{key: k, id: it.id}, it.full)
 			}
-			return checked, err
 		}
-		if time.Since(pollStart) >= r.opts.PollInterval || len(r.poke) > 0 {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if failed == len(batch) || time.Since(pollStart) >= r.opts.PollInterval || len(r.poke) > 0 {
 			break
 		}
 	}
-	return checked, nil
+	return checked, firstErr
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +51,63 @@ func TestScanQueue(t *testing.T) {
 	}
 }
 
+// readCounter is a faultProxy that counts a reader's requests about one
+// namespace's services (and those that name no namespace: ListServices),
+// and slows its reads of them while slow is set.
+type readCounter struct {
+	*faultProxy
+	mu    sync.Mutex
+	slow  bool
+	calls map[string]map[string]int // operation -> service name ("" when none) -> requests
+}
+
+// newReadCounter starts a proxy in front of moto that holds each
+// DiscoverInstances and DiscoverInstancesRevision of a service of ns for
+// delay while slow is set.
+func newReadCounter(t *testing.T, motoURL, ns string, delay time.Duration) *readCounter {
+	c := &readCounter{faultProxy: newFaultProxy(t, motoURL)}
+	c.reset(false)
+	c.setDelay(func(target string, body []byte) time.Duration {
+		var in struct{ NamespaceName, ServiceName string }
+		_ = json.Unmarshal(body, &in)
+		if in.NamespaceName != "" && in.NamespaceName != ns {
+			return 0 // the beacons, the heartbeats
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.calls[target] == nil {
+			c.calls[target] = map[string]int{}
+		}
+		c.calls[target][in.ServiceName]++
+		if c.slow && (target == "DiscoverInstances" || target == "DiscoverInstancesRevision") {
+			return delay
+		}
+		return 0
+	})
+	return c
+}
+
+// reset forgets the requests counted so far and sets slow.
+func (c *readCounter) reset(slow bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.slow = slow
+	c.calls = map[string]map[string]int{}
+}
+
+// count returns the requests of op since the last reset, in all and by
+// service name.
+func (c *readCounter) count(op string) (int, map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, by := 0, map[string]int{}
+	for name, k := range c.calls[op] {
+		n += k
+		by[name] = k
+	}
+	return n, by
+}
+
 // TestLongChecksHoldNoChangeBack: a check of many services that outlasts a
 // poll, a full resync or a namespace whose change beacon moved without
 // naming what changed, is spread over the polls that follow: a change a
@@ -57,14 +116,14 @@ func TestScanQueue(t *testing.T) {
 // whole check: at thousands of services a reader read no beacon for tens
 // of seconds at each full resync, and imported a long burst in waves.
 //
-// The proxy slows the readers' reads of big's 100 services to 150 ms while
-// slow is set, so a check of them takes about 4 s at Concurrency 4.
+// The proxies slow the readers' reads of big's 100 services to 250 ms
+// while told to, so a check of them takes about 6 s at Concurrency 4.
 func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	url := cloudmaptest.StartMoto(t)
 	ctx := context.Background()
-	const size = 100
+	const size, delay = 100, 250 * time.Millisecond
 	w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
-	p := newFaultProxy(t, url)
+	p := newReadCounter(t, url, "big", delay)
 	readerOpts := func(o *Options) {
 		o.ForeignSweepPeriod = -1
 		o.FullResyncPeriod = time.Hour
@@ -83,58 +142,19 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	}
 	idle := func(what string) {
 		t.Helper()
-		eventually(t, 20*time.Second, what, func() bool {
+		eventually(t, 30*time.Second, what, func() bool {
 			rd.pollMu.Lock()
 			defer rd.pollMu.Unlock()
 			return !rd.ps.checking()
 		})
 	}
 	idle("the reader to have nothing left to check")
-
-	// reads counts the readers' reads of big's services since reset, by
-	// operation, and which services they read.
-	var mu sync.Mutex
-	var slow bool
-	var reads map[string]int
-	var read map[string]map[string]bool
-	reset := func(slowDown bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		slow = slowDown
-		reads = map[string]int{}
-		read = map[string]map[string]bool{"DiscoverInstances": {}, "DiscoverInstancesRevision": {}}
-	}
-	count := func(op string) (int, map[string]bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		seen := map[string]bool{}
-		for n := range read[op] {
-			seen[n] = true
-		}
-		return reads[op], seen
-	}
-	reset(true)
-	p.setDelay(func(target string, body []byte) time.Duration {
-		var in struct{ NamespaceName, ServiceName string }
-		if target != "DiscoverInstances" && target != "DiscoverInstancesRevision" ||
-			json.Unmarshal(body, &in) != nil || in.NamespaceName != "big" {
-			return 0
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		reads[target]++
-		read[target][in.ServiceName] = true
-		if !slow {
-			return 0
-		}
-		return 150 * time.Millisecond
-	})
 	readAll := func(op string, want []registry.Record) {
 		t.Helper()
-		eventually(t, 20*time.Second, "every service of big to be checked ("+op+")", func() bool {
-			_, seen := count(op)
+		eventually(t, 30*time.Second, "every service of big to be checked ("+op+")", func() bool {
+			_, by := p.count(op)
 			for _, rec := range want {
-				if !seen[rec.Name] {
+				if by[rec.Name] == 0 {
 					return false
 				}
 			}
@@ -143,17 +163,18 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	}
 
 	// A full resync: every service read in full.
+	p.reset(true)
 	rd.pollMu.Lock()
 	rd.ps.lastFull = time.Time{}
 	rd.pollMu.Unlock()
-	eventually(t, 10*time.Second, "the full resync to begin", func() bool { n, _ := count("DiscoverInstances"); return n > 0 })
+	eventually(t, 10*time.Second, "the full resync to begin", func() bool { n, _ := p.count("DiscoverInstances"); return n > 0 })
 	recs[size-1].Endpoints = append(recs[size-1].Endpoints, recs[size-1].Endpoints[0])
 	recs[size-1].Endpoints[1].Address = "10.0.1.1"
 	if err := w.Publish(ctx, &recs[size-1]); err != nil {
 		t.Fatal(err)
 	}
 	waitRecords(t, rd, recs[size-1].Key(), recs[size-1:])
-	if n, _ := count("DiscoverInstances"); n >= size*3/4 {
+	if n, _ := p.count("DiscoverInstances"); n >= size*3/4 {
 		t.Errorf("an endpoint change showed after %d full reads of big's %d services: it waited for the full resync", n, size)
 	}
 	readAll("DiscoverInstances", recs)
@@ -161,11 +182,11 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 
 	// A namespace check: every service revision-checked. Meanwhile an
 	// endpoint change, an export and a withdrawal in that namespace.
-	reset(true)
+	p.reset(true)
 	rd.pollMu.Lock()
 	rd.ps.pendingNS["big"] = true // as a beacon that names no service
 	rd.pollMu.Unlock()
-	eventually(t, 10*time.Second, "the check of big to begin", func() bool { n, _ := count("DiscoverInstancesRevision"); return n > 0 })
+	eventually(t, 10*time.Second, "the check of big to begin", func() bool { n, _ := p.count("DiscoverInstancesRevision"); return n > 0 })
 	recs[0].Endpoints = append(recs[0].Endpoints, recs[0].Endpoints[0])
 	recs[0].Endpoints[1].Address = "10.0.1.1"
 	added := sampleRecord("set1", "cls1", "big", "new", "10.0.0.9")
@@ -180,38 +201,50 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	waitRecords(t, rd, recs[0].Key(), recs[:1])
 	waitRecords(t, rd, added.Key(), []registry.Record{added})
 	waitRecords(t, rd, recs[1].Key(), nil)
-	if n, _ := count("DiscoverInstancesRevision"); n >= size*3/4 {
+	if n, _ := p.count("DiscoverInstancesRevision"); n >= size*3/4 {
 		t.Errorf("an endpoint change, an export and a withdrawal showed after %d revision checks of big's %d services: they waited for the namespace check", n, size)
 	}
 	readAll("DiscoverInstancesRevision", recs[2:])
 	idle("the namespace check to end")
 
-	// A reader driven poll by poll, for what one poll does.
-	rd2 := newTestRegistry(t, p.URL, "set1", "cls3", readerOpts)
-	pollOnce := func() error {
-		t.Helper()
-		return rd2.poll(ctx, func(registry.ServiceKey) {})
-	}
+	// A reader driven poll by poll, behind a proxy of its own, for what
+	// one poll does.
+	p2 := newReadCounter(t, url, "big", delay)
+	rd2 := newTestRegistry(t, p2.URL, "set1", "cls3", readerOpts)
+	pollOnce := func() error { return rd2.poll(ctx, func(registry.ServiceKey) {}) }
 	queued := func() int {
 		rd2.pollMu.Lock()
 		defer rd2.pollMu.Unlock()
 		return rd2.ps.scan.len()
 	}
-	reset(false)
+	drain := func() {
+		t.Helper()
+		for i := 0; queued() > 0; i++ {
+			if i == 300 {
+				t.Fatalf("300 polls left %d services queued", queued())
+			}
+			if err := pollOnce(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if err := pollOnce(); err != nil { // syncs: reads every service
 		t.Fatal(err)
 	}
+	chunk := rd2.opts.Concurrency * scanChunk
 
-	// More announced exports than a chunk, during a namespace check: one
-	// poll reads them all.
-	reset(true)
+	// More announced exports than a chunk, during a namespace check that
+	// stays hot: one poll reads them all, and the polls that follow while
+	// the check is under way do not list the namespace again.
+	p2.reset(true)
 	rd2.pollMu.Lock()
-	rd2.ps.pendingNS["big"] = true
+	now := time.Now()
+	rd2.ps.heat("big", now, now.Add(time.Minute), rd2.opts.PollInterval)
 	rd2.pollMu.Unlock()
 	if err := pollOnce(); err != nil {
 		t.Fatal(err)
 	}
-	burst := make([]registry.Record, 40) // more than Concurrency*scanChunk
+	burst := make([]registry.Record, 2*chunk+8)
 	for i := range burst {
 		burst[i] = sampleRecord("set1", "cls1", "big", fmt.Sprintf("burst-%02d", i), "10.0.2.1")
 		if err := w.Publish(ctx, &burst[i]); err != nil {
@@ -226,19 +259,29 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 			t.Errorf("after the poll that read the beacon, %s reads %+v, %v; want its record: an announced export waited in the queue", burst[i].Key(), got, err)
 		}
 	}
-	if n := queued(); n == 0 {
-		t.Fatal("the namespace check ended before the exports were read: the test proves nothing")
-	}
-
-	// A service queued for a read in full (a full resync) whose last
-	// revision check failed is read in full, not revision-checked.
-	reset(false)
-	for queued() > 0 {
+	p2.reset(true)
+	for range 2 { // its next checks are due: after 1 and 3 polls
 		if err := pollOnce(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if queued() == 0 {
+		t.Fatal("the namespace check ended within 4 polls: the test proves nothing")
+	}
+	if n, _ := p2.count("ListServices"); n != 0 {
+		t.Errorf("the namespace was listed %d times while its check was under way, want 0: its next checks wait for it to end", n)
+	}
+
+	// A service queued for a read in full (a full resync) whose last
+	// revision check failed is read at once, in full, and leaves the queue.
+	p2.reset(false)
+	drain()
+	rd2.pollMu.Lock()
+	rd2.ps.hot = map[string]*hotNamespace{}
+	rd2.pollMu.Unlock()
+	drain()
 	k := recs[5].Key()
+	p2.reset(false)
 	rd2.pollMu.Lock()
 	rd2.ps.scan.add(target{key: k}, true)
 	rd2.ps.retry[k] = false
@@ -246,17 +289,49 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	if err := pollOnce(); err != nil {
 		t.Fatal(err)
 	}
-	if _, seen := count("DiscoverInstances"); !seen[k.Name] {
-		t.Errorf("%s, queued for a read in full and read at once for a failed revision check, was not read in full", k)
+	_, full := p2.count("DiscoverInstances")
+	_, rev := p2.count("DiscoverInstancesRevision")
+	if full[k.Name] != 1 || rev[k.Name] != 0 || queued() != 0 {
+		t.Errorf("%s, queued for a read in full and read at once for a failed revision check: %d DiscoverInstances, %d DiscoverInstancesRevision, %d services left queued; want 1, 0, 0",
+			k, full[k.Name], rev[k.Name], queued())
 	}
 
-	// A chunk that fails goes back to the queue: a poll fails one chunk,
-	// not the whole queue.
-	reset(false)
+	// A read that fails in a poll that also lists its namespace for a
+	// check of every service is read again at the next poll, not queued
+	// behind that check (this cluster's read-back of its own write).
+	k = recs[50].Key()
+	var refusedOnce bool
+	p2.setRefuse(func(target string, body []byte) string {
+		var in struct{ NamespaceName, ServiceName string }
+		if !refusedOnce && target == "DiscoverInstances" && json.Unmarshal(body, &in) == nil && in.ServiceName == k.Name {
+			refusedOnce = true // under the proxy's lock
+			return "InvalidInput"
+		}
+		return ""
+	})
+	rd2.pollMu.Lock()
+	rd2.ps.retry[k] = true
+	rd2.ps.pendingNS["big"] = true
+	rd2.pollMu.Unlock()
+	if err := pollOnce(); err == nil {
+		t.Fatal("a poll whose read was refused reported no error")
+	}
+	rd2.pollMu.Lock()
+	retry, inQueue := rd2.ps.retry[k], rd2.ps.scan.has(k)
+	rd2.pollMu.Unlock()
+	if !retry || inQueue {
+		t.Errorf("after its read failed in a poll that listed its namespace, %s is to be read at once: %v, queued: %v; want true, false", k, retry, inQueue)
+	}
+	p2.setRefuse(nil)
+	drain()
+
+	// When every check fails (an outage), a poll tries one chunk and the
+	// services stay queued.
 	rd2.pollMu.Lock()
 	rd2.ps.pendingNS["big"] = true
 	rd2.pollMu.Unlock()
-	p.setRefuse(func(target string, body []byte) string {
+	p2.reset(false)
+	p2.setRefuse(func(target string, body []byte) string {
 		var in struct{ NamespaceName string }
 		if target == "DiscoverInstancesRevision" && json.Unmarshal(body, &in) == nil && in.NamespaceName == "big" {
 			return "InvalidInput"
@@ -269,13 +344,44 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	rd2.pollMu.Lock()
 	retried, n := len(rd2.ps.retry), rd2.ps.scan.len()
 	rd2.pollMu.Unlock()
-	if want := size - 1 + len(burst) + 1; retried != 0 || n != want {
-		t.Errorf("after a failed chunk: %d services to retry at once and %d queued, want 0 and %d", retried, n, want)
+	tried, _ := p2.count("DiscoverInstancesRevision")
+	if want := size - 1 + len(burst) + 1; retried != 0 || n != want || tried != chunk {
+		t.Errorf("a poll whose checks all failed: %d checks tried, %d services to retry at once, %d queued; want %d, 0, %d", tried, retried, n, chunk, want)
 	}
-	p.setRefuse(nil)
-	for queued() > 0 {
-		if err := pollOnce(); err != nil {
-			t.Fatal(err)
+	p2.setRefuse(nil)
+	drain()
+
+	// Services whose checks keep failing, a chunk of them at the head of
+	// the queue, hold up no other: the others are checked, and only they
+	// stay queued.
+	refused := func(name string) bool { return strings.HasPrefix(name, "svc-") && name < "svc-020" }
+	p2.setRefuse(func(target string, body []byte) string {
+		var in struct{ NamespaceName, ServiceName string }
+		if target == "DiscoverInstancesRevision" && json.Unmarshal(body, &in) == nil && in.NamespaceName == "big" && refused(in.ServiceName) {
+			return "InvalidInput"
+		}
+		return ""
+	})
+	rd2.pollMu.Lock()
+	rd2.ps.pendingNS["big"] = true
+	rd2.pollMu.Unlock()
+	var left []string
+	for range 30 {
+		_ = pollOnce() // fails: the refused checks
+		rd2.pollMu.Lock()
+		left = nil
+		for k := range rd2.ps.scan.items {
+			left = append(left, k.Name)
+		}
+		rd2.pollMu.Unlock()
+		if !slices.ContainsFunc(left, func(n string) bool { return !refused(n) }) {
+			break
 		}
 	}
+	slices.Sort(left)
+	if len(left) != 19 || slices.ContainsFunc(left, func(n string) bool { return !refused(n) }) {
+		t.Errorf("after 30 polls with the checks of svc-000 … svc-019 refused, queued: %v; want those 19 (svc-001 is withdrawn) only", left)
+	}
+	p2.setRefuse(nil)
+	drain()
 }

@@ -180,8 +180,9 @@ func (r *Registry) listAccount(ctx context.Context, onChange func(registry.Servi
 //
 // A full sweep, and a sweep in a mixed clusterset (the view holds a record
 // of another controller), check every service. Otherwise (every writer
-// seen so far bumps change beacons) only the services new to the view and
-// those the poll had queued: so the idle cost of a clusterset run only by
+// seen so far bumps change beacons) only the services new to the view, of
+// the namespaces whose beacon named no service, and those read at once
+// (below): so the idle cost of a clusterset run only by
 // clusterset grows with its namespaces, not with its services, and another
 // controller's first write is found at the sweep when it creates a service
 // and at the full resync when it writes into one that exists.
@@ -189,9 +190,11 @@ func (r *Registry) listAccount(ctx context.Context, onChange func(registry.Servi
 // The first sweep, before the view has synced, checks every service
 // before it returns: until then the view has nothing to serve. Later
 // sweeps read the services this cluster wrote and those the beacons
-// announced at once, and queue the rest (scanQueue), so that a full resync
-// of thousands of services holds back no change. It returns the services
-// it read, and the announced ones the listing showed gone.
+// announced (and those whose last check failed) at once, and queue the
+// rest (scanQueue), so that a full resync of thousands of services holds
+// back no change. It returns the services it read (whether or not the
+// read failed: a failure is in ps.retry), and the announced ones the
+// listing showed gone.
 func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey), now time.Time, full bool) (map[registry.ServiceKey]bool, error) {
 	ps := &r.ps
 	order, err := r.listAccount(ctx, onChange)
