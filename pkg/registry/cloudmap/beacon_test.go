@@ -188,13 +188,7 @@ func TestManyChangesBetweenTwoPolls(t *testing.T) {
 		o.FullResyncPeriod = time.Hour
 		o.RepairDelay = time.Hour // a check of the namespace would stay hot
 	})
-	recs := make([]registry.Record, size)
-	for i := range recs {
-		recs[i] = sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
-		if err := w.Publish(ctx, &recs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs := publishServices(t, w, "big", size)
 	run(t, rd)
 	for i := range recs {
 		waitRecords(t, rd, recs[i].Key(), recs[i:i+1])

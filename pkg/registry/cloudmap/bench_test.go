@@ -96,13 +96,7 @@ func benchChangeCost(b *testing.B, size, members int) {
 	for i := range readers {
 		readers[i] = member(fmt.Sprintf("cls%d", i+2))
 	}
-	recs := make([]registry.Record, size)
-	for i := range recs {
-		recs[i] = sampleRecord("set1", "cls1", "bench", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
-		if err := w.Publish(ctx, &recs[i]); err != nil {
-			b.Fatal(err)
-		}
-	}
+	recs := publishServices(b, w, "bench", size)
 	run(b, w)
 	for _, rd := range readers {
 		run(b, rd)

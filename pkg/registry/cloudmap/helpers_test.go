@@ -168,3 +168,17 @@ func sampleRecord(clusterSet, cluster, ns, name string, addrs ...string) registr
 	}
 	return rec
 }
+
+// publishServices publishes, from w, n services svc-000 … of namespace ns
+// with one endpoint each, one after the other, and returns their records.
+func publishServices(tb testing.TB, w *Registry, ns string, n int) []registry.Record {
+	tb.Helper()
+	recs := make([]registry.Record, n)
+	for i := range recs {
+		recs[i] = sampleRecord(w.opts.ClusterSetID, w.opts.ClusterID, ns, fmt.Sprintf("svc-%03d", i), "10.0.0.1")
+		if err := w.Publish(context.Background(), &recs[i]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return recs
+}

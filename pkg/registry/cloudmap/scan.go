@@ -3,7 +3,6 @@ package cloudmap
 import (
 	"cmp"
 	"context"
-	"maps"
 	"slices"
 	"time"
 
@@ -93,18 +92,15 @@ func (q *scanQueue) len() int { return len(q.items) }
 // the others, each group in queue order.
 func (r *Registry) scanOrder() []registry.ServiceKey {
 	q := &r.ps.scan
-	keys := slices.SortedFunc(maps.Keys(q.items), func(a, b registry.ServiceKey) int {
-		return cmp.Compare(q.items[a].seq, q.items[b].seq)
-	})
-	r.view.mu.RLock()
-	defer r.view.mu.RUnlock()
-	isNew := func(k registry.ServiceKey) int {
-		if _, known := r.view.services[k]; known {
-			return 1
-		}
-		return 0
+	order := make([]target, 0, len(q.items))
+	for k, it := range q.items {
+		order = append(order, target{key: k, id: it.id})
 	}
-	slices.SortStableFunc(keys, func(a, b registry.ServiceKey) int { return isNew(a) - isNew(b) })
+	slices.SortFunc(order, func(a, b target) int { return cmp.Compare(q.items[a.key].seq, q.items[b.key].seq) })
+	keys := make([]registry.ServiceKey, len(order))
+	for i, tg := range r.newFirst(order, func(registry.ServiceKey) bool { return false }) {
+		keys[i] = tg.key
+	}
 	return keys
 }
 

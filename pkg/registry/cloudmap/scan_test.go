@@ -129,13 +129,7 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 		o.FullResyncPeriod = time.Hour
 	}
 	rd := newTestRegistry(t, p.URL, "set1", "cls2", readerOpts)
-	recs := make([]registry.Record, size)
-	for i := range recs {
-		recs[i] = sampleRecord("set1", "cls1", "big", fmt.Sprintf("svc-%03d", i), "10.0.0.1")
-		if err := w.Publish(ctx, &recs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs := publishServices(t, w, "big", size)
 	run(t, rd)
 	for i := range recs {
 		waitRecords(t, rd, recs[i].Key(), recs[i:i+1])
