@@ -406,3 +406,94 @@ func TestDropGoneForgetsOnlyOldWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestNotVisibleYetIsNoFailedPoll: DiscoverInstances is eventually
+// consistent, so a namespace created just now may answer NamespaceNotFound
+// for a while, and a new service ServiceNotFound. Whether this cluster
+// wrote it, or another cluster whose beacon announced it (its first write
+// of the namespace makes the reader check the namespace, a later one names
+// the service), the reader looks for it again at its next polls with no
+// failed poll (no error logged, viewErrorsTotal unchanged), and shows the
+// record once Cloud Map answers.
+func TestNotVisibleYetIsNoFailedPoll(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code string
+		own  bool // this cluster wrote it, else another cluster
+		// the namespace held another service of that cluster's before:
+		// its beacon names the new service
+		known bool
+	}{
+		{name: "own/new-namespace", code: "NamespaceNotFound", own: true},
+		{name: "own/new-service", code: "ServiceNotFound", own: true},
+		{name: "other/new-namespace", code: "NamespaceNotFound"},
+		{name: "other/new-service", code: "ServiceNotFound"},
+		{name: "other/announced-new-service", code: "ServiceNotFound", known: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := cloudmaptest.StartMoto(t)
+			proxy := newFaultProxy(t, url)
+			ctx := context.Background()
+			const every = 100 * time.Millisecond
+			opts := func(o *Options) {
+				o.MotoWorkarounds = true
+				o.PollInterval = every // polls are made by the test, this far apart
+				o.RepairDelay = 3 * time.Second
+				o.FullResyncPeriod = time.Hour
+				o.ForeignSweepPeriod = -1
+				o.ForeignPollInterval = -1
+			}
+			rd := newTestRegistry(t, proxy.URL, "set1", "cls2", opts)
+			w := rd
+			if !tc.own {
+				w = newTestRegistry(t, url, "set1", "cls1", opts)
+			}
+			poll := func() {
+				t.Helper()
+				time.Sleep(every)
+				if err := rd.poll(ctx, func(registry.ServiceKey) {}); err != nil {
+					t.Fatalf("a poll failed: %v", err)
+				}
+			}
+			if tc.known {
+				other := sampleRecord("set1", w.opts.ClusterID, "fresh", "other", "10.0.0.9")
+				if err := w.Publish(ctx, &other); err != nil {
+					t.Fatal(err)
+				}
+			}
+			poll() // the first sweep
+			poll()
+
+			var lagging atomic.Bool
+			lagging.Store(true)
+			proxy.setRefuse(func(target string, body []byte) string {
+				if lagging.Load() && strings.HasPrefix(target, "DiscoverInstances") &&
+					strings.Contains(string(body), `"NamespaceName":"fresh"`) && strings.Contains(string(body), `"ServiceName":"web"`) {
+					return tc.code
+				}
+				return ""
+			})
+			rec := sampleRecord("set1", w.opts.ClusterID, "fresh", "web", "10.0.0.1")
+			if err := w.Publish(ctx, &rec); err != nil {
+				t.Fatal(err)
+			}
+			errs0 := testutil.ToFloat64(viewErrorsTotal)
+			c0 := rd.calls.snapshot()
+			for range 3 {
+				poll()
+			}
+			if d := diff(rd.calls.snapshot(), c0); d["DiscoverInstances"] < 2 {
+				t.Errorf("three polls while the write is not visible read it %d times, want at least 2: %v", d["DiscoverInstances"], d)
+			}
+			if d := testutil.ToFloat64(viewErrorsTotal) - errs0; d != 0 {
+				t.Errorf("a write not visible yet made %v polls fail, want none", d)
+			}
+			lagging.Store(false)
+			poll()
+			poll()
+			if got, err := rd.Records(rec.Key()); err != nil || !equalRecords(got, []registry.Record{rec}) {
+				t.Fatalf("once Cloud Map answers, the view shows %+v (%v), want the record", got, err)
+			}
+		})
+	}
+}

@@ -514,9 +514,11 @@ func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool
 // failure: a withdrawal that deleted the Cloud Map service costs no listing
 // of its namespace. Not so a service this process published to less than
 // RepairDelay before the check began: Cloud Map may not show a service it
-// has just created yet, so it is read again at the next poll. A gone namespace
-// (NamespaceNotFound) sends it to a listing at the next poll, which drops
-// its services.
+// has just created yet, so it is read again at the next poll. Neither is
+// NamespaceNotFound a failure: it sends the service to a listing of its
+// namespace at the next poll, which drops the services of a namespace gone
+// and queues those of one too new for DiscoverInstances to know (a service
+// this process published to within RepairDelay is read again instead).
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
 	ps := &r.ps
 	var mu sync.Mutex
@@ -539,7 +541,7 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 		// Against the batch's start, as dropGone below: a record written
 		// in between is either read again or forgotten, never dropped from
 		// the view while its published state stays.
-		notYet := isCode(err, "ServiceNotFound") && r.writtenSince(tg.key, start)
+		notYet := isCode(err, "ServiceNotFound", "NamespaceNotFound") && r.writtenSince(tg.key, start)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -548,13 +550,16 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 			ps.retry[tg.key] = true
 		case isCode(err, "ServiceNotFound"):
 			gone[tg.key] = true
+		case isCode(err, "NamespaceNotFound"):
+			// Deleted, or created so recently that DiscoverInstances does
+			// not know it yet: the listing tells (ListNamespaces is
+			// consistent), and it drops the services of a namespace gone.
+			ps.listNS[tg.key.Namespace] = true
+			ps.retry[tg.key] = ps.retry[tg.key] || f
 		default:
 			failed++
 			if firstErr == nil {
 				firstErr = err
-			}
-			if isCode(err, "NamespaceNotFound") {
-				ps.listNS[tg.key.Namespace] = true
 			}
 			ps.retry[tg.key] = ps.retry[tg.key] || f
 		}
