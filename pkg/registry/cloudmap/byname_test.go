@@ -497,3 +497,71 @@ func TestNotVisibleYetIsNoFailedPoll(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnServiceNeverVisible: a service this cluster published to that
+// answers ServiceNotFound for longer than RepairDelay was deleted by
+// someone before this reader ever saw it. The view never held it, yet the
+// export controller is told, and this cluster's published state is
+// dropped, so that its next Publish writes the record again.
+func TestOwnServiceNeverVisible(t *testing.T) {
+	url := cloudmaptest.StartMoto(t)
+	proxy := newFaultProxy(t, url)
+	ctx := context.Background()
+	const repair = time.Second
+	w := newTestRegistry(t, proxy.URL, "set1", "cls1", func(o *Options) {
+		o.MotoWorkarounds = true
+		o.PollInterval = 100 * time.Millisecond
+		o.RepairDelay = repair
+		o.FullResyncPeriod = time.Hour
+		o.ForeignSweepPeriod = -1
+		o.ForeignPollInterval = -1
+	})
+	var mu sync.Mutex
+	told := map[registry.ServiceKey]int{}
+	poll := func() {
+		t.Helper()
+		time.Sleep(100 * time.Millisecond)
+		if err := w.poll(ctx, func(k registry.ServiceKey) { mu.Lock(); told[k]++; mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll() // the first sweep, of an empty account
+	proxy.setRefuse(func(target string, body []byte) string {
+		if strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"ServiceName":"web"`) {
+			return "ServiceNotFound"
+		}
+		return ""
+	})
+	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
+	key := rec.Key()
+	wrote := time.Now() // p.at is later
+	if err := w.Publish(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	published := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.published[key] != nil
+	}
+	for time.Since(wrote) < repair-300*time.Millisecond { // the last poll starts before RepairDelay passes
+		poll()
+		if !published() {
+			t.Fatal("the published state was dropped within RepairDelay of the write: Cloud Map may just not show the new service yet")
+		}
+	}
+	mu.Lock()
+	clear(told)
+	mu.Unlock()
+	for time.Since(wrote) < repair+500*time.Millisecond {
+		poll()
+	}
+	if published() {
+		t.Error("a service of this cluster's that answered ServiceNotFound past RepairDelay kept its published state: the next Publish would trust it")
+	}
+	mu.Lock()
+	n := told[key]
+	mu.Unlock()
+	if n == 0 {
+		t.Error("a service of this cluster's that the view never showed and that is gone was not told as changed: the export controller would not publish it again")
+	}
+}
