@@ -183,7 +183,7 @@ func loadAWSFixtures(t *testing.T) []awsFixture {
 }
 
 // rawNamespaceID returns the ID of the namespace named name, or "".
-func rawNamespaceID(ctx context.Context, t *testing.T, c *sd.Client, name string) string {
+func rawNamespaceID(ctx context.Context, t testing.TB, c *sd.Client, name string) string {
 	t.Helper()
 	list, err := c.ListNamespaces(ctx, &sd.ListNamespacesInput{})
 	if err != nil {

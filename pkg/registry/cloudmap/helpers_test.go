@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -66,6 +67,31 @@ func deregisterAllRaw(ctx context.Context, t testing.TB, url, serviceID string) 
 		if _, err := c.DeregisterInstance(ctx, &sd.DeregisterInstanceInput{ServiceId: aws.String(serviceID), InstanceId: in.Id}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// deleteNamespaceRaw deletes the Cloud Map namespace name directly in moto,
+// with its services and their instances, as an operator would.
+func deleteNamespaceRaw(ctx context.Context, t testing.TB, url, name string) {
+	t.Helper()
+	c := rawClient(url)
+	nsID := rawNamespaceID(ctx, t, c, name)
+	p := sd.NewListServicesPaginator(c, &sd.ListServicesInput{Filters: []types.ServiceFilter{{
+		Name: types.ServiceFilterNameNamespaceId, Values: []string{nsID}, Condition: types.FilterConditionEq}}})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range out.Services {
+			deregisterAllRaw(ctx, t, url, aws.ToString(s.Id))
+			if _, err := c.DeleteService(ctx, &sd.DeleteServiceInput{Id: s.Id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := c.DeleteNamespace(ctx, &sd.DeleteNamespaceInput{Id: aws.String(nsID)}); err != nil {
+		t.Fatal(err)
 	}
 }
 

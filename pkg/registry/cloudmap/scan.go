@@ -134,7 +134,8 @@ func (r *Registry) readQueued(ctx context.Context, onChange func(registry.Servic
 // to the end of the queue, so that one that keeps failing holds up no
 // other; a chunk whose every check failed (an outage, throttling) ends
 // it, so that an outage costs a chunk per poll, not a check of everything
-// queued. A service announced and not read in full since is read in full
+// queued. Services of a namespace that a read found unknown
+// (NamespaceNotFound, see refreshAll) stay queued until its listing. A service announced and not read in full since is read in full
 // (an equal revision is no proof, see refreshService).
 func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.ServiceKey), pollStart time.Time) (map[registry.ServiceKey]bool, error) {
 	checked := map[registry.ServiceKey]bool{}
@@ -150,6 +151,12 @@ func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.Servi
 		for len(order) > 0 && len(batch) < r.opts.Concurrency*scanChunk {
 			k := order[0]
 			order = order[1:]
+			if r.ps.listNS[k.Namespace] {
+				// A read found its namespace unknown to DiscoverInstances:
+				// it waits in the queue for the listing at the next poll,
+				// which drops it with a deleted namespace.
+				continue
+			}
 			if it, ok := r.ps.scan.take(k); ok { // else read or dropped since
 				batch = append(batch, target{key: k, id: it.id})
 				a := r.ps.announced[k]

@@ -379,3 +379,99 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	p2.setRefuse(nil)
 	drain()
 }
+
+// TestUnknownNamespaceWaitsForItsListing: when the reads of a queued check
+// answer NamespaceNotFound (the namespace was deleted, or is too new for
+// DiscoverInstances), the poll does not fail, reads no more of that
+// namespace's queued services than the chunk that found it, and leaves
+// them queued for the listing at the next poll, which tells which: a
+// namespace that is there is checked, one deleted drops its services from
+// the view (each told as changed) and from the queue.
+func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
+	for _, deleted := range []bool{false, true} {
+		name := "too-new"
+		if deleted {
+			name = "deleted"
+		}
+		t.Run(name, func(t *testing.T) {
+			url := cloudmaptest.StartMoto(t)
+			proxy := newFaultProxy(t, url)
+			ctx := context.Background()
+			const size = 100
+			w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
+			rd := newTestRegistry(t, proxy.URL, "set1", "cls2", func(o *Options) {
+				o.PollInterval = time.Minute // a poll's share of the queue is not what ends the reads here
+				o.ForeignSweepPeriod = -1
+				o.ForeignPollInterval = -1
+				o.FullResyncPeriod = time.Hour
+			})
+			recs := publishServices(t, w, "big", size)
+			var mu sync.Mutex
+			told := map[registry.ServiceKey]bool{}
+			poll := func() {
+				t.Helper()
+				if err := rd.poll(ctx, func(k registry.ServiceKey) { mu.Lock(); told[k] = true; mu.Unlock() }); err != nil {
+					t.Fatalf("a poll failed: %v", err)
+				}
+			}
+			poll() // the first sweep reads every service
+			refused := 0
+			proxy.setRefuse(func(target string, body []byte) string {
+				if strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"NamespaceName":"big"`) {
+					mu.Lock()
+					refused++
+					mu.Unlock()
+					return "NamespaceNotFound"
+				}
+				return ""
+			})
+			queued := func() int {
+				rd.pollMu.Lock()
+				defer rd.pollMu.Unlock()
+				return rd.ps.scan.len()
+			}
+			rd.pollMu.Lock()
+			rd.ps.pendingNS["big"] = true // as a beacon that names no service
+			rd.pollMu.Unlock()
+			poll()
+			mu.Lock()
+			n := refused
+			mu.Unlock()
+			chunk := rd.opts.Concurrency * scanChunk
+			if n == 0 || n > chunk {
+				t.Errorf("a check of %d services whose namespace DiscoverInstances does not know read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
+			}
+			if q := queued(); q != size {
+				t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
+			}
+
+			if deleted {
+				deleteNamespaceRaw(ctx, t, url, "big")
+			} else {
+				proxy.setRefuse(nil) // DiscoverInstances knows it now
+			}
+			mu.Lock()
+			clear(told)
+			mu.Unlock()
+			poll()
+			if q := queued(); q != 0 {
+				t.Errorf("%d services still queued after the listing and a poll of a minute's share", q)
+			}
+			for _, rec := range recs {
+				got, err := rd.Records(rec.Key())
+				if err != nil {
+					t.Fatal(err)
+				}
+				mu.Lock()
+				wasTold := told[rec.Key()]
+				mu.Unlock()
+				switch {
+				case deleted && (len(got) != 0 || !wasTold):
+					t.Fatalf("after its namespace was deleted, %s shows %+v (told: %v), want nothing, told", rec.Key(), got, wasTold)
+				case !deleted && !equalRecords(got, []registry.Record{rec}):
+					t.Fatalf("%s shows %+v, want its record", rec.Key(), got)
+				}
+			}
+		})
+	}
+}
