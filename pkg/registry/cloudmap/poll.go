@@ -51,7 +51,7 @@ type pollState struct {
 	pendingNS     map[string]bool          // namespaces to list and queue a check of every service of (a beacon moved)
 	hot           map[string]*hotNamespace // namespaces checked again, less and less often
 	announced     map[registry.ServiceKey]*announcement
-	listNS        map[string]bool              // namespaces to list: for new services' IDs, or a read found the namespace gone
+	listNS        map[string]bool              // namespaces to list: for new services' IDs, or a read found the namespace unknown (gone or too new)
 	ownNS         map[string]bool              // namespaces of this cluster's beacons written by another process
 	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
 	scan          scanQueue                    // services to check when the poll has time
@@ -296,8 +296,8 @@ func (r *Registry) refreshChanged(ctx context.Context, onChange func(registry.Se
 		only := func(k registry.ServiceKey) bool { return !read[k] }
 		if !ps.pendingNS[ns] {
 			// Listed for the IDs of new services, or because a read found
-			// the namespace gone: the services waiting for it and those
-			// new to the view.
+			// the namespace unknown (gone or too new): the services
+			// waiting for it and those new to the view.
 			only = func(k registry.ServiceKey) bool { return !read[k] && (check[k] || !r.view.has(k)) }
 		}
 		listed, err := r.refreshNamespace(ctx, onChange, ns, force, only)
@@ -514,11 +514,14 @@ func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool
 // failure: a withdrawal that deleted the Cloud Map service costs no listing
 // of its namespace. Not so a service this process published to less than
 // RepairDelay before the check began: Cloud Map may not show a service it
-// has just created yet, so it is read again at the next poll. Neither is
-// NamespaceNotFound a failure: it sends the service to a listing of its
-// namespace at the next poll, which drops the services of a namespace gone
-// and queues those of one too new for DiscoverInstances to know (a service
-// this process published to within RepairDelay is read again instead).
+// has just created yet, so it is read again at the next poll. A
+// NamespaceNotFound sends the service to a listing of its namespace (this
+// poll's, or the next one's), which finds the namespace anew
+// (ListNamespaces): it drops the services of a namespace gone and queues
+// those of one too new for DiscoverInstances to know. It is a failure only
+// for a service the view holds, whose namespace DiscoverInstances knew (a
+// namespace deleted, or one that stays unknown, is logged); a service this
+// process published to within RepairDelay is read again instead.
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
 	ps := &r.ps
 	var mu sync.Mutex
@@ -550,13 +553,17 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 			ps.retry[tg.key] = true
 		case isCode(err, "ServiceNotFound"):
 			gone[tg.key] = true
-		case isCode(err, "NamespaceNotFound"):
-			// Deleted, or created so recently that DiscoverInstances does
-			// not know it yet: the listing tells (ListNamespaces is
-			// consistent), and it drops the services of a namespace gone.
+		case isCode(err, "NamespaceNotFound") && !r.view.has(tg.key):
+			// Created so recently that DiscoverInstances does not know it
+			// yet, or deleted: the listing tells.
+			r.forgetNamespace(tg.key.Namespace) // the listing looks it up anew
 			ps.listNS[tg.key.Namespace] = true
 			ps.retry[tg.key] = ps.retry[tg.key] || f
 		default:
+			if isCode(err, "NamespaceNotFound") {
+				r.forgetNamespace(tg.key.Namespace)
+				ps.listNS[tg.key.Namespace] = true
+			}
 			failed++
 			if firstErr == nil {
 				firstErr = err

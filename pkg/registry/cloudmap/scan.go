@@ -134,8 +134,9 @@ func (r *Registry) readQueued(ctx context.Context, onChange func(registry.Servic
 // to the end of the queue, so that one that keeps failing holds up no
 // other; a chunk whose every check failed (an outage, throttling) ends
 // it, so that an outage costs a chunk per poll, not a check of everything
-// queued. Services of a namespace that a read found unknown
-// (NamespaceNotFound, see refreshAll) stay queued until its listing. A service announced and not read in full since is read in full
+// queued. Services of a namespace waiting for its listing (a read found
+// it unknown: NamespaceNotFound, see refreshAll) stay queued until that
+// listing. A service announced and not read in full since is read in full
 // (an equal revision is no proof, see refreshService).
 func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.ServiceKey), pollStart time.Time) (map[registry.ServiceKey]bool, error) {
 	checked := map[registry.ServiceKey]bool{}
@@ -152,9 +153,9 @@ func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.Servi
 			k := order[0]
 			order = order[1:]
 			if r.ps.listNS[k.Namespace] {
-				// A read found its namespace unknown to DiscoverInstances:
-				// it waits in the queue for the listing at the next poll,
-				// which drops it with a deleted namespace.
+				// Its namespace waits for a listing, mostly because a read
+				// found it unknown (refreshAll): it waits in the queue for
+				// that listing, which drops it with a deleted namespace.
 				continue
 			}
 			if it, ok := r.ps.scan.take(k); ok { // else read or dropped since

@@ -380,20 +380,18 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 	drain()
 }
 
-// TestUnknownNamespaceWaitsForItsListing: when the reads of a queued check
-// answer NamespaceNotFound (the namespace was deleted, or is too new for
-// DiscoverInstances), the poll does not fail, reads no more of that
-// namespace's queued services than the chunk that found it, and leaves
-// them queued for the listing at the next poll, which tells which: a
-// namespace that is there is checked, one deleted drops its services from
-// the view (each told as changed) and from the queue.
+// TestUnknownNamespaceWaitsForItsListing: when reads answer
+// NamespaceNotFound (DiscoverInstances does not know the namespace: too new
+// for it, or deleted), the reader reads no more of that namespace's queued
+// services than the chunk that found it and leaves them queued for a
+// listing, which tells which: one that is there is checked, one deleted
+// drops its services from the view (each told as changed) and from the
+// queue. A namespace too new is no failed poll, but a first sweep that
+// could not read it does not count as synced; a namespace deleted under
+// services the view holds is one failed poll (logged).
 func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
-	for _, deleted := range []bool{false, true} {
-		name := "too-new"
-		if deleted {
-			name = "deleted"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []string{"too-new", "too-new-at-start", "deleted"} {
+		t.Run(tc, func(t *testing.T) {
 			url := cloudmaptest.StartMoto(t)
 			proxy := newFaultProxy(t, url)
 			ctx := context.Background()
@@ -405,57 +403,93 @@ func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
 				o.ForeignPollInterval = -1
 				o.FullResyncPeriod = time.Hour
 			})
-			recs := publishServices(t, w, "big", size)
 			var mu sync.Mutex
 			told := map[registry.ServiceKey]bool{}
-			poll := func() {
+			poll := func() error {
+				return rd.poll(ctx, func(k registry.ServiceKey) { mu.Lock(); told[k] = true; mu.Unlock() })
+			}
+			mustPoll := func() {
 				t.Helper()
-				if err := rd.poll(ctx, func(k registry.ServiceKey) { mu.Lock(); told[k] = true; mu.Unlock() }); err != nil {
+				if err := poll(); err != nil {
 					t.Fatalf("a poll failed: %v", err)
 				}
 			}
-			poll() // the first sweep reads every service
-			refused := 0
+			reads := 0 // of big's services
+			unknown := false
 			proxy.setRefuse(func(target string, body []byte) string {
 				if strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"NamespaceName":"big"`) {
 					mu.Lock()
-					refused++
-					mu.Unlock()
-					return "NamespaceNotFound"
+					defer mu.Unlock()
+					reads++
+					if unknown {
+						return "NamespaceNotFound"
+					}
 				}
 				return ""
 			})
+			setUnknown := func(v bool) { mu.Lock(); unknown = v; mu.Unlock() }
+			readsSince := func(from int) int { mu.Lock(); defer mu.Unlock(); return reads - from }
 			queued := func() int {
 				rd.pollMu.Lock()
 				defer rd.pollMu.Unlock()
 				return rd.ps.scan.len()
 			}
-			rd.pollMu.Lock()
-			rd.ps.pendingNS["big"] = true // as a beacon that names no service
-			rd.pollMu.Unlock()
-			poll()
-			mu.Lock()
-			n := refused
-			mu.Unlock()
 			chunk := rd.opts.Concurrency * scanChunk
-			if n == 0 || n > chunk {
-				t.Errorf("a check of %d services whose namespace DiscoverInstances does not know read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
-			}
-			if q := queued(); q != size {
-				t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
+			var recs []registry.Record
+
+			switch tc {
+			case "too-new":
+				// Synced before big exists; the writer's first writes there
+				// make the reader check the whole namespace.
+				mustPoll()
+				setUnknown(true)
+				recs = publishServices(t, w, "big", size)
+				r0 := readsSince(0)
+				mustPoll()
+				if n := readsSince(r0); n == 0 || n > chunk {
+					t.Errorf("a check of %d services whose namespace DiscoverInstances does not know read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
+				}
+				if q := queued(); q != size {
+					t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
+				}
+			case "too-new-at-start":
+				recs = publishServices(t, w, "big", size)
+				setUnknown(true)
+				mustPoll() // the first sweep reads every service
+				if rd.HasSynced() {
+					t.Error("a first sweep that could not read a namespace's services counts as synced: an importer would take them for withdrawn")
+				}
+			case "deleted":
+				recs = publishServices(t, w, "big", size)
+				mustPoll() // the first sweep reads every service
+				rd.pollMu.Lock()
+				for _, rec := range recs { // as a beacon that named no service
+					rd.ps.scan.add(target{key: rec.Key(), id: rd.serviceID(rec.Key())}, false)
+				}
+				rd.pollMu.Unlock()
+				deleteNamespaceRaw(ctx, t, url, "big")
+				r0 := readsSince(0)
+				if err := poll(); err == nil {
+					t.Error("a poll that found the namespace of services the view holds unknown did not fail: a namespace deleted by hand, or one DiscoverInstances stops knowing, would not be logged")
+				}
+				if n := readsSince(r0); n == 0 || n > chunk {
+					t.Errorf("a check of %d services whose namespace was deleted read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
+				}
+				if q := queued(); q != size {
+					t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
+				}
 			}
 
-			if deleted {
-				deleteNamespaceRaw(ctx, t, url, "big")
-			} else {
-				proxy.setRefuse(nil) // DiscoverInstances knows it now
-			}
+			setUnknown(false) // DiscoverInstances knows it now (or moto says it is gone)
 			mu.Lock()
 			clear(told)
 			mu.Unlock()
-			poll()
+			mustPoll()
 			if q := queued(); q != 0 {
 				t.Errorf("%d services still queued after the listing and a poll of a minute's share", q)
+			}
+			if !rd.HasSynced() {
+				t.Error("not synced after every service was read")
 			}
 			for _, rec := range recs {
 				got, err := rd.Records(rec.Key())
@@ -466,9 +500,9 @@ func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
 				wasTold := told[rec.Key()]
 				mu.Unlock()
 				switch {
-				case deleted && (len(got) != 0 || !wasTold):
+				case tc == "deleted" && (len(got) != 0 || !wasTold):
 					t.Fatalf("after its namespace was deleted, %s shows %+v (told: %v), want nothing, told", rec.Key(), got, wasTold)
-				case !deleted && !equalRecords(got, []registry.Record{rec}):
+				case tc != "deleted" && !equalRecords(got, []registry.Record{rec}):
 					t.Fatalf("%s shows %+v, want its record", rec.Key(), got)
 				}
 			}

@@ -243,7 +243,9 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 	if full {
 		ps.lastFull = now
 	}
-	if failed == 0 && !synced {
+	// A read that found a namespace unknown (refreshAll) is no failure,
+	// but its services are not read yet: the next poll sweeps again.
+	if failed == 0 && len(ps.listNS) == 0 && !synced {
 		r.view.mu.Lock()
 		r.view.synced = true
 		r.view.mu.Unlock()
