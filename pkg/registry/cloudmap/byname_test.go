@@ -534,17 +534,19 @@ func TestOwnServiceNeverVisible(t *testing.T) {
 	})
 	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
 	key := rec.Key()
-	before := time.Now()
 	if err := w.Publish(ctx, &rec); err != nil {
 		t.Fatal(err)
 	}
-	after := time.Now() // the published state's time is between the two
+	after := time.Now()
 	published := func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return w.published[key] != nil
 	}
-	for time.Since(before) < repair-300*time.Millisecond { // each poll starts before RepairDelay has passed
+	w.mu.Lock()
+	at := w.published[key].at
+	w.mu.Unlock()
+	for time.Since(at) < repair-500*time.Millisecond { // each poll starts before RepairDelay has passed
 		poll()
 		if !published() {
 			t.Fatal("the published state was dropped within RepairDelay of the write: Cloud Map may just not show the new service yet")

@@ -54,6 +54,7 @@ type pollState struct {
 	listNS        map[string]bool              // namespaces to list: for new services' IDs, or a read found the namespace unknown (gone or too new)
 	ownNS         map[string]bool              // namespaces of this cluster's beacons written by another process
 	retry         map[registry.ServiceKey]bool // services whose check failed -> read in full
+	unknownNS     map[string]time.Time         // namespaces a read found unknown (NamespaceNotFound) -> since when
 	scan          scanQueue                    // services to check when the poll has time
 	lastSweep     time.Time                    // last sweep of every service
 	lastFull      time.Time                    // last sweep that read every service in full
@@ -71,6 +72,7 @@ func (ps *pollState) init() {
 	ps.listNS = map[string]bool{}
 	ps.ownNS = map[string]bool{}
 	ps.retry = map[registry.ServiceKey]bool{}
+	ps.unknownNS = map[string]time.Time{}
 }
 
 // hotNamespace is a namespace whose beacon moved without saying which
@@ -372,6 +374,9 @@ func (r *Registry) refreshNamespace(ctx context.Context, onChange func(registry.
 			return nil, err
 		}
 	}
+	if !ok {
+		delete(r.ps.unknownNS, name) // gone, not unknown
+	}
 	listed := map[registry.ServiceKey]string{}
 	for _, tg := range order {
 		listed[tg.key] = tg.id
@@ -480,32 +485,6 @@ func (r *Registry) writtenSince(key registry.ServiceKey, t time.Time) bool {
 	return p != nil && t.Sub(p.at) < r.opts.RepairDelay
 }
 
-// newFirst returns order (a copy) with the services new to the view first,
-// then those to read in full (force: this cluster wrote them), then the
-// rest, each group in its listed order. A service new to the view has
-// changed for sure (an export), where a known one only may have: when a
-// burst overflows the change list and the reader checks the revision of
-// every service of a namespace of thousands, which takes minutes, the new
-// exports are imported first instead of after those checks.
-func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool) []target {
-	rank := make(map[registry.ServiceKey]int, len(order))
-	r.view.mu.RLock()
-	for _, tg := range order {
-		switch _, known := r.view.services[tg.key]; {
-		case !known:
-			rank[tg.key] = 0
-		case force(tg.key):
-			rank[tg.key] = 1
-		default:
-			rank[tg.key] = 2
-		}
-	}
-	r.view.mu.RUnlock()
-	out := slices.Clone(order)
-	slices.SortStableFunc(out, func(a, b target) int { return rank[a.key] - rank[b.key] })
-	return out
-}
-
 // refreshAll checks the services of order in parallel. A service whose check
 // fails keeps its records and goes to ps.retry, read again at the next poll
 // (advanceScan puts it back in the queue instead). One that is gone
@@ -516,12 +495,13 @@ func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool
 // RepairDelay before the check began: Cloud Map may not show a service it
 // has just created yet, so it is read again at the next poll. A
 // NamespaceNotFound sends the service to a listing of its namespace (this
-// poll's, or the next one's), which finds the namespace anew
+// poll's, or the next one's), which looks the namespace up anew
 // (ListNamespaces): it drops the services of a namespace gone and queues
 // those of one too new for DiscoverInstances to know. It is a failure only
-// for a service the view holds, whose namespace DiscoverInstances knew (a
-// namespace deleted, or one that stays unknown, is logged); a service this
-// process published to within RepairDelay is read again instead.
+// once reads of that namespace have answered it for RepairDelay (a
+// namespace listed that DiscoverInstances does not know is logged); a
+// service this process published to within RepairDelay is read again
+// instead.
 func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.ServiceKey), order []target, force func(registry.ServiceKey) bool) (int, error) {
 	ps := &r.ps
 	var mu sync.Mutex
@@ -547,22 +527,24 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 		notYet := isCode(err, "ServiceNotFound", "NamespaceNotFound") && r.writtenSince(tg.key, start)
 		mu.Lock()
 		defer mu.Unlock()
+		ns := tg.key.Namespace
 		switch {
 		case err == nil:
+			delete(ps.unknownNS, ns)
 		case notYet:
 			ps.retry[tg.key] = true
 		case isCode(err, "ServiceNotFound"):
 			gone[tg.key] = true
-		case isCode(err, "NamespaceNotFound") && !r.view.has(tg.key):
+		case isCode(err, "NamespaceNotFound") && start.Sub(firstSeen(ps.unknownNS, ns, start)) < r.opts.RepairDelay:
 			// Created so recently that DiscoverInstances does not know it
 			// yet, or deleted: the listing tells.
-			r.forgetNamespace(tg.key.Namespace) // the listing looks it up anew
-			ps.listNS[tg.key.Namespace] = true
+			r.forgetNamespace(ns) // the listing looks it up anew
+			ps.listNS[ns] = true
 			ps.retry[tg.key] = ps.retry[tg.key] || f
 		default:
 			if isCode(err, "NamespaceNotFound") {
-				r.forgetNamespace(tg.key.Namespace)
-				ps.listNS[tg.key.Namespace] = true
+				r.forgetNamespace(ns)
+				ps.listNS[ns] = true
 			}
 			failed++
 			if firstErr == nil {
@@ -576,6 +558,16 @@ func (r *Registry) refreshAll(ctx context.Context, onChange func(registry.Servic
 		r.dropGone(onChange, start, func(k registry.ServiceKey) bool { return gone[k] })
 	}
 	return failed, firstErr
+}
+
+// firstSeen returns m[key], first setting it to now when missing.
+func firstSeen(m map[string]time.Time, key string, now time.Time) time.Time {
+	t, ok := m[key]
+	if !ok {
+		m[key] = now
+		t = now
+	}
+	return t
 }
 
 func corev1Protocol(s string) corev1.Protocol {

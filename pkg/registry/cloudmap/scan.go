@@ -184,3 +184,29 @@ func (r *Registry) advanceScan(ctx context.Context, onChange func(registry.Servi
 	}
 	return checked, firstErr
 }
+
+// newFirst returns order (a copy) with the services new to the view first,
+// then those to read in full (force: this cluster wrote them), then the
+// rest, each group in its listed order. A service new to the view has
+// changed for sure (an export), where a known one only may have: when a
+// burst overflows the change list and the reader checks the revision of
+// every service of a namespace of thousands, which takes minutes, the new
+// exports are imported first instead of after those checks.
+func (r *Registry) newFirst(order []target, force func(registry.ServiceKey) bool) []target {
+	rank := make(map[registry.ServiceKey]int, len(order))
+	r.view.mu.RLock()
+	for _, tg := range order {
+		switch _, known := r.view.services[tg.key]; {
+		case !known:
+			rank[tg.key] = 0
+		case force(tg.key):
+			rank[tg.key] = 1
+		default:
+			rank[tg.key] = 2
+		}
+	}
+	r.view.mu.RUnlock()
+	out := slices.Clone(order)
+	slices.SortStableFunc(out, func(a, b target) int { return rank[a.key] - rank[b.key] })
+	return out
+}

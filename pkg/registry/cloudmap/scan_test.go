@@ -386,22 +386,23 @@ func TestLongChecksHoldNoChangeBack(t *testing.T) {
 // services than the chunk that found it and leaves them queued for a
 // listing, which tells which: one that is there is checked, one deleted
 // drops its services from the view (each told as changed) and from the
-// queue. A namespace too new is no failed poll, but a first sweep that
-// could not read it does not count as synced; a namespace deleted under
-// services the view holds is one failed poll (logged).
+// queue. Neither is a failed poll, but a first sweep that could not read a
+// namespace does not count as synced. A namespace listed that stays
+// unknown past RepairDelay fails the polls (logged).
 func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
-	for _, tc := range []string{"too-new", "too-new-at-start", "deleted"} {
+	for _, tc := range []string{"too-new", "too-new-at-start", "deleted", "stays-unknown"} {
 		t.Run(tc, func(t *testing.T) {
 			url := cloudmaptest.StartMoto(t)
 			proxy := newFaultProxy(t, url)
 			ctx := context.Background()
-			const size = 100
+			const size, repair = 100, 3 * time.Second
 			w := newTestRegistry(t, url, "set1", "cls1", func(o *Options) { o.MotoWorkarounds = true })
 			rd := newTestRegistry(t, proxy.URL, "set1", "cls2", func(o *Options) {
 				o.PollInterval = time.Minute // a poll's share of the queue is not what ends the reads here
 				o.ForeignSweepPeriod = -1
 				o.ForeignPollInterval = -1
 				o.FullResyncPeriod = time.Hour
+				o.RepairDelay = repair
 			})
 			var mu sync.Mutex
 			told := map[registry.ServiceKey]bool{}
@@ -469,14 +470,24 @@ func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
 				rd.pollMu.Unlock()
 				deleteNamespaceRaw(ctx, t, url, "big")
 				r0 := readsSince(0)
-				if err := poll(); err == nil {
-					t.Error("a poll that found the namespace of services the view holds unknown did not fail: a namespace deleted by hand, or one DiscoverInstances stops knowing, would not be logged")
-				}
+				mustPoll()
 				if n := readsSince(r0); n == 0 || n > chunk {
 					t.Errorf("a check of %d services whose namespace was deleted read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
 				}
 				if q := queued(); q != size {
 					t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
+				}
+			case "stays-unknown":
+				recs = publishServices(t, w, "big", size)
+				setUnknown(true)
+				start := time.Now()
+				mustPoll()
+				time.Sleep(repair + 500*time.Millisecond - time.Since(start)) // the first read was a little after start
+				if err := poll(); err == nil {
+					t.Error("a poll of a namespace that ListNamespaces shows and DiscoverInstances has not known for RepairDelay did not fail: it would go unlogged for good")
+				}
+				if rd.HasSynced() {
+					t.Error("synced with a namespace unread")
 				}
 			}
 
