@@ -223,6 +223,11 @@ func (r *Registry) sweep(ctx context.Context, onChange func(registry.ServiceKey)
 	}
 	ps.pendingNS = map[string]bool{} // every namespace that needs it is queued now
 	ps.listNS = map[string]bool{}
+	for ns := range ps.unknownNS {
+		if !slices.ContainsFunc(order, func(tg target) bool { return tg.key.Namespace == ns }) {
+			delete(ps.unknownNS, ns) // gone: a namespace of that name created again starts anew
+		}
+	}
 
 	read, failed, err := r.readQueued(ctx, onChange, readNow, func() map[registry.ServiceKey]bool {
 		if !full {
