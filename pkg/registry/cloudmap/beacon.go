@@ -375,7 +375,7 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 	}
 	insts, _ = dedupe(insts) // moto: the last copy is the newest
 	recent := now.Add(-r.opts.RepairDelay).UnixMicro()
-	moved := false
+	moved, gap := false, false
 	present := map[string]bool{}
 	for _, in := range insts {
 		a := in.Attrs
@@ -438,6 +438,10 @@ func (r *Registry) checkBeacons(ctx context.Context, now time.Time) error {
 		// Gone, or between moto's deregistration and registration: the
 		// next registration moves the revision again.
 		moved = moved || !present[id]
+		gap = gap || !present[id]
+	}
+	if rev != -1 && (gap || !moved) {
+		ps.beaconGaps++
 	}
 	// A revision that moved with no beacon seen to change: the read may
 	// be older than the revision (eventually consistent), so read once

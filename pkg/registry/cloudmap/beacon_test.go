@@ -78,13 +78,13 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 	}
 
 	// settle waits until rd has no announced service left and returns its
-	// calls and polls then.
+	// calls (readerCalls) and polls then.
 	settle := func(what string) (map[string]int, int64) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			rd.pollMu.Lock()
-			c, p, busy := rd.calls.snapshot(), rd.ps.polls, rd.ps.checking()
+			c, p, busy := readerCalls(rd), rd.ps.polls, rd.ps.checking()
 			rd.pollMu.Unlock()
 			if !busy {
 				return c, p
@@ -110,7 +110,7 @@ func TestChangeCostIndependentOfNamespaceSize(t *testing.T) {
 		_, p1 := settle("after " + rec.Name)
 		for {
 			rd.pollMu.Lock()
-			c, p := rd.calls.snapshot(), rd.ps.polls
+			c, p := readerCalls(rd), rd.ps.polls
 			rd.pollMu.Unlock()
 			if p >= p1+3 {
 				return beyondPolls(c, c0, p-p0)
@@ -202,7 +202,7 @@ func TestManyChangesBetweenTwoPolls(t *testing.T) {
 	// The reader's polls wait while the writer changes 50 services, each
 	// Publish re-registering its beacon.
 	rd.pollMu.Lock()
-	c0, p0 := rd.calls.snapshot(), rd.ps.polls
+	c0, p0 := readerCalls(rd), rd.ps.polls
 	for i := range changed {
 		recs[i].Endpoints = append(recs[i].Endpoints, recs[i].Endpoints[0])
 		recs[i].Endpoints[1].Address = "10.0.1.1"
@@ -225,7 +225,7 @@ func TestManyChangesBetweenTwoPolls(t *testing.T) {
 		return !rd.ps.checking()
 	})
 	rd.pollMu.Lock()
-	c1, p1 := rd.calls.snapshot(), rd.ps.polls
+	c1, p1 := readerCalls(rd), rd.ps.polls
 	rd.pollMu.Unlock()
 	// The beacons once, and each changed service once.
 	want := map[string]int{"DiscoverInstances": 1 + changed}

@@ -62,6 +62,12 @@ type pollState struct {
 	polls         int64                        // counters for tests
 	sweeps        int64
 	foreign       int64
+	// beaconGaps counts the reads of the beacons that showed no new beacon
+	// write, or missed a beacon they knew (a counter for tests): the
+	// revision moved for a write not visible yet, or moto's replacement of
+	// a beacon (a deregistration, then a registration, each moving the
+	// revision) was read half done.
+	beaconGaps int64
 }
 
 func (ps *pollState) init() {
