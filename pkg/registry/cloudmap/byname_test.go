@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,14 +231,7 @@ func TestOwnServiceNotFoundYet(t *testing.T) {
 	}
 	poll() // the first sweep, of an empty account
 
-	var lagging atomic.Bool
-	lagging.Store(true)
-	proxy.setRefuse(func(target string, body []byte) string {
-		if lagging.Load() && strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"ServiceName":"web"`) {
-			return "ServiceNotFound"
-		}
-		return ""
-	})
+	lagging := refuseDiscovery(proxy, "ServiceNotFound", `"ServiceName":"web"`)
 	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
 	key := rec.Key()
 	if err := w.Publish(ctx, &rec); err != nil {
@@ -252,7 +243,7 @@ func TestOwnServiceNotFoundYet(t *testing.T) {
 	if d := diff(w.calls.snapshot(), c0); d["DiscoverInstances"] < 2 {
 		t.Fatalf("two polls after Publish read the new service %d times, want at least 2 (the second a retry): %v", d["DiscoverInstances"], d)
 	}
-	lagging.Store(false)
+	lagging.on.Store(false)
 	poll()
 	if got, err := w.Records(key); err != nil || !equalRecords(got, []registry.Record{rec}) {
 		t.Fatalf("once the new service answers, the view shows %+v (%v), want this cluster's record", got, err)
@@ -460,17 +451,7 @@ func TestNotVisibleYetIsNoFailedPoll(t *testing.T) {
 			poll() // the first sweep
 			poll()
 
-			var lagging atomic.Bool
-			var refused atomic.Int64
-			lagging.Store(true)
-			proxy.setRefuse(func(target string, body []byte) string {
-				if lagging.Load() && strings.HasPrefix(target, "DiscoverInstances") &&
-					strings.Contains(string(body), `"NamespaceName":"fresh"`) && strings.Contains(string(body), `"ServiceName":"web"`) {
-					refused.Add(1)
-					return tc.code
-				}
-				return ""
-			})
+			lagging := refuseDiscovery(proxy, tc.code, `"NamespaceName":"fresh"`, `"ServiceName":"web"`)
 			rec := sampleRecord("set1", w.opts.ClusterID, "fresh", "web", "10.0.0.1")
 			if err := w.Publish(ctx, &rec); err != nil {
 				t.Fatal(err)
@@ -478,10 +459,10 @@ func TestNotVisibleYetIsNoFailedPoll(t *testing.T) {
 			for range 3 {
 				poll() // fails the test if the poll fails
 			}
-			if refused.Load() == 0 {
+			if lagging.seen.Load() == 0 {
 				t.Fatal("three polls after the write never read it: the test shows nothing")
 			}
-			lagging.Store(false)
+			lagging.on.Store(false)
 			// At the next poll, or at the namespace's next check (hot: 1, 2,
 			// 4, … polls apart, for RepairDelay).
 			shown := func() bool {
@@ -525,13 +506,8 @@ func TestOwnServiceNeverVisible(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll() // the first sweep, of an empty account
-	proxy.setRefuse(func(target string, body []byte) string {
-		if strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"ServiceName":"web"`) {
-			return "ServiceNotFound"
-		}
-		return ""
-	})
+	poll()                                                           // the first sweep, of an empty account
+	refuseDiscovery(proxy, "ServiceNotFound", `"ServiceName":"web"`) // for good
 	rec := sampleRecord("set1", "cls1", "demo", "web", "10.0.0.1")
 	key := rec.Key()
 	if err := w.Publish(ctx, &rec); err != nil {

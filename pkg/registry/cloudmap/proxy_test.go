@@ -114,6 +114,38 @@ func (p *faultProxy) setDelay(f func(target string, body []byte) time.Duration) 
 	p.mu.Unlock()
 }
 
+// discoveryRefusal is what refuseDiscovery set up: while on, the proxy
+// refuses the matching requests; it counts them either way.
+type discoveryRefusal struct {
+	on   atomic.Bool
+	seen atomic.Int64
+}
+
+// refuseDiscovery makes p answer code, as a Cloud Map that does not show a
+// write yet would, to the DiscoverInstances and DiscoverInstancesRevision
+// requests whose JSON body holds every one of fragments, while the
+// returned refusal is on (it starts on).
+func refuseDiscovery(p *faultProxy, code string, fragments ...string) *discoveryRefusal {
+	d := &discoveryRefusal{}
+	d.on.Store(true)
+	p.setRefuse(func(target string, body []byte) string {
+		if !strings.HasPrefix(target, "DiscoverInstances") {
+			return ""
+		}
+		for _, f := range fragments {
+			if !strings.Contains(string(body), f) {
+				return ""
+			}
+		}
+		d.seen.Add(1)
+		if d.on.Load() {
+			return code
+		}
+		return ""
+	})
+	return d
+}
+
 func (p *faultProxy) setDown(down bool) {
 	p.mu.Lock()
 	p.down = down

@@ -415,27 +415,28 @@ func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
 					t.Fatalf("a poll failed: %v", err)
 				}
 			}
-			reads := 0 // of big's services
-			unknown := false
-			proxy.setRefuse(func(target string, body []byte) string {
-				if strings.HasPrefix(target, "DiscoverInstances") && strings.Contains(string(body), `"NamespaceName":"big"`) {
-					mu.Lock()
-					defer mu.Unlock()
-					reads++
-					if unknown {
-						return "NamespaceNotFound"
-					}
-				}
-				return ""
-			})
-			setUnknown := func(v bool) { mu.Lock(); unknown = v; mu.Unlock() }
-			readsSince := func(from int) int { mu.Lock(); defer mu.Unlock(); return reads - from }
+			unknown := refuseDiscovery(proxy, "NamespaceNotFound", `"NamespaceName":"big"`) // counts big's reads
+			unknown.on.Store(false)
+			setUnknown := unknown.on.Store
 			queued := func() int {
 				rd.pollMu.Lock()
 				defer rd.pollMu.Unlock()
 				return rd.ps.scan.len()
 			}
-			chunk := rd.opts.Concurrency * scanChunk
+			// waitsForListing polls once and checks that the reads of big,
+			// whose namespace is unknown, stopped at one chunk and left
+			// every service queued for the listing.
+			waitsForListing := func(what string) {
+				t.Helper()
+				r0 := unknown.seen.Load()
+				mustPoll()
+				if n, chunk := unknown.seen.Load()-r0, int64(rd.opts.Concurrency*scanChunk); n == 0 || n > chunk {
+					t.Errorf("a check of %d services whose namespace %s read %d of them, want at least 1 and at most a chunk (%d)", size, what, n, chunk)
+				}
+				if q := queued(); q != size {
+					t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
+				}
+			}
 			var recs []registry.Record
 
 			switch tc {
@@ -445,14 +446,7 @@ func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
 				mustPoll()
 				setUnknown(true)
 				recs = publishServices(t, w, "big", size)
-				r0 := readsSince(0)
-				mustPoll()
-				if n := readsSince(r0); n == 0 || n > chunk {
-					t.Errorf("a check of %d services whose namespace DiscoverInstances does not know read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
-				}
-				if q := queued(); q != size {
-					t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
-				}
+				waitsForListing("DiscoverInstances does not know")
 			case "too-new-at-start":
 				recs = publishServices(t, w, "big", size)
 				setUnknown(true)
@@ -469,14 +463,7 @@ func TestUnknownNamespaceWaitsForItsListing(t *testing.T) {
 				}
 				rd.pollMu.Unlock()
 				deleteNamespaceRaw(ctx, t, url, "big")
-				r0 := readsSince(0)
-				mustPoll()
-				if n := readsSince(r0); n == 0 || n > chunk {
-					t.Errorf("a check of %d services whose namespace was deleted read %d of them, want at least 1 and at most a chunk (%d)", size, n, chunk)
-				}
-				if q := queued(); q != size {
-					t.Errorf("%d services queued after the reads that found their namespace unknown, want all %d waiting for the listing", q, size)
-				}
+				waitsForListing("was deleted")
 			case "stays-unknown":
 				recs = publishServices(t, w, "big", size)
 				setUnknown(true)
