@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -150,6 +152,20 @@ func Direct(url string) string {
 	return url
 }
 
+// accepted maps the URL of each limits proxy to the count of connections
+// it has accepted (*atomic.Int64).
+var accepted sync.Map
+
+// Connections returns how many connections the limits proxy at url, a URL
+// that StartMoto returned, has accepted so far: how many its clients
+// opened. It is 0 for any other URL.
+func Connections(url string) int64 {
+	if n, ok := accepted.Load(url); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
 // limitsProxy serves moto at target behind CheckRequest, and returns its URL.
 // A refused request is answered with InvalidInput and fails t when t ends.
 func limitsProxy(t testing.TB, target string) (string, error) {
@@ -169,8 +185,16 @@ func limitsProxy(t testing.TB, target string) (string, error) {
 		}
 	})
 	rp := httputil.NewSingleHostReverseProxy(u)
+	// net/http keeps 2 idle connections per host by default: with more
+	// calls in flight, the proxy would open a connection to moto for
+	// almost every call, and moto, which starts a thread per connection,
+	// would spend on that the CPU that the tests share with the
+	// controllers. The clients' side is what Connections counts.
+	toMoto := http.DefaultTransport.(*http.Transport).Clone()
+	toMoto.MaxIdleConnsPerHost = toMoto.MaxIdleConns
+	rp.Transport = toMoto
 	rp.ErrorLog = log.New(io.Discard, "", 0) // cancelled polls at test end are expected
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			w.WriteHeader(http.StatusBadRequest)
@@ -193,8 +217,17 @@ func limitsProxy(t testing.TB, target string) (string, error) {
 		}
 		rp.ServeHTTP(w, r)
 	}))
+	var conns atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
+	t.Cleanup(toMoto.CloseIdleConnections)
 	direct.Store(srv.URL, target)
-	t.Cleanup(func() { direct.Delete(srv.URL) })
+	accepted.Store(srv.URL, &conns)
+	t.Cleanup(func() { direct.Delete(srv.URL); accepted.Delete(srv.URL) })
 	return srv.URL, nil
 }
