@@ -433,10 +433,10 @@ func sinceEach(start, first map[string]time.Time) []time.Duration {
 //     take if they had the machine to themselves and the controllers cost
 //     nothing, with this request mix; it includes their background work,
 //     and CPU time on shared cores is inflated by contention;
-//   - export-over-floor: d over apiserver-floor-s, the part of the burst's
-//     duration that is not the API servers' own work. Hosts of the same
-//     machine kind differ by 2.5x in the floor; this ratio is what to
-//     compare between runs on different hosts;
+//   - export-over-floor: d over apiserver-floor-s, how much longer the
+//     burst took than the API servers' and etcds' CPU alone would. Hosts of
+//     the same machine kind differ by up to 2.5x in the floor; this ratio
+//     is what to compare between runs on different hosts;
 //   - <member>-controlplane-cpu-s: the seconds of each member's API server
 //     and etcd, what it would need on a control plane of its own.
 func (e *env) reportCPU(b *testing.B, n int, d time.Duration, used map[string]float64) {
