@@ -1,60 +1,146 @@
-// Package bench holds what the benchmarks in test/bench need besides Go code:
-// fewest-requests.patch, the experiment behind the "fewest requests" figures
-// of docs/benchmarks.md. This test keeps the patch applicable to the code it
-// describes, so that those figures stay reproducible.
+// Package bench holds fewest-requests-1.patch and fewest-requests-2.patch,
+// the experiment behind the "fewest requests" figures of docs/benchmarks.md,
+// and the test that keeps them applicable to the controllers they edit, so
+// that those figures stay reproducible.
 package bench
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/clusterset/clusterset/internal/testenv"
 )
 
-// TestFewestRequestsPatchApplies checks, with `git apply --check` against the
-// working tree, that fewest-requests.patch still applies and still takes out
-// each write it is documented to take out. It fails when a change to the
-// controllers moved the lines the patch edits: update the patch then (make
-// the same edits in a worktree and save its `git diff` under the header).
-func TestFewestRequestsPatchApplies(t *testing.T) {
-	git, err := exec.LookPath("git")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("git is not on PATH: install git (apt-get install git)")
+// fewestRequestsPatches are applied in this order; each removes the writes
+// named by the markers ("// EXPERIMENT: <removal>") it adds in their place,
+// as its header and docs/benchmarks.md say.
+var fewestRequestsPatches = []struct {
+	file     string
+	removals []string
+}{
+	{"fewest-requests-1.patch", []string{"no Exported event", "no finalizer", "no Imported event", "no ServiceImport status"}},
+	{"fewest-requests-2.patch", []string{"no ServiceExport status"}},
+}
+
+// TestFewestRequestsPatchesApply applies both patches, in order, to copies
+// of the files they edit, checks that each removal is in the patched code,
+// and compiles the patched packages (go build -overlay), without touching the
+// working tree. It fails when a change to the controllers moved the lines the
+// patches edit or made the patched code stop compiling: make the same edits
+// in a worktree then, and save each step's `git diff` under its header.
+func TestFewestRequestsPatchesApply(t *testing.T) {
+	git, gotool := lookTool(t, "git"), lookTool(t, "go")
+	root := testenv.RepoRoot()
+	copies := t.TempDir()
+
+	edited := map[string]bool{}
+	for _, p := range fewestRequestsPatches {
+		patch, err := filepath.Abs(p.file)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Skip("git is not on PATH")
+		for _, rel := range patchedFiles(t, patch) {
+			if edited[rel] {
+				continue
+			}
+			edited[rel] = true
+			src, err := os.ReadFile(filepath.Join(root, rel))
+			if err != nil {
+				t.Fatalf("%s edits %s: %v", p.file, rel, err)
+			}
+			if err := os.MkdirAll(filepath.Join(copies, filepath.Dir(rel)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(copies, rel), src, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		apply := exec.Command(git, "apply", "--verbose", patch)
+		apply.Dir = copies
+		if out, err := apply.CombinedOutput(); err != nil {
+			hint := ""
+			reverse := exec.Command(git, "apply", "--check", "--reverse", patch)
+			reverse.Dir = root
+			if reverse.Run() == nil {
+				hint = " (it is applied in the working tree already: take it out, it must never be committed applied)"
+			}
+			t.Fatalf("%s no longer applies to the controllers%s: %v\n%s", p.file, hint, err, out)
+		}
+		var patched strings.Builder
+		for rel := range edited {
+			src, err := os.ReadFile(filepath.Join(copies, rel))
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched.Write(src)
+		}
+		for _, removal := range p.removals {
+			if !strings.Contains(patched.String(), "// EXPERIMENT: "+removal+"\n") {
+				t.Errorf("%s no longer removes %q, which docs/benchmarks.md says it does", p.file, removal)
+			}
+		}
 	}
-	patch, err := filepath.Abs("fewest-requests.patch")
+
+	// The patched files replace the originals in a build of their packages.
+	overlay := map[string]map[string]string{"Replace": {}}
+	pkgs := map[string]bool{}
+	for rel := range edited {
+		overlay["Replace"][filepath.Join(root, rel)] = filepath.Join(copies, rel)
+		pkgs["./"+filepath.Dir(rel)] = true
+	}
+	overlayJSON, err := json.Marshal(overlay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(git, "apply", "--check", "--verbose", patch)
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("fewest-requests.patch no longer applies to the controllers: %v\n%s", err, out)
+	overlayFile := filepath.Join(t.TempDir(), "overlay.json")
+	if err := os.WriteFile(overlayFile, overlayJSON, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	args := []string{"build", "-overlay", overlayFile}
+	for pkg := range pkgs {
+		args = append(args, pkg)
+	}
+	build := exec.Command(gotool, args...)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("the controllers do not compile with the fewest-requests patches applied: %v\n%s", err, out)
+	}
+}
 
+// patchedFiles returns the paths, relative to the repository's root, of the
+// files a git diff edits (its "+++ b/<path>" lines).
+func patchedFiles(t *testing.T, patch string) []string {
+	t.Helper()
 	text, err := os.ReadFile(patch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each documented removal, by the marker the patch adds in its place.
-	var added []string
+	var files []string
 	for _, line := range strings.Split(string(text), "\n") {
-		if strings.HasPrefix(line, "+") && !strings.HasPrefix(line, "+++") {
-			added = append(added, line)
+		if rel, ok := strings.CutPrefix(line, "+++ b/"); ok {
+			files = append(files, rel)
 		}
 	}
-	for _, removed := range []string{
-		"no Exported event", "no finalizer", "no ServiceExport status",
-		"no Imported event", "no ServiceImport status",
-	} {
-		if !slices.ContainsFunc(added, func(line string) bool { return strings.HasSuffix(line, "// EXPERIMENT: "+removed) }) {
-			t.Errorf("fewest-requests.patch no longer removes %q, which docs/benchmarks.md says it does", removed)
-		}
+	if len(files) == 0 {
+		t.Fatalf("%s edits no file", patch)
 	}
+	return files
+}
+
+// lookTool returns the path of a program this test runs. Without it the test
+// fails under CI and is skipped elsewhere.
+func lookTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not on PATH: install it (git: apt-get install git; go: https://go.dev/doc/install)", name)
+		}
+		t.Skipf("%s is not on PATH: install it (git: apt-get install git; go: https://go.dev/doc/install)", name)
+	}
+	return path
 }
