@@ -27,11 +27,13 @@ var fewestRequestsPatches = []struct {
 }
 
 // TestFewestRequestsPatchesApply applies both patches, in order, to copies
-// of the files they edit, checks that each removal is in the patched code,
-// and compiles the patched packages (go build -overlay), without touching the
-// working tree. It fails when a change to the controllers moved the lines the
-// patches edit or made the patched code stop compiling: make the same edits
-// in a worktree then, and save each step's `git diff` under its header.
+// of the files they edit, and after each checks that its removals are in the
+// patched code and compiles the patched packages (go build -overlay), without
+// touching the working tree. It fails when a change to the controllers
+// altered the lines a patch edits or keeps as context, or made the patched
+// code stop compiling: make the same edits in a worktree then, and save each
+// step's `git diff` (the second one taken against the first step's state)
+// under its header.
 func TestFewestRequestsPatchesApply(t *testing.T) {
 	git, gotool := lookTool(t, "git"), lookTool(t, "go")
 	root := testenv.RepoRoot()
@@ -61,6 +63,9 @@ func TestFewestRequestsPatchesApply(t *testing.T) {
 		}
 		apply := exec.Command(git, "apply", "--verbose", patch)
 		apply.Dir = copies
+		// Outside a repository git applies paths as they are; inside one
+		// (TMPDIR in a work tree) it would skip them and still succeed.
+		apply.Env = append(os.Environ(), "GIT_CEILING_DIRECTORIES="+filepath.Dir(copies))
 		if out, err := apply.CombinedOutput(); err != nil {
 			hint := ""
 			reverse := exec.Command(git, "apply", "--check", "--reverse", patch)
@@ -83,13 +88,18 @@ func TestFewestRequestsPatchesApply(t *testing.T) {
 				t.Errorf("%s no longer removes %q, which docs/benchmarks.md says it does", p.file, removal)
 			}
 		}
+		buildPatched(t, gotool, root, copies, edited, p.file)
 	}
+}
 
-	// The patched files replace the originals in a build of their packages.
+// buildPatched compiles the packages of the edited files (paths relative to
+// root), with the copies under dir in place of the originals.
+func buildPatched(t *testing.T, gotool, root, dir string, edited map[string]bool, step string) {
+	t.Helper()
 	overlay := map[string]map[string]string{"Replace": {}}
 	pkgs := map[string]bool{}
 	for rel := range edited {
-		overlay["Replace"][filepath.Join(root, rel)] = filepath.Join(copies, rel)
+		overlay["Replace"][filepath.Join(root, rel)] = filepath.Join(dir, rel)
 		pkgs["./"+filepath.Dir(rel)] = true
 	}
 	overlayJSON, err := json.Marshal(overlay)
@@ -107,7 +117,7 @@ func TestFewestRequestsPatchesApply(t *testing.T) {
 	build := exec.Command(gotool, args...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("the controllers do not compile with the fewest-requests patches applied: %v\n%s", err, out)
+		t.Fatalf("the controllers do not compile with the patches up to %s applied: %v\n%s", step, err, out)
 	}
 }
 
