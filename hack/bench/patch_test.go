@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterset/clusterset/internal/prereq"
 	"github.com/clusterset/clusterset/internal/testenv"
 )
 
@@ -141,16 +142,13 @@ func patchedFiles(t *testing.T, patch string) []string {
 	return files
 }
 
-// lookTool returns the path of a program this test runs. Without it the test
-// fails under CI and is skipped elsewhere.
+// lookTool returns the path of a program this test runs; without it the test
+// ends as prereq.Missing says.
 func lookTool(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not on PATH: install it (git: apt-get install git; go: https://go.dev/doc/install)", name)
-		}
-		t.Skipf("%s is not on PATH: install it (git: apt-get install git; go: https://go.dev/doc/install)", name)
+		prereq.Missing(t, name+" is not on PATH: install it (git: apt-get install git; go: https://go.dev/doc/install)")
 	}
 	return path
 }

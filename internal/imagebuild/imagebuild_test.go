@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterset/clusterset/internal/prereq"
 	"github.com/clusterset/clusterset/pkg/images"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -29,11 +30,7 @@ func needTool(t *testing.T, path, install string) {
 	if _, err := os.Stat(path); err == nil {
 		return
 	}
-	msg := path + " is missing: " + install
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	prereq.Missing(t, path+" is missing: "+install)
 }
 
 // logWriter sends progress lines to the test log.

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/clusterset/clusterset/internal/prereq"
 )
 
 // testWriter sends progress lines to the test log.
@@ -44,11 +46,7 @@ func startSandbox(t *testing.T, opts Options) *Sandbox {
 		bin = filepath.Join(repo, ".cache", "sandbox")
 	}
 	if missing := MissingBinaries(bin); len(missing) > 0 {
-		msg := "sandbox binaries " + strings.Join(missing, ", ") + " not in " + bin + ": run `hack/build-binaries.sh sandbox`"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		prereq.Missing(t, "sandbox binaries "+strings.Join(missing, ", ")+" not in "+bin+": run `hack/build-binaries.sh sandbox`")
 	}
 	opts.Dir = t.TempDir()
 	if opts.Nodes == "" {
@@ -258,11 +256,7 @@ func TestSandboxCloudMap(t *testing.T) {
 		t.Skip("starts a local control plane")
 	}
 	if _, err := exec.LookPath("moto_server"); err != nil {
-		msg := "moto_server is not installed (pip install 'moto[server]')"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		prereq.Missing(t, "moto_server is not installed (pip install 'moto[server]')")
 	}
 	s := startSandbox(t, Options{Clusters: 1, Registry: RegistryCloudMap, SkipControllers: true})
 	if !strings.HasPrefix(s.MotoEndpoint, "http://127.0.0.1:") {

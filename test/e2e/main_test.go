@@ -43,6 +43,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/clusterset/clusterset/internal/prereq"
 	"github.com/clusterset/clusterset/pkg/sandbox"
 	wt "github.com/clusterset/clusterset/test/e2e/walkthrough"
 )
@@ -106,16 +107,6 @@ func setup() error {
 	return nil
 }
 
-// skipOrFail skips the test for a missing prerequisite, or fails it when CI
-// is set (CI must run everything).
-func skipOrFail(t *testing.T, problem string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set and %s", problem)
-	}
-	t.Skip(problem)
-}
-
 // startSandbox brings up a 2-cluster sandbox with the given registry in
 // .cache/e2e/REGISTRY (logs stay there after the test) and tears it down
 // when the test ends, whatever happens.
@@ -129,13 +120,13 @@ func startSandbox(t *testing.T, registry string) *wt.Env {
 func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sandbox.Options)) *wt.Env {
 	t.Helper()
 	if setupProblem != "" {
-		skipOrFail(t, setupProblem)
+		prereq.Missing(t, setupProblem)
 	}
 	dir := filepath.Join(repoDir, ".cache", "e2e", registry)
 	if nodes == sandbox.NodesReal {
 		dir += "-real"
 		if problem := sandbox.RealNodesProblem(filepath.Join(repoDir, ".cache", "node")); problem != "" {
-			skipOrFail(t, problem)
+			prereq.Missing(t, problem)
 		}
 	}
 	opts := sandbox.Options{
@@ -152,7 +143,7 @@ func startSandboxNodes(t *testing.T, registry, nodes string, options ...func(*sa
 	if registry == sandbox.RegistryCloudMap {
 		moto, err := exec.LookPath("moto_server")
 		if err != nil {
-			skipOrFail(t, "moto_server is not on PATH: run hack/install-moto.sh (pip install 'moto[server]')")
+			prereq.Missing(t, "moto_server is not on PATH: run hack/install-moto.sh (pip install 'moto[server]')")
 		}
 		opts.MotoServer = moto
 	}

@@ -20,6 +20,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/clusterset/clusterset/internal/prereq"
 )
 
 // Region is the region every test uses.
@@ -33,10 +35,7 @@ func StartMoto(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("moto_server not found: install moto: pip install 'moto[server]'")
-		}
-		t.Skip("moto_server not found (install moto: pip install 'moto[server]'); skipping Cloud Map tests")
+		prereq.Missing(t, "moto_server not found: install moto: pip install 'moto[server]'")
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
